@@ -1,0 +1,265 @@
+package layout
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Version is a CPython version as read from the target.
+type Version struct {
+	Major, Minor, Micro int
+}
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Micro) }
+
+// MinorString is "X.Y".
+func (v Version) MinorString() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+// Less orders versions.
+func (v Version) Less(o Version) bool {
+	if v.Major != o.Major {
+		return v.Major < o.Major
+	}
+	if v.Minor != o.Minor {
+		return v.Minor < o.Minor
+	}
+	return v.Micro < o.Micro
+}
+
+// ParseVersion reads "X.Y" or "X.Y.Z" (a suffix such as "rc1" or "+" is
+// ignored).
+func ParseVersion(s string) (Version, error) {
+	var v Version
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		return v, fmt.Errorf("bad version %q", s)
+	}
+	nums := []*int{&v.Major, &v.Minor, &v.Micro}
+	for i, p := range parts {
+		end := 0
+		for end < len(p) && p[end] >= '0' && p[end] <= '9' {
+			end++
+		}
+		n, err := strconv.Atoi(p[:end])
+		if err != nil {
+			return v, fmt.Errorf("bad version %q", s)
+		}
+		*nums[i] = n
+	}
+	return v, nil
+}
+
+// VersionFromHex decodes PY_VERSION_HEX (as in Py_Version and
+// _Py_DebugOffsets.version).
+func VersionFromHex(h uint64) Version {
+	return Version{int(h >> 24 & 0xff), int(h >> 16 & 0xff), int(h >> 8 & 0xff)}
+}
+
+// How frames are chained.
+const (
+	FrameObjects      = iota // PyFrameObject chain from tstate->frame (≤3.10)
+	InterpreterFrames        // _PyInterpreterFrame chain (3.11+)
+)
+
+// Line table formats.
+const (
+	Lnotab       = iota // co_lnotab byte pairs (≤3.9)
+	Linetable310        // co_linetable (3.10)
+	Locations311        // PEP 626/657 location table (3.11+)
+)
+
+// How the GIL holder is found.
+const (
+	GILCurrentSymbol  = iota // _PyThreadState_Current global (2.7, 3.6)
+	GILRuntimeTstate         // _PyRuntime.gilstate.tstate_current (3.7–3.11)
+	GILInterpreterGIL        // interp->ceval.gil: locked + last_holder (3.12+)
+)
+
+// How int objects store their size and sign.
+const (
+	LongObSize = iota // ob_size holds sign and digit count (2.7 long, ≤3.11)
+	LongTagged        // long_value.lv_tag (3.12+)
+)
+
+// Dict keys object formats.
+const (
+	DictPy2     = iota // open-addressing table of PyDictEntry (2.7)
+	DictKeys36         // dk_size, dk_indices sized by dk_size (3.6–3.10)
+	DictKeys311        // dk_log2_size, dk_log2_index_bytes, dk_kind (3.11+)
+)
+
+// Where instances keep their attributes when the type manages the dict.
+const (
+	ManagedNone = iota // tp_dictoffset only (≤3.10)
+	Managed311         // values pointer at -4 words, dict at -3 (3.11)
+	Managed312         // tagged dict-or-values at -3 words (3.12)
+	Managed313         // inline values after tp_basicsize, dict at -3 (3.13+)
+)
+
+// Layout is everything krait needs to know about one target's CPython.
+type Layout struct {
+	Version Version
+	Offsets
+	// From says where the offsets came from (the build whose DWARF
+	// generated them, and whether _Py_DebugOffsets overrode them).
+	From string
+
+	Py2       bool
+	Frames    int
+	LineTable int
+	GIL       int
+	Long      int
+	Dict      int
+	Managed   int
+	// LastiUnit is the size in bytes of one f_lasti step (3.10 counts code
+	// units).
+	LastiUnit int64
+	// InstrIsNext: the frame's instruction pointer is the instruction being
+	// executed (3.13 instr_ptr) rather than the previous one (3.11/3.12
+	// prev_instr).
+	InstrIsCurrent bool
+	// OwnerCStack is the owner value of C-stack shim frames (-1: none).
+	OwnerCStack int64
+	// SplitOrderPrefix: split-dict insertion order kept in bytes before
+	// the values array (3.11, 3.12); OrderAfterValues: after it (3.13+).
+	SplitOrderPrefix bool
+	OrderAfterValues bool
+	// Type flags.
+	FlagManagedDict  uint64
+	FlagInlineValues uint64
+	// localspluskinds bits (3.11+).
+	FastLocal, FastCell, FastFree, FastHidden byte
+	// Symbols holding the interpreter list and the GIL holder when there is
+	// no _PyRuntime.
+	InterpHeadSymbol    string
+	TstateCurrentSymbol string
+	// DictKindUnicode, DictKindSplit: dk_kind values.
+	DictKindGeneral byte
+}
+
+// Supported lists the minor versions krait has tables for.
+func Supported() []string {
+	var out []string
+	for k := range generated {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return LessMinor(out[i], out[j]) })
+	return out
+}
+
+// ErrUnsupported is returned for versions krait has no layout for.
+type ErrUnsupported struct{ Version Version }
+
+func (e *ErrUnsupported) Error() string {
+	return fmt.Sprintf("Python %s is not supported (krait knows %s)", e.Version, strings.Join(Supported(), ", "))
+}
+
+// For returns the layout of a CPython version.
+func For(v Version) (*Layout, error) {
+	g, ok := generated[v.MinorString()]
+	if !ok {
+		return nil, &ErrUnsupported{v}
+	}
+	l := &Layout{Version: v, Offsets: g.offsets, From: "DWARF of " + g.from, OwnerCStack: -1}
+	at := func(maj, min int) bool { return v.Major > maj || v.Major == maj && v.Minor >= min }
+	l.Py2 = v.Major == 2
+	switch {
+	case at(3, 11):
+		l.Frames, l.LineTable = InterpreterFrames, Locations311
+	case at(3, 10):
+		l.Frames, l.LineTable = FrameObjects, Linetable310
+	default:
+		l.Frames, l.LineTable = FrameObjects, Lnotab
+	}
+	l.LastiUnit = 1
+	if v.Major == 3 && v.Minor == 10 {
+		l.LastiUnit = 2
+	}
+	l.InstrIsCurrent = at(3, 13)
+	if at(3, 12) {
+		l.OwnerCStack = 3
+	}
+	switch {
+	case at(3, 12):
+		l.GIL = GILInterpreterGIL
+	case at(3, 7):
+		l.GIL = GILRuntimeTstate
+	default:
+		l.GIL = GILCurrentSymbol
+		l.InterpHeadSymbol = "interp_head"
+		l.TstateCurrentSymbol = "_PyThreadState_Current"
+	}
+	if at(3, 12) {
+		l.Long = LongTagged
+	}
+	switch {
+	case l.Py2:
+		l.Dict = DictPy2
+	case at(3, 11):
+		l.Dict = DictKeys311
+	default:
+		l.Dict = DictKeys36
+	}
+	switch {
+	case at(3, 13):
+		l.Managed, l.OrderAfterValues = Managed313, true
+		l.FlagManagedDict, l.FlagInlineValues = 1<<4, 1<<2
+	case at(3, 12):
+		l.Managed, l.SplitOrderPrefix = Managed312, true
+		l.FlagManagedDict = 1 << 4
+	case at(3, 11):
+		l.Managed, l.SplitOrderPrefix = Managed311, true
+		l.FlagManagedDict = 1 << 4
+	}
+	l.FastLocal, l.FastCell, l.FastFree = 0x20, 0x40, 0x80
+	if at(3, 13) {
+		l.FastHidden = 0x10
+	}
+	return l, nil
+}
+
+// DebugOffsetsCookie starts _Py_DebugOffsets (at the start of _PyRuntime).
+const DebugOffsetsCookie = "xdebugpy"
+
+// HasDebugOffsets says whether this version publishes _Py_DebugOffsets
+// whose layout krait knows.
+func (l *Layout) HasDebugOffsets() bool {
+	return len(generated[l.Version.MinorString()].debugOffsets) > 0
+}
+
+// DebugOffsetsSize is how many bytes of _Py_DebugOffsets krait reads.
+func (l *Layout) DebugOffsetsSize() int {
+	max := int64(0)
+	for _, off := range generated[l.Version.MinorString()].debugOffsets {
+		if off > max {
+			max = off
+		}
+	}
+	return int(max) + 8
+}
+
+// ApplyDebugOffsets overrides the tabled offsets with those the target
+// publishes in its _Py_DebugOffsets (blob read from the start of
+// _PyRuntime). It checks the cookie and the version first.
+func (l *Layout) ApplyDebugOffsets(blob []byte) error {
+	pos := generated[l.Version.MinorString()].debugOffsets
+	if len(pos) == 0 {
+		return nil
+	}
+	if len(blob) < l.DebugOffsetsSize() || string(blob[:8]) != DebugOffsetsCookie {
+		return fmt.Errorf("_Py_DebugOffsets: no %q cookie at _PyRuntime", DebugOffsetsCookie)
+	}
+	got := VersionFromHex(binary.LittleEndian.Uint64(blob[pos["version"]:]))
+	if got.MinorString() != l.Version.MinorString() {
+		return fmt.Errorf("_Py_DebugOffsets: version %s, expected %s", got, l.Version)
+	}
+	ptrs := l.debugFieldPointers()
+	for name, p := range ptrs {
+		*p = int64(binary.LittleEndian.Uint64(blob[pos[name]:]))
+	}
+	l.From += " + target's _Py_DebugOffsets"
+	return nil
+}

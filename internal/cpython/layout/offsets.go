@@ -1,0 +1,146 @@
+// Package layout owns every difference between CPython versions that krait
+// knows: struct offsets (generated from the DWARF of real builds by
+// tools/layoutgen, and read from the target's _Py_DebugOffsets on 3.13+),
+// and the version-dependent constants and formats in features.go. It is the
+// only package that compares Python versions; everything else reads the
+// fields of a Layout.
+package layout
+
+// Offsets holds the byte offsets and sizes krait reads, for one CPython
+// minor version. A value of -1 means the field does not exist in that
+// version.
+//
+// The `c` tag names where the generator finds the value in DWARF:
+// "Type.member.member" is a member offset, "sizeof(Type)" a type's size and
+// "bit(Type.member.bitfield)" a bit-field's bit position in its containing
+// struct. Alternatives are separated by "|" and tried in order (members get
+// renamed between versions). The `dbg` tag names the field of
+// _Py_DebugOffsets that publishes the same value on 3.13+.
+type Offsets struct {
+	// _PyRuntimeState (3.7+)
+	RuntimeInterpretersHead int64 `c:"_PyRuntimeState.interpreters.head" dbg:"runtime_state.interpreters_head"`
+	RuntimeTstateCurrent    int64 `c:"_PyRuntimeState.gilstate.tstate_current"`
+
+	// PyInterpreterState
+	InterpNext       int64 `c:"_is.next" dbg:"interpreter_state.next"`
+	InterpThreadHead int64 `c:"_is.tstate_head|_is.threads.head" dbg:"interpreter_state.threads_head"`
+	InterpID         int64 `c:"_is.id" dbg:"interpreter_state.id"`
+	InterpModules    int64 `c:"_is.modules|_is.imports.modules" dbg:"interpreter_state.imports_modules"`
+	InterpSysdict    int64 `c:"_is.sysdict" dbg:"interpreter_state.sysdict"`
+	InterpGIL        int64 `c:"_is.ceval.gil"`
+	GILLocked        int64 `c:"_gil_runtime_state.locked"`
+	GILLastHolder    int64 `c:"_gil_runtime_state.last_holder"`
+
+	// PyThreadState
+	TstateNext         int64 `c:"_ts.next" dbg:"thread_state.next"`
+	TstateInterp       int64 `c:"_ts.interp" dbg:"thread_state.interp"`
+	TstateFrame        int64 `c:"_ts.frame"`
+	TstateCframe       int64 `c:"_ts.cframe"`
+	CframeCurrent      int64 `c:"_PyCFrame.current_frame"`
+	TstateCurrentFrame int64 `c:"_ts.current_frame" dbg:"thread_state.current_frame"`
+	TstateThreadID     int64 `c:"_ts.thread_id" dbg:"thread_state.thread_id"`
+	TstateNativeID     int64 `c:"_ts.native_thread_id" dbg:"thread_state.native_thread_id"`
+
+	// PyFrameObject (up to 3.10)
+	FrameBack       int64 `c:"_frame.f_back"`
+	FrameCode       int64 `c:"_frame.f_code"`
+	FrameLasti      int64 `c:"_frame.f_lasti"`
+	FrameLocalsplus int64 `c:"_frame.f_localsplus"`
+
+	// _PyInterpreterFrame (3.11+)
+	IFramePrevious   int64 `c:"_PyInterpreterFrame.previous" dbg:"interpreter_frame.previous"`
+	IFrameCode       int64 `c:"_PyInterpreterFrame.f_code|_PyInterpreterFrame.f_executable" dbg:"interpreter_frame.executable"`
+	IFrameInstr      int64 `c:"_PyInterpreterFrame.prev_instr|_PyInterpreterFrame.instr_ptr" dbg:"interpreter_frame.instr_ptr"`
+	IFrameLocalsplus int64 `c:"_PyInterpreterFrame.localsplus" dbg:"interpreter_frame.localsplus"`
+	IFrameOwner      int64 `c:"_PyInterpreterFrame.owner" dbg:"interpreter_frame.owner"`
+
+	// PyCodeObject
+	CodeArgcount        int64 `c:"PyCodeObject.co_argcount" dbg:"code_object.argcount"`
+	CodePosonlyArgcount int64 `c:"PyCodeObject.co_posonlyargcount"`
+	CodeKwonlyArgcount  int64 `c:"PyCodeObject.co_kwonlyargcount"`
+	CodeNlocals         int64 `c:"PyCodeObject.co_nlocals"`
+	CodeFlags           int64 `c:"PyCodeObject.co_flags"`
+	CodeFirstlineno     int64 `c:"PyCodeObject.co_firstlineno" dbg:"code_object.firstlineno"`
+	CodeVarnames        int64 `c:"PyCodeObject.co_varnames"`
+	CodeCellvars        int64 `c:"PyCodeObject.co_cellvars"`
+	CodeFreevars        int64 `c:"PyCodeObject.co_freevars"`
+	CodeLocalsplusNames int64 `c:"PyCodeObject.co_localsplusnames" dbg:"code_object.localsplusnames"`
+	CodeLocalsplusKinds int64 `c:"PyCodeObject.co_localspluskinds" dbg:"code_object.localspluskinds"`
+	CodeFilename        int64 `c:"PyCodeObject.co_filename" dbg:"code_object.filename"`
+	CodeName            int64 `c:"PyCodeObject.co_name" dbg:"code_object.name"`
+	CodeQualname        int64 `c:"PyCodeObject.co_qualname" dbg:"code_object.qualname"`
+	CodeLinetable       int64 `c:"PyCodeObject.co_lnotab|PyCodeObject.co_linetable" dbg:"code_object.linetable"`
+	CodeCode            int64 `c:"PyCodeObject.co_code"`
+	CodeCodeAdaptive    int64 `c:"PyCodeObject.co_code_adaptive" dbg:"code_object.co_code_adaptive"`
+	CodeFirstTraceable  int64 `c:"PyCodeObject._co_firsttraceable"`
+
+	// PyObject, PyVarObject, PyTypeObject
+	ObType             int64 `c:"PyObject.ob_type" dbg:"pyobject.ob_type"`
+	ObSize             int64 `c:"PyVarObject.ob_size"`
+	TypeName           int64 `c:"PyTypeObject.tp_name" dbg:"type_object.tp_name"`
+	TypeBasicsize      int64 `c:"PyTypeObject.tp_basicsize"`
+	TypeFlags          int64 `c:"PyTypeObject.tp_flags"`
+	TypeDict           int64 `c:"PyTypeObject.tp_dict"`
+	TypeDictoffset     int64 `c:"PyTypeObject.tp_dictoffset"`
+	HeapTypeQualname   int64 `c:"PyHeapTypeObject.ht_qualname"`
+	HeapTypeCachedKeys int64 `c:"PyHeapTypeObject.ht_cached_keys"`
+
+	// Numbers
+	IntIval    int64 `c:"PyIntObject.ob_ival"`
+	LongDigits int64 `c:"PyLongObject.ob_digit|PyLongObject.long_value.ob_digit"`
+	LongTag    int64 `c:"PyLongObject.long_value.lv_tag"`
+	DigitSize  int64 `c:"sizeof(digit)"`
+	FloatValue int64 `c:"PyFloatObject.ob_fval"`
+
+	// Strings
+	BytesData        int64 `c:"PyBytesObject.ob_sval|PyStringObject.ob_sval"`
+	ASCIILength      int64 `c:"PyASCIIObject.length" dbg:"unicode_object.length"`
+	ASCIIState       int64 `c:"PyASCIIObject.state" dbg:"unicode_object.state"`
+	ASCIISize        int64 `c:"sizeof(PyASCIIObject)" dbg:"unicode_object.asciiobject_size"`
+	CompactSize      int64 `c:"sizeof(PyCompactUnicodeObject)"`
+	StateKindBit     int64 `c:"bit(PyASCIIObject.state.kind)"`
+	StateCompactBit  int64 `c:"bit(PyASCIIObject.state.compact)"`
+	StateASCIIBit    int64 `c:"bit(PyASCIIObject.state.ascii)"`
+	UnicodeData      int64 `c:"PyUnicodeObject.data"`
+	Py2UnicodeLength int64 `c:"PyUnicodeObject.length"`
+	Py2UnicodeStr    int64 `c:"PyUnicodeObject.str"`
+	Py2UnicodeSize   int64 `c:"sizeof(Py_UNICODE)"`
+
+	// Containers
+	TupleItems int64 `c:"PyTupleObject.ob_item" dbg:"tuple_object.ob_item"`
+	ListItems  int64 `c:"PyListObject.ob_item"`
+
+	DictUsed   int64 `c:"PyDictObject.ma_used"`
+	DictKeys   int64 `c:"PyDictObject.ma_keys"`
+	DictValues int64 `c:"PyDictObject.ma_values"`
+	// Python 2 dicts are open-addressing tables of entries.
+	DictFill      int64 `c:"PyDictObject.ma_fill"`
+	DictMask      int64 `c:"PyDictObject.ma_mask"`
+	DictTable     int64 `c:"PyDictObject.ma_table"`
+	DictEntrySize int64 `c:"sizeof(PyDictEntry)"`
+
+	KeysSize           int64 `c:"PyDictKeysObject.dk_size"`
+	KeysLog2Size       int64 `c:"PyDictKeysObject.dk_log2_size"`
+	KeysLog2IndexBytes int64 `c:"PyDictKeysObject.dk_log2_index_bytes"`
+	KeysKind           int64 `c:"PyDictKeysObject.dk_kind"`
+	KeysNentries       int64 `c:"PyDictKeysObject.dk_nentries"`
+	KeysIndices        int64 `c:"PyDictKeysObject.dk_indices"`
+	KeyEntrySize       int64 `c:"sizeof(PyDictKeyEntry)"`
+	UnicodeEntrySize   int64 `c:"sizeof(PyDictUnicodeEntry)"`
+	ValuesCapacity     int64 `c:"PyDictValues.capacity"`
+	ValuesValues       int64 `c:"PyDictValues.values"`
+
+	SetMask      int64 `c:"PySetObject.mask"`
+	SetUsed      int64 `c:"PySetObject.used"`
+	SetTable     int64 `c:"PySetObject.table"`
+	SetEntrySize int64 `c:"sizeof(setentry)"`
+	SetEntryKey  int64 `c:"setentry.key"`
+
+	ModuleDict int64 `c:"PyModuleObject.md_dict"`
+	CellRef    int64 `c:"PyCellObject.ob_ref"`
+
+	// Python 2 old-style instances and classes.
+	InstanceClass int64 `c:"PyInstanceObject.in_class"`
+	InstanceDict  int64 `c:"PyInstanceObject.in_dict"`
+	ClassName     int64 `c:"PyClassObject.cl_name"`
+}
