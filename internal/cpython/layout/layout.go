@@ -66,9 +66,10 @@ const (
 
 // Line table formats.
 const (
-	Lnotab       = iota // co_lnotab byte pairs (≤3.9)
-	Linetable310        // co_linetable (3.10)
-	Locations311        // PEP 626/657 location table (3.11+)
+	Lnotab         = iota // co_lnotab byte pairs (≤3.9)
+	Linetable310          // co_linetable (3.10)
+	Locations311          // PEP 626/657 location table (3.11+)
+	LnotabUnsigned        // co_lnotab with unsigned line increments (2.7)
 )
 
 // How the GIL holder is found.
@@ -171,6 +172,8 @@ func For(v Version) (*Layout, error) {
 		l.Frames, l.LineTable = InterpreterFrames, Locations311
 	case at(3, 10):
 		l.Frames, l.LineTable = FrameObjects, Linetable310
+	case l.Py2:
+		l.Frames, l.LineTable = FrameObjects, LnotabUnsigned
 	default:
 		l.Frames, l.LineTable = FrameObjects, Lnotab
 	}

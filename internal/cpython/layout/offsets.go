@@ -129,6 +129,7 @@ type Offsets struct {
 	UnicodeEntrySize   int64 `c:"sizeof(PyDictUnicodeEntry)"`
 	ValuesCapacity     int64 `c:"PyDictValues.capacity"`
 	ValuesValues       int64 `c:"PyDictValues.values"`
+	ValuesValid        int64 `c:"PyDictValues.valid"`
 
 	SetMask      int64 `c:"PySetObject.mask"`
 	SetUsed      int64 `c:"PySetObject.used"`
@@ -143,4 +144,5 @@ type Offsets struct {
 	InstanceClass int64 `c:"PyInstanceObject.in_class"`
 	InstanceDict  int64 `c:"PyInstanceObject.in_dict"`
 	ClassName     int64 `c:"PyClassObject.cl_name"`
+	ClassDict     int64 `c:"PyClassObject.cl_dict"`
 }

@@ -1,0 +1,118 @@
+// Package binfmt is krait's knowledge of binaries: ELF symbols, sections,
+// segments and build ids, and (dwarfstruct.go) C struct layouts from DWARF.
+package binfmt
+
+import (
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Object is one ELF file as mapped into a target.
+type Object struct {
+	Path    string // path as the target names it
+	Type    elf.Type
+	BuildID string
+	syms    map[string]uint64
+	secs    map[string][2]uint64 // name → vaddr, size
+	// Loads are the PT_LOAD segments.
+	Loads []elf.ProgHeader
+}
+
+// ErrNotELF marks files that are not ELF objects krait can read.
+var ErrNotELF = errors.New("not an ELF file")
+
+// OpenObject reads the symbols (.dynsym and, when not stripped, .symtab),
+// section headers and segments of an ELF file. opened is the path to open
+// (for example through /proc/PID/root); path is recorded as the name.
+func OpenObject(opened, path string) (*Object, error) {
+	fh, err := os.Open(opened)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	f, err := elf.NewFile(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotELF)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
+		return nil, fmt.Errorf("%s: only 64-bit little-endian ELF is supported", path)
+	}
+	o := &Object{Path: path, Type: f.Type, syms: map[string]uint64{}, secs: map[string][2]uint64{}}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			o.Loads = append(o.Loads, p.ProgHeader)
+		}
+	}
+	for _, s := range f.Sections {
+		o.secs[s.Name] = [2]uint64{s.Addr, s.Size}
+		if s.Type == elf.SHT_NOTE && s.Name == ".note.gnu.build-id" {
+			if data, err := s.Data(); err == nil && len(data) > 16 {
+				o.BuildID = hex.EncodeToString(data[16:])
+			}
+		}
+	}
+	add := func(syms []elf.Symbol) {
+		for _, s := range syms {
+			if s.Value == 0 || s.Section == elf.SHN_UNDEF {
+				continue
+			}
+			t := elf.ST_TYPE(s.Info)
+			if t != elf.STT_OBJECT && t != elf.STT_FUNC && t != elf.STT_TLS {
+				continue
+			}
+			if _, ok := o.syms[s.Name]; !ok {
+				o.syms[s.Name] = s.Value
+			}
+		}
+	}
+	if ds, err := f.DynamicSymbols(); err == nil {
+		add(ds)
+	}
+	if ss, err := f.Symbols(); err == nil {
+		add(ss)
+	}
+	return o, nil
+}
+
+// Symbol returns a symbol's link-time address.
+func (o *Object) Symbol(name string) (uint64, bool) {
+	v, ok := o.syms[name]
+	return v, ok
+}
+
+// Section returns a section's link-time address and size.
+func (o *Object) Section(name string) (addr, size uint64, ok bool) {
+	s, ok := o.secs[name]
+	return s[0], s[1], ok
+}
+
+// Bias computes the load bias from where the target mapped the file's
+// offset-0 page: for a position-independent object the address it was
+// loaded at; for a fixed-address executable 0.
+func (o *Object) Bias(mapStart, mapOffset uint64) uint64 {
+	if len(o.Loads) == 0 {
+		return 0
+	}
+	for _, p := range o.Loads {
+		// Find the segment containing this file offset.
+		if mapOffset >= p.Off&^0xfff && mapOffset < p.Off+p.Filesz {
+			return mapStart - (p.Vaddr&^0xfff + (mapOffset - p.Off&^0xfff))
+		}
+	}
+	return mapStart - o.Loads[0].Vaddr&^0xfff
+}
+
+// WritableRanges returns the link-time ranges of writable segments (.data,
+// .bss), where a running interpreter keeps its globals.
+func (o *Object) WritableRanges() [][2]uint64 {
+	var out [][2]uint64
+	for _, p := range o.Loads {
+		if p.Flags&elf.PF_W != 0 {
+			out = append(out, [2]uint64{p.Vaddr, p.Vaddr + p.Memsz})
+		}
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+// Package cpython models a CPython interpreter inside a target process:
+// finding it, its version and layout, its interpreters and threads, their
+// frames, and the objects those frames hold. It reads memory only; it never
+// runs code in the target.
+package cpython
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"krait/internal/binfmt"
+	"krait/internal/cpython/layout"
+	"krait/internal/target"
+)
+
+// Python is a CPython runtime found in a process.
+type Python struct {
+	Proc    target.Process
+	L       *layout.Layout
+	Version layout.Version
+	// Binary is the object (executable or libpython) holding the runtime.
+	Binary *binfmt.Object
+	Bias   uint64
+
+	m *mem
+	// runtime is the address of _PyRuntime (0 before 3.7).
+	runtime uint64
+	// interpHead holds the address of the pointer to the first interpreter.
+	interpHead uint64
+	// tstateCurrent holds the address of _PyThreadState_Current (2.7, 3.6).
+	tstateCurrent uint64
+
+	types map[uint64]*typeInfo
+}
+
+// ErrNotPython is returned for processes with no CPython runtime.
+var ErrNotPython = errors.New("not a Python process")
+
+// objectCache keeps parsed binaries by build id (or path) across Opens.
+var objectCache = map[string]*binfmt.Object{}
+
+// Open finds the CPython runtime in a process.
+func Open(proc target.Process) (*Python, error) {
+	maps, err := proc.Maps()
+	if err != nil {
+		return nil, err
+	}
+	exe, _ := proc.OpenPath("")
+	exeTarget := ""
+	if exe != "" {
+		if p, err := filepath.EvalSymlinks(exe); err == nil {
+			exeTarget = p
+		}
+	}
+	// Candidate objects: the executable first, then libpython, each with
+	// the start of its offset-0 mapping.
+	type cand struct {
+		path       string
+		start, off uint64
+	}
+	var cands []cand
+	seen := map[string]bool{}
+	for _, m := range maps {
+		if m.Path == "" || strings.HasPrefix(m.Path, "[") || seen[m.Path] {
+			continue
+		}
+		base := filepath.Base(m.Path)
+		isExe := exeTarget != "" && (m.Path == exeTarget || strings.HasSuffix(exeTarget, m.Path))
+		if !isExe && !strings.HasPrefix(base, "libpython") {
+			continue
+		}
+		seen[m.Path] = true
+		c := cand{path: m.Path, start: m.Start, off: m.Offset}
+		if isExe {
+			cands = append([]cand{c}, cands...)
+		} else {
+			cands = append(cands, c)
+		}
+	}
+	var lastErr error
+	for _, c := range cands {
+		opened, err := proc.OpenPath(c.path)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		obj, err := openObject(opened, c.path)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if !hasRuntime(obj) {
+			continue
+		}
+		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}}
+		if err := py.init(); err != nil {
+			return nil, err
+		}
+		return py, nil
+	}
+	if lastErr != nil && errors.Is(lastErr, target.ErrPermission) {
+		return nil, lastErr
+	}
+	return nil, fmt.Errorf("process %d: %w (no CPython runtime in its executable or a libpython)", proc.PID(), ErrNotPython)
+}
+
+func openObject(opened, path string) (*binfmt.Object, error) {
+	if o, ok := objectCache[path]; ok {
+		return o, nil
+	}
+	o, err := binfmt.OpenObject(opened, path)
+	if err != nil {
+		return nil, err
+	}
+	objectCache[path] = o
+	return o, nil
+}
+
+func hasRuntime(o *binfmt.Object) bool {
+	for _, s := range []string{"_PyRuntime", "Py_Version", "interp_head", "Py_InitializeEx", "PyEval_EvalFrameEx"} {
+		if _, ok := o.Symbol(s); ok {
+			return true
+		}
+	}
+	_, _, ok := o.Section(".PyRuntime")
+	return ok
+}
+
+func (py *Python) sym(name string) (uint64, bool) {
+	v, ok := py.Binary.Symbol(name)
+	if !ok {
+		return 0, false
+	}
+	return v + py.Bias, true
+}
+
+func (py *Python) init() error {
+	if a, ok := py.sym("_PyRuntime"); ok {
+		py.runtime = a
+	} else if a, _, ok := py.Binary.Section(".PyRuntime"); ok {
+		py.runtime = a + py.Bias
+	}
+	v, err := py.detectVersion()
+	if err != nil {
+		return err
+	}
+	py.Version = v
+	l, err := layout.For(v)
+	if err != nil {
+		return err
+	}
+	py.L = l
+	if l.HasDebugOffsets() && py.runtime != 0 {
+		blob, err := py.m.bytes(py.runtime, l.DebugOffsetsSize())
+		if err != nil {
+			return fmt.Errorf("reading _Py_DebugOffsets: %w", err)
+		}
+		if err := l.ApplyDebugOffsets(blob); err != nil {
+			return err
+		}
+	}
+	switch {
+	case l.InterpHeadSymbol != "":
+		a, ok := py.sym(l.InterpHeadSymbol)
+		if !ok {
+			return fmt.Errorf("Python %s in %s: symbol %s not found (a stripped build of this version is not supported)", v, py.Binary.Path, l.InterpHeadSymbol)
+		}
+		py.interpHead = a
+	case py.runtime != 0 && l.RuntimeInterpretersHead >= 0:
+		py.interpHead = py.runtime + uint64(l.RuntimeInterpretersHead)
+	default:
+		return fmt.Errorf("Python %s in %s: cannot find _PyRuntime", v, py.Binary.Path)
+	}
+	if l.TstateCurrentSymbol != "" {
+		py.tstateCurrent, _ = py.sym(l.TstateCurrentSymbol)
+	}
+	return nil
+}
+
+var versionRE = regexp.MustCompile(`\x00([23]\.[0-9]{1,2}\.[0-9]{1,3})(?:[abcr+][0-9a-z+]*)? \(`)
+
+// detectVersion reads the version from the target: Py_Version (3.11+), or
+// the version string Py_GetVersion built at start-up in the interpreter's
+// writable data.
+func (py *Python) detectVersion() (layout.Version, error) {
+	if a, ok := py.sym("Py_Version"); ok {
+		h, err := py.m.u64(a)
+		if err == nil && h>>24&0xff == 3 {
+			return layout.VersionFromHex(h & 0xffffffff), nil
+		}
+	}
+	for _, r := range py.Binary.WritableRanges() {
+		start, end := r[0]+py.Bias, r[1]+py.Bias
+		const chunk = 1 << 16
+		var prevTail []byte
+		for a := start &^ (pageSize - 1); a < end; a += chunk {
+			n := uint64(chunk)
+			if a+n > end {
+				n = (end - a + pageSize - 1) &^ (pageSize - 1)
+			}
+			buf := make([]byte, n)
+			if err := py.Proc.ReadAt(buf, a); err != nil {
+				prevTail = nil
+				continue
+			}
+			data := append(prevTail, buf...)
+			if m := versionRE.FindSubmatch(data); m != nil {
+				return layout.ParseVersion(string(m[1]))
+			}
+			if len(buf) > 32 {
+				prevTail = append([]byte(nil), buf[len(buf)-32:]...)
+			}
+		}
+	}
+	return layout.Version{}, fmt.Errorf("process %d: found CPython in %s but cannot tell its version", py.Proc.PID(), py.Binary.Path)
+}
+
+// Reads reports how many memory reads this Python has made.
+func (py *Python) Reads() int { return py.m.Reads }
+
+// Reset drops cached memory so the next walk reads fresh values.
+func (py *Python) Reset() {
+	py.m = newMem(py.Proc)
+}

@@ -1,0 +1,163 @@
+// Package dump takes one snapshot of every Python thread in a process —
+// stacks, names, GIL, idle state and optionally locals — pausing the process
+// for as short a time as it can (or not at all), and shapes the result for
+// text and JSON output.
+package dump
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"krait/internal/cpython"
+	"krait/internal/render"
+	"krait/internal/target"
+	"krait/internal/target/live"
+)
+
+// Options for one dump.
+type Options struct {
+	Locals      bool
+	NonBlocking bool
+	Limits      cpython.Limits
+	// Width bounds each rendered value in text output (0: unlimited).
+	Width int
+}
+
+// Result is the JSON contract of krait dump.
+type Result struct {
+	PID           int       `json:"pid"`
+	Command       []string  `json:"command"`
+	PythonVersion string    `json:"python_version"`
+	Binary        string    `json:"binary"`
+	Layout        string    `json:"layout"`
+	Paused        bool      `json:"paused"`
+	PauseMillis   float64   `json:"pause_ms"`
+	Interpreters  int       `json:"interpreters"`
+	Threads       []*Thread `json:"threads"`
+}
+
+// Thread is one thread in the JSON contract.
+type Thread struct {
+	ThreadID    uint64   `json:"thread_id"`
+	NativeID    *int     `json:"native_id"`
+	Name        *string  `json:"name"`
+	OSName      string   `json:"os_name,omitempty"`
+	Interpreter int64    `json:"interpreter"`
+	GIL         bool     `json:"gil"`
+	Idle        bool     `json:"idle"`
+	Frames      []*Frame `json:"frames"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// Frame is one frame in the JSON contract.
+type Frame struct {
+	Function string   `json:"function"`
+	Qualname string   `json:"qualname"`
+	File     string   `json:"file"`
+	Line     int      `json:"line"`
+	Locals   []*Local `json:"locals,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// Local is one variable in the JSON contract.
+type Local struct {
+	Name string `json:"name"`
+	Arg  bool   `json:"arg"`
+	render.JSONValue
+}
+
+// Take dumps process pid.
+func Take(pid int, opt Options) (*Result, error) {
+	proc, err := live.Open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer proc.Close()
+	py, err := cpython.Open(proc)
+	if err != nil {
+		return nil, err
+	}
+	// Thread states are read before pausing: a paused thread is no longer
+	// running or sleeping.
+	osThreads, err := proc.Threads()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{PID: pid, Command: proc.Cmdline(), PythonVersion: py.Version.String(), Binary: py.Binary.Path, Layout: py.L.From}
+
+	var interps []*cpython.Interpreter
+	read := func() error {
+		var err error
+		interps, err = py.Snapshot(cpython.Options{Locals: opt.Locals, Limits: opt.Limits, OSThreads: osThreads})
+		return err
+	}
+	if opt.NonBlocking {
+		// Memory may change underneath: retry a few times on errors.
+		for i := 0; i < 5; i++ {
+			if err = read(); err == nil {
+				break
+			}
+			py.Reset()
+		}
+	} else {
+		p, perr := live.Pause(pid, 2*time.Second)
+		if perr != nil {
+			return nil, perr
+		}
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		go func() {
+			if _, ok := <-sigs; ok {
+				p.Release()
+				fmt.Fprintln(os.Stderr, "krait: interrupted; process released")
+				os.Exit(130)
+			}
+		}()
+		err = read()
+		p.Release()
+		signal.Stop(sigs)
+		close(sigs)
+		res.Paused = true
+		res.PauseMillis = float64(p.Held.Microseconds()) / 1000
+	}
+	if err != nil {
+		if !proc.Alive() {
+			return nil, fmt.Errorf("process %d: %w", pid, target.ErrExited)
+		}
+		return nil, err
+	}
+	state := map[int]target.Thread{}
+	for _, t := range osThreads {
+		state[t.TID] = t
+	}
+	res.Interpreters = len(interps)
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			jt := &Thread{ThreadID: t.ThreadID, Interpreter: t.Interp, GIL: t.GIL, Error: t.Err}
+			if t.NativeID != 0 {
+				id := t.NativeID
+				jt.NativeID = &id
+				if os, ok := state[id]; ok {
+					jt.Idle = os.State != 'R'
+					jt.OSName = os.Name
+				}
+			}
+			if t.HasName {
+				n := t.Name
+				jt.Name = &n
+			}
+			for _, f := range t.Frames {
+				jf := &Frame{Function: f.Function, Qualname: f.Qualname, File: f.File, Line: f.Line, Error: f.Err}
+				for _, l := range f.Locals {
+					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.ToJSON(l.Value, render.Options{})})
+				}
+				jt.Frames = append(jt.Frames, jf)
+			}
+			res.Threads = append(res.Threads, jt)
+		}
+	}
+	return res, nil
+}

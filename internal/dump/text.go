@@ -1,0 +1,79 @@
+package dump
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// WriteText prints a dump the way py-spy dump does: a header, then each
+// thread with its frames, innermost first, and locals under their frame.
+func WriteText(w io.Writer, r *Result, width int) {
+	fmt.Fprintf(w, "Process %d: %s\n", r.PID, strings.Join(r.Command, " "))
+	fmt.Fprintf(w, "Python v%s (%s)\n", r.PythonVersion, r.Binary)
+	if r.Interpreters > 1 {
+		fmt.Fprintf(w, "%d interpreters\n", r.Interpreters)
+	}
+	for _, t := range r.Threads {
+		fmt.Fprintln(w)
+		var state []string
+		if t.Idle {
+			state = append(state, "idle")
+		} else {
+			state = append(state, "active")
+		}
+		if t.GIL {
+			state = append(state, "gil")
+		}
+		name := ""
+		if t.Name != nil {
+			name = fmt.Sprintf(" %q", *t.Name)
+		}
+		native := ""
+		if t.NativeID != nil {
+			native = fmt.Sprintf(" [tid %d]", *t.NativeID)
+		}
+		interp := ""
+		if r.Interpreters > 1 {
+			interp = fmt.Sprintf(" interpreter %d", t.Interpreter)
+		}
+		fmt.Fprintf(w, "Thread 0x%x%s%s%s (%s)\n", t.ThreadID, native, name, interp, strings.Join(state, ", "))
+		if t.Error != "" {
+			fmt.Fprintf(w, "    <stack incomplete: %s>\n", t.Error)
+		}
+		for _, f := range t.Frames {
+			fn := f.Qualname
+			if fn == "" {
+				fn = f.Function
+			}
+			fmt.Fprintf(w, "    %s (%s:%d)\n", fn, f.File, f.Line)
+			if f.Error != "" {
+				fmt.Fprintf(w, "        <%s>\n", f.Error)
+			}
+			var args, locals []*Local
+			for _, l := range f.Locals {
+				if l.Arg {
+					args = append(args, l)
+				} else {
+					locals = append(locals, l)
+				}
+			}
+			for _, grp := range []struct {
+				title string
+				ls    []*Local
+			}{{"Arguments", args}, {"Locals", locals}} {
+				if len(grp.ls) == 0 {
+					continue
+				}
+				fmt.Fprintf(w, "        %s:\n", grp.title)
+				for _, l := range grp.ls {
+					v := l.Value
+					if width > 0 && len([]rune(v)) > width {
+						v = string([]rune(v)[:width]) + "..."
+					}
+					fmt.Fprintf(w, "            %s: %s\n", l.Name, v)
+				}
+			}
+		}
+	}
+}
