@@ -73,6 +73,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(asJSON, "j", false, "short for --json")
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the process (values may be inconsistent)")
 	width := fs.Int("width", 160, "cut each value in text output to this many characters (0: no limit)")
+	hold := fs.Duration("debug-hold-pause", 0, "testing: keep the process paused this long after reading")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
@@ -85,7 +86,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "krait dump: --pid PID is required")
 		return ExitUsage
 	}
-	res, err := dump.Take(*pid, dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits})
+	res, err := dump.Take(*pid, dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold})
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -24,6 +24,9 @@ type Options struct {
 	Limits      cpython.Limits
 	// Width bounds each rendered value in text output (0: unlimited).
 	Width int
+	// HoldPause keeps the process paused this long after reading; tests
+	// use it to kill krait mid-pause.
+	HoldPause time.Duration
 }
 
 // Result is the JSON contract of krait dump.
@@ -117,6 +120,9 @@ func Take(pid int, opt Options) (*Result, error) {
 			}
 		}()
 		err = read()
+		if opt.HoldPause > 0 {
+			time.Sleep(opt.HoldPause)
+		}
 		p.Release()
 		signal.Stop(sigs)
 		close(sigs)
