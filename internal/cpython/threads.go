@@ -227,14 +227,16 @@ func (py *Python) fillNativeIDs(threads []*Thread, os []target.Thread) {
 		tids[int32(o.TID)] = true
 	}
 	const span = 2048
-	blobs := map[*Thread][]byte{}
+	// One struct pthread per distinct thread id (sub-interpreter thread
+	// states can share one).
+	blobs := map[uint64][]byte{}
 	for _, t := range threads {
-		if t.ThreadID == 0 {
+		if t.ThreadID == 0 || blobs[t.ThreadID] != nil {
 			continue
 		}
 		b := make([]byte, span)
 		if err := py.Proc.ReadAt(b, t.ThreadID); err == nil {
-			blobs[t] = b
+			blobs[t.ThreadID] = b
 		}
 	}
 	if len(blobs) == 0 {
@@ -251,13 +253,14 @@ func (py *Python) fillNativeIDs(threads []*Thread, os []target.Thread) {
 			}
 			used[v] = true
 		}
-		if ok {
-			for t, b := range blobs {
-				if t.NativeID == 0 {
-					t.NativeID = int(int32(binary.LittleEndian.Uint32(b[off:])))
-				}
-			}
-			return
+		if !ok {
+			continue
 		}
+		for _, t := range threads {
+			if b := blobs[t.ThreadID]; b != nil && t.NativeID == 0 {
+				t.NativeID = int(int32(binary.LittleEndian.Uint32(b[off:])))
+			}
+		}
+		return
 	}
 }
