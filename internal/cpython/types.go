@@ -79,6 +79,9 @@ func (py *Python) typeAt(tp uint64) (*typeInfo, error) {
 	}
 	t.basicsize, _ = py.m.i64(tp + uint64(L.TypeBasicsize))
 	t.dictoffset, _ = py.m.i64(tp + uint64(L.TypeDictoffset))
+	// Cache before following the type's dict: garbage memory could make
+	// the lookup come back to this type.
+	py.types[tp] = t
 	heap := t.flags&tpflagsHeapType != 0
 	if heap {
 		if L.HeapTypeCachedKeys >= 0 {
@@ -101,9 +104,6 @@ func (py *Python) typeAt(tp uint64) (*typeInfo, error) {
 		}
 	} else {
 		t.kind = builtinKinds[name]
-		if t.kind == kindNone && name != "NoneType" {
-			t.kind = kindOther
-		}
 		switch name {
 		case "str":
 			if L.Py2 {
@@ -122,6 +122,5 @@ func (py *Python) typeAt(tp uint64) (*typeInfo, error) {
 			t.module, t.qualname = "builtins", name
 		}
 	}
-	py.types[tp] = t
 	return t, nil
 }
