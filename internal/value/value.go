@@ -31,7 +31,9 @@ const (
 	Dict      // Pairs
 	// Object is anything else: Type, Module, Addr and, where readable, Attrs.
 	Object
-	// Ellipsis marks a container met again inside itself (repr [...] / {...}).
+	// Recursive marks a container met again inside itself. Type names that
+	// container ("list", "dict", "tuple", …), which picks the repr CPython
+	// prints for it: [...], {...}, (...), or ... for any other type.
 	Recursive
 )
 

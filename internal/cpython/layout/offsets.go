@@ -40,6 +40,13 @@ type Offsets struct {
 	TstateCurrentFrame int64 `c:"_ts.current_frame" dbg:"thread_state.current_frame"`
 	TstateThreadID     int64 `c:"_ts.thread_id" dbg:"thread_state.thread_id"`
 	TstateNativeID     int64 `c:"_ts.native_thread_id" dbg:"thread_state.native_thread_id"`
+	// Tracing state, which the injected agent sets on every thread before
+	// 3.12 (what PyEval_SetTrace does for the current thread only).
+	TstateTracefunc        int64 `c:"_ts.c_tracefunc"`
+	TstateTraceobj         int64 `c:"_ts.c_traceobj"`
+	TstateUseTracing       int64 `c:"_ts.use_tracing"`
+	CframeUseTracing       int64 `c:"_PyCFrame.use_tracing"`
+	RuntimeTracingPossible int64 `c:"_PyRuntimeState.ceval.tracing_possible"`
 
 	// PyFrameObject (up to 3.10)
 	FrameBack       int64 `c:"_frame.f_back"`
