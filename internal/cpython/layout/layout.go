@@ -137,6 +137,9 @@ type Layout struct {
 	// no _PyRuntime.
 	InterpHeadSymbol    string
 	TstateCurrentSymbol string
+	// TracingPossibleSymbol is the static counter of traced threads in
+	// 3.6 (_PyRuntime.ceval.tracing_possible in 3.7–3.9).
+	TracingPossibleSymbol string
 	// DictKindUnicode, DictKindSplit: dk_kind values.
 	DictKindGeneral byte
 }
@@ -194,6 +197,9 @@ func For(v Version) (*Layout, error) {
 		l.GIL = GILCurrentSymbol
 		l.InterpHeadSymbol = "interp_head"
 		l.TstateCurrentSymbol = "_PyThreadState_Current"
+		if v.Major == 3 {
+			l.TracingPossibleSymbol = "_Py_TracingPossible"
+		}
 	}
 	if at(3, 12) {
 		l.Long = LongTagged
