@@ -15,6 +15,7 @@ import (
 	"krait/internal/cpython/layout"
 	"krait/internal/dump"
 	"krait/internal/target"
+	"krait/internal/target/live"
 )
 
 // Exit codes, stable for scripts.
@@ -51,6 +52,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dump":
 		return runDump(args[1:], stdout, stderr)
+	case "debug-trace-config":
+		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "krait (Python %v)\n", layout.Supported())
 		return ExitOK
@@ -122,4 +125,31 @@ func fail(stderr io.Writer, err error) int {
 // Run is main's body.
 func Run() {
 	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// runTraceConfig prints the agent's tracing configuration for a process
+// (hidden; for developing and testing the agent).
+func runTraceConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("debug-trace-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pid := fs.Int("pid", 0, "process id")
+	if err := fs.Parse(args); err != nil || *pid <= 0 {
+		return ExitUsage
+	}
+	proc, err := live.Open(*pid)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	py, err := cpython.Open(proc)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	tc, err := py.AgentTraceConfig()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if err := json.NewEncoder(stdout).Encode(tc); err != nil {
+		return fail(stderr, err)
+	}
+	return ExitOK
 }
