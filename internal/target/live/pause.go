@@ -206,3 +206,6 @@ func (p *Pauser) Release() {
 
 // Threads reports how many threads are held.
 func (p *Pauser) Threads() int { return len(p.stopped) }
+
+// PID is the paused process.
+func (p *Pauser) PID() int { return p.pid }

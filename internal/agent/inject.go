@@ -1,0 +1,323 @@
+// Package agent gets krait's Python agent into a live process and talks to
+// it. How, and the wire protocol, are in PROTOCOL.md.
+package agent
+
+import (
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"krait/internal/cpython"
+	"krait/internal/target"
+	"krait/internal/target/live"
+)
+
+//go:embed python/krait_agent.py
+var agentSource []byte
+
+// Regs are a thread's registers.
+type Regs = live.Regs
+
+// ErrNoSafeThread: no thread is parked where injection is safe.
+var ErrNoSafeThread = errors.New("no thread is parked in a system call where krait can safely enter (every thread is running, holds the GIL or waits on a lock); try again in a moment")
+
+// ErrTimeout: the agent did not come up in time.
+var ErrTimeout = errors.New("injection timed out")
+
+// safeSyscalls are system calls (x86-64 numbers) during which a thread
+// holds no interpreter or libc lock: Python released the GIL around them.
+var safeSyscalls = map[uint64]string{
+	0: "read", 7: "poll", 23: "select", 34: "pause", 35: "nanosleep", 43: "accept",
+	45: "recvfrom", 47: "recvmsg", 61: "wait4", 128: "rt_sigtimedwait", 230: "clock_nanosleep",
+	232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait",
+	288: "accept4", 441: "epoll_pwait2",
+}
+
+// Kernel-internal return values of an interrupted system call.
+const (
+	erestartsys          = 512
+	erestartnointr       = 513
+	erestartnohand       = 514
+	erestartRestartblock = 516
+	sysRestartSyscall    = 219
+)
+
+// Injection describes one injection, for messages and benchmarks.
+type Injection struct {
+	Dir      string        // private directory as the target sees it
+	HostDir  string        // the same, as krait reaches it
+	Token    string        // shared secret
+	Thread   int           // the thread that ran the bootstrap
+	Syscall  string        // where that thread was parked
+	Paused   time.Duration // how long the process was held
+	Page     uint64
+	tracecfg *cpython.TraceConfig
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// targetIDs returns the process's real uid and gid.
+func targetIDs(pid int) (int, int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, gid := -1, -1
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "Uid:" {
+			uid, _ = strconv.Atoi(f[1])
+		}
+		if len(f) >= 2 && f[0] == "Gid:" {
+			gid, _ = strconv.Atoi(f[1])
+		}
+	}
+	if uid < 0 || gid < 0 {
+		return 0, 0, fmt.Errorf("process %d: no Uid/Gid in status", pid)
+	}
+	return uid, gid, nil
+}
+
+// prepareDir makes the private directory inside the target's /tmp and puts
+// the agent source there.
+func prepareDir(pid int) (inTarget, onHost string, err error) {
+	uid, gid, err := targetIDs(pid)
+	if err != nil {
+		return "", "", err
+	}
+	inTarget = "/tmp/krait-" + randomHex(8)
+	onHost = fmt.Sprintf("/proc/%d/root%s", pid, inTarget)
+	if err := os.Mkdir(onHost, 0o700); err != nil {
+		return "", "", fmt.Errorf("cannot make the agent directory: %w", err)
+	}
+	fail := func(err error) (string, string, error) {
+		os.RemoveAll(onHost)
+		return "", "", err
+	}
+	if err := os.Chown(onHost, uid, gid); err != nil {
+		return fail(err)
+	}
+	src := filepath.Join(onHost, "agent.py")
+	if err := os.WriteFile(src, agentSource, 0o600); err != nil {
+		return fail(err)
+	}
+	if err := os.Chown(src, uid, gid); err != nil {
+		return fail(err)
+	}
+	return inTarget, onHost, nil
+}
+
+// bootstrap is the one statement PyRun_SimpleString runs: read agent.py
+// and execute it in a fresh namespace with KRAIT set. It binds no name in
+// __main__.
+func bootstrap(dir string, cfg map[string]any) (string, error) {
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	lit, _ := json.Marshal(string(js)) // a JSON string literal is a Python one
+	path, _ := json.Marshal(dir + "/agent.py")
+	return fmt.Sprintf("__import__('builtins').exec(__import__('builtins').compile(__import__('io').open(%s, encoding='utf-8').read(), '<krait-agent>', 'exec'), {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})", path, lit), nil
+}
+
+// Inject starts the agent in process pid. The process is paused only
+// while krait picks a thread and prepares the trampoline; the thread then
+// runs the bootstrap on its own.
+func Inject(proc *live.Process, py *cpython.Python) (*Injection, error) {
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("attach is supported on x86-64 only")
+	}
+	if py.L.Py2 {
+		return nil, fmt.Errorf("attach does not support Python 2 (dump does)")
+	}
+	pid := proc.PID()
+	var fn trampolineFuncs
+	for name, dst := range map[string]*uint64{"PyGILState_Ensure": &fn.Ensure, "PyGILState_Release": &fn.Release, "PyRun_SimpleString": &fn.RunSimpleString} {
+		a, ok := py.Sym(name)
+		if !ok {
+			return nil, fmt.Errorf("Python %s in %s does not export %s", py.Version, py.Binary.Path, name)
+		}
+		*dst = a
+	}
+	tc, err := py.AgentTraceConfig()
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc}
+	inj.Dir, inj.HostDir, err = prepareDir(pid)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(inj.HostDir)
+		}
+	}()
+
+	osThreads, err := proc.Threads()
+	if err != nil {
+		return nil, err
+	}
+	p, err := live.Pause(pid, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Release()
+	if err := inj.enter(p, py, fn, osThreads); err != nil {
+		return nil, err
+	}
+	p.Release()
+	inj.Paused = p.Held
+	ok = true
+	return inj, nil
+}
+
+// enter picks the thread and sets it on its way into the trampoline.
+func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFuncs, osThreads []target.Thread) error {
+	pid := p.PID()
+	interps, err := py.Snapshot(cpython.Options{OSThreads: osThreads})
+	if err != nil {
+		return err
+	}
+	// Candidates: Python threads of the main interpreter that do not hold
+	// the GIL, main thread first.
+	var cands []int
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			if t.NativeID == 0 || t.GIL || in.ID != 0 || !p.Holds(t.NativeID) {
+				continue
+			}
+			cands = append(cands, t.NativeID)
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i] == pid || cands[j] != pid && cands[i] < cands[j] })
+	tid, saved := 0, Regs{}
+	for _, c := range cands {
+		r, err := p.GetRegs(c)
+		if err != nil {
+			continue
+		}
+		name, safe := safeSyscalls[r.Orig_rax]
+		ret := -int64(r.Rax)
+		restart := ret == erestartsys || ret == erestartnointr || ret == erestartnohand || ret == erestartRestartblock
+		if !safe || !restart {
+			continue
+		}
+		insn, err := p.ReadMem(r.Rip-2, 2)
+		if err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
+			continue
+		}
+		tid, saved, inj.Syscall = c, r, name
+		break
+	}
+	if tid == 0 {
+		return ErrNoSafeThread
+	}
+	inj.Thread = tid
+
+	// Where the thread resumes once the trampoline is done: its
+	// interrupted system call, restarted as the kernel would.
+	resume := saved
+	resume.Rip -= 2
+	if -int64(saved.Rax) == erestartRestartblock {
+		resume.Rax = sysRestartSyscall
+	} else {
+		resume.Rax = saved.Orig_rax
+	}
+
+	syscall := func(nr uint64, args ...uint64) (uint64, error) {
+		r := saved
+		r.Rip = saved.Rip - 2
+		r.Rax, r.Orig_rax = nr, ^uint64(0)
+		regs := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
+		for i, a := range args {
+			*regs[i] = a
+		}
+		if err := p.SetRegs(tid, r); err != nil {
+			return 0, err
+		}
+		if err := p.Step(tid, time.Second); err != nil {
+			return 0, err
+		}
+		out, err := p.GetRegs(tid)
+		if err != nil {
+			return 0, err
+		}
+		if int64(out.Rax) < 0 && int64(out.Rax) > -4096 {
+			return 0, fmt.Errorf("system call %d in the target failed: %v", nr, unix.Errno(-int64(out.Rax)))
+		}
+		return out.Rax, nil
+	}
+	// Whatever happens from here, the thread must get its registers back
+	// unless it has been sent into the trampoline.
+	sent := false
+	defer func() {
+		if !sent {
+			_ = p.SetRegs(tid, saved)
+		}
+	}()
+	page, err := syscall(unix.SYS_MMAP, 0, mapSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return err
+	}
+	inj.Page = page
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": page, "page_size": mapSize, "trace": inj.tracecfg, "connect_timeout": 30}
+	boot, err := bootstrap(inj.Dir, cfg)
+	if err != nil {
+		return err
+	}
+	if len(boot) > maxBoot {
+		return fmt.Errorf("bootstrap too long (%d bytes)", len(boot))
+	}
+	if err := p.WriteMem(page, buildTrampoline(page, fn, resume, boot)); err != nil {
+		return err
+	}
+	if _, err := syscall(unix.SYS_MPROTECT, page, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return err
+	}
+	entry := saved
+	entry.Rip = page
+	entry.Rsp = (saved.Rsp - stackMargin) &^ 0xf
+	entry.Orig_rax = ^uint64(0)
+	if err := p.SetRegs(tid, entry); err != nil {
+		return err
+	}
+	sent = true
+	return nil
+}
+
+// WaitSocket waits until the agent's socket appears.
+func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
+	sock := filepath.Join(inj.HostDir, "sock")
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(sock); err == nil {
+			return sock, nil
+		}
+		if _, err := os.Stat(inj.HostDir); err != nil {
+			return "", fmt.Errorf("the agent exited before it was ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+}
+
