@@ -320,4 +320,3 @@ func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	}
 	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
 }
-

@@ -59,15 +59,15 @@ type trampolineFuncs struct {
 func buildTrampoline(page uint64, f trampolineFuncs, resume Regs, boot string) []byte {
 	a := &asm{base: page}
 	xsaveMask := func() {
-		a.emit(0xb8, 0xff, 0xff, 0xff, 0xff) // mov eax, -1
-		a.emit(0xba, 0xff, 0xff, 0xff, 0xff) // mov edx, -1
+		a.emit(0xb8, 0xff, 0xff, 0xff, 0xff)              // mov eax, -1
+		a.emit(0xba, 0xff, 0xff, 0xff, 0xff)              // mov edx, -1
 		a.ripRel([]byte{0x48, 0x8d, 0x0d}, page+offXsave) // lea rcx, [xsave area]
 	}
 	xsaveMask()
 	a.emit(0x48, 0x0f, 0xae, 0x21) // xsave64 [rcx]
 	a.movabsRAX(f.Ensure)
-	a.emit(0xff, 0xd0) // call rax
-	a.emit(0x89, 0xc3) // mov ebx, eax (the GIL state; rbx survives calls)
+	a.emit(0xff, 0xd0)                               // call rax
+	a.emit(0x89, 0xc3)                               // mov ebx, eax (the GIL state; rbx survives calls)
 	a.ripRel([]byte{0x48, 0x8d, 0x3d}, page+offBoot) // lea rdi, [boot]
 	a.movabsRAX(f.RunSimpleString)
 	a.emit(0xff, 0xd0) // call rax
@@ -75,7 +75,7 @@ func buildTrampoline(page uint64, f trampolineFuncs, resume Regs, boot string) [
 	a.movabsRAX(f.Release)
 	a.emit(0xff, 0xd0) // call rax
 	xsaveMask()
-	a.emit(0x48, 0x0f, 0xae, 0x29)                  // xrstor64 [rcx]
+	a.emit(0x48, 0x0f, 0xae, 0x29)                   // xrstor64 [rcx]
 	a.ripRel([]byte{0xc6, 0x05}, page+offDone, 0x01) // mov byte [done], 1
 	a.ripRel([]byte{0x48, 0x8d, 0x25}, page+offRegs) // lea rsp, [regs]
 	a.emit(

@@ -10,10 +10,14 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"krait/internal/cpython"
 	"krait/internal/cpython/layout"
 	"krait/internal/dump"
+	"krait/internal/repl"
+	"krait/internal/session"
 	"krait/internal/target"
 	"krait/internal/target/live"
 )
@@ -33,10 +37,12 @@ const usage = `krait — a debugger for live Python processes
 
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
+  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]
   krait version
 
 Commands:
   dump     print every thread's Python stack (and locals) of a running process
+  attach   debug a running process: breakpoints, stepping, printing (gdb-style)
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process, 4 permission,
 5 not Python, 6 unsupported Python version.
@@ -52,6 +58,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dump":
 		return runDump(args[1:], stdout, stderr)
+	case "attach":
+		return runAttach(args[1:], stdout, stderr)
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -67,7 +75,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func runDump(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Errors are reported below in one line; the flag package's own usage
+	// listing would also show the hidden testing flag.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	pid := fs.Int("pid", 0, "process id to dump")
 	fs.IntVar(pid, "p", 0, "short for --pid")
 	locals := fs.Bool("locals", false, "show each frame's arguments and local variables")
@@ -77,13 +88,34 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the process (values may be inconsistent)")
 	width := fs.Int("width", 160, "cut each value in text output to this many characters (0: no limit)")
 	hold := fs.Duration("debug-hold-pause", 0, "testing: keep the process paused this long after reading")
-	if err := fs.Parse(args); err != nil {
+	parse := func(args []string) int {
+		err := fs.Parse(args)
+		switch {
+		case err == nil:
+			return -1
+		case errors.Is(err, flag.ErrHelp):
+			fmt.Fprint(stdout, usage)
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "krait dump: %v (see krait help)\n", err)
 		return ExitUsage
 	}
-	if *pid == 0 && fs.NArg() == 1 {
+	if code := parse(args); code >= 0 {
+		return code
+	}
+	// The pid may also come first, before the other flags: krait dump PID
+	// --locals.
+	if *pid == 0 && fs.NArg() > 0 {
 		if n, err := strconv.Atoi(fs.Arg(0)); err == nil {
 			*pid = n
+			if code := parse(fs.Args()[1:]); code >= 0 {
+				return code
+			}
 		}
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "krait dump: unexpected argument %q (see krait help)\n", fs.Arg(0))
+		return ExitUsage
 	}
 	if *pid <= 0 {
 		fmt.Fprintln(stderr, "krait dump: --pid PID is required")
@@ -152,4 +184,100 @@ func runTraceConfig(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	return ExitOK
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, "; ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// runAttach: krait attach PID [--batch] [-ex CMD]… [-x FILE] [--timeout D].
+func runAttach(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pid := fs.Int("pid", 0, "process id to attach to (or give it as an argument)")
+	fs.IntVar(pid, "p", 0, "short for --pid")
+	batch := fs.Bool("batch", false, "run the -ex/-x commands, then detach and exit (as gdb --batch)")
+	var exs, files multiFlag
+	fs.Var(&exs, "ex", "execute a command (repeatable)")
+	fs.Var(&files, "x", "execute commands from a file (repeatable)")
+	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
+	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
+	// Accept the PID anywhere among the flags.
+	var rest []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return ExitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if *pid == 0 && len(rest) == 1 {
+		n, err := strconv.Atoi(rest[0])
+		if err != nil {
+			fmt.Fprintf(stderr, "krait attach: %q is not a process id\n", rest[0])
+			return ExitUsage
+		}
+		*pid = n
+	} else if len(rest) > 0 || *pid <= 0 {
+		fmt.Fprintln(stderr, "usage: krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]")
+		return ExitUsage
+	}
+	var script []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "krait: %v\n", err)
+			return ExitUsage
+		}
+		script = append(script, strings.Split(string(data), "\n")...)
+	}
+	script = append(script, exs...)
+
+	start := time.Now()
+	s, err := session.Attach(*pid, *attachTimeout)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
+	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend) in %s; process paused %s while krait entered via thread %d (%s).\n",
+		*pid, s.Version, s.Backend, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), s.Inject.Thread, s.Inject.Syscall)
+	code := ExitOK
+	for _, line := range script {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if *batch {
+			// gdb echoes nothing in batch mode; errors go to stderr.
+		}
+		err := r.Exec(line)
+		if err != nil {
+			if r.Report(err) {
+				return code
+			}
+			code = ExitError
+			if *batch {
+				// as gdb: an error in batch mode stops the script
+				r.Exec("detach")
+				return code
+			}
+		}
+		if r.Report(nil) {
+			return code
+		}
+	}
+	if *batch {
+		r.Flush()
+		if err := r.Exec("detach"); err != nil {
+			return fail(stderr, err)
+		}
+		return code
+	}
+	if err := r.Run(os.Stdin); err != nil {
+		return fail(stderr, err)
+	}
+	return code
 }

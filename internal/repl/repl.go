@@ -1,0 +1,721 @@
+// Package repl is krait attach's gdb-style command line: a table of
+// commands over a session, line editing on a terminal, commands from a pipe
+// or a script, and batch mode.
+package repl
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/peterh/liner"
+
+	"krait/internal/agent"
+	"krait/internal/session"
+)
+
+// REPL runs commands against a session.
+type REPL struct {
+	S   *session.Session
+	Out io.Writer
+	// Timeout bounds waiting for a stop in batch mode (0: forever).
+	Timeout time.Duration
+	Batch   bool
+	quit    bool
+	// listed remembers where `list` continues.
+	listFile string
+	listLine int
+}
+
+type command struct {
+	names []string
+	help  string
+	run   func(r *REPL, arg string) error
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
+		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
+		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
+		{[]string{"delete", "d"}, "delete [N…] — delete breakpoints (all without N)", bpCmd("delete")},
+		{[]string{"disable"}, "disable N… — disable breakpoints", bpCmd("disable")},
+		{[]string{"enable"}, "enable N… — enable breakpoints", bpCmd("enable")},
+		{[]string{"continue", "c", "cont"}, "continue — resume every stopped thread and wait for the next stop", (*REPL).cmdContinue},
+		{[]string{"step", "s"}, "step — run to the next line, entering calls", resume("step")},
+		{[]string{"next", "n"}, "next — run to the next line in this function, stepping over calls", resume("next")},
+		{[]string{"finish", "fin"}, "finish — run until the selected frame returns and show its value", (*REPL).cmdFinish},
+		{[]string{"until", "u"}, "until — like next, but never stops at an earlier line (leaves loops)", resume("until")},
+		{[]string{"backtrace", "bt", "where"}, "bt — the selected thread's stack", (*REPL).cmdBacktrace},
+		{[]string{"up"}, "up [N] — select an outer frame", (*REPL).cmdUp},
+		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
+		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
+		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame", (*REPL).cmdInfo},
+		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr()", (*REPL).cmdPrint},
+		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
+		{[]string{"thread", "t"}, "thread [N] — select thread N / show the selected thread", (*REPL).cmdThread},
+		{[]string{"detach"}, "detach — remove krait from the process and leave", (*REPL).cmdDetach},
+		{[]string{"quit", "q", "exit"}, "quit — detach and leave", (*REPL).cmdDetach},
+		{[]string{"echo"}, "echo TEXT — print TEXT (\\n for a newline), as gdb's echo", (*REPL).cmdEcho},
+		{[]string{"help", "h"}, "help [COMMAND]", (*REPL).cmdHelp},
+	}
+}
+
+func bpCmd(name string) func(*REPL, string) error {
+	return func(r *REPL, arg string) error {
+		ids := strings.Fields(arg)
+		if len(ids) == 0 {
+			if name != "delete" {
+				return fmt.Errorf("Argument required (breakpoint number).")
+			}
+			return r.S.BPCommand("delete", 0)
+		}
+		for _, a := range ids {
+			n, err := strconv.Atoi(a)
+			if err != nil {
+				return fmt.Errorf("Convenience variable must have integer value.\nBad breakpoint argument: '%s'", a)
+			}
+			if err := r.S.BPCommand(name, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		for _, n := range commands[i].names {
+			if n == name {
+				return &commands[i]
+			}
+		}
+	}
+	return nil
+}
+
+// Exec runs one command line.
+func (r *REPL) Exec(line string) error {
+	line = strings.TrimSpace(line)
+	if line == "" || strings.HasPrefix(line, "#") {
+		return nil
+	}
+	name, arg := line, ""
+	if i := strings.IndexAny(line, " \t"); i >= 0 {
+		name, arg = line[:i], strings.TrimSpace(line[i+1:])
+	}
+	// print/r, p/r
+	if i := strings.IndexByte(name, '/'); i > 0 {
+		arg = name[i:] + " " + arg
+		name = name[:i]
+	}
+	c := lookup(name)
+	if c == nil {
+		return fmt.Errorf("Undefined command: \"%s\".  Try \"help\".", name)
+	}
+	return c.run(r, arg)
+}
+
+func (r *REPL) printf(format string, a ...any) { fmt.Fprintf(r.Out, format, a...) }
+
+// Flush prints stops and notices that arrived while nothing waited.
+func (r *REPL) Flush() {
+	for _, n := range r.S.TakeNotes() {
+		r.printf("%s\n", n)
+	}
+	for {
+		st := r.S.NextStop()
+		if st == nil {
+			return
+		}
+		r.reportStop(st, true)
+	}
+}
+
+func splitCond(arg string) (loc, cond string) {
+	if i := strings.Index(arg, " if "); i >= 0 {
+		return strings.TrimSpace(arg[:i]), strings.TrimSpace(arg[i+4:])
+	}
+	if strings.HasPrefix(arg, "if ") {
+		return "", strings.TrimSpace(arg[3:])
+	}
+	return arg, ""
+}
+
+func (r *REPL) cmdBreak(arg string) error  { return r.setBreak(arg, false) }
+func (r *REPL) cmdTbreak(arg string) error { return r.setBreak(arg, true) }
+
+func (r *REPL) setBreak(arg string, temp bool) error {
+	loc, cond := splitCond(arg)
+	if loc == "" {
+		st := r.S.Stopped()
+		if st == nil {
+			return fmt.Errorf("No default breakpoint location: select a stopped thread or give FILE:LINE.")
+		}
+		loc = fmt.Sprintf("%s:%d", st.File, st.Line)
+	}
+	bp, err := r.S.Break(loc, cond, temp)
+	if err != nil {
+		return err
+	}
+	kind := "Breakpoint"
+	if temp {
+		kind = "Temporary breakpoint"
+	}
+	if bp.Pending {
+		r.printf("%s %d (%s) pending.\n", kind, bp.ID, loc)
+		return nil
+	}
+	fn := ""
+	if bp.Function != "" {
+		fn = " (" + bp.Function + ")"
+	}
+	r.printf("%s %d at %s:%d%s\n", kind, bp.ID, bp.File, bp.Line, fn)
+	if bp.Moved {
+		r.printf("(line %s has no code; moved to line %d)\n", loc[strings.LastIndexByte(loc, ':')+1:], bp.Line)
+	}
+	return nil
+}
+
+func (r *REPL) cmdCondition(arg string) error {
+	f := strings.SplitN(arg, " ", 2)
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return fmt.Errorf("Argument required (breakpoint number).")
+	}
+	cond := ""
+	if len(f) == 2 {
+		cond = strings.TrimSpace(f[1])
+	}
+	if err := r.S.Condition(n, cond); err != nil {
+		return err
+	}
+	if cond == "" {
+		r.printf("Breakpoint %d now unconditional.\n", n)
+	}
+	return nil
+}
+
+func (r *REPL) cmdContinue(arg string) error {
+	r.Flush()
+	if err := r.S.Resume("continue", true); err != nil {
+		return err
+	}
+	r.printf("Continuing.\n")
+	return r.wait()
+}
+
+func resume(cmd string) func(*REPL, string) error {
+	return func(r *REPL, arg string) error {
+		if err := r.S.Resume(cmd, false); err != nil {
+			return err
+		}
+		return r.wait()
+	}
+}
+
+func (r *REPL) cmdFinish(arg string) error {
+	frames, err := r.S.Stack()
+	if err != nil {
+		return err
+	}
+	if len(frames) > 0 {
+		f := frames[0]
+		r.printf("Run till exit from #0  %s\n", frameText(f))
+	}
+	return resume("finish")(r, arg)
+}
+
+// wait waits for the next stop and reports it. Ctrl-C stops waiting (the
+// process keeps running).
+func (r *REPL) wait() error {
+	cancel := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	go func() {
+		select {
+		case <-sig:
+			close(cancel)
+		case <-r.S.Done():
+		}
+	}()
+	timeout := time.Duration(0)
+	if r.Batch {
+		timeout = r.Timeout
+	}
+	st, err := r.S.WaitStop(timeout, cancel)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		r.printf("\nStopped waiting; the process keeps running (breakpoints stay set).\n")
+		return nil
+	}
+	r.reportStop(st, false)
+	return nil
+}
+
+func argsText(args []session.Var) string {
+	var parts []string
+	for _, a := range args {
+		parts = append(parts, a.Name+"="+a.Value)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func frameText(f session.Frame) string {
+	return fmt.Sprintf("%s (%s) at %s:%d", f.Function, argsText(f.Args), f.File, f.Line)
+}
+
+var lastStopThread int64
+
+func (r *REPL) reportStop(st *session.Stop, async bool) {
+	n := r.S.ThreadNumber(st.Thread)
+	if lastStopThread != 0 && lastStopThread != st.Thread || async {
+		name := ""
+		if st.ThreadName != "" {
+			name = fmt.Sprintf(" %q", st.ThreadName)
+		}
+		r.printf("[Switching to thread %d (LWP %d)%s]\n", n, st.NativeID, name)
+	}
+	lastStopThread = st.Thread
+	loc := fmt.Sprintf("%s (%s) at %s:%d", st.Function, argsText(st.Args), st.File, st.Line)
+	switch st.Reason {
+	case "breakpoint":
+		kind := "Breakpoint"
+		r.printf("\n%s %d, %s\n", kind, st.BP, loc)
+	case "finish":
+		r.printf("%s\n", loc)
+	default:
+		r.printf("%s\n", loc)
+	}
+	r.printSourceLine(st.File, st.Line)
+	if st.Return != nil {
+		r.S.History = append(r.S.History, st.Return.Value)
+		r.printf("Value returned is $%d = %s\n", len(r.S.History), st.Return.Value)
+	}
+	r.listFile, r.listLine = st.File, st.Line
+}
+
+func (r *REPL) printSourceLine(file string, line int) {
+	lines, err := r.S.Source(file, line, 1)
+	if err == nil && len(lines) == 1 {
+		text, _ := lines[0][1].(string)
+		r.printf("%d\t%s\n", line, strings.TrimRight(text, "\n"))
+	}
+}
+
+func (r *REPL) cmdBacktrace(arg string) error {
+	frames, err := r.S.Stack()
+	if err != nil {
+		return err
+	}
+	for _, f := range frames {
+		r.printf("#%-2d %s\n", f.Index, frameText(f))
+	}
+	return nil
+}
+
+func (r *REPL) selectFrame(n int) error {
+	frames, err := r.S.Stack()
+	if err != nil {
+		return err
+	}
+	if n < 0 || n >= len(frames) {
+		if n < 0 {
+			return fmt.Errorf("Bottom (innermost) frame selected; you cannot go down.")
+		}
+		return fmt.Errorf("Initial frame selected; you cannot go up.")
+	}
+	r.S.Frame = n
+	f := frames[n]
+	r.printf("#%-2d %s\n", n, frameText(f))
+	r.printSourceLine(f.File, f.Line)
+	r.listFile, r.listLine = f.File, f.Line
+	return nil
+}
+
+func count(arg string) int {
+	if n, err := strconv.Atoi(strings.TrimSpace(arg)); err == nil {
+		return n
+	}
+	return 1
+}
+
+func (r *REPL) cmdUp(arg string) error   { return r.selectFrame(r.S.Frame + count(arg)) }
+func (r *REPL) cmdDown(arg string) error { return r.selectFrame(r.S.Frame - count(arg)) }
+func (r *REPL) cmdFrame(arg string) error {
+	if strings.TrimSpace(arg) == "" {
+		return r.selectFrame(r.S.Frame)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(arg))
+	if err != nil {
+		return fmt.Errorf("Invalid frame number %q.", arg)
+	}
+	return r.selectFrame(n)
+}
+
+func (r *REPL) cmdInfo(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) == 0 {
+		return fmt.Errorf("List of info subcommands: breakpoints, locals, args, threads, frame.")
+	}
+	switch f[0] {
+	case "breakpoints", "break", "b", "br":
+		return r.infoBreakpoints()
+	case "locals":
+		return r.infoVars(false)
+	case "args":
+		return r.infoVars(true)
+	case "threads", "thread":
+		return r.infoThreads()
+	case "frame", "f":
+		return r.cmdFrame("")
+	}
+	return fmt.Errorf("Undefined info command: \"%s\".  Try \"help info\".", f[0])
+}
+
+func (r *REPL) infoBreakpoints() error {
+	bps, err := r.S.Breakpoints()
+	if err != nil {
+		return err
+	}
+	if len(bps) == 0 {
+		r.printf("No breakpoints or watchpoints.\n")
+		return nil
+	}
+	r.printf("Num     Type           Disp Enb What\n")
+	for _, b := range bps {
+		disp := "keep"
+		if b.Temporary {
+			disp = "del"
+		}
+		enb := "y"
+		if !b.Enabled {
+			enb = "n"
+		}
+		what := fmt.Sprintf("%s:%d", b.File, b.Line)
+		if b.Pending {
+			what = fmt.Sprintf("<PENDING> %s:%d", b.File, b.Line)
+		} else if b.Function != "" {
+			what = fmt.Sprintf("in %s at %s:%d", b.Function, b.File, b.Line)
+		}
+		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, "breakpoint", disp, enb, what)
+		if b.Cond != "" {
+			r.printf("\tstop only if %s\n", b.Cond)
+		}
+		if b.Hits > 0 {
+			times := "times"
+			if b.Hits == 1 {
+				times = "time"
+			}
+			r.printf("\tbreakpoint already hit %d %s\n", b.Hits, times)
+		}
+	}
+	return nil
+}
+
+func (r *REPL) infoVars(args bool) error {
+	vs, err := r.S.Locals()
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, v := range vs {
+		if v.Arg != args {
+			continue
+		}
+		r.printf("%s = %s\n", v.Name, v.Value)
+		n++
+	}
+	if n == 0 {
+		if args {
+			r.printf("No arguments.\n")
+		} else {
+			r.printf("No locals.\n")
+		}
+	}
+	return nil
+}
+
+func (r *REPL) infoThreads() error {
+	ts, err := r.S.Threads()
+	if err != nil {
+		return err
+	}
+	r.printf("  Id   Target Id                                   Frame\n")
+	for _, t := range ts {
+		cur := " "
+		if t.Ident == r.S.Thread {
+			cur = "*"
+		}
+		name := ""
+		if t.Name != "" {
+			name = fmt.Sprintf(" %q", t.Name)
+		}
+		state := "running"
+		if t.Stopped {
+			state = "stopped"
+		}
+		target := fmt.Sprintf("Thread 0x%x (LWP %d)%s", t.Ident, t.NativeID, name)
+		r.printf("%s %-4d %-43s %s: %s at %s:%d\n", cur, t.Number, target, state, t.Function, t.File, t.Line)
+	}
+	return nil
+}
+
+func (r *REPL) cmdPrint(arg string) error {
+	raw := false
+	if strings.HasPrefix(arg, "/") {
+		f := strings.SplitN(arg, " ", 2)
+		switch f[0] {
+		case "/r":
+			raw = true
+		default:
+			return fmt.Errorf("Undefined output format \"%s\".", strings.TrimPrefix(f[0], "/"))
+		}
+		arg = ""
+		if len(f) == 2 {
+			arg = f[1]
+		}
+	}
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		if len(r.S.History) == 0 {
+			return fmt.Errorf("History is empty.")
+		}
+		arg = "$"
+	}
+	n, v, err := r.S.Print(arg, raw)
+	if err != nil {
+		return err
+	}
+	r.printf("$%d = %s\n", n, v.Value)
+	return nil
+}
+
+func (r *REPL) cmdList(arg string) error {
+	arg = strings.TrimSpace(arg)
+	file, line := r.listFile, 0
+	switch {
+	case arg == "":
+		if r.listFile == "" {
+			return fmt.Errorf("No default source file; stop somewhere first or give FILE:LINE.")
+		}
+		line = r.listLine
+	case strings.Contains(arg, ":"):
+		i := strings.LastIndexByte(arg, ':')
+		n, err := strconv.Atoi(arg[i+1:])
+		if err != nil {
+			return fmt.Errorf("Bad line number %q.", arg[i+1:])
+		}
+		file, line = arg[:i], n
+	default:
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return fmt.Errorf("Function lookup is not supported by list; give a line or FILE:LINE.")
+		}
+		line = n
+	}
+	start := line - 5
+	if arg == "" && r.listed() {
+		start = line
+	}
+	if start < 1 {
+		start = 1
+	}
+	lines, err := r.S.Source(file, start, 10)
+	if err != nil {
+		return err
+	}
+	if len(lines) == 0 {
+		return fmt.Errorf("Line number %d out of range; %q has fewer lines.", start, filepath.Base(file))
+	}
+	for _, l := range lines {
+		text, _ := l[1].(string)
+		r.printf("%d\t%s\n", l[0], strings.TrimRight(text, "\n"))
+	}
+	last, _ := lines[len(lines)-1][0].(int)
+	r.listFile, r.listLine, listedOnce = file, last+1, true
+	return nil
+}
+
+var listedOnce bool
+
+func (r *REPL) listed() bool { return listedOnce }
+
+func (r *REPL) cmdThread(arg string) error {
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		ts, err := r.S.Threads()
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if t.Ident == r.S.Thread {
+				r.printf("[Current thread is %d (Thread 0x%x (LWP %d))]\n", t.Number, t.Ident, t.NativeID)
+				return nil
+			}
+		}
+		return fmt.Errorf("No thread selected.")
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil {
+		return fmt.Errorf("Invalid thread ID: %s", arg)
+	}
+	t, err := r.S.SelectThread(n)
+	if err != nil {
+		return err
+	}
+	state := "running"
+	if t.Stopped {
+		state = "stopped"
+	}
+	r.printf("[Switching to thread %d (Thread 0x%x (LWP %d))] (%s)\n", t.Number, t.Ident, t.NativeID, state)
+	if st := r.S.Stopped(); st != nil {
+		r.printf("#0  %s (%s) at %s:%d\n", st.Function, argsText(st.Args), st.File, st.Line)
+		r.printSourceLine(st.File, st.Line)
+	}
+	listedOnce = false
+	return nil
+}
+
+func (r *REPL) cmdDetach(arg string) error {
+	r.quit = true
+	err := r.S.Detach()
+	r.printf("[Inferior 1 (process %d) detached]\n", r.S.PID)
+	return err
+}
+
+func (r *REPL) cmdEcho(arg string) error {
+	r.printf("%s", strings.ReplaceAll(arg, `\n`, "\n"))
+	return nil
+}
+
+func (r *REPL) cmdHelp(arg string) error {
+	if c := lookup(strings.TrimSpace(arg)); c != nil {
+		r.printf("%s\n", c.help)
+		return nil
+	}
+	var lines []string
+	for _, c := range commands {
+		lines = append(lines, fmt.Sprintf("  %-10s %s", c.names[0], c.help))
+	}
+	sort.Strings(lines)
+	r.printf("Commands (gdb names and abbreviations):\n%s\n", strings.Join(lines, "\n"))
+	return nil
+}
+
+// Report prints a command's error the way gdb does (one line), and says
+// whether the session is over.
+func (r *REPL) Report(err error) bool {
+	if err == nil {
+		return r.quit
+	}
+	if errors.Is(err, agent.ErrClosed) {
+		r.printf("The process exited or the agent ended; krait detached.\n")
+		r.quit = true
+		return true
+	}
+	r.printf("%s\n", err)
+	return false
+}
+
+// Run reads commands until quit: with line editing and history when stdin
+// is a terminal, else line by line (as gdb does).
+func (r *REPL) Run(in *os.File) error {
+	// krait killed politely: detach first.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		if _, ok := <-sigs; ok {
+			r.S.Detach()
+			os.Exit(1)
+		}
+	}()
+	defer signal.Stop(sigs)
+	if isTerminal(in) {
+		return r.runTerminal()
+	}
+	sc := bufio.NewScanner(in)
+	for {
+		r.Flush()
+		if !sc.Scan() {
+			break
+		}
+		if r.Report(r.Exec(sc.Text())) {
+			return nil
+		}
+	}
+	return r.cmdDetach("")
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func (r *REPL) runTerminal() error {
+	ln := liner.NewLiner()
+	defer ln.Close()
+	ln.SetCtrlCAborts(true)
+	histFile := ""
+	if home, err := os.UserHomeDir(); err == nil {
+		histFile = filepath.Join(home, ".krait_history")
+		if f, err := os.Open(histFile); err == nil {
+			ln.ReadHistory(f)
+			f.Close()
+		}
+	}
+	defer func() {
+		if histFile != "" {
+			if f, err := os.Create(histFile); err == nil {
+				ln.WriteHistory(f)
+				f.Close()
+			}
+		}
+	}()
+	last := ""
+	interrupts := 0
+	for {
+		r.Flush()
+		line, err := ln.Prompt("(krait) ")
+		if errors.Is(err, liner.ErrPromptAborted) {
+			interrupts++
+			if interrupts >= 2 {
+				r.printf("\n")
+				return r.cmdDetach("")
+			}
+			r.printf("Quit (Ctrl-C again to detach and leave)\n")
+			continue
+		}
+		interrupts = 0
+		if err != nil { // EOF
+			r.printf("quit\n")
+			return r.cmdDetach("")
+		}
+		if strings.TrimSpace(line) == "" {
+			// gdb repeats stepping and listing commands on an empty line.
+			if f := strings.Fields(last); len(f) > 0 && strings.Contains(" s step n next u until l list c continue fin finish ", " "+f[0]+" ") {
+				line = last
+			}
+		} else {
+			ln.AppendHistory(line)
+		}
+		last = line
+		if r.Report(r.Exec(line)) {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,535 @@
+// Package session is one debugging session with a live Python process: the
+// agent connection, breakpoints, stopped threads, the selected thread and
+// frame, and the value history. The REPL (and any protocol server) is a
+// client of it; it formats nothing.
+package session
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"krait/internal/agent"
+	"krait/internal/cpython"
+	"krait/internal/target/live"
+)
+
+// Session is an attached debugging session.
+type Session struct {
+	PID     int
+	Version string
+	Backend string
+	Inject  *agent.Injection
+
+	c *agent.Client
+
+	mu      sync.Mutex
+	stops   map[int64]*Stop // stopped threads by ident
+	pending []*Stop         // stops not yet reported
+	stopCh  chan struct{}   // signalled on every new stop
+	numbers map[int64]int   // gdb-style thread numbers
+	nextNum int
+	Notes   []string // agent notices (resolved breakpoints, errors)
+
+	// Selected thread (ident) and frame.
+	Thread int64
+	Frame  int
+	// History holds printed values, $1 first.
+	History []string
+}
+
+// Stop is one thread stopped in the agent.
+type Stop struct {
+	Thread     int64
+	NativeID   int
+	ThreadName string
+	Reason     string
+	BP         int
+	Function   string
+	File       string
+	Line       int
+	Args       []Var
+	Return     *Var
+}
+
+// Var is a named rendered value.
+type Var struct {
+	Name, Type, Value string
+	Arg               bool
+}
+
+// Breakpoint as the agent reports it.
+type Breakpoint struct {
+	ID        int
+	File      string
+	Line      int
+	Moved     bool
+	Function  string
+	Pending   bool
+	Cond      string
+	Temporary bool
+	Enabled   bool
+	Hits      int
+}
+
+// Attach injects the agent into pid and connects to it.
+func Attach(pid int, timeout time.Duration) (*Session, error) {
+	proc, err := live.Open(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer proc.Close()
+	py, err := cpython.Open(proc)
+	if err != nil {
+		return nil, err
+	}
+	inj, err := agent.Inject(proc, py)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := inj.WaitSocket(timeout)
+	if err != nil {
+		return nil, err
+	}
+	c, hello, err := agent.Dial(sock, inj.Token)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
+	s.Version, _ = hello["version"].(string)
+	s.Backend, _ = hello["backend"].(string)
+	go s.eventLoop()
+	return s, nil
+}
+
+func str(m map[string]any, k string) string { v, _ := m[k].(string); return v }
+func num(m map[string]any, k string) int    { v, _ := m[k].(float64); return int(v) }
+func flag(m map[string]any, k string) bool  { v, _ := m[k].(bool); return v }
+
+func vars(v any, arg bool) []Var {
+	list, _ := v.([]any)
+	var out []Var
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		out = append(out, Var{Name: str(m, "name"), Type: str(m, "type"), Value: str(m, "value"), Arg: arg || flag(m, "arg")})
+	}
+	return out
+}
+
+func (s *Session) eventLoop() {
+	for ev := range s.c.Events {
+		switch str(ev, "event") {
+		case "stop":
+			st := &Stop{Thread: int64(num(ev, "thread")), NativeID: num(ev, "native_id"), ThreadName: str(ev, "thread_name"),
+				Reason: str(ev, "reason"), BP: num(ev, "bp"), Function: str(ev, "function"), File: str(ev, "file"), Line: num(ev, "line"),
+				Args: vars(ev["args"], true)}
+			if rv, ok := ev["return_value"].(map[string]any); ok {
+				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
+			}
+			s.mu.Lock()
+			s.stops[st.Thread] = st
+			s.pending = append(s.pending, st)
+			s.number(st.Thread)
+			s.mu.Unlock()
+			select {
+			case s.stopCh <- struct{}{}:
+			default:
+			}
+		case "breakpoint_resolved":
+			bp := toBP(ev["bp"])
+			s.note(fmt.Sprintf("Breakpoint %d resolved at %s:%d", bp.ID, bp.File, bp.Line))
+		case "error":
+			s.note(str(ev, "message"))
+		}
+	}
+	select {
+	case s.stopCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Session) note(msg string) {
+	s.mu.Lock()
+	s.Notes = append(s.Notes, msg)
+	s.mu.Unlock()
+}
+
+// TakeNotes returns and clears pending notices.
+func (s *Session) TakeNotes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.Notes
+	s.Notes = nil
+	return n
+}
+
+// number gives a thread its gdb-style number (mu held).
+func (s *Session) number(ident int64) int {
+	if n, ok := s.numbers[ident]; ok {
+		return n
+	}
+	s.numbers[ident] = s.nextNum
+	s.nextNum++
+	return s.numbers[ident]
+}
+
+// ThreadNumber returns the gdb-style number of a thread.
+func (s *Session) ThreadNumber(ident int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.number(ident)
+}
+
+// Done is closed when the agent connection ends.
+func (s *Session) Done() <-chan struct{} { return s.c.Done() }
+
+const callTimeout = 30 * time.Second
+
+func (s *Session) call(cmd string, args map[string]any) (map[string]any, error) {
+	return s.c.Call(cmd, args, callTimeout)
+}
+
+func toBP(v any) Breakpoint {
+	m, _ := v.(map[string]any)
+	return Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
+		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits")}
+}
+
+var fileLine = regexp.MustCompile(`^(.+):(\d+)$`)
+
+// Break sets a breakpoint at FILE:LINE or on a function name.
+func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
+	args := map[string]any{"temporary": temporary}
+	if cond != "" {
+		args["cond"] = cond
+	}
+	cmd := "break_func"
+	if m := fileLine.FindStringSubmatch(spec); m != nil {
+		line, _ := strconv.Atoi(m[2])
+		cmd, args["file"], args["line"] = "break", m[1], line
+	} else if n, err := strconv.Atoi(spec); err == nil {
+		// "break 42": a line of the selected frame's file.
+		f, err := s.frameFile()
+		if err != nil {
+			return Breakpoint{}, err
+		}
+		cmd, args["file"], args["line"] = "break", f, n
+	} else {
+		args["name"] = spec
+	}
+	r, err := s.call(cmd, args)
+	if err != nil {
+		return Breakpoint{}, err
+	}
+	return toBP(r["bp"]), nil
+}
+
+func (s *Session) frameFile() (string, error) {
+	frames, err := s.Stack()
+	if err != nil {
+		return "", err
+	}
+	if s.Frame >= len(frames) {
+		return "", errors.New("no frame selected")
+	}
+	return frames[s.Frame].File, nil
+}
+
+// Breakpoints lists the breakpoints.
+func (s *Session) Breakpoints() ([]Breakpoint, error) {
+	r, err := s.call("breakpoints", nil)
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["bps"].([]any)
+	var out []Breakpoint
+	for _, b := range list {
+		out = append(out, toBP(b))
+	}
+	return out, nil
+}
+
+// BPCommand runs delete/enable/disable on a breakpoint (id 0: all, for delete).
+func (s *Session) BPCommand(cmd string, id int) error {
+	args := map[string]any{}
+	if id > 0 {
+		args["bp"] = id
+	}
+	_, err := s.call(cmd, args)
+	return err
+}
+
+// Condition sets or removes a breakpoint's condition.
+func (s *Session) Condition(id int, cond string) error {
+	args := map[string]any{"bp": id, "cond": nil}
+	if cond != "" {
+		args["cond"] = cond
+	}
+	_, err := s.call("condition", args)
+	return err
+}
+
+// Thread is one thread as the agent lists it.
+type Thread struct {
+	Ident    int64
+	Number   int
+	NativeID int
+	Name     string
+	Stopped  bool
+	Function string
+	File     string
+	Line     int
+}
+
+// Threads lists the target's threads.
+func (s *Session) Threads() ([]Thread, error) {
+	r, err := s.call("threads", nil)
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["threads"].([]any)
+	var out []Thread
+	s.mu.Lock()
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		t := Thread{Ident: int64(num(m, "id")), NativeID: num(m, "native_id"), Name: str(m, "name"), Stopped: flag(m, "stopped"),
+			Function: str(m, "function"), File: str(m, "file"), Line: num(m, "line")}
+		t.Number = s.number(t.Ident)
+		out = append(out, t)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Number < out[j].Number })
+	return out, nil
+}
+
+// SelectThread selects a thread by gdb number.
+func (s *Session) SelectThread(n int) (Thread, error) {
+	ts, err := s.Threads()
+	if err != nil {
+		return Thread{}, err
+	}
+	for _, t := range ts {
+		if t.Number == n {
+			s.Thread, s.Frame = t.Ident, 0
+			return t, nil
+		}
+	}
+	return Thread{}, fmt.Errorf("Invalid thread ID: %d", n)
+}
+
+// Stopped reports the stop of the selected thread, if it is stopped.
+func (s *Session) Stopped() *Stop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stops[s.Thread]
+}
+
+// ErrNotStopped is returned by commands that need a stopped thread.
+var ErrNotStopped = errors.New("The selected thread is not stopped.")
+
+func (s *Session) needStopped() error {
+	if s.Stopped() == nil {
+		return ErrNotStopped
+	}
+	return nil
+}
+
+// Resume runs continue/step/next/finish/until on the selected thread
+// ("continue" with all set resumes every stopped thread).
+func (s *Session) Resume(cmd string, all bool) error {
+	args := map[string]any{}
+	if !(cmd == "continue" && all) {
+		if err := s.needStopped(); err != nil {
+			return err
+		}
+		args["thread"] = s.Thread
+	}
+	s.mu.Lock()
+	if cmd == "continue" && all {
+		s.stops = map[int64]*Stop{}
+	} else {
+		delete(s.stops, s.Thread)
+	}
+	s.mu.Unlock()
+	_, err := s.call(cmd, args)
+	return err
+}
+
+// WaitStop waits for the next stop to report (or one already queued), and
+// selects its thread. A zero timeout waits forever; cancel ends the wait
+// early (nil, nil).
+func (s *Session) WaitStop(timeout time.Duration, cancel <-chan struct{}) (*Stop, error) {
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		deadline = time.After(timeout)
+	}
+	for {
+		if st := s.NextStop(); st != nil {
+			return st, nil
+		}
+		select {
+		case <-s.stopCh:
+		case <-s.c.Done():
+			if st := s.NextStop(); st != nil {
+				return st, nil
+			}
+			return nil, agent.ErrClosed
+		case <-deadline:
+			return nil, fmt.Errorf("no thread stopped within %s", timeout)
+		case <-cancel:
+			return nil, nil
+		}
+	}
+}
+
+// NextStop returns a queued stop not yet reported, selecting its thread.
+func (s *Session) NextStop() *Stop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.pending) > 0 {
+		st := s.pending[0]
+		s.pending = s.pending[1:]
+		if s.stops[st.Thread] != st {
+			continue // resumed since
+		}
+		s.Thread, s.Frame = st.Thread, 0
+		return st
+	}
+	return nil
+}
+
+// Frame of a stopped thread's stack.
+type Frame struct {
+	Index    int
+	Function string
+	File     string
+	Line     int
+	Args     []Var
+}
+
+// Stack returns the selected (stopped) thread's stack, innermost first.
+func (s *Session) Stack() ([]Frame, error) {
+	if err := s.needStopped(); err != nil {
+		return nil, err
+	}
+	r, err := s.call("stack", map[string]any{"thread": s.Thread})
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["frames"].([]any)
+	var out []Frame
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		out = append(out, Frame{Index: num(m, "index"), Function: str(m, "function"), File: str(m, "file"), Line: num(m, "line"), Args: vars(m["args"], true)})
+	}
+	return out, nil
+}
+
+// Locals returns the selected frame's variables, arguments first.
+func (s *Session) Locals() ([]Var, error) {
+	if err := s.needStopped(); err != nil {
+		return nil, err
+	}
+	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": s.Frame})
+	if err != nil {
+		return nil, err
+	}
+	return vars(r["locals"], false), nil
+}
+
+var histRef = regexp.MustCompile(`\$(\$?)(\d*)`)
+
+// expandHistory rewrites gdb's value-history references ($, $N, $$, $$N)
+// into references to the agent's history list.
+func (s *Session) expandHistory(expr string) (string, error) {
+	var err error
+	out := histRef.ReplaceAllStringFunc(expr, func(m string) string {
+		sub := histRef.FindStringSubmatch(m)
+		n := len(s.History)
+		idx := n // $ → last
+		switch {
+		case sub[1] == "" && sub[2] != "":
+			idx, _ = strconv.Atoi(sub[2])
+		case sub[1] == "$" && sub[2] == "":
+			idx = n - 1
+		case sub[1] == "$":
+			k, _ := strconv.Atoi(sub[2])
+			idx = n - k
+		}
+		if idx < 1 || idx > n {
+			err = fmt.Errorf("History has not yet reached $%d.", idx)
+			return m
+		}
+		return fmt.Sprintf("__krait_h[%d]", idx-1)
+	})
+	return out, err
+}
+
+// Print evaluates expr in the selected frame. raw calls the object's own
+// __repr__ (print/r); otherwise no user code runs to render it. The value
+// joins the history; the returned number is its $N.
+func (s *Session) Print(expr string, raw bool) (int, Var, error) {
+	if err := s.needStopped(); err != nil {
+		return 0, Var{}, err
+	}
+	e, err := s.expandHistory(expr)
+	if err != nil {
+		return 0, Var{}, err
+	}
+	mode := "safe"
+	if raw {
+		mode = "repr"
+	}
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true})
+	if err != nil {
+		return 0, Var{}, err
+	}
+	v := Var{Type: str(r, "type"), Value: str(r, "value")}
+	s.History = append(s.History, v.Value)
+	return len(s.History), v, nil
+}
+
+// Source returns count lines of file from line on.
+func (s *Session) Source(file string, line, count int) ([][2]any, error) {
+	r, err := s.call("source", map[string]any{"file": file, "line": line, "count": count})
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["lines"].([]any)
+	var out [][2]any
+	for _, it := range list {
+		pair, _ := it.([]any)
+		if len(pair) == 2 {
+			n, _ := pair[0].(float64)
+			out = append(out, [2]any{int(n), pair[1]})
+		}
+	}
+	return out, nil
+}
+
+// Detach removes everything krait put in the process and disconnects.
+func (s *Session) Detach() error {
+	_, err := s.c.Call("detach", nil, 5*time.Second)
+	s.c.Close()
+	if err != nil && !errors.Is(err, agent.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close drops the connection without a detach request (the agent cleans
+// up on end of file just the same).
+func (s *Session) Close() { s.c.Close() }
+
+// ShortFile shortens a path for display when it is long.
+func ShortFile(p string) string {
+	if i := strings.LastIndex(p, "/site-packages/"); i >= 0 {
+		return p[i+len("/site-packages/"):]
+	}
+	return p
+}
