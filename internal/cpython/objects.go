@@ -140,7 +140,7 @@ func (r *reader) read(addr uint64, depth int) *value.Value {
 		delete(r.onPath, addr)
 		v.Truncated = n > len(v.Pairs)
 	case kindPy2Instance:
-		v.Kind = value.Object
+		v.Kind, v.OldStyle = value.Object, true
 		r.py2Instance(v, addr, depth)
 	default:
 		v.Kind = value.Object

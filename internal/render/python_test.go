@@ -170,6 +170,16 @@ def obj(qualname, module, addr):
     ADDRS.append((o, addr))
     return o
 
+def oldobj(name, module, addr):
+    # Python 2 classic class (on Python 3 this is just a class).
+    ns = {}
+    exec('class %s:\n    pass' % name, ns)
+    cls = ns[name]
+    cls.__module__ = module
+    o = cls()
+    ADDRS.append((o, addr))
+    return o
+
 class MySet(set):
     pass
 

@@ -264,7 +264,11 @@ func (w *writer) object(v *value.Value) {
 	} else {
 		w.str("object")
 	}
-	w.str(" object at ")
+	if v.OldStyle {
+		w.str(" instance at ")
+	} else {
+		w.str(" object at ")
+	}
 	w.hex(v.Addr)
 	w.ascii('>')
 }

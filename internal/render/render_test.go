@@ -174,6 +174,7 @@ var reprCases = []reprCase{
 	{name: "py2 frozenset empty", v: py2(vFrozen()), want: "frozenset([])"},
 	{name: "py2 set subclass", v: py2(typed("MySet", vSet(vInt(3)))), want: "MySet([3])"},
 	{name: "py2 object", v: py2(vObj("__main__", "Foo", 0x7f3a12345678)), want: "<__main__.Foo object at 0x7f3a12345678>"},
+	{name: "py2 old-style instance", v: oldStyle(py2(vObj("__main__", "Old", 0x7f3a12345678))), want: "<__main__.Old instance at 0x7f3a12345678>"},
 	{name: "py2 object builtin", v: py2(vObj("__builtin__", "object", 0x7f0000001000)), want: "<object object at 0x7f0000001000>"},
 	{name: "py2 recursive list", v: py2(vList(vInt(1), vRec("list"))), py: "rec_list()", want: "[1, [...]]"},
 
@@ -353,3 +354,5 @@ func TestReprASCIIForPy2(t *testing.T) {
 		}
 	}
 }
+
+func oldStyle(v *value.Value) *value.Value { v.OldStyle = true; return v }

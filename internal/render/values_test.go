@@ -215,6 +215,9 @@ func pyExpr(v *value.Value) (string, bool) {
 				module = "__builtin__"
 			}
 		}
+		if v.OldStyle {
+			return fmt.Sprintf("oldobj(%q, %q, 0x%x)", v.Type, module, v.Addr), true
+		}
 		return fmt.Sprintf("obj(%q, %q, 0x%x)", v.Type, module, v.Addr), true
 	}
 	return "", false

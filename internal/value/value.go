@@ -49,6 +49,9 @@ type Value struct {
 	// Py2 is set for values read from a Python 2 interpreter, whose reprs
 	// differ (u'…', 123L, set([…])).
 	Py2 bool
+	// OldStyle marks an instance of a Python 2 classic class (repr
+	// <module.Class instance at 0x…>).
+	OldStyle bool
 
 	Bool  bool
 	Int   *big.Int
