@@ -48,13 +48,7 @@ func Open(proc target.Process) (*Python, error) {
 	if err != nil {
 		return nil, err
 	}
-	exe, _ := proc.OpenPath("")
-	exeTarget := ""
-	if exe != "" {
-		if p, err := filepath.EvalSymlinks(exe); err == nil {
-			exeTarget = p
-		}
-	}
+	exeTarget := proc.ExeName()
 	// Candidate objects: the executable first, then libpython, each with
 	// the start of its offset-0 mapping.
 	type cand struct {
@@ -68,7 +62,7 @@ func Open(proc target.Process) (*Python, error) {
 			continue
 		}
 		base := filepath.Base(m.Path)
-		isExe := exeTarget != "" && (m.Path == exeTarget || strings.HasSuffix(exeTarget, m.Path))
+		isExe := exeTarget != "" && strings.TrimSuffix(m.Path, " (deleted)") == exeTarget
 		if !isExe && !strings.HasPrefix(base, "libpython") {
 			continue
 		}
@@ -82,7 +76,11 @@ func Open(proc target.Process) (*Python, error) {
 	}
 	var lastErr error
 	for _, c := range cands {
-		opened, err := proc.OpenPath(c.path)
+		openAs := c.path
+		if strings.TrimSuffix(c.path, " (deleted)") == exeTarget {
+			openAs = "" // /proc/PID/exe: works across namespaces and for deleted files
+		}
+		opened, err := proc.OpenPath(openAs)
 		if err != nil {
 			lastErr = err
 			continue

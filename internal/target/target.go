@@ -37,6 +37,8 @@ type Process interface {
 	// Open opens a file by the path the target sees (through its root, so
 	// processes in other mount namespaces work). "" opens its executable.
 	OpenPath(path string) (string, error)
+	// ExeName is the executable's path as the target sees it.
+	ExeName() string
 	Cmdline() []string
 }
 

@@ -205,6 +205,16 @@ func (p *Process) OpenPath(path string) (string, error) {
 	return "", fmt.Errorf("cannot open %s of process %d", path, p.pid)
 }
 
+// ExeName returns the executable's path in the target's own mount
+// namespace (without resolving it here).
+func (p *Process) ExeName() string {
+	s, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(s, " (deleted)")
+}
+
 // Cmdline returns the process's argv.
 func (p *Process) Cmdline() []string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.pid))
