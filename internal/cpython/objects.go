@@ -144,6 +144,12 @@ func (r *reader) read(addr uint64, depth int) *value.Value {
 		r.py2Instance(v, addr, depth)
 	default:
 		v.Kind = value.Object
+		for _, d := range py.describers {
+			if s, ok := d(Ref{py: py, Addr: addr}); ok {
+				v.Summary = s
+				break
+			}
+		}
 		if depth < r.lim.Depth {
 			if items, ok, err := py.instanceDictItems(addr, t, r.lim.Items); ok && err == nil {
 				r.onPath[addr] = true

@@ -33,7 +33,8 @@ type Python struct {
 	// tstateCurrent holds the address of _PyThreadState_Current (2.7, 3.6).
 	tstateCurrent uint64
 
-	types map[uint64]*typeInfo
+	types      map[uint64]*typeInfo
+	describers []Describer
 }
 
 // ErrNotPython is returned for processes with no CPython runtime.

@@ -42,6 +42,7 @@ type typeInfo struct {
 	dictoffset int64
 	cachedKeys uint64
 	kind       int
+	mro        []string // filled on first use (Ref.MRO)
 }
 
 var builtinKinds = map[string]int{

@@ -252,6 +252,10 @@ func (w *writer) recursive(kind value.Kind, typ string) {
 // module is left out for builtins ("builtins" in Python 3, "__builtin__"
 // in Python 2, or empty).
 func (w *writer) object(v *value.Value) {
+	if v.Summary != "" {
+		w.str(v.Summary)
+		return
+	}
 	w.ascii('<')
 	switch v.Module {
 	case "", "builtins", "__builtin__":

@@ -49,6 +49,10 @@ type Value struct {
 	// Py2 is set for values read from a Python 2 interpreter, whose reprs
 	// differ (u'…', 123L, set([…])).
 	Py2 bool
+	// Summary, when set, is how krait shows an object it recognises (a
+	// Django QuerySet, request or model instance) instead of the generic
+	// <module.Class object at 0x…>.
+	Summary string
 	// OldStyle marks an instance of a Python 2 classic class (repr
 	// <module.Class instance at 0x…>).
 	OldStyle bool

@@ -89,6 +89,7 @@ type Offsets struct {
 	TypeFlags          int64 `c:"PyTypeObject.tp_flags"`
 	TypeDict           int64 `c:"PyTypeObject.tp_dict"`
 	TypeDictoffset     int64 `c:"PyTypeObject.tp_dictoffset"`
+	TypeMro            int64 `c:"PyTypeObject.tp_mro"`
 	HeapTypeQualname   int64 `c:"PyHeapTypeObject.ht_qualname"`
 	HeapTypeCachedKeys int64 `c:"PyHeapTypeObject.ht_cached_keys"`
 
