@@ -83,8 +83,9 @@ func pyStr(s string) string {
 // modelLabel returns "app_label.ModelName" for a model class.
 func modelLabel(cls cpython.Ref) string {
 	if meta, ok := cls.ClassAttr("_meta"); ok {
-		if l := str(meta, "label"); l != "" {
-			return l
+		app, name := str(meta, "app_label"), str(meta, "object_name")
+		if app != "" && name != "" {
+			return app + "." + name
 		}
 	}
 	return cls.ClassName()
@@ -104,7 +105,11 @@ func QuerySet(r cpython.Ref) string {
 	} else {
 		parts = append(parts, "not evaluated")
 	}
-	if q, ok := r.Attr("query"); ok {
+	q, ok := r.Attr("_query") // Django 3.2+: query is a property over _query
+	if !ok {
+		q, ok = r.Attr("query")
+	}
+	if ok {
 		if f := filters(q); f != "" {
 			parts = append(parts, "filter: "+f)
 		}
