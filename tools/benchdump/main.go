@@ -143,9 +143,23 @@ func splitList(s string) []string {
 type procSet struct {
 	mu   sync.Mutex
 	pgid map[int]bool
+	dirs map[string]bool // temporary directories to remove
 }
 
-var procs = &procSet{pgid: map[int]bool{}}
+var procs = &procSet{pgid: map[int]bool{}, dirs: map[string]bool{}}
+
+func (s *procSet) addDir(dir string) {
+	s.mu.Lock()
+	s.dirs[dir] = true
+	s.mu.Unlock()
+}
+
+func (s *procSet) removeDir(dir string) {
+	os.RemoveAll(dir)
+	s.mu.Lock()
+	delete(s.dirs, dir)
+	s.mu.Unlock()
+}
 
 func (s *procSet) add(pid int) {
 	s.mu.Lock()
@@ -159,13 +173,17 @@ func (s *procSet) remove(pid int) {
 	s.mu.Unlock()
 }
 
-// killAll kills every process group still registered.
+// killAll kills every process group still registered and removes the
+// temporary directories.
 func (s *procSet) killAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for pid := range s.pgid {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for dir := range s.dirs {
+		os.RemoveAll(dir)
 	}
 }
 
@@ -326,6 +344,7 @@ func startTarget(c *config, py *python, n int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	procs.addDir(dir)
 	t := &target{dir: dir, done: make(chan struct{}), stderr: &bytes.Buffer{}}
 	t.cmd = exec.Command(py.exe, c.target, strconv.Itoa(n), strconv.Itoa(c.depth),
 		"--gap-file", filepath.Join(dir, "gap"), "--ready-file", filepath.Join(dir, "ready"))
@@ -333,7 +352,7 @@ func startTarget(c *config, py *python, n int) (*target, error) {
 	t.cmd.Stdout = io.Discard
 	t.cmd.Stderr = &lockedWriter{w: t.stderr}
 	if err := t.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		procs.removeDir(dir)
 		return nil, err
 	}
 	t.pid = t.cmd.Process.Pid
@@ -377,7 +396,7 @@ func (t *target) stop() {
 	case <-time.After(10 * time.Second):
 	}
 	procs.remove(t.pid)
-	os.RemoveAll(t.dir)
+	procs.removeDir(t.dir)
 }
 
 // signal sends sig and waits for the target's answer in the gap file.
@@ -400,9 +419,35 @@ func (t *target) signal(sig syscall.Signal) (float64, error) {
 		case <-time.After(200 * time.Microsecond):
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("target did not answer %v", sig)
+			return 0, fmt.Errorf("target did not answer %v in 10s; its threads' states: %s", sig, t.states())
 		}
 	}
+}
+
+// states counts the target's threads by scheduler state (R, S, T, t, …),
+// from /proc: a process left stopped shows T or t.
+func (t *target) states() string {
+	dir := fmt.Sprintf("/proc/%d/task", t.pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	count := map[string]int{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+			count[string(b[i+2])]++
+		}
+	}
+	var out []string
+	for st, n := range count {
+		out = append(out, fmt.Sprintf("%d %s", n, st))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 // ---- tools ----
@@ -456,7 +501,7 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 		return wall, 0, 0, fmt.Errorf("killed after %v", c.timeout)
 	}
 	if err != nil {
-		return wall, 0, 0, fmt.Errorf("%v: %s", err, firstLine(stderr.String()))
+		return wall, 0, 0, fmt.Errorf("%v: %s", err, lastLine(stderr.String()))
 	}
 	want := n * c.depth
 	switch tool {
@@ -486,7 +531,7 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 		// py-bt prints `File "…/bench_target.py", line L, in recurse` per frame.
 		frames = strings.Count(stdout.String(), ", in recurse")
 		if frames == 0 {
-			return wall, 0, 0, fmt.Errorf("no Python frames in py-bt output: %s", firstLine(stdout.String()+stderr.String()))
+			return wall, 0, 0, fmt.Errorf("no Python frames in py-bt output: %s", lastLine(stdout.String()+"\n"+stderr.String()))
 		}
 	}
 	if frames < want {
@@ -498,6 +543,15 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 func gdbArgs(gdb, ext string, pid int) []string {
 	return []string{gdb, "-nx", "-batch", "-iex", "set debuginfod enabled off",
 		"-p", strconv.Itoa(pid), "-ex", "source " + ext, "-ex", "thread apply all py-bt"}
+}
+
+// lastLine is the last non-empty line of s: where gdb puts its error.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return firstLine(s)
 }
 
 func firstLine(s string) string {
@@ -638,15 +692,15 @@ func benchOne(c *config, py *python, n int) ([]sample, error) {
 				// dead: start a fresh one.
 				fmt.Fprintf(os.Stderr, "  target did not answer after %s (%v): restarting it\n", tool, err)
 				t.stop()
+				if terr == nil {
+					terr = fmt.Errorf("target unresponsive afterwards: %v", err)
+				}
 				fresh, err := startTarget(c, py, n)
 				if err != nil {
 					t = nil
 					return nil, err
 				}
 				t = fresh
-				if terr == nil {
-					terr = fmt.Errorf("target unresponsive afterwards: %v", err)
-				}
 			}
 			s.PauseMillis = gap
 			if terr != nil {
