@@ -127,7 +127,9 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
+		if f, ok := stdout.(*os.File); ok && isTerminal(f) {
+			enc.SetIndent("", "  ") // for people; scripts get it compact
+		}
 		if err := enc.Encode(res); err != nil {
 			return fail(stderr, err)
 		}
@@ -280,4 +282,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	return code
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -5,6 +5,7 @@ import (
 
 	"krait/internal/cpython/layout"
 	"krait/internal/target"
+	"krait/internal/value"
 )
 
 // flatMemory is target memory holding one block at base; everything else is
@@ -31,7 +32,7 @@ func pythonOver(t testing.TB, minor string, mem target.Memory) *Python {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Python{L: l, Version: v, m: newMem(mem), types: map[uint64]*typeInfo{}}
+	return &Python{L: l, Version: v, m: newMem(mem), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}}
 }
 
 // FuzzObjects feeds garbage memory to the object and frame decoders of

@@ -12,30 +12,61 @@ import (
 type Limits struct {
 	Items int // container items, dict pairs and attributes per object
 	Chars int // characters of a str, bytes of a bytes
-	Depth int // nesting of containers and attributes
+	Depth int // nesting of containers
+	// AttrDepth bounds the nesting at which objects' attributes are read
+	// (attributes of attributes of locals, at the default).
+	AttrDepth int
 }
 
 // DefaultLimits are used by dump --locals.
-var DefaultLimits = Limits{Items: 100, Chars: 4096, Depth: 4}
+var DefaultLimits = Limits{Items: 100, Chars: 4096, Depth: 4, AttrDepth: 2}
 
 // reader reads one value tree under limits, guarding against cycles.
 type reader struct {
 	py     *Python
 	lim    Limits
 	onPath map[uint64]bool
+	// cyclic is set while reading a subtree that met one of its ancestors:
+	// such a subtree depends on its path and is not cached.
+	cyclic bool
 }
 
-// Value reads the object at addr into a value tree.
+// valueKey identifies a decoded value within one snapshot: the same object
+// read with the same limits at the same depth decodes the same.
+type valueKey struct {
+	addr  uint64
+	depth int
+	lim   Limits
+}
+
+// Value reads the object at addr into a value tree. Within one snapshot
+// (until Reset), objects met again — the same argument in every frame of a
+// deep recursion — are decoded once and shared.
 func (py *Python) Value(addr uint64, lim Limits) *value.Value {
 	r := &reader{py: py, lim: lim, onPath: map[uint64]bool{}}
 	return r.read(addr, 0)
+}
+
+func (r *reader) read(addr uint64, depth int) *value.Value {
+	key := valueKey{addr, depth, r.lim}
+	if v, ok := r.py.values[key]; ok {
+		return v
+	}
+	outer := r.cyclic
+	r.cyclic = false
+	v := r.decode(addr, depth)
+	if !r.cyclic {
+		r.py.values[key] = v
+	}
+	r.cyclic = r.cyclic || outer
+	return v
 }
 
 func unreadable(addr uint64, err error) *value.Value {
 	return &value.Value{Kind: value.Unreadable, Addr: addr, Err: err.Error()}
 }
 
-func (r *reader) read(addr uint64, depth int) *value.Value {
+func (r *reader) decode(addr uint64, depth int) *value.Value {
 	py := r.py
 	L := py.L
 	if addr == 0 {
@@ -50,6 +81,7 @@ func (r *reader) read(addr uint64, depth int) *value.Value {
 		v.Module = t.module
 	}
 	if r.onPath[addr] {
+		r.cyclic = true
 		v.Kind = value.Recursive
 		v.Type = t.name
 		return v
@@ -142,15 +174,60 @@ func (r *reader) read(addr uint64, depth int) *value.Value {
 	case kindPy2Instance:
 		v.Kind, v.OldStyle = value.Object, true
 		r.py2Instance(v, addr, depth)
+	case kindFunction:
+		v.Kind = value.Object
+		name := ""
+		if L.FuncQualname >= 0 {
+			name, _ = py.strAt(addr + uint64(L.FuncQualname))
+		}
+		if name == "" && L.FuncName >= 0 {
+			name, _ = py.strAt(addr + uint64(L.FuncName))
+		}
+		if name != "" {
+			v.Summary = fmt.Sprintf("<function %s at 0x%x>", name, addr)
+		}
+	case kindModule:
+		v.Kind = value.Object
+		if md, err := py.m.u64(addr + uint64(L.ModuleDict)); err == nil && md != 0 {
+			name, file := "?", ""
+			if p, ok := py.dictGetStr(md, "__name__"); ok {
+				name, _ = py.strValue(p, 256)
+			}
+			if p, ok := py.dictGetStr(md, "__file__"); ok {
+				file, _ = py.strValue(p, 1024)
+			}
+			if file != "" {
+				v.Summary = fmt.Sprintf("<module '%s' from '%s'>", name, file)
+			} else {
+				v.Summary = fmt.Sprintf("<module '%s' (built-in)>", name)
+			}
+		}
 	default:
 		v.Kind = value.Object
+		if t.flags&tpflagsTypeSubclass != 0 {
+			// A class: <class 'module.Qualname'> (Python 2 builtins:
+			// <type 'int'>).
+			ct, err := py.typeAt(addr)
+			if err == nil {
+				name := ct.qualname
+				if ct.module != "" && ct.module != "builtins" && ct.module != "__builtin__" {
+					name = ct.module + "." + name
+				}
+				word := "class"
+				if L.Py2 && ct.flags&tpflagsHeapType == 0 {
+					word = "type"
+				}
+				v.Summary = fmt.Sprintf("<%s '%s'>", word, name)
+			}
+			break
+		}
 		for _, d := range py.describers {
 			if s, ok := d(Ref{py: py, Addr: addr}); ok {
 				v.Summary = s
 				break
 			}
 		}
-		if depth < r.lim.Depth {
+		if depth < r.lim.Depth && depth < r.lim.AttrDepth {
 			if items, ok, err := py.instanceDictItems(addr, t, r.lim.Items); ok && err == nil {
 				r.onPath[addr] = true
 				for _, e := range items {
@@ -165,6 +242,15 @@ func (r *reader) read(addr uint64, depth int) *value.Value {
 		}
 	}
 	return v
+}
+
+// strAt reads the str that the pointer at addr points to.
+func (py *Python) strAt(addr uint64) (string, error) {
+	p, err := py.m.u64(addr)
+	if err != nil {
+		return "", err
+	}
+	return py.strValue(p, 256)
 }
 
 // children reads container items under the depth limit.
@@ -199,7 +285,7 @@ func (r *reader) py2Instance(v *value.Value, addr uint64, depth int) {
 			}
 		}
 	}
-	if depth >= r.lim.Depth {
+	if depth >= r.lim.Depth || depth >= r.lim.AttrDepth {
 		return
 	}
 	d, err := py.m.u64(addr + uint64(L.InstanceDict))

@@ -14,6 +14,7 @@ import (
 	"krait/internal/binfmt"
 	"krait/internal/cpython/layout"
 	"krait/internal/target"
+	"krait/internal/value"
 )
 
 // Python is a CPython runtime found in a process.
@@ -35,6 +36,7 @@ type Python struct {
 
 	types      map[uint64]*typeInfo
 	describers []Describer
+	values     map[valueKey]*value.Value // decoded this snapshot
 }
 
 // ErrNotPython is returned for processes with no CPython runtime.
@@ -94,7 +96,7 @@ func Open(proc target.Process) (*Python, error) {
 		if !hasRuntime(obj) {
 			continue
 		}
-		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}}
+		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}}
 		if err := py.init(); err != nil {
 			return nil, err
 		}
@@ -223,4 +225,6 @@ func (py *Python) Reads() int { return py.m.Reads }
 // Reset drops cached memory so the next walk reads fresh values.
 func (py *Python) Reset() {
 	py.m = newMem(py.Proc)
+	py.types = map[uint64]*typeInfo{}
+	py.values = map[valueKey]*value.Value{}
 }

@@ -29,7 +29,10 @@ const (
 	kindModule
 	kindSetDummy
 	kindPy2Instance
+	kindFunction
 )
+
+const tpflagsTypeSubclass = 1 << 31
 
 // typeInfo is what krait keeps of one type object.
 type typeInfo struct {
@@ -49,7 +52,7 @@ var builtinKinds = map[string]int{
 	"NoneType": kindNone, "bool": kindBool, "int": kindInt, "long": kindLong, "float": kindFloat,
 	"list": kindList, "tuple": kindTuple, "dict": kindDict, "set": kindSet, "frozenset": kindFrozenSet,
 	"code": kindCode, "cell": kindCell, "module": kindModule, "<dummy key> type": kindSetDummy,
-	"instance": kindPy2Instance,
+	"instance": kindPy2Instance, "function": kindFunction,
 }
 
 // typeOf reads (and caches) the type of the object at addr.

@@ -145,8 +145,10 @@ type Offsets struct {
 	SetEntrySize int64 `c:"sizeof(setentry)"`
 	SetEntryKey  int64 `c:"setentry.key"`
 
-	ModuleDict int64 `c:"PyModuleObject.md_dict"`
-	CellRef    int64 `c:"PyCellObject.ob_ref"`
+	ModuleDict   int64 `c:"PyModuleObject.md_dict"`
+	CellRef      int64 `c:"PyCellObject.ob_ref"`
+	FuncName     int64 `c:"PyFunctionObject.func_name"`
+	FuncQualname int64 `c:"PyFunctionObject.func_qualname"`
 
 	// Python 2 old-style instances and classes.
 	InstanceClass int64 `c:"PyInstanceObject.in_class"`
