@@ -648,6 +648,14 @@ func (r *REPL) Run(in *os.File) error {
 	if isTerminal(in) {
 		return r.runTerminal()
 	}
+	// As gdb: Ctrl-C stops a wait for a stop, and is otherwise ignored.
+	idle := make(chan os.Signal, 1)
+	signal.Notify(idle, os.Interrupt)
+	defer signal.Stop(idle)
+	go func() {
+		for range idle {
+		}
+	}()
 	sc := bufio.NewScanner(in)
 	for {
 		r.Flush()

@@ -1,0 +1,351 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The seed's session, on a real multi-threaded HTTP server: attach, break in
+// a view, trigger the request, look at locals, print with value history,
+// step into a callee, next, finish with the return value, a conditional
+// temporary breakpoint, a pending breakpoint in a module imported later —
+// while other threads keep serving — then detach and check that nothing of
+// krait is left. Every 3.x interpreter.
+
+type attachServer struct {
+	p     *proc
+	port  int
+	views string
+	marks map[string]int // MARK name → line, per file
+}
+
+func startAttachServer(t *testing.T, py python) *attachServer {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "state.json")
+	p := start(t, nil, py.path, fixture("attach_server.py"), state)
+	var st struct {
+		Port  int    `json:"port"`
+		Views string `json:"views"`
+	}
+	if !p.waitFor(20*time.Second, func() bool {
+		data, err := os.ReadFile(state)
+		return err == nil && json.Unmarshal(data, &st) == nil
+	}) {
+		t.Fatalf("server did not start: %s", p.stderr.String())
+	}
+	s := &attachServer{p: p, port: st.Port, views: st.Views, marks: map[string]int{}}
+	for _, f := range []string{"shop/views.py", "shop/later.py"} {
+		data, err := os.ReadFile(fixture(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if j := strings.Index(line, "# MARK:"); j >= 0 {
+				s.marks[strings.TrimSpace(line[j+7:])] = i + 1
+			}
+		}
+	}
+	return s
+}
+
+func (s *attachServer) get(t *testing.T, path string) map[string]any {
+	t.Helper()
+	c := http.Client{Timeout: 60 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", s.port, path))
+	if err != nil {
+		t.Errorf("GET %s: %v", path, err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Errorf("GET %s: %v", path, err)
+	}
+	return out
+}
+
+// getAsync starts a request whose answer arrives when the test lets the
+// stopped thread go.
+func (s *attachServer) getAsync(t *testing.T, path string) <-chan map[string]any {
+	ch := make(chan map[string]any, 1)
+	go func() { ch <- s.get(t, path) }()
+	return ch
+}
+
+// session drives krait attach through its standard input, as gdb is driven
+// from a pipe: each command is followed by `echo` of a marker, and its
+// output is everything before the marker.
+type session struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string
+	n     int
+}
+
+func attach(t *testing.T, pid int) *session {
+	t.Helper()
+	cmd := exec.Command(kraitBin, "attach", fmt.Sprint(pid))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &session{t: t, cmd: cmd, in: in, lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			s.lines <- sc.Text()
+		}
+		close(s.lines)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	first := s.readUntil(func(l string) bool { return strings.HasPrefix(l, "Attached to process") }, 30*time.Second)
+	t.Logf("%s", first)
+	return s
+}
+
+func (s *session) readUntil(done func(string) bool, timeout time.Duration) string {
+	s.t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-s.lines:
+			if !ok {
+				s.t.Fatalf("krait attach ended; output so far:\n%s", strings.Join(got, "\n"))
+			}
+			if done(l) {
+				return strings.Join(got, "\n") + "\n" + l
+			}
+			got = append(got, l)
+		case <-deadline:
+			s.t.Fatalf("timed out after %s waiting for krait; output so far:\n%s", timeout, strings.Join(got, "\n"))
+		}
+	}
+}
+
+// interrupt runs a command that waits for a stop (continue), waits for
+// done, then presses Ctrl-C (SIGINT) to end the wait, as a user would.
+func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]any {
+	s.t.Helper()
+	s.n++
+	marker := fmt.Sprintf("@@end-%d@@", s.n)
+	fmt.Fprintf(s.in, "%s\necho %s\\n\n", cmd, marker)
+	var body map[string]any
+	select {
+	case body = <-done:
+	case <-time.After(30 * time.Second):
+		s.t.Fatalf("%s: the request did not complete", cmd)
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 30*time.Second)
+	s.t.Logf("(krait) %s ^C\n%s", cmd, out)
+	return body
+}
+
+// do runs one command and returns its output.
+func (s *session) do(cmd string) string {
+	s.t.Helper()
+	s.n++
+	marker := fmt.Sprintf("@@end-%d@@", s.n)
+	fmt.Fprintf(s.in, "%s\necho %s\\n\n", cmd, marker)
+	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 60*time.Second)
+	out = strings.TrimSuffix(out, marker)
+	s.t.Logf("(krait) %s\n%s", cmd, out)
+	return out
+}
+
+func mustMatch(t *testing.T, what, pattern, s string) []string {
+	t.Helper()
+	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
+	if m == nil {
+		t.Errorf("%s: output does not match %q:\n%s", what, pattern, s)
+	}
+	return m
+}
+
+func TestAttachSeedSession(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor == "2.7" {
+			continue // attach supports 3.6+
+		}
+		t.Run(py.name, func(t *testing.T) { testAttach(t, py) })
+	}
+}
+
+func testAttach(t *testing.T, py python) {
+	srv := startAttachServer(t, py)
+	s := attach(t, srv.p.pid())
+	q := regexp.QuoteMeta
+	views := srv.views
+
+	// A breakpoint on a line without code moves to the next line with code.
+	out := s.do(fmt.Sprintf("break views.py:%d", srv.marks["blank_before_order"]))
+	mustMatch(t, "break", fmt.Sprintf(`Breakpoint 1 at %s:%d \(report\)`, q(views), srv.marks["blank_before_order"]+1), out)
+	s.do("delete 1")
+	out = s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
+	mustMatch(t, "break", fmt.Sprintf(`Breakpoint 2 at %s:%d \(report\)`, q(views), srv.marks["report_call"]), out)
+
+	resp := srv.getAsync(t, "/report?n=3")
+	out = s.do("continue")
+	mustMatch(t, "stop", fmt.Sprintf(`Breakpoint 2, report \(n=3\) at %s:%d\n%d\t\s+total = compute\(items\)`, q(views), srv.marks["report_call"], srv.marks["report_call"]), out)
+
+	// Other threads keep serving while this one is stopped.
+	st1 := srv.get(t, "/status")
+	time.Sleep(300 * time.Millisecond)
+	st2 := srv.get(t, "/status")
+	if st1 == nil || st2 == nil || st2["count"].(float64) <= st1["count"].(float64) {
+		t.Errorf("the counter thread did not advance while a thread was stopped: %v → %v", st1, st2)
+	}
+
+	locals := s.do("info locals")
+	args := s.do("info args")
+	mustMatch(t, "info args", `(?m)^n = 3$`, args)
+	p1 := s.do("print label")
+	mustMatch(t, "print", `^\$1 = 'report-3'$`, strings.TrimSpace(p1))
+	p2 := s.do("print len(items) + $1.count('-')")
+	mustMatch(t, "print history", `^\$2 = 4$`, strings.TrimSpace(p2))
+	p3 := s.do("p $ * 10")
+	mustMatch(t, "print $", `^\$3 = 40$`, strings.TrimSpace(p3))
+	safe := s.do("print order")
+	mustMatch(t, "print safe", `^\$4 = <shop\.views\.Order object at 0x[0-9a-f]+>`, strings.TrimSpace(safe))
+	raw := s.do("print/r order")
+	mustMatch(t, "print/r", `^\$5 = Order\(pk=3, total=3\)$`, strings.TrimSpace(raw))
+	bad := s.do("print no_such_name")
+	mustMatch(t, "print error", `NameError: name 'no_such_name' is not defined`, bad)
+	bt := s.do("bt")
+	mustMatch(t, "bt", fmt.Sprintf(`#0\s+report \(n=3\) at %s:%d`, q(views), srv.marks["report_call"]), bt)
+	mustMatch(t, "bt", `#1\s+.*do_GET`, bt)
+	s.do("info threads")
+
+	// step into compute, next, finish with the return value.
+	out = s.do("step")
+	mustMatch(t, "step", fmt.Sprintf(`compute \(values=\[0, 1, 4\]\) at %s:%d\n%d\t`, q(views), srv.marks["compute_first"], srv.marks["compute_first"]), out)
+	out = s.do("next")
+	mustMatch(t, "next", `(?m)^\d+\t\s+for v in values:`, out)
+	out = s.do("finish")
+	mustMatch(t, "finish", `Run till exit from #0\s+compute`, out)
+	mustMatch(t, "finish", `Value returned is \$6 = 10`, out)
+	s.do("next")
+	out = s.do("info locals")
+	mustMatch(t, "locals after finish", `(?m)^total = 10$`, out)
+
+	s.do("delete")
+	body := s.interrupt("continue", resp)
+	// What krait showed while stopped is what the target computed.
+	for _, name := range []string{"items", "label", "n"} {
+		want, _ := body[name].(string)
+		mustMatch(t, "info locals vs target", `(?m)^`+q(name)+` = `+q(want)+`$`, locals+"\n"+args)
+	}
+
+	// Conditional temporary breakpoint: stops only when n == 5.
+	out = s.do(fmt.Sprintf("tbreak views.py:%d if n == 5", srv.marks["report_after"]))
+	mustMatch(t, "tbreak", `Temporary breakpoint \d+ at`, out)
+	if b := srv.get(t, "/report?n=4"); b == nil {
+		t.Fatal("request n=4 failed (it must not stop)")
+	}
+	resp = srv.getAsync(t, "/report?n=5")
+	out = s.do("continue")
+	mustMatch(t, "conditional stop", `report \(n=5\) at`, out)
+	out = s.do("info breakpoints")
+	if strings.Contains(out, "views.py") {
+		t.Errorf("temporary breakpoint not deleted after its hit:\n%s", out)
+	}
+	s.interrupt("continue", resp)
+
+	// Pending breakpoint on a module not imported yet.
+	out = s.do(fmt.Sprintf("break later.py:%d", srv.marks["later_line"]))
+	mustMatch(t, "pending", `Breakpoint \d+ \(later\.py:\d+\) pending\.`, out)
+	resp = srv.getAsync(t, "/later")
+	out = s.do("continue")
+	mustMatch(t, "pending hit", fmt.Sprintf(`hello \(who='krait'\) at .*later\.py:%d`, srv.marks["later_line"]), out)
+	s.do("delete")
+	s.interrupt("continue", resp)
+
+	out = s.do("detach")
+	mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, out)
+	checkClean(t, srv)
+}
+
+// checkClean waits for the agent to be gone and nothing of krait's left.
+func checkClean(t *testing.T, srv *attachServer) {
+	t.Helper()
+	var st map[string]any
+	ok := srv.p.waitFor(5*time.Second, func() bool {
+		st = srv.get(t, "/status")
+		if st == nil {
+			return false
+		}
+		for _, n := range st["threads"].([]any) {
+			if n == "krait-agent" {
+				return false
+			}
+		}
+		return st["counter_trace"] == "None" && st["trace_hook"] == "None"
+	})
+	if !ok {
+		t.Errorf("krait left something behind: %v", st)
+	}
+	if tools, ok := st["tools"].([]any); ok {
+		for i, tool := range tools {
+			if tool != nil {
+				t.Errorf("monitoring tool %d still registered: %v", i, tool)
+			}
+		}
+	}
+	t.Logf("status after detach: %v", st)
+}
+
+// TestAttachKilled kills krait (SIGKILL) while a thread is stopped at a
+// breakpoint: the agent notices the lost connection, resumes the thread and
+// removes itself.
+func TestAttachKilled(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor == "2.7" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			s := attach(t, srv.p.pid())
+			s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
+			resp := srv.getAsync(t, "/report?n=2")
+			out := s.do("continue")
+			mustMatch(t, "stop", `Breakpoint 1, report`, out)
+			_ = s.cmd.Process.Kill()
+			select {
+			case body := <-resp:
+				if body == nil {
+					t.Fatal("the stopped request failed")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the stopped thread was not resumed after krait was killed")
+			}
+			checkClean(t, srv)
+		})
+	}
+}
