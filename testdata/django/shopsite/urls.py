@@ -1,0 +1,12 @@
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [
+    path("health/", views.health),
+    path("info/", views.info),
+    path("orders/", views.orders),
+    path("stream/", views.stream),
+    path("slow/", views.slow),
+    path("cached/", views.cached),
+]
