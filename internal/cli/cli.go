@@ -38,11 +38,15 @@ const usage = `krait — a debugger for live Python processes
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
   krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]
+  krait ps [--json]
+  krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait version
 
 Commands:
   dump     print every thread's Python stack (and locals) of a running process
   attach   debug a running process: breakpoints, stepping, printing (gdb-style)
+  ps       list the Python processes on this host: server kind, Django, busy threads
+  requests show the web requests in flight: path, view, elapsed time, SQL running now
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process, 4 permission,
 5 not Python, 6 unsupported Python version.
@@ -60,6 +64,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runDump(args[1:], stdout, stderr)
 	case "attach":
 		return runAttach(args[1:], stdout, stderr)
+	case "ps":
+		return runPs(args[1:], stdout, stderr)
+	case "requests":
+		return runRequests(args[1:], stdout, stderr)
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":

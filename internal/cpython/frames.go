@@ -227,8 +227,8 @@ func (py *Python) frameObject(addr uint64, locals bool, lim Limits, cache map[ui
 						continue
 					}
 				}
-				if p == 0 {
-					continue // unbound
+				if p == 0 || py.localFilter != nil && !py.localFilter[c.names[i]] {
+					continue // unbound, or not asked for
 				}
 				f.Locals = append(f.Locals, Local{Name: c.names[i], Arg: i < c.argCount && i < c.nlocals, Value: py.Value(p, lim)})
 			}
@@ -293,7 +293,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 				continue
 			}
 			p := le64(slots[8*i:])
-			if p == 0 {
+			if p == 0 || py.localFilter != nil && !py.localFilter[c.names[i]] {
 				continue
 			}
 			if kind&(L.FastCell|L.FastFree) != 0 {

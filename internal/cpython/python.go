@@ -37,6 +37,8 @@ type Python struct {
 	types      map[uint64]*typeInfo
 	describers []Describer
 	values     map[valueKey]*value.Value // decoded this snapshot
+	// localFilter, when set, limits the locals frames read (Options.LocalNames).
+	localFilter map[string]bool
 }
 
 // ErrNotPython is returned for processes with no CPython runtime.

@@ -244,3 +244,31 @@ func (r Ref) TypeRef() Ref {
 	}
 	return Ref{py: r.py, Addr: t.addr}
 }
+
+// Modules returns sys.modules of an interpreter.
+func (py *Python) Modules(in *Interpreter) (Ref, bool) {
+	m, err := py.m.u64(in.Addr + uint64(py.L.InterpModules))
+	if err != nil || m == 0 {
+		return Ref{}, false
+	}
+	return Ref{py: py, Addr: m}, true
+}
+
+// FuncName returns a function object's __module__ and __qualname__.
+func (r Ref) FuncName() (module, qualname string, ok bool) {
+	t := r.typ()
+	if t == nil || t.kind != kindFunction {
+		return "", "", false
+	}
+	L := r.py.L
+	if L.FuncQualname >= 0 {
+		qualname, _ = r.py.strAt(r.Addr + uint64(L.FuncQualname))
+	}
+	if qualname == "" && L.FuncName >= 0 {
+		qualname, _ = r.py.strAt(r.Addr + uint64(L.FuncName))
+	}
+	if L.FuncModule >= 0 {
+		module, _ = r.py.strAt(r.Addr + uint64(L.FuncModule))
+	}
+	return module, qualname, qualname != ""
+}

@@ -24,7 +24,9 @@ type Thread struct {
 // Options says what a snapshot reads.
 type Options struct {
 	Locals bool
-	Limits Limits
+	// LocalNames, if set, limits the locals read to these names.
+	LocalNames map[string]bool
+	Limits     Limits
 	// OSThreads, read before pausing, lets krait map pthread ids to
 	// thread ids on versions that do not record native ids.
 	OSThreads []target.Thread
@@ -132,6 +134,8 @@ func (py *Python) Snapshot(opt Options) ([]*Interpreter, error) {
 	}
 	holders := py.gilHolders(interps)
 	cache := map[uint64]*code{}
+	py.localFilter = opt.LocalNames
+	defer func() { py.localFilter = nil }()
 	var all []*Thread
 	for _, in := range interps {
 		names := py.threadNames(in.Addr)

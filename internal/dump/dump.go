@@ -5,6 +5,7 @@
 package dump
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"krait/internal/render"
 	"krait/internal/target"
 	"krait/internal/target/live"
+	"krait/internal/views/django"
 )
 
 // Options for one dump.
@@ -72,29 +74,58 @@ type Local struct {
 	render.JSONValue
 }
 
-// Take dumps process pid.
-func Take(pid int, opt Options) (*Result, error) {
+// Reading is one consistent read of a process's Python threads.
+type Reading struct {
+	Proc      *live.Process
+	Py        *cpython.Python
+	Interps   []*cpython.Interpreter
+	OSThreads []target.Thread
+	Paused    bool
+	Held      time.Duration
+}
+
+// ReadOptions says how to read.
+type ReadOptions struct {
+	NonBlocking bool
+	Snapshot    cpython.Options
+	HoldPause   time.Duration
+}
+
+// Read opens pid, finds its Python and reads every thread: paused (every
+// thread stopped for the read, released on every path, Ctrl-C included)
+// or, with NonBlocking, while it runs. The caller closes r.Proc.
+func Read(pid int, opt ReadOptions) (*Reading, error) {
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err
 	}
-	defer proc.Close()
+	r := &Reading{Proc: proc}
+	if err := r.read(opt); err != nil {
+		proc.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Reading) read(opt ReadOptions) error {
+	proc := r.Proc
+	pid := proc.PID()
 	py, err := cpython.Open(proc)
 	if err != nil {
-		return nil, err
+		return exitedOr(proc, err)
 	}
+	py.AddDescriber(django.Describe)
+	r.Py = py
 	// Thread states are read before pausing: a paused thread is no longer
 	// running or sleeping.
-	osThreads, err := proc.Threads()
-	if err != nil {
-		return nil, err
+	if r.OSThreads, err = proc.Threads(); err != nil {
+		return exitedOr(proc, err)
 	}
-	res := &Result{PID: pid, Command: proc.Cmdline(), PythonVersion: py.Version.String(), Binary: py.Binary.Path, Layout: py.L.From}
-
-	var interps []*cpython.Interpreter
+	sopt := opt.Snapshot
+	sopt.OSThreads = r.OSThreads
 	read := func() error {
 		var err error
-		interps, err = py.Snapshot(cpython.Options{Locals: opt.Locals, Limits: opt.Limits, OSThreads: osThreads})
+		r.Interps, err = py.Snapshot(sopt)
 		return err
 	}
 	if opt.NonBlocking {
@@ -108,7 +139,7 @@ func Take(pid int, opt Options) (*Result, error) {
 	} else {
 		p, perr := live.Pause(pid, 2*time.Second)
 		if perr != nil {
-			return nil, perr
+			return exitedOr(proc, perr)
 		}
 		sigs := make(chan os.Signal, 1)
 		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -126,15 +157,25 @@ func Take(pid int, opt Options) (*Result, error) {
 		p.Release()
 		signal.Stop(sigs)
 		close(sigs)
-		res.Paused = true
-		res.PauseMillis = float64(p.Held.Microseconds()) / 1000
+		r.Paused, r.Held = true, p.Held
 	}
 	if err != nil {
-		if !proc.Alive() {
-			return nil, fmt.Errorf("process %d: %w", pid, target.ErrExited)
-		}
+		return exitedOr(proc, err)
+	}
+	return nil
+}
+
+// Take dumps process pid.
+func Take(pid int, opt Options) (*Result, error) {
+	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause,
+		Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
+	if err != nil {
 		return nil, err
 	}
+	defer rd.Proc.Close()
+	py, interps, osThreads := rd.Py, rd.Interps, rd.OSThreads
+	res := &Result{PID: pid, Command: rd.Proc.Cmdline(), PythonVersion: py.Version.String(), Binary: py.Binary.Path, Layout: py.L.From,
+		Paused: rd.Paused, PauseMillis: float64(rd.Held.Microseconds()) / 1000}
 	state := map[int]target.Thread{}
 	for _, t := range osThreads {
 		state[t.TID] = t
@@ -166,4 +207,22 @@ func Take(pid int, opt Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// exitedOr returns err, or ErrExited if the process is gone or going: a
+// process that exits while krait reads it makes reads fail in ways that say
+// nothing of the exit (a version that cannot be found, an unmapped address,
+// …). An exiting process loses its memory before /proc shows it as a
+// zombie; its memory map is empty from then on.
+func exitedOr(proc *live.Process, err error) error {
+	if errors.Is(err, target.ErrExited) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrZombie) {
+		return err
+	}
+	if !proc.Alive() {
+		return fmt.Errorf("process %d: %w", proc.PID(), target.ErrExited)
+	}
+	if maps, merr := proc.Maps(); merr == nil && len(maps) == 0 || errors.Is(merr, target.ErrExited) {
+		return fmt.Errorf("process %d: %w", proc.PID(), target.ErrExited)
+	}
+	return err
 }

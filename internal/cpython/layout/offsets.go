@@ -149,6 +149,7 @@ type Offsets struct {
 	CellRef      int64 `c:"PyCellObject.ob_ref"`
 	FuncName     int64 `c:"PyFunctionObject.func_name"`
 	FuncQualname int64 `c:"PyFunctionObject.func_qualname"`
+	FuncModule   int64 `c:"PyFunctionObject.func_module"`
 
 	// Python 2 old-style instances and classes.
 	InstanceClass int64 `c:"PyInstanceObject.in_class"`

@@ -1,0 +1,150 @@
+// Package inflight finds the web requests a Python process is serving
+// right now, from its threads' stacks: the WSGI environ of each request
+// (method, path, query, mod_wsgi's start time), the Django view handling
+// it, and the SQL Django is executing for it, with parameters. Any WSGI
+// server works; Django is recognised.
+package inflight
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"krait/internal/cpython"
+	"krait/internal/render"
+)
+
+// Request is one request in flight, in the JSON contract of
+// krait requests (null where unknown).
+type Request struct {
+	PID         int      `json:"pid"`
+	ThreadID    uint64   `json:"thread_id"`
+	NativeID    *int     `json:"native_id"`
+	ThreadName  *string  `json:"thread_name"`
+	Interpreter int64    `json:"interpreter"`
+	Method      *string  `json:"method"`
+	Path        *string  `json:"path"`
+	Query       *string  `json:"query"`
+	View        *string  `json:"view"`
+	ElapsedS    *float64 `json:"elapsed_s"`
+	SQL         *string  `json:"sql"`
+	SQLParams   *string  `json:"sql_params"`
+	Server      *string  `json:"server"`
+	// Key identifies the request across scans (its environ's address).
+	Key uint64 `json:"-"`
+	// Function and Line say where the thread is now.
+	Function string `json:"function"`
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+}
+
+// LocalNames are the only locals a scan reads.
+var LocalNames = map[string]bool{"environ": true, "sql": true, "params": true, "callback": true}
+
+func sp(s string) *string { return &s }
+
+// FromThreads extracts the requests from a snapshot read with
+// Options{Locals: true, LocalNames: LocalNames}.
+func FromThreads(py *cpython.Python, pid int, interps []*cpython.Interpreter, now time.Time) []*Request {
+	var out []*Request
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			if r := fromThread(py, t, now); r != nil {
+				r.PID, r.Interpreter = pid, in.ID
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func local(f cpython.Frame, name string) (cpython.Ref, *cpython.Local, bool) {
+	for i := range f.Locals {
+		if f.Locals[i].Name == name && f.Locals[i].Value != nil && f.Locals[i].Value.Addr != 0 {
+			return cpython.Ref{}, &f.Locals[i], true
+		}
+	}
+	return cpython.Ref{}, nil, false
+}
+
+func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time) *Request {
+	// The WSGI environ closest to the application (innermost frame that
+	// has one).
+	var env cpython.Ref
+	found := false
+	for _, f := range t.Frames {
+		if _, l, ok := local(f, "environ"); ok {
+			e := py.Ref(l.Value.Addr)
+			if _, ok := e.DictGet("REQUEST_METHOD"); ok {
+				env, found = e, true
+				break
+			}
+		}
+	}
+	if !found {
+		return nil
+	}
+	r := &Request{ThreadID: t.ThreadID, Key: env.Addr}
+	if t.NativeID != 0 {
+		id := t.NativeID
+		r.NativeID = &id
+	}
+	if t.HasName {
+		r.ThreadName = sp(t.Name)
+	}
+	if len(t.Frames) > 0 {
+		r.Function, r.File, r.Line = t.Frames[0].Qualname, t.Frames[0].File, t.Frames[0].Line
+	}
+	get := func(k string) *string {
+		if v, ok := env.DictGet(k); ok {
+			if s, ok := v.Str(); ok {
+				return &s
+			}
+		}
+		return nil
+	}
+	r.Method, r.Path, r.Query = get("REQUEST_METHOD"), get("PATH_INFO"), get("QUERY_STRING")
+	if start := get("mod_wsgi.request_start"); start != nil {
+		if us, err := strconv.ParseInt(*start, 10, 64); err == nil {
+			el := now.Sub(time.UnixMicro(us)).Seconds()
+			r.ElapsedS = &el
+		}
+	}
+	for _, k := range []string{"SERVER_SOFTWARE", "mod_wsgi.process_group"} {
+		if s := get(k); s != nil && *s != "" {
+			r.Server = s
+			break
+		}
+	}
+	for i, f := range t.Frames {
+		// Django: BaseHandler._get_response(request) resolves the view
+		// into the local `callback`.
+		if f.Qualname == "BaseHandler._get_response" || f.Function == "_get_response" && strings.Contains(f.File, "django/core/handlers") {
+			if _, l, ok := local(f, "callback"); ok {
+				if mod, q, ok := py.Ref(l.Value.Addr).FuncName(); ok {
+					v := q
+					if mod != "" {
+						v = mod + "." + q
+					}
+					r.View = &v
+				}
+			}
+			if r.View == nil && i > 0 {
+				v := t.Frames[i-1].Qualname
+				r.View = &v
+			}
+		}
+		// Django's cursor wrapper: the SQL being executed now.
+		if r.SQL == nil && strings.HasSuffix(f.File, "django/db/backends/utils.py") {
+			if _, l, ok := local(f, "sql"); ok {
+				if s, ok := py.Ref(l.Value.Addr).Str(); ok {
+					r.SQL = &s
+				}
+				if _, p, ok := local(f, "params"); ok {
+					r.SQLParams = sp(render.Repr(p.Value, render.Options{MaxWidth: 2000}))
+				}
+			}
+		}
+	}
+	return r
+}
