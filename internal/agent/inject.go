@@ -42,11 +42,12 @@ var safeSyscalls = map[uint64]string{
 	0: "read", 7: "poll", 23: "select", 34: "pause", 35: "nanosleep", 43: "accept",
 	45: "recvfrom", 47: "recvmsg", 61: "wait4", 128: "rt_sigtimedwait", 230: "clock_nanosleep",
 	232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait",
-	288: "accept4", 441: "epoll_pwait2",
+	288: "accept4", 441: "epoll_pwait2", 219: "restart_syscall",
 }
 
 // Kernel-internal return values of an interrupted system call.
 const (
+	eintr                = 4
 	erestartsys          = 512
 	erestartnointr       = 513
 	erestartnohand       = 514
@@ -219,7 +220,9 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		name, safe := safeSyscalls[r.Orig_rax]
 		ret := -int64(r.Rax)
 		restart := ret == erestartsys || ret == erestartnointr || ret == erestartnohand || ret == erestartRestartblock
-		if !safe || !restart {
+		// -EINTR: the call will return EINTR to its caller anyway (the
+		// interrupt did that, as any signal would); it resumes as is.
+		if !safe || !restart && ret != eintr {
 			continue
 		}
 		insn, err := p.ReadMem(r.Rip-2, 2)
@@ -237,10 +240,13 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	// Where the thread resumes once the trampoline is done: its
 	// interrupted system call, restarted as the kernel would.
 	resume := saved
-	resume.Rip -= 2
-	if -int64(saved.Rax) == erestartRestartblock {
+	switch -int64(saved.Rax) {
+	case eintr:
+	case erestartRestartblock:
+		resume.Rip -= 2
 		resume.Rax = sysRestartSyscall
-	} else {
+	default:
+		resume.Rip -= 2
 		resume.Rax = saved.Orig_rax
 	}
 
