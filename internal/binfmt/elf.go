@@ -17,6 +17,10 @@ type Object struct {
 	BuildID string
 	syms    map[string]uint64
 	secs    map[string][2]uint64 // name → vaddr, size
+	// opened is where the file can be read again: .symtab, which can be
+	// large and is rarely needed, is loaded on the first miss.
+	opened       string
+	symtabLoaded bool
 	// Loads are the PT_LOAD segments.
 	Loads []elf.ProgHeader
 }
@@ -40,7 +44,7 @@ func OpenObject(opened, path string) (*Object, error) {
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, fmt.Errorf("%s: only 64-bit little-endian ELF is supported", path)
 	}
-	o := &Object{Path: path, Type: f.Type, syms: map[string]uint64{}, secs: map[string][2]uint64{}}
+	o := &Object{Path: path, Type: f.Type, syms: map[string]uint64{}, secs: map[string][2]uint64{}, opened: opened}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
 			o.Loads = append(o.Loads, p.ProgHeader)
@@ -54,31 +58,42 @@ func OpenObject(opened, path string) (*Object, error) {
 			}
 		}
 	}
-	add := func(syms []elf.Symbol) {
-		for _, s := range syms {
-			if s.Value == 0 || s.Section == elf.SHN_UNDEF {
-				continue
-			}
-			t := elf.ST_TYPE(s.Info)
-			if t != elf.STT_OBJECT && t != elf.STT_FUNC && t != elf.STT_TLS {
-				continue
-			}
-			if _, ok := o.syms[s.Name]; !ok {
-				o.syms[s.Name] = s.Value
-			}
-		}
-	}
 	if ds, err := f.DynamicSymbols(); err == nil {
-		add(ds)
-	}
-	if ss, err := f.Symbols(); err == nil {
-		add(ss)
+		o.add(ds)
 	}
 	return o, nil
 }
 
-// Symbol returns a symbol's link-time address.
+func (o *Object) add(syms []elf.Symbol) {
+	for _, s := range syms {
+		if s.Value == 0 || s.Section == elf.SHN_UNDEF {
+			continue
+		}
+		t := elf.ST_TYPE(s.Info)
+		if t != elf.STT_OBJECT && t != elf.STT_FUNC && t != elf.STT_TLS {
+			continue
+		}
+		if _, ok := o.syms[s.Name]; !ok {
+			o.syms[s.Name] = s.Value
+		}
+	}
+}
+
+// Symbol returns a symbol's link-time address, from .dynsym or, failing
+// that, .symtab (when the file is not stripped).
 func (o *Object) Symbol(name string) (uint64, bool) {
+	if v, ok := o.syms[name]; ok {
+		return v, true
+	}
+	if !o.symtabLoaded {
+		o.symtabLoaded = true
+		if f, err := elf.Open(o.opened); err == nil {
+			if ss, err := f.Symbols(); err == nil {
+				o.add(ss)
+			}
+			f.Close()
+		}
+	}
 	v, ok := o.syms[name]
 	return v, ok
 }

@@ -42,6 +42,9 @@ func (m *mem) page(base uint64) ([]byte, error) {
 
 // read fills buf from addr.
 func (m *mem) read(buf []byte, addr uint64) error {
+	if len(buf) == 0 {
+		return nil
+	}
 	if addr < pageSize || addr+uint64(len(buf)) < addr {
 		return &target.ReadError{Addr: addr, Len: len(buf), Err: target.ErrBadAddress}
 	}

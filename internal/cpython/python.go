@@ -206,6 +206,9 @@ func (py *Python) detectVersion() (layout.Version, error) {
 			}
 			buf := make([]byte, n)
 			if err := py.Proc.ReadAt(buf, a); err != nil {
+				if errors.Is(err, target.ErrExited) {
+					return layout.Version{}, err
+				}
 				prevTail = nil
 				continue
 			}

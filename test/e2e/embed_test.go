@@ -34,7 +34,6 @@ func TestEmbedded(t *testing.T) {
 	var py *python
 	for _, p := range pythons(t) {
 		if p.minor == "3.12" && !strings.HasPrefix(p.name, "system") {
-			p := p
 			py = &p
 		}
 	}

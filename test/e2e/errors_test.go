@@ -184,6 +184,12 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("krait help: %v\n%s", help, help.stdout)
 	}
 	usage := help.stdout
+	for _, args := range [][]string{{"--help"}, {"dump", "-h"}, {"dump", "--help"}} {
+		r := krait(t, args...)
+		if r.code != exitOK || r.stdout != usage || r.stderr != "" {
+			t.Errorf("krait %s: exit %d, stdout %q, stderr %q; want the usage on stdout", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+	}
 	for _, tc := range []struct {
 		args []string
 		// withUsage: the one-line message is followed by a blank line and
@@ -200,6 +206,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"dump", "--bogus"}, false},
 		{[]string{"dump", "--pid", "1", "--width", "x"}, false},
 		{[]string{"dump", "--pid", "1", "unexpected"}, false},
+		{[]string{"dump", "1", "2"}, false},
+		{[]string{"dump", "1", "--bogus"}, false},
 	} {
 		r := krait(t, tc.args...)
 		what := "krait " + strings.Join(tc.args, " ")
@@ -225,5 +233,14 @@ func TestUsage(t *testing.T) {
 		default:
 			checkOneLine(t, what, r.stderr)
 		}
+	}
+}
+
+// TestPositionalPID: krait dump PID takes the pid first and flags after it.
+func TestPositionalPID(t *testing.T) {
+	p := startCounter(t, pickPython(t), "")
+	res := dumpJSONArgs(t, "dump", strconv.Itoa(p.pid()), "--json", "--locals")
+	if res.PID != p.pid() || len(res.Threads) != 1 {
+		t.Errorf("krait dump PID --json: pid %d, %d threads; want pid %d, 1 thread", res.PID, len(res.Threads), p.pid())
 	}
 }

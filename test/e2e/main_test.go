@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,7 +131,13 @@ func kraitAs(t *testing.T, prefix []string, args ...string) *kraitResult {
 // dumpJSON runs krait dump --json with extra arguments and decodes it.
 func dumpJSON(t *testing.T, pid int, extra ...string) *dumpResult {
 	t.Helper()
-	args := append([]string{"dump", "--pid", strconv.Itoa(pid), "--json"}, extra...)
+	return dumpJSONArgs(t, append([]string{"dump", "--pid", strconv.Itoa(pid), "--json"}, extra...)...)
+}
+
+// dumpJSONArgs runs krait with args, which must ask for JSON, and decodes
+// its output.
+func dumpJSONArgs(t *testing.T, args ...string) *dumpResult {
+	t.Helper()
 	r := krait(t, args...)
 	if r.code != 0 {
 		t.Fatalf("%v", r)
@@ -486,6 +493,24 @@ func lessVersion(a, b string) bool {
 		}
 	}
 	return len(pa) < len(pb)
+}
+
+// expectedPythons are the interpreters the tests look for even when
+// KRAIT_REQUIRE_PYTHONS does not name them; a missing one is a skipped
+// subtest of TestDump.
+var expectedPythons = []string{"2.7", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "system3.11"}
+
+// missingPythons returns the expected or required interpreters that found
+// lacks.
+func missingPythons(found []python) []string {
+	var out []string
+	for _, tok := range append(append([]string{}, expectedPythons...), required()...) {
+		if slices.Contains(out, tok) || slices.ContainsFunc(found, func(p python) bool { return p.matches(tok) }) {
+			continue
+		}
+		out = append(out, tok)
+	}
+	return out
 }
 
 // required returns the tokens of KRAIT_REQUIRE_PYTHONS.

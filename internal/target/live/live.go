@@ -33,7 +33,7 @@ func Open(pid int) (*Process, error) {
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 			return nil, fmt.Errorf("process %d: %w", pid, target.ErrNoProcess)
 		}
 		return nil, err
