@@ -726,25 +726,23 @@ class Agent(object):
         ev.update(self._where(th.top))
         ev['args'] = self._args(th.top)
         self.send(ev)
-        with self.cv:
-            while True:
-                try:
-                    if th.jobs:
-                        fn, box, done = th.jobs.pop(0)
-                        self.cv.release()
-                        try:
-                            box['res'] = fn(th)
-                        except BaseException as e:
-                            box['err'] = e
-                        finally:
-                            self.cv.acquire()
-                            done.set()
-                        continue
-                    if th.resume is not None or self.closing:
+        while True:  # run the jobs posted to this thread until resumed
+            try:
+                with self.cv:
+                    while not (th.jobs or th.resume or self.closing):
+                        self.cv.wait()
+                    if not th.jobs:
                         break
-                    self.cv.wait()
-                except BaseException:
-                    pass  # e.g. KeyboardInterrupt while stopped: stay stopped
+                    fn, box, done = th.jobs.pop(0)
+                try:
+                    box['res'] = fn(th)
+                except BaseException as e:
+                    box['err'] = e
+                finally:
+                    done.set()
+            except BaseException:
+                pass  # e.g. KeyboardInterrupt while stopped: stay stopped
+        with self.cv:
             del self.stopped[ident]
             if th.resume and th.resume[0] != 'continue' and not self.closing:
                 self.steps[ident] = Step(*th.resume)

@@ -45,7 +45,7 @@ type Offsets struct {
 	TstateTracefunc        int64 `c:"_ts.c_tracefunc"`
 	TstateTraceobj         int64 `c:"_ts.c_traceobj"`
 	TstateUseTracing       int64 `c:"_ts.use_tracing"`
-	CframeUseTracing       int64 `c:"_PyCFrame.use_tracing"`
+	CframeUseTracing       int64 `c:"_PyCFrame.use_tracing|_cframe.use_tracing"`
 	RuntimeTracingPossible int64 `c:"_PyRuntimeState.ceval.tracing_possible"`
 
 	// PyFrameObject (up to 3.10)

@@ -608,7 +608,7 @@ var generated = map[string]generatedBuild{
 			TstateTracefunc:         64,
 			TstateTraceobj:          80,
 			TstateUseTracing:        -1,
-			CframeUseTracing:        -1,
+			CframeUseTracing:        0,
 			RuntimeTracingPossible:  -1,
 			FrameBack:               24,
 			FrameCode:               32,

@@ -1,0 +1,192 @@
+# Target program for internal/agent's tests: it loads krait's agent itself,
+# without injection, the way krait's bootstrap does, and reports on stdout
+# what a test needs to check from the inside.
+#
+# Protocol (one line each way):
+#   stdout first: {"pid": PID, "version": "3.x.y"}
+#   stdin:  load {"agent": PATH, "cfg": {...KRAIT...}, "mmap": bool}
+#           exec the agent; with mmap, first map 3 pages for it to unmap
+#           (as krait's trampoline pages), reported as "page"
+#   stdin:  import          import lazy_mod, start thread "late" calling it
+#   stdin:  cthread         start a thread with pthread_create (unknown to
+#                           threading) that calls c_body in a loop
+#   stdout every 100 ms: {"status": {...}} (see status())
+#
+# With a tracing_possible address in the agent's trace configuration
+# (Python < 3.9), the status carries that counter as it was before the
+# agent was loaded and as it is now: the agent must leave it as it found it.
+#
+# The worker and counter threads start before the agent is loaded, so the
+# agent must install itself on threads that are already running. Lines are
+# found by the tests through their "@name" markers.
+
+import ctypes
+import json
+import os
+import select
+import sys
+import threading
+import time
+
+COUNT = 0
+ITER = 0
+TRACES = {}
+LAZY = None
+CYCLE = [1]
+CYCLE.append(CYCLE)
+LONG = "x" * 5000
+TP = None  # [address of tracing_possible, its value before the last load]
+PAGE = 0
+
+
+class Thing(object):
+    def __init__(self):
+        self.a = 1
+        self.name = "thing"
+
+    def __repr__(self):
+        return "Thing!"
+
+    def poke(self):
+        return self.a  # @poke
+
+
+THING = Thing()
+
+
+def helper(v):  # @def-helper
+    w = v + 3  # @helper-first
+    return w
+
+
+def compute(x):
+    y = x * 2  # @compute-first
+
+    # @comment-line: a breakpoint here moves to the next line with code
+    z = helper(y)  # @call-helper
+    return z + 1  # @compute-return
+
+
+def looper(n):
+    total = 0
+    for k in range(n):  # @loop-head
+        total += k  # @loop-body
+    return total  # @loop-end
+
+
+def report(name):
+    TRACES[name] = sys.gettrace() is not None
+
+
+def worker():
+    global ITER
+    while True:
+        ITER += 1
+        compute(ITER)  # @worker-call
+        looper(3)
+        THING.poke()
+        if LAZY is not None:
+            LAZY.lazy_func(ITER)
+        report("worker")  # @worker-report
+        time.sleep(0.005)  # @worker-sleep
+
+
+def late():
+    n = 0
+    while True:
+        n -= 1
+        report("late")
+        LAZY.lazy_func(n)
+        time.sleep(0.005)
+
+
+def c_body(i):
+    return i * 3  # @c-body
+
+
+def c_thread(_):
+    i = 0
+    while True:
+        i += 1
+        c_body(i)
+        report("cthread")
+        time.sleep(0.005)
+
+
+C_THREAD = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(c_thread)
+
+
+def counter():
+    global COUNT
+    while True:
+        COUNT += 1
+        report("counter")
+        time.sleep(0.002)
+
+
+def status(loads):
+    tools = None
+    if hasattr(sys, "monitoring"):
+        tools = [sys.monitoring.get_tool(i) for i in range(6)]
+    return {
+        "count": COUNT,
+        "iter": ITER,
+        "traces": dict(TRACES),
+        "agents": [t.name for t in threading.enumerate() if t.name == "krait-agent"],
+        "tools": tools,
+        "loads": loads,
+        "page": PAGE,
+        "tp": TP and [TP[1], ctypes.c_int.from_address(TP[0]).value],
+    }
+
+
+def main():
+    global LAZY, TP, PAGE
+    threading.Thread(target=worker, name="worker", daemon=True).start()
+    threading.Thread(target=counter, name="counter", daemon=True).start()
+    print(json.dumps({"pid": os.getpid(), "version": "%d.%d.%d" % sys.version_info[:3]}))
+    sys.stdout.flush()
+    buf, loads = b"", 0
+    while True:
+        r, _, _ = select.select([0], [], [], 0.1)
+        if r:
+            data = os.read(0, 65536)
+            if not data:
+                return
+            buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            cmd, _, arg = line.decode().partition(" ")
+            if cmd == "load":
+                req = json.loads(arg)
+                with open(req["agent"]) as f:
+                    src = f.read()
+                addr = (req["cfg"]["trace"] or {}).get("tracing_possible")
+                if addr:
+                    TP = [addr, ctypes.c_int.from_address(addr).value]
+                PAGE = 0
+                if req.get("mmap"):
+                    mmap = ctypes.CDLL(None).mmap
+                    mmap.restype = ctypes.c_void_p
+                    mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                     ctypes.c_int, ctypes.c_int, ctypes.c_long]
+                    PAGE = mmap(None, 3 * 4096, 3, 0x22, -1, 0)  # RW, private|anonymous
+                    req["cfg"]["page"], req["cfg"]["page_size"] = PAGE, 3 * 4096
+                # What krait's bootstrap does.
+                exec(compile(src, "<krait-agent>", "exec"),
+                     {"__name__": "__krait_agent__", "KRAIT": req["cfg"]})
+                loads += 1
+            elif cmd == "import":
+                import lazy_mod
+                LAZY = lazy_mod
+                threading.Thread(target=late, name="late", daemon=True).start()
+            elif cmd == "cthread":
+                tid = ctypes.c_ulong()
+                ctypes.CDLL(None).pthread_create(ctypes.byref(tid), None, C_THREAD, None)
+        report("main")
+        print(json.dumps({"status": status(loads)}))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
