@@ -57,12 +57,12 @@ func init() {
 		{[]string{"next", "n"}, "next — run to the next line in this function, stepping over calls", resume("next")},
 		{[]string{"finish", "fin"}, "finish — run until the selected frame returns and show its value", (*REPL).cmdFinish},
 		{[]string{"until", "u"}, "until — like next, but never stops at an earlier line (leaves loops)", resume("until")},
-		{[]string{"backtrace", "bt", "where"}, "bt — the selected thread's stack", (*REPL).cmdBacktrace},
+		{[]string{"backtrace", "bt", "where"}, "bt [N] — the selected thread's stack (innermost N frames)", (*REPL).cmdBacktrace},
 		{[]string{"up"}, "up [N] — select an outer frame", (*REPL).cmdUp},
 		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
 		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame", (*REPL).cmdInfo},
-		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr()", (*REPL).cmdPrint},
+		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
 		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
 		{[]string{"thread", "t"}, "thread [N] — select thread N / show the selected thread", (*REPL).cmdThread},
 		{[]string{"detach"}, "detach — remove krait from the process and leave", (*REPL).cmdDetach},
@@ -267,10 +267,17 @@ func (r *REPL) wait() error {
 	return nil
 }
 
+// argsText renders a frame's arguments for a location line, each cut to a
+// readable length (print shows a value whole).
 func argsText(args []session.Var) string {
+	const width = 80
 	var parts []string
 	for _, a := range args {
-		parts = append(parts, a.Name+"="+a.Value)
+		v := a.Value
+		if r := []rune(v); len(r) > width {
+			v = string(r[:width-3]) + "..."
+		}
+		parts = append(parts, a.Name+"="+v)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -321,6 +328,10 @@ func (r *REPL) cmdBacktrace(arg string) error {
 	frames, err := r.S.Stack()
 	if err != nil {
 		return err
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(arg)); err == nil && n >= 0 && n < len(frames) {
+		defer r.printf("(More stack frames follow...)\n")
+		frames = frames[:n]
 	}
 	for _, f := range frames {
 		r.printf("#%-2d %s\n", f.Index, frameText(f))
@@ -476,12 +487,14 @@ func (r *REPL) infoThreads() error {
 }
 
 func (r *REPL) cmdPrint(arg string) error {
-	raw := false
+	mode := "safe"
 	if strings.HasPrefix(arg, "/") {
 		f := strings.SplitN(arg, " ", 2)
 		switch f[0] {
 		case "/r":
-			raw = true
+			mode = "repr"
+		case "/sql":
+			mode = "sql"
 		default:
 			return fmt.Errorf("Undefined output format \"%s\".", strings.TrimPrefix(f[0], "/"))
 		}
@@ -497,7 +510,7 @@ func (r *REPL) cmdPrint(arg string) error {
 		}
 		arg = "$"
 	}
-	n, v, err := r.S.Print(arg, raw)
+	n, v, err := r.S.Print(arg, mode)
 	if err != nil {
 		return err
 	}

@@ -470,20 +470,17 @@ func (s *Session) expandHistory(expr string) (string, error) {
 	return out, err
 }
 
-// Print evaluates expr in the selected frame. raw calls the object's own
-// __repr__ (print/r); otherwise no user code runs to render it. The value
-// joins the history; the returned number is its $N.
-func (s *Session) Print(expr string, raw bool) (int, Var, error) {
+// Print evaluates expr in the selected frame. mode "safe" renders without
+// user code; "repr" calls the object's own __repr__ (print/r); "sql"
+// compiles a Django QuerySet's SQL without running it (print/sql). The
+// value joins the history; the returned number is its $N.
+func (s *Session) Print(expr, mode string) (int, Var, error) {
 	if err := s.needStopped(); err != nil {
 		return 0, Var{}, err
 	}
 	e, err := s.expandHistory(expr)
 	if err != nil {
 		return 0, Var{}, err
-	}
-	mode := "safe"
-	if raw {
-		mode = "repr"
 	}
 	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true})
 	if err != nil {

@@ -132,7 +132,139 @@ def _render_container(v, t, depth, path):
     return ('frozenset({%s})' if t is frozenset else '{%s}') % body
 
 
+def _cls_name(c):
+    mod = _tmod(c)
+    return _tqual(c) if mod in ('builtins', None) else '%s.%s' % (mod, _tqual(c))
+
+
+def _mro_names(t):
+    try:
+        return [_cls_name(k) for k in _tmro(t)]
+    except Exception:
+        return []
+
+
+def _d(v, name, default=None):
+    """An instance attribute straight from the instance dict (no code runs)."""
+    d = _instance_dict(v)
+    return d.get(name, default) if d is not None else default
+
+
+def _class_attr(c, name):
+    for k in _tmro(c):
+        d = _tdict(k)
+        if name in d:
+            return d[name]
+    return None
+
+
+_LOOKUPS = {'Exact': '=', 'GreaterThan': '>', 'GreaterThanOrEqual': '>=', 'LessThan': '<',
+            'LessThanOrEqual': '<=', 'In': '__in=', 'IsNull': '__isnull=', 'Contains': '__contains=',
+            'IContains': '__icontains=', 'IExact': '__iexact=', 'StartsWith': '__startswith=',
+            'RelatedExact': '=', 'RelatedIn': '__in=', 'Range': '__range='}
+
+
+def _model_label(m):
+    meta = _class_attr(m, '_meta')
+    app, name = _d(meta, 'app_label'), _d(meta, 'object_name')
+    if type(app) is str and type(name) is str:
+        return '%s.%s' % (app, name)
+    return _cls_name(m)
+
+
+def _where(node, depth=0):
+    if depth > 4:
+        return '...'
+    parts = []
+    for c in (_d(node, 'children') or [])[:16]:
+        if 'django.utils.tree.Node' in _mro_names(type(c)):
+            inner = _where(c, depth + 1)
+            if inner:
+                parts.append('(' + inner + ')')
+            continue
+        op = _LOOKUPS.get(_tname(type(c)), ' %s ' % _tname(type(c)))
+        lhs = _d(c, 'lhs')
+        target = _d(lhs, 'target') if lhs is not None else None
+        field = _d(target, 'name') if target is not None else None
+        parts.append('%s%s%s' % (field if type(field) is str else '?', op, render(_d(c, 'rhs'), MAX_DEPTH, False)))
+    conn = _d(node, 'connector')
+    out = (' %s ' % (conn if type(conn) is str else 'AND')).join(parts)
+    if _d(node, 'negated') is True and out:
+        out = 'NOT (%s)' % out
+    return out
+
+
+def _django(v, t, mro):
+    """Django's objects as a Django developer reads them, from their
+    attributes only: no query runs, no lazy object is loaded."""
+    if 'django.db.models.query.QuerySet' in mro:
+        model = _d(v, 'model')
+        label = _model_label(model) if isinstance(model, type) else '?'
+        rc = _d(v, '_result_cache')
+        parts = ['not evaluated' if rc is None else 'evaluated, %d rows' % len(rc)]
+        q = _d(v, '_query') or _d(v, 'query')
+        if q is not None:
+            w = _d(q, 'where')
+            f = _where(w) if w is not None else ''
+            if f:
+                parts.append('filter: ' + f)
+            ob = _d(q, 'order_by')
+            if type(ob) is tuple and ob:
+                parts.append('order by ' + ', '.join(x for x in ob if type(x) is str))
+        return '<%s %s: %s>' % (_tqual(t), label, '; '.join(parts))
+    if 'django.http.request.HttpRequest' in mro:
+        path = _d(v, 'path') or ''
+        env = _d(v, 'environ') or _d(v, 'META') or {}
+        qs = env.get('QUERY_STRING') if type(env) is dict else None
+        if type(qs) is str and qs:
+            path = '%s?%s' % (path, qs)
+        return '<%s: %s %s>' % (_tqual(t), _d(v, 'method'), render(path))
+    if 'django.utils.functional.LazyObject' in mro:
+        w = _d(v, '_wrapped')
+        if type(w) is object:
+            return '<%s: not loaded>' % _tqual(t)
+        return '<%s: loaded %s>' % (_tqual(t), render(w, MAX_DEPTH, False))
+    if 'django.db.models.base.Model' in mro:
+        meta = _class_attr(t, '_meta')
+        pk = _d(meta, 'pk')
+        att = _d(pk, 'attname') if pk is not None else None
+        val = render(_d(v, att), MAX_DEPTH, False) if type(att) is str else '?'
+        return '<%s pk=%s at %#x>' % (_tqual(t), val, id(v))
+    return None
+
+
+def _builtin_object(v, t):
+    """Objects whose own repr is safe or can be rebuilt without user code."""
+    if isinstance(v, type):
+        return "<class '%s'>" % _cls_name(v)
+    if t is types.FunctionType:
+        return '<function %s at %#x>' % (v.__qualname__, id(v))
+    if t is types.MethodType:
+        f = v.__func__
+        name = getattr(f, '__qualname__', '?') if type(f) is types.FunctionType else '?'
+        return '<bound method %s of %s>' % (name, render(v.__self__, MAX_DEPTH, False))
+    if t is types.ModuleType:
+        d = _oga(v, '__dict__')
+        f = d.get('__file__')
+        if type(f) is str:
+            return "<module '%s' from '%s'>" % (d.get('__name__'), f)
+        return "<module '%s'>" % d.get('__name__')
+    if t in (types.BuiltinFunctionType, types.CodeType, types.FrameType):
+        return '<%s %s at %#x>' % (_tname(t), getattr(v, '__qualname__', getattr(v, 'co_name', '')), id(v))
+    return None
+
+
 def _render_object(v, t, depth, attrs, path):
+    try:
+        s = _builtin_object(v, t)
+        if s is None:
+            mro = _mro_names(t)
+            if any(m.startswith('django.') for m in mro):
+                s = _django(v, t, mro)
+        if s is not None:
+            return s
+    except Exception:
+        pass
     try:
         mod = _tmod(t)
         mod = '' if mod in ('builtins', None) else str(mod) + '.'
@@ -155,6 +287,18 @@ def _render_object(v, t, depth, attrs, path):
     except Exception:
         pass
     return head + ' {' + ', '.join(parts) + '}'
+
+
+def _sql(v):
+    """The SQL a QuerySet (or Query) would run, compiled here, not executed."""
+    mro = _mro_names(type(v))
+    if 'django.db.models.query.QuerySet' in mro:
+        v = _d(v, '_query') or _d(v, 'query')
+        mro = _mro_names(type(v))
+    if 'django.db.models.sql.query.Query' not in mro:
+        raise Err('print/sql needs a Django QuerySet or Query, not %s' % type_name(v))
+    sql, params = v.sql_with_params()
+    return '%s  -- params: %r' % (sql, tuple(params))
 
 
 def value(v):
@@ -269,6 +413,7 @@ class Agent(object):
         self.fcache = {}    # co_filename -> abs path (also: files seen run)
         self.finfo = {}     # abs file -> [(code, qualname, is_func, lines)]
         self.stopped = {}   # ident -> Stopped
+        self.history = []   # values printed with store (gdb value history)
         self.steps = {}     # ident -> Step
         self.conn = self.listener = None
         self.closing = self.installed = self.trick = False
@@ -397,6 +542,7 @@ class Agent(object):
             self.bps.clear()
             self.lines.clear()
             del self.pending[:]
+            del self.history[:]  # drop the references krait's $N held
         for step in (self._uninstall, self._resume_all, self._close, self._unmap):
             try:
                 step()
@@ -767,7 +913,8 @@ class Agent(object):
 
     def _args(self, f):
         loc = f.f_locals
-        return [dict(name=n, **value(loc[n])) for n in arg_names(f.f_code) if n in loc]
+        return [dict(name=n, type=type_name(loc[n]), value=render(loc[n], attrs=False))
+                for n in arg_names(f.f_code) if n in loc]
 
     # ------------------------------------------------------------ threads
     def _thread(self, req):
@@ -887,15 +1034,24 @@ class Agent(object):
         th = self._thread(req)
         f = self._frame(th, req)
         expr, mode = req.get('expr'), req.get('mode') or 'safe'
-        if type(expr) is not str or mode not in ('safe', 'repr'):
-            raise Err('eval needs expr and mode "safe" or "repr"')
+        if type(expr) is not str or mode not in ('safe', 'repr', 'sql'):
+            raise Err('eval needs expr and mode "safe", "repr" or "sql"')
+        history = self.history
 
         def run(th):
             try:
-                v = eval(compile(expr, '<krait>', 'eval'), f.f_globals, f.f_locals)
+                loc = dict(f.f_locals)
+                loc['__krait_h'] = history  # gdb's $N, rewritten by krait
+                v = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
+                if req.get('store'):
+                    history.append(v)
                 if mode == 'safe':
                     return value(v)
+                if mode == 'sql':
+                    return {'type': 'sql', 'value': _sql(v)}
                 return {'type': type_name(v), 'value': repr(v)[:100000]}
+            except Err:
+                raise
             except BaseException as e:
                 raise Err(exc_line(e))
         return self._in_thread(th, run)
