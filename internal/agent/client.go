@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -30,7 +31,16 @@ var ErrClosed = errors.New("connection to the agent closed (the process exited o
 
 // Dial connects to the agent socket and says hello with the token.
 func Dial(sock, token string) (*Client, map[string]any, error) {
-	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
+	// The socket file appears at bind(), a moment before listen(): a
+	// refused connection then means "not yet".
+	var conn net.Conn
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		conn, err = net.DialTimeout("unix", sock, 5*time.Second)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -34,6 +34,10 @@ type REPL struct {
 	// listed remembers where `list` continues.
 	listFile string
 	listLine int
+	// intr receives Ctrl-C (SIGINT) for the whole session once Run has
+	// started, so that one pressed while a command resumes the target is
+	// not lost before the wait begins.
+	intr chan os.Signal
 }
 
 type command struct {
@@ -241,14 +245,20 @@ func (r *REPL) cmdFinish(arg string) error {
 // process keeps running).
 func (r *REPL) wait() error {
 	cancel := make(chan struct{})
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt)
-	defer signal.Stop(sig)
+	sig := r.intr
+	if sig == nil {
+		sig = make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		defer signal.Stop(sig)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		select {
 		case <-sig:
 			close(cancel)
 		case <-r.S.Done():
+		case <-stop:
 		}
 	}()
 	timeout := time.Duration(0)
@@ -662,18 +672,18 @@ func (r *REPL) Run(in *os.File) error {
 		return r.runTerminal()
 	}
 	// As gdb: Ctrl-C stops a wait for a stop, and is otherwise ignored.
-	idle := make(chan os.Signal, 1)
-	signal.Notify(idle, os.Interrupt)
-	defer signal.Stop(idle)
-	go func() {
-		for range idle {
-		}
-	}()
+	r.intr = make(chan os.Signal, 1)
+	signal.Notify(r.intr, os.Interrupt)
+	defer signal.Stop(r.intr)
 	sc := bufio.NewScanner(in)
 	for {
 		r.Flush()
 		if !sc.Scan() {
 			break
+		}
+		select { // a Ctrl-C at the prompt is not meant for the next wait
+		case <-r.intr:
+		default:
 		}
 		if r.Report(r.Exec(sc.Text())) {
 			return nil

@@ -339,24 +339,40 @@ func (s *Session) needStopped() error {
 	return nil
 }
 
-// Resume runs continue/step/next/finish/until on the selected thread
-// ("continue" with all set resumes every stopped thread).
+// Resume runs continue/step/next/finish/until on the selected thread.
+// "continue" with all set resumes every stopped thread whose stop has been
+// reported; a stop not yet reported stays, to be reported by the next
+// WaitStop (a thread that hit a breakpoint just as the user typed continue
+// is not let go unseen).
 func (s *Session) Resume(cmd string, all bool) error {
-	args := map[string]any{}
-	if !(cmd == "continue" && all) {
-		if err := s.needStopped(); err != nil {
-			return err
+	if cmd == "continue" && all {
+		s.mu.Lock()
+		unreported := map[int64]bool{}
+		for _, st := range s.pending {
+			unreported[st.Thread] = true
 		}
-		args["thread"] = s.Thread
+		var threads []int64
+		for id := range s.stops {
+			if !unreported[id] {
+				threads = append(threads, id)
+				delete(s.stops, id)
+			}
+		}
+		s.mu.Unlock()
+		for _, id := range threads {
+			if _, err := s.call("continue", map[string]any{"thread": id}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := s.needStopped(); err != nil {
+		return err
 	}
 	s.mu.Lock()
-	if cmd == "continue" && all {
-		s.stops = map[int64]*Stop{}
-	} else {
-		delete(s.stops, s.Thread)
-	}
+	delete(s.stops, s.Thread)
 	s.mu.Unlock()
-	_, err := s.call(cmd, args)
+	_, err := s.call(cmd, map[string]any{"thread": s.Thread})
 	return err
 }
 

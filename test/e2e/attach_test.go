@@ -160,7 +160,20 @@ func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]a
 	case <-time.After(30 * time.Second):
 		s.t.Fatalf("%s: the request did not complete", cmd)
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	// Ctrl-C until krait stops waiting (one pressed before the wait
+	// began is kept for it, but keep pressing as a user would).
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			_ = s.cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
 	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 30*time.Second)
 	s.t.Logf("(krait) %s ^C\n%s", cmd, out)
 	return body
@@ -286,7 +299,8 @@ func testAttach(t *testing.T, py python) {
 	s.do("delete")
 	s.interrupt("continue", resp)
 
-	out = s.do("detach")
+	fmt.Fprintf(s.in, "detach\n")
+	out = s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second)
 	mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, out)
 	checkClean(t, srv)
 }
