@@ -179,6 +179,22 @@ func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]a
 	return body
 }
 
+// continueWith sends continue, then starts the request that will stop
+// (so that the stop is reported by continue's wait, never at a prompt
+// before it), and returns continue's output and the request's answer.
+func (s *session) continueWith(srv *attachServer, path string) (string, <-chan map[string]any) {
+	s.t.Helper()
+	s.n++
+	marker := fmt.Sprintf("@@end-%d@@", s.n)
+	fmt.Fprintf(s.in, "continue\necho %s\\n\n", marker)
+	time.Sleep(200 * time.Millisecond) // let krait enter its wait
+	resp := srv.getAsync(s.t, path)
+	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 60*time.Second)
+	out = strings.TrimSuffix(out, marker)
+	s.t.Logf("(krait) continue  [GET %s]\n%s", path, out)
+	return out, resp
+}
+
 // do runs one command and returns its output.
 func (s *session) do(cmd string) string {
 	s.t.Helper()
@@ -223,8 +239,7 @@ func testAttach(t *testing.T, py python) {
 	out = s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
 	mustMatch(t, "break", fmt.Sprintf(`Breakpoint 2 at %s:%d \(report\)`, q(views), srv.marks["report_call"]), out)
 
-	resp := srv.getAsync(t, "/report?n=3")
-	out = s.do("continue")
+	out, resp := s.continueWith(srv, "/report?n=3")
 	mustMatch(t, "stop", fmt.Sprintf(`Breakpoint 2, report \(n=3\) at %s:%d\n%d\t\s+total = compute\(items\)`, q(views), srv.marks["report_call"], srv.marks["report_call"]), out)
 
 	// Other threads keep serving while this one is stopped.
@@ -281,8 +296,7 @@ func testAttach(t *testing.T, py python) {
 	if b := srv.get(t, "/report?n=4"); b == nil {
 		t.Fatal("request n=4 failed (it must not stop)")
 	}
-	resp = srv.getAsync(t, "/report?n=5")
-	out = s.do("continue")
+	out, resp = s.continueWith(srv, "/report?n=5")
 	mustMatch(t, "conditional stop", `report \(n=5\) at`, out)
 	out = s.do("info breakpoints")
 	if strings.Contains(out, "views.py") {
@@ -293,8 +307,7 @@ func testAttach(t *testing.T, py python) {
 	// Pending breakpoint on a module not imported yet.
 	out = s.do(fmt.Sprintf("break later.py:%d", srv.marks["later_line"]))
 	mustMatch(t, "pending", `Breakpoint \d+ \(later\.py:\d+\) pending\.`, out)
-	resp = srv.getAsync(t, "/later")
-	out = s.do("continue")
+	out, resp = s.continueWith(srv, "/later")
 	mustMatch(t, "pending hit", fmt.Sprintf(`hello \(who='krait'\) at .*later\.py:%d`, srv.marks["later_line"]), out)
 	s.do("delete")
 	s.interrupt("continue", resp)
@@ -347,8 +360,7 @@ func TestAttachKilled(t *testing.T) {
 			srv := startAttachServer(t, py)
 			s := attach(t, srv.p.pid())
 			s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
-			resp := srv.getAsync(t, "/report?n=2")
-			out := s.do("continue")
+			out, resp := s.continueWith(srv, "/report?n=2")
 			mustMatch(t, "stop", `Breakpoint 1, report`, out)
 			_ = s.cmd.Process.Kill()
 			select {
