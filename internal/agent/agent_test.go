@@ -649,7 +649,7 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	c.call("continue")
 
 	// until does not go back to the loop's head.
-	bp = c.call("break", "file", "fixture.py", "line", fx.line("loop-body"), "temporary", true)["bp"].(map[string]any)
+	c.call("break", "file", "fixture.py", "line", fx.line("loop-body"), "temporary", true)
 	c.stop("breakpoint", "looper", fx.line("loop-body"))
 	if bps := c.call("breakpoints")["bps"].([]any); len(bps) != 0 {
 		t.Errorf("temporary breakpoint still listed: %v", bps)
