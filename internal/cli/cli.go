@@ -196,6 +196,22 @@ func runTraceConfig(args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
+type scriptStep struct {
+	text string
+	file bool
+}
+
+type stepFlag struct {
+	steps *[]scriptStep
+	file  bool
+}
+
+func (f stepFlag) String() string { return "" }
+func (f stepFlag) Set(v string) error {
+	*f.steps = append(*f.steps, scriptStep{v, f.file})
+	return nil
+}
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, "; ") }
@@ -208,9 +224,10 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	pid := fs.Int("pid", 0, "process id to attach to (or give it as an argument)")
 	fs.IntVar(pid, "p", 0, "short for --pid")
 	batch := fs.Bool("batch", false, "run the -ex/-x commands, then detach and exit (as gdb --batch)")
-	var exs, files multiFlag
-	fs.Var(&exs, "ex", "execute a command (repeatable)")
-	fs.Var(&files, "x", "execute commands from a file (repeatable)")
+	// -ex and -x run in the order given, as gdb runs them.
+	var steps []scriptStep
+	fs.Var(stepFlag{&steps, false}, "ex", "execute a command (repeatable)")
+	fs.Var(stepFlag{&steps, true}, "x", "execute commands from a file (repeatable)")
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	// Accept the PID anywhere among the flags.
@@ -237,15 +254,18 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	var script []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
+	for _, st := range steps {
+		if !st.file {
+			script = append(script, st.text)
+			continue
+		}
+		data, err := os.ReadFile(st.text)
 		if err != nil {
 			fmt.Fprintf(stderr, "krait: %v\n", err)
 			return ExitUsage
 		}
 		script = append(script, strings.Split(string(data), "\n")...)
 	}
-	script = append(script, exs...)
 
 	start := time.Now()
 	s, err := session.Attach(*pid, *attachTimeout)

@@ -268,7 +268,21 @@ func testAttach(t *testing.T, py python) {
 	bt := s.do("bt")
 	mustMatch(t, "bt", fmt.Sprintf(`#0\s+report \(n=3\) at %s:%d`, q(views), srv.marks["report_call"]), bt)
 	mustMatch(t, "bt", `#1\s+.*do_GET`, bt)
-	s.do("info threads")
+	threads := s.do("info threads")
+	mustMatch(t, "info threads", `(?m)^\* 1 .*stopped: report at`, threads)
+	mustMatch(t, "info threads", `(?m)^  \d+ .*"counter" running`, threads)
+
+	// Frames: up, down, frame N, locals of an outer frame, list.
+	out = s.do("up")
+	mustMatch(t, "up", `^#1\s+.*do_GET`, strings.TrimSpace(out))
+	mustMatch(t, "locals of frame 1", `(?m)^u = `, s.do("info locals"))
+	mustMatch(t, "down", `^#0\s+report \(n=3\)`, strings.TrimSpace(s.do("down")))
+	mustMatch(t, "frame 1", `^#1\s+`, strings.TrimSpace(s.do("frame 1")))
+	s.do("frame 0")
+	mustMatch(t, "list", fmt.Sprintf(`(?m)^%d\t\s+total = compute\(items\)`, srv.marks["report_call"]), s.do("list"))
+	mustMatch(t, "help", `break`, s.do("help"))
+	mustMatch(t, "help break", `FILE:LINE`, s.do("help break"))
+	mustMatch(t, "unknown command", `Undefined command: "frobnicate"`, s.do("frobnicate"))
 
 	// step into compute, next, finish with the return value.
 	out = s.do("step")
@@ -288,6 +302,22 @@ func testAttach(t *testing.T, py python) {
 	for _, name := range []string{"items", "label", "n"} {
 		want, _ := body[name].(string)
 		mustMatch(t, "info locals vs target", `(?m)^`+q(name)+` = `+q(want)+`$`, locals+"\n"+args)
+	}
+
+	// disable / enable / condition, as info breakpoints shows them.
+	out = s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_after"]))
+	m := mustMatch(t, "break", `Breakpoint (\d+) at`, out)
+	if m != nil {
+		id := m[1]
+		s.do("disable " + id)
+		mustMatch(t, "disabled", `(?m)^`+id+`\s+breakpoint\s+keep\s+n\s`, s.do("info breakpoints"))
+		s.do("enable " + id)
+		s.do("condition " + id + " n == 99")
+		ib := s.do("info breakpoints")
+		mustMatch(t, "enabled", `(?m)^`+id+`\s+breakpoint\s+keep\s+y\s`, ib)
+		mustMatch(t, "condition", `stop only if n == 99`, ib)
+		mustMatch(t, "unconditional", `Breakpoint \d+ now unconditional\.`, s.do("condition "+id))
+		s.do("delete " + id)
 	}
 
 	// Conditional temporary breakpoint: stops only when n == 5.
@@ -371,6 +401,38 @@ func TestAttachKilled(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("the stopped thread was not resumed after krait was killed")
 			}
+			checkClean(t, srv)
+		})
+	}
+}
+
+// TestAttachBatch runs krait attach as a script: --batch with -ex and -x,
+// continue waiting (with --timeout) for a stop that a request causes.
+func TestAttachBatch(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor != "3.12" && py.minor != "3.8" && py.name != "system3.11" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			script := filepath.Join(t.TempDir(), "cmds")
+			if err := os.WriteFile(script, []byte("info args\nprint n * 2\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(1500 * time.Millisecond)
+				srv.get(t, "/report?n=4")
+			}()
+			r := krait(t, "attach", fmt.Sprint(srv.p.pid()), "--batch", "--timeout", "30s",
+				"-ex", fmt.Sprintf("break views.py:%d", srv.marks["report_call"]), "-ex", "continue", "-x", script)
+			if r.code != 0 {
+				t.Fatalf("%v\n%s", r, r.stdout)
+			}
+			mustMatch(t, "batch", `Breakpoint 1, report \(n=4\)`, r.stdout)
+			mustMatch(t, "batch -x", `(?m)^n = 4$`, r.stdout)
+			mustMatch(t, "batch -x", `(?m)^\$1 = 8$`, r.stdout)
+			mustMatch(t, "batch detach", `\[Inferior 1 \(process \d+\) detached\]`, r.stdout)
 			checkClean(t, srv)
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -88,6 +89,10 @@ func (p *Pauser) stopAll(timeout time.Duration) error {
 			break
 		}
 		fresh := 0
+		// The main thread first: if it cannot be traced, nothing can (a
+		// permission problem); another thread refusing is one that is
+		// exiting (the kernel says EPERM for those too).
+		sort.Slice(tids, func(i, j int) bool { return tids[i] == p.pid || tids[j] != p.pid && tids[i] < tids[j] })
 		for _, tid := range tids {
 			if _, ok := p.stopped[tid]; ok || pending[tid] {
 				continue
@@ -97,13 +102,13 @@ func (p *Pauser) stopAll(timeout time.Duration) error {
 				switch {
 				case err == unix.ESRCH:
 					continue // thread exited meanwhile
+				case err == unix.EPERM && tid == p.pid && threadAlive(p.pid, tid):
+					return &target.PermissionError{PID: p.pid, Op: "ptrace"}
 				case err == unix.EPERM:
-					if len(p.stopped) == 0 && len(pending) == 0 {
-						return &target.PermissionError{PID: p.pid, Op: "ptrace"}
+					if threadAlive(p.pid, tid) {
+						// Traced by someone else: read without holding it.
+						p.Unstopped = append(p.Unstopped, tid)
 					}
-					// Already traced by someone else: read without
-					// holding it.
-					p.Unstopped = append(p.Unstopped, tid)
 					continue
 				default:
 					return fmt.Errorf("ptrace seize thread %d: %v", tid, err)
@@ -171,6 +176,16 @@ func (p *Pauser) stopAll(timeout time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// threadAlive says whether a thread exists and is not exiting.
+func threadAlive(pid, tid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return false
+	}
+	st := statState(stat)
+	return st != 'Z' && st != 'X'
 }
 
 func processAlive(pid int) bool {
