@@ -270,7 +270,7 @@ func testAttach(t *testing.T, py python) {
 	mustMatch(t, "bt", `#1\s+.*do_GET`, bt)
 	threads := s.do("info threads")
 	mustMatch(t, "info threads", `(?m)^\* 1 .*stopped: report at`, threads)
-	mustMatch(t, "info threads", `(?m)^  \d+ .*"counter" running`, threads)
+	mustMatch(t, "info threads", `(?m)^  \d+ .*"counter"\s+running`, threads)
 
 	// Frames: up, down, frame N, locals of an outer frame, list.
 	out = s.do("up")
