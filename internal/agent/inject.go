@@ -33,6 +33,9 @@ type Regs = live.Regs
 // ErrNoSafeThread: no thread is parked where injection is safe.
 var ErrNoSafeThread = errors.New("no thread is parked in a system call where krait can safely enter (every thread is running, holds the GIL or waits on a lock); try again in a moment")
 
+// ErrUnsupported: attach does not work on this target.
+var ErrUnsupported = errors.New("attach is not supported here")
+
 // ErrTimeout: the agent did not come up in time.
 var ErrTimeout = errors.New("injection timed out")
 
@@ -144,10 +147,10 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 // runs the bootstrap on its own.
 func Inject(proc *live.Process, py *cpython.Python) (*Injection, error) {
 	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("attach is supported on x86-64 only")
+		return nil, fmt.Errorf("%w: attach works on x86-64 Linux only", ErrUnsupported)
 	}
 	if py.L.Py2 {
-		return nil, fmt.Errorf("attach does not support Python 2 (dump does)")
+		return nil, fmt.Errorf("%w: attach needs Python 3.6 or later; this is %s (krait dump works on it)", ErrUnsupported, py.Version)
 	}
 	pid := proc.PID()
 	var fn trampolineFuncs

@@ -11,8 +11,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"krait/internal/agent"
 	"krait/internal/cpython"
 	"krait/internal/cpython/layout"
 	"krait/internal/dump"
@@ -30,7 +32,8 @@ const (
 	ExitNoProcess   = 3 // no such process, zombie, or it exited
 	ExitPermission  = 4 // not allowed to read or trace it
 	ExitNotPython   = 5 // not a Python process
-	ExitUnsupported = 6 // a Python version krait does not know
+	ExitUnsupported = 6 // a Python version krait does not know (or attach cannot serve)
+	ExitInjection   = 7 // attach could not get into the process (no safe thread, timed out)
 )
 
 const usage = `krait — a debugger for live Python processes
@@ -48,8 +51,9 @@ Commands:
   ps       list the Python processes on this host: server kind, Django, busy threads
   requests show the web requests in flight: path, view, elapsed time, SQL running now
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 no such process, 4 permission,
-5 not Python, 6 unsupported Python version.
+Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
+4 permission, 5 not Python, 6 unsupported Python version, 7 attach could
+not get in (try again).
 `
 
 // Main runs krait with args (without the program name) and returns the
@@ -158,8 +162,10 @@ func fail(stderr io.Writer, err error) int {
 		return ExitPermission
 	case errors.Is(err, cpython.ErrNotPython):
 		return ExitNotPython
-	case errors.As(err, &unsup):
+	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported):
 		return ExitUnsupported
+	case errors.Is(err, agent.ErrNoSafeThread), errors.Is(err, agent.ErrTimeout):
+		return ExitInjection
 	}
 	return ExitError
 }
@@ -286,7 +292,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		err := r.Exec(line)
 		if err != nil {
 			if r.Report(err) {
-				return code
+				return exitedCode(*pid, code)
 			}
 			code = ExitError
 			if *batch {
@@ -308,6 +314,20 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := r.Run(os.Stdin); err != nil {
 		return fail(stderr, err)
+	}
+	return exitedCode(*pid, code)
+}
+
+// exitedCode: a session that ended because the process died says so in
+// its exit code.
+func exitedCode(pid, code int) int {
+	if p, err := os.FindProcess(pid); err == nil {
+		if p.Signal(syscall.Signal(0)) != nil {
+			return ExitNoProcess
+		}
+	}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(data), ") Z ") {
+		return ExitNoProcess
 	}
 	return code
 }

@@ -195,6 +195,24 @@ func (s *session) continueWith(srv *attachServer, path string) (string, <-chan m
 	return out, resp
 }
 
+// readUntilEnd reads until krait's output ends.
+func (s *session) readUntilEnd(timeout time.Duration) string {
+	s.t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-s.lines:
+			if !ok {
+				return strings.Join(got, "\n")
+			}
+			got = append(got, l)
+		case <-deadline:
+			s.t.Fatalf("krait did not end within %s:\n%s", timeout, strings.Join(got, "\n"))
+		}
+	}
+}
+
 // do runs one command and returns its output.
 func (s *session) do(cmd string) string {
 	s.t.Helper()

@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Bad input to krait attach: each a one-line error and its exit code,
+// the target left running.
+func TestAttachErrors(t *testing.T) {
+	t.Run("no such process", func(t *testing.T) {
+		checkError(t, exitNoProcess, "attach", strconv.Itoa(unusedPID(t)))
+	})
+	t.Run("not python", func(t *testing.T) {
+		p := start(t, nil, "sleep", "60")
+		time.Sleep(100 * time.Millisecond)
+		checkError(t, exitNotPython, "attach", strconv.Itoa(p.pid()))
+	})
+	t.Run("usage", func(t *testing.T) {
+		r := krait(t, "attach")
+		if r.code != 2 {
+			t.Errorf("%v: want exit 2", r)
+		}
+	})
+	for _, py := range pythons(t) {
+		if py.minor != "2.7" {
+			continue
+		}
+		py := py
+		t.Run("python 2", func(t *testing.T) {
+			p := startCounter(t, py, "")
+			r := checkError(t, 6, "attach", strconv.Itoa(p.pid()))
+			if !strings.Contains(r.stderr, "3.6") {
+				t.Errorf("the message does not say what attach needs: %q", r.stderr)
+			}
+			if p.exited() {
+				t.Error("the target died")
+			}
+		})
+	}
+	t.Run("permission", func(t *testing.T) {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Fatalf("setpriv (util-linux) is needed: %v", err)
+		}
+		p := startCounter(t, pickPython(t), "")
+		r := kraitAs(t, []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}, "attach", strconv.Itoa(p.pid()), "--batch", "-ex", "info threads")
+		if r.code != exitPermission || !strings.Contains(r.stderr, "CAP_SYS_PTRACE") {
+			t.Errorf("%v: want exit %d and advice", r, exitPermission)
+		}
+		checkOneLine(t, "attach as nobody", r.stderr)
+		if p.exited() {
+			t.Error("the target died")
+		}
+	})
+}
+
+// TestAttachTargetExits: the process dies while krait is attached; krait
+// says so and exits with "no such process".
+func TestAttachTargetExits(t *testing.T) {
+	var py *python
+	for _, p := range pythons(t) {
+		if p.minor == "3.12" {
+			p := p
+			py = &p
+		}
+	}
+	if py == nil {
+		t.Skip("no 3.12 here")
+	}
+	srv := startAttachServer(t, *py)
+	s := attach(t, srv.p.pid())
+	s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
+	_ = srv.p.cmd.Process.Kill()
+	<-srv.p.done
+	fmt.Fprintf(s.in, "info threads\n")
+	out := s.readUntilEnd(15 * time.Second)
+	if !strings.Contains(out, "The process exited") {
+		t.Errorf("krait did not say the process exited:\n%s", out)
+	}
+	if err := s.cmd.Wait(); err == nil || s.cmd.ProcessState.ExitCode() != exitNoProcess {
+		t.Errorf("krait exit: %v, want code %d", err, exitNoProcess)
+	}
+}
