@@ -76,9 +76,12 @@ func TestAttachModWSGI(t *testing.T) {
 	rendering(t, "print queryset", `^\$1 = <QuerySet shop\.Order: not evaluated[^\n]*>$`, strings.TrimSpace(out))
 	out = s.do("print request")
 	rendering(t, "print request", `^\$2 = <WSGIRequest: GET '/orders/\?limit=3'>$`, strings.TrimSpace(out))
+	// print/sql compiles the SQL in the target without executing it.
+	out = s.do("print/sql queryset")
+	mustMatch(t, "print/sql", `^\$3 = SELECT .*FROM "shop_order" INNER JOIN "shop_customer".*ORDER BY "shop_order"."created" DESC`, strings.TrimSpace(out))
 	time.Sleep(200 * time.Millisecond)
 	if lines := st.statements(t, before, app); len(lines) > 0 {
-		t.Errorf("info locals/args or printing the QuerySet and the request ran statements:\n%s", strings.Join(lines, "\n"))
+		t.Errorf("info locals/args, printing the QuerySet and the request, or print/sql ran statements:\n%s", strings.Join(lines, "\n"))
 	}
 
 	// next: list() evaluates it, now the SELECT runs.
