@@ -1,18 +1,16 @@
 package djangoe2e
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 // TestAttachModWSGI is the seed's session on the Apache mod_wsgi daemon
@@ -48,7 +46,7 @@ func TestAttachModWSGI(t *testing.T) {
 	orders := getAsync(t, srv.url+"/orders/?limit=3")
 	// Should the test stop early, krait goes first (its agent then
 	// resumes the stopped thread), then the request is waited for.
-	t.Cleanup(func() { _ = s.cmd.Process.Kill() })
+	t.Cleanup(func() { _ = s.Cmd.Process.Kill() })
 	out = s.do("continue")
 	mustMatch(t, "stop", fmt.Sprintf(`Breakpoint 1, orders \(request=.*\) at \S*shop/views\.py:%d\n%d\t\s+rows = list\(queryset\[`, rowsLine, rowsLine), out)
 	rendering(t, "stop", `Breakpoint 1, orders \(request=<WSGIRequest: GET '/orders/\?limit=3'>\) at `, out)
@@ -177,23 +175,11 @@ func checkHealth(t *testing.T, srv *server, when string) {
 
 // short cuts each line of s for messages: Django objects rendered
 // attribute by attribute make lines of many kilobytes.
-func short(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		if len(l) > 400 {
-			lines[i] = l[:400] + fmt.Sprintf("…[%d more bytes]", len(l)-400)
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+func short(s string) string { return testkit.Short(s) }
 
 func mustMatch(t *testing.T, what, pattern, s string) []string {
 	t.Helper()
-	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
-	if m == nil {
-		t.Errorf("%s: output does not match %q:\n%s", what, pattern, short(s))
-	}
-	return m
+	return testkit.MustMatch(t, what, pattern, s)
 }
 
 // rendering checks how krait shows a Django object.
@@ -206,109 +192,40 @@ func rendering(t *testing.T, what, pattern, s string) {
 
 // ---------------------------------------------------------------- driving krait attach
 
-// session drives krait attach through its standard input, as gdb is driven
-// from a pipe: each command is followed by `echo` of a marker, and its
-// output is everything before the marker.
-type session struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines chan string
-	n     int
-}
+// session drives krait attach (see testkit.Session).
+type session struct{ *testkit.Session }
 
 func attach(t *testing.T, pid int) *session {
 	t.Helper()
-	cmd := exec.Command(kraitBin, "attach", strconv.Itoa(pid))
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &session{t: t, cmd: cmd, in: in, lines: make(chan string, 1000)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-		for sc.Scan() {
-			s.lines <- sc.Text()
-		}
-		close(s.lines)
-	}()
-	t.Cleanup(func() {
-		// Killed while a thread is stopped, krait's agent resumes it
-		// and removes itself.
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	first := s.readUntil(func(l string) bool { return strings.HasPrefix(l, "Attached to process") }, 30*time.Second)
-	t.Logf("%s", first)
-	return s
+	return &session{testkit.Attach(t, kraitBin, pid)}
 }
 
-func (s *session) readUntil(done func(string) bool, timeout time.Duration) string {
-	s.t.Helper()
-	var got []string
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				s.t.Fatalf("krait attach ended; output so far:\n%s", short(strings.Join(got, "\n")))
-			}
-			if done(l) {
-				return strings.Join(got, "\n") + "\n" + l
-			}
-			got = append(got, l)
-		case <-deadline:
-			s.t.Fatalf("timed out after %s waiting for krait; output so far:\n%s", timeout, short(strings.Join(got, "\n")))
-		}
-	}
-}
-
-// do runs one command and returns its output.
-func (s *session) do(cmd string) string {
-	s.t.Helper()
-	s.n++
-	marker := fmt.Sprintf("@@end-%d@@", s.n)
-	fmt.Fprintf(s.in, "%s\necho %s\\n\n", cmd, marker)
-	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 60*time.Second)
-	out = strings.TrimSuffix(out, marker)
-	s.t.Logf("(krait) %s\n%s", cmd, short(out))
-	return out
-}
+func (s *session) do(cmd string) string { s.T.Helper(); return s.Do(cmd) }
 
 // detach sends detach, after which krait exits: its output is everything
 // up to the end, and krait must exit 0.
 func (s *session) detach() string {
-	s.t.Helper()
-	fmt.Fprintf(s.in, "detach\n")
+	s.T.Helper()
+	fmt.Fprintf(s.In, "detach\n")
 	var got []string
 	deadline := time.After(30 * time.Second)
 	for done := false; !done; {
 		select {
-		case l, ok := <-s.lines:
+		case l, ok := <-s.Lines:
 			if !ok {
 				done = true
 				break
 			}
 			got = append(got, l)
 		case <-deadline:
-			s.t.Fatalf("krait attach did not exit within 30 s of detach; output:\n%s", short(strings.Join(got, "\n")))
+			s.T.Fatalf("krait attach did not exit within 30 s of detach; output:\n%s", short(strings.Join(got, "\n")))
 		}
 	}
 	out := strings.Join(got, "\n")
-	s.t.Logf("(krait) detach\n%s", short(out))
-	_ = s.in.Close()
-	if err := s.cmd.Wait(); err != nil {
-		s.t.Errorf("krait attach after detach: %v", err)
+	s.T.Logf("(krait) detach\n%s", short(out))
+	_ = s.In.Close()
+	if err := s.Cmd.Wait(); err != nil {
+		s.T.Errorf("krait attach after detach: %v", err)
 	}
 	return out
 }

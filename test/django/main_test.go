@@ -39,6 +39,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 var (
@@ -80,11 +82,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "django:", err)
 		return 1
 	}
-	kraitBin = filepath.Join(tmp, "krait")
-	build := exec.Command("go", "build", "-o", kraitBin, "./cmd/krait")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "django: building krait: %v\n%s", err, out)
+	if kraitBin, err = testkit.BuildKrait(repoRoot, tmp); err != nil {
+		fmt.Fprintln(os.Stderr, "django:", err)
 		return 1
 	}
 

@@ -77,12 +77,12 @@ func TestAttachTargetExits(t *testing.T) {
 	s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
 	_ = srv.p.cmd.Process.Kill()
 	<-srv.p.done
-	fmt.Fprintf(s.in, "info threads\n")
-	out := s.readUntilEnd(15 * time.Second)
+	fmt.Fprintf(s.In, "info threads\n")
+	out := s.ReadUntilEnd(15 * time.Second)
 	if !strings.Contains(out, "The process exited") {
 		t.Errorf("krait did not say the process exited:\n%s", out)
 	}
-	if err := s.cmd.Wait(); err == nil || s.cmd.ProcessState.ExitCode() != exitNoProcess {
+	if err := s.Cmd.Wait(); err == nil || s.Cmd.ProcessState.ExitCode() != exitNoProcess {
 		t.Errorf("krait exit: %v, want code %d", err, exitNoProcess)
 	}
 }

@@ -1,19 +1,18 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 // The seed's session, on a real multi-threaded HTTP server: attach, break in
@@ -83,82 +82,31 @@ func (s *attachServer) getAsync(t *testing.T, path string) <-chan map[string]any
 	return ch
 }
 
-// session drives krait attach through its standard input, as gdb is driven
-// from a pipe: each command is followed by `echo` of a marker, and its
-// output is everything before the marker.
-type session struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines chan string
-	n     int
-}
+// session drives krait attach (see testkit.Session).
+type session struct{ *testkit.Session }
 
 func attach(t *testing.T, pid int) *session {
 	t.Helper()
-	cmd := exec.Command(kraitBin, "attach", fmt.Sprint(pid))
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &session{t: t, cmd: cmd, in: in, lines: make(chan string, 1000)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			s.lines <- sc.Text()
-		}
-		close(s.lines)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	first := s.readUntil(func(l string) bool { return strings.HasPrefix(l, "Attached to process") }, 30*time.Second)
-	t.Logf("%s", first)
-	return s
+	return &session{testkit.Attach(t, kraitBin, pid)}
 }
 
+func (s *session) do(cmd string) string { s.T.Helper(); return s.Do(cmd) }
+
 func (s *session) readUntil(done func(string) bool, timeout time.Duration) string {
-	s.t.Helper()
-	var got []string
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				s.t.Fatalf("krait attach ended; output so far:\n%s", strings.Join(got, "\n"))
-			}
-			if done(l) {
-				return strings.Join(got, "\n") + "\n" + l
-			}
-			got = append(got, l)
-		case <-deadline:
-			s.t.Fatalf("timed out after %s waiting for krait; output so far:\n%s", timeout, strings.Join(got, "\n"))
-		}
-	}
+	s.T.Helper()
+	return s.ReadUntil(done, timeout)
 }
 
 // interrupt runs a command that waits for a stop (continue), waits for
 // done, then presses Ctrl-C (SIGINT) to end the wait, as a user would.
 func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]any {
-	s.t.Helper()
-	s.n++
-	marker := fmt.Sprintf("@@end-%d@@", s.n)
-	fmt.Fprintf(s.in, "%s\necho %s\\n\n", cmd, marker)
+	s.T.Helper()
+	marker := s.Send(cmd)
 	var body map[string]any
 	select {
 	case body = <-done:
 	case <-time.After(30 * time.Second):
-		s.t.Fatalf("%s: the request did not complete", cmd)
+		s.T.Fatalf("%s: the request did not complete", cmd)
 	}
 	// Ctrl-C until krait stops waiting (one pressed before the wait
 	// began is kept for it, but keep pressing as a user would).
@@ -166,7 +114,7 @@ func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]a
 	defer close(stop)
 	go func() {
 		for {
-			_ = s.cmd.Process.Signal(syscall.SIGINT)
+			_ = s.Cmd.Process.Signal(syscall.SIGINT)
 			select {
 			case <-stop:
 				return
@@ -174,8 +122,7 @@ func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]a
 			}
 		}
 	}()
-	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 30*time.Second)
-	s.t.Logf("(krait) %s ^C\n%s", cmd, out)
+	s.Output(cmd+" ^C", marker, 30*time.Second)
 	return body
 }
 
@@ -183,55 +130,16 @@ func (s *session) interrupt(cmd string, done <-chan map[string]any) map[string]a
 // (so that the stop is reported by continue's wait, never at a prompt
 // before it), and returns continue's output and the request's answer.
 func (s *session) continueWith(srv *attachServer, path string) (string, <-chan map[string]any) {
-	s.t.Helper()
-	s.n++
-	marker := fmt.Sprintf("@@end-%d@@", s.n)
-	fmt.Fprintf(s.in, "continue\necho %s\\n\n", marker)
+	s.T.Helper()
+	marker := s.Send("continue")
 	time.Sleep(200 * time.Millisecond) // let krait enter its wait
-	resp := srv.getAsync(s.t, path)
-	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 60*time.Second)
-	out = strings.TrimSuffix(out, marker)
-	s.t.Logf("(krait) continue  [GET %s]\n%s", path, out)
-	return out, resp
-}
-
-// readUntilEnd reads until krait's output ends.
-func (s *session) readUntilEnd(timeout time.Duration) string {
-	s.t.Helper()
-	var got []string
-	deadline := time.After(timeout)
-	for {
-		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				return strings.Join(got, "\n")
-			}
-			got = append(got, l)
-		case <-deadline:
-			s.t.Fatalf("krait did not end within %s:\n%s", timeout, strings.Join(got, "\n"))
-		}
-	}
-}
-
-// do runs one command and returns its output.
-func (s *session) do(cmd string) string {
-	s.t.Helper()
-	s.n++
-	marker := fmt.Sprintf("@@end-%d@@", s.n)
-	fmt.Fprintf(s.in, "%s\necho %s\\n\n", cmd, marker)
-	out := s.readUntil(func(l string) bool { return strings.HasSuffix(l, marker) }, 60*time.Second)
-	out = strings.TrimSuffix(out, marker)
-	s.t.Logf("(krait) %s\n%s", cmd, out)
-	return out
+	resp := srv.getAsync(s.T, path)
+	return s.Output("continue  [GET "+path+"]", marker, 60*time.Second), resp
 }
 
 func mustMatch(t *testing.T, what, pattern, s string) []string {
 	t.Helper()
-	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
-	if m == nil {
-		t.Errorf("%s: output does not match %q:\n%s", what, pattern, s)
-	}
-	return m
+	return testkit.MustMatch(t, what, pattern, s)
 }
 
 func TestAttachSeedSession(t *testing.T) {
@@ -360,7 +268,7 @@ func testAttach(t *testing.T, py python) {
 	s.do("delete")
 	s.interrupt("continue", resp)
 
-	fmt.Fprintf(s.in, "detach\n")
+	fmt.Fprintf(s.In, "detach\n")
 	out = s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second)
 	mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, out)
 	checkClean(t, srv)
@@ -410,7 +318,7 @@ func TestAttachKilled(t *testing.T) {
 			s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
 			out, resp := s.continueWith(srv, "/report?n=2")
 			mustMatch(t, "stop", `Breakpoint 1, report`, out)
-			_ = s.cmd.Process.Kill()
+			_ = s.Cmd.Process.Kill()
 			select {
 			case body := <-resp:
 				if body == nil {

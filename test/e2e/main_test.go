@@ -31,6 +31,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 var (
@@ -66,11 +68,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	kraitBin = filepath.Join(dir, "krait")
-	build := exec.Command("go", "build", "-o", kraitBin, "./cmd/krait")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building krait: %v\n%s", err, out)
+	if kraitBin, err = testkit.BuildKrait(repoRoot, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	return m.Run()
