@@ -180,3 +180,23 @@ func (s *Session) Do(cmd string) string {
 	s.T.Helper()
 	return s.Output(cmd, s.Send(cmd), 60*time.Second)
 }
+
+// Setup finds the module root, makes a world-enterable temporary directory
+// (other users — nobody, postgres, www-data — must reach what tests put
+// there) and builds krait into it. cleanup removes the directory.
+func Setup(prefix string) (root, dir, bin string, cleanup func(), err error) {
+	if root, err = ModuleRoot(); err != nil {
+		return
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	if err = os.Chmod(dir, 0o755); err == nil {
+		bin, err = BuildKrait(root, dir)
+	}
+	if err != nil {
+		cleanup()
+	}
+	return
+}

@@ -61,31 +61,15 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "django: cannot find the module root:", err)
-		return 1
-	}
-	repoRoot = root
-	tmp, err := os.MkdirTemp("", "krait-django-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "django:", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
 	// PostgreSQL (user postgres) and Apache (www-data) must be able to
-	// enter the stack directory's parents.
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	// enter the stack directory's parents: testkit makes it so.
+	root, tmp, bin, cleanup, err := testkit.Setup("krait-django-")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "django:", err)
 		return 1
 	}
-	if kraitBin, err = testkit.BuildKrait(repoRoot, tmp); err != nil {
-		fmt.Fprintln(os.Stderr, "django:", err)
-		return 1
-	}
+	defer cleanup()
+	repoRoot, kraitBin = root, bin
 
 	env := stackEnviron(filepath.Join(tmp, "stack"))
 	watcher := startWatcher(env, tmp)

@@ -47,31 +47,15 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: cannot find the module root:", err)
-		return 1
-	}
-	repoRoot = root
-	dir, err := os.MkdirTemp("", "krait-e2e-")
+	// The directory is world-enterable so that krait can also run as
+	// another user (the permission tests run it as nobody).
+	root, _, bin, cleanup, err := testkit.Setup("krait-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	// World-readable, so that krait can also run as another user (the
-	// permission test runs it as nobody).
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	if kraitBin, err = testkit.BuildKrait(repoRoot, dir); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
+	defer cleanup()
+	repoRoot, kraitBin = root, bin
 	return m.Run()
 }
 
