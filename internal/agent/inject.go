@@ -60,13 +60,17 @@ const (
 
 // Injection describes one injection, for messages and benchmarks.
 type Injection struct {
-	Dir      string        // private directory as the target sees it
-	HostDir  string        // the same, as krait reaches it
-	Token    string        // shared secret
-	Thread   int           // the thread that ran the bootstrap
-	Syscall  string        // where that thread was parked
-	Paused   time.Duration // how long the process was held
-	Page     uint64
+	Dir     string        // private directory as the target sees it
+	HostDir string        // the same, as krait reaches it
+	Token   string        // shared secret
+	Thread  int           // the thread that ran the bootstrap
+	Syscall string        // where that thread was parked
+	Paused  time.Duration // how long the process was held
+	Page    uint64
+	// Interp selects the interpreter the agent runs in (-1: the one
+	// running Django, else the main one); InterpID is the one used.
+	Interp   int64
+	InterpID int64
 	tracecfg *cpython.TraceConfig
 }
 
@@ -145,7 +149,7 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 // Inject starts the agent in process pid. The process is paused only
 // while krait picks a thread and prepares the trampoline; the thread then
 // runs the bootstrap on its own.
-func Inject(proc *live.Process, py *cpython.Python) (*Injection, error) {
+func Inject(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("%w: attach works on x86-64 Linux only", ErrUnsupported)
 	}
@@ -154,7 +158,7 @@ func Inject(proc *live.Process, py *cpython.Python) (*Injection, error) {
 	}
 	pid := proc.PID()
 	var fn trampolineFuncs
-	for name, dst := range map[string]*uint64{"PyGILState_Ensure": &fn.Ensure, "PyGILState_Release": &fn.Release, "PyRun_SimpleString": &fn.RunSimpleString} {
+	for name, dst := range map[string]*uint64{"PyEval_RestoreThread": &fn.RestoreThread, "PyEval_SaveThread": &fn.SaveThread, "PyRun_SimpleString": &fn.RunSimpleString} {
 		a, ok := py.Sym(name)
 		if !ok {
 			return nil, fmt.Errorf("Python %s in %s does not export %s", py.Version, py.Binary.Path, name)
@@ -165,7 +169,7 @@ func Inject(proc *live.Process, py *cpython.Python) (*Injection, error) {
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp}
 	inj.Dir, inj.HostDir, err = prepareDir(pid)
 	if err != nil {
 		return nil, err
@@ -202,20 +206,52 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	if err != nil {
 		return err
 	}
-	// Candidates: Python threads of the main interpreter that do not hold
-	// the GIL, main thread first.
-	var cands []int
-	for _, in := range interps {
-		for _, t := range in.Threads {
-			if t.NativeID == 0 || t.GIL || in.ID != 0 || !p.Holds(t.NativeID) {
-				continue
+	// The interpreter the agent is for: asked for, or the one running
+	// Django (mod_wsgi runs applications in sub-interpreters by default),
+	// or the main one.
+	target := inj.Interp
+	if target < 0 {
+		target = 0
+		for _, in := range interps {
+			if mods, ok := py.Modules(in); ok {
+				if _, ok := mods.DictGet("django"); ok {
+					target = in.ID
+					break
+				}
 			}
-			cands = append(cands, t.NativeID)
 		}
 	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i] == pid || cands[j] != pid && cands[i] < cands[j] })
-	tid, saved := 0, Regs{}
-	for _, c := range cands {
+	// Candidates: that interpreter's thread states whose threads do not
+	// hold the GIL, the main thread first. The thread enters with its own
+	// thread state, as it would returning from its system call.
+	type cand struct {
+		tid    int
+		tstate uint64
+	}
+	var cands []cand
+	found := false
+	for _, in := range interps {
+		if in.ID != target {
+			continue
+		}
+		found = true
+		for _, t := range in.Threads {
+			if t.NativeID == 0 || t.GIL || !p.Holds(t.NativeID) {
+				continue
+			}
+			cands = append(cands, cand{t.NativeID, t.TState})
+		}
+	}
+	if !found {
+		return fmt.Errorf("process %d has no interpreter %d", pid, target)
+	}
+	inj.InterpID = target
+	sort.Slice(cands, func(i, j int) bool {
+		return cands[i].tid == pid || cands[j].tid != pid && cands[i].tid < cands[j].tid
+	})
+	tid, tstate, saved := 0, uint64(0), Regs{}
+	for _, cd := range cands {
+		c := cd.tid
 		r, err := p.GetRegs(c)
 		if err != nil {
 			continue
@@ -232,7 +268,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		if err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
 			continue
 		}
-		tid, saved, inj.Syscall = c, r, name
+		tid, tstate, saved, inj.Syscall = c, cd.tstate, r, name
 		break
 	}
 	if tid == 0 {
@@ -297,7 +333,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	if len(boot) > maxBoot {
 		return fmt.Errorf("bootstrap too long (%d bytes)", len(boot))
 	}
-	if err := p.WriteMem(page, buildTrampoline(page, fn, resume, boot)); err != nil {
+	if err := p.WriteMem(page, buildTrampoline(page, fn, tstate, resume, boot)); err != nil {
 		return err
 	}
 	if _, err := syscall(unix.SYS_MPROTECT, page, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {

@@ -56,7 +56,7 @@ open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 			if err != nil {
 				t.Fatal(err)
 			}
-			inj, err := Inject(proc, pyt)
+			inj, err := Inject(proc, pyt, -1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -49,14 +49,17 @@ func (a *asm) movabsRAX(v uint64) {
 
 // trampolineFuncs are the addresses the trampoline calls.
 type trampolineFuncs struct {
-	Ensure, RunSimpleString, Release uint64
+	RestoreThread, RunSimpleString, SaveThread uint64
 }
 
 // buildTrampoline returns the first page's contents: code that saves the
-// extended CPU state, calls PyGILState_Ensure, PyRun_SimpleString(boot) and
-// PyGILState_Release, restores the extended state, sets the done flag,
-// restores every general register from resume and jumps to resume.Rip.
-func buildTrampoline(page uint64, f trampolineFuncs, resume Regs, boot string) []byte {
+// extended CPU state, calls PyEval_RestoreThread(tstate) — the thread's own
+// thread state in the interpreter the agent is for, taking the GIL as the
+// thread itself would on leaving its system call —, then
+// PyRun_SimpleString(boot) and PyEval_SaveThread(), restores the extended
+// state, sets the done flag, restores every general register from resume
+// and jumps to resume.Rip.
+func buildTrampoline(page uint64, f trampolineFuncs, tstate uint64, resume Regs, boot string) []byte {
 	a := &asm{base: page}
 	xsaveMask := func() {
 		a.emit(0xb8, 0xff, 0xff, 0xff, 0xff)              // mov eax, -1
@@ -65,14 +68,16 @@ func buildTrampoline(page uint64, f trampolineFuncs, resume Regs, boot string) [
 	}
 	xsaveMask()
 	a.emit(0x48, 0x0f, 0xae, 0x21) // xsave64 [rcx]
-	a.movabsRAX(f.Ensure)
+	a.emit(0x48, 0xbf)             // movabs rdi, tstate
+	var ts [8]byte
+	binary.LittleEndian.PutUint64(ts[:], tstate)
+	a.emit(ts[:]...)
+	a.movabsRAX(f.RestoreThread)
 	a.emit(0xff, 0xd0)                               // call rax
-	a.emit(0x89, 0xc3)                               // mov ebx, eax (the GIL state; rbx survives calls)
 	a.ripRel([]byte{0x48, 0x8d, 0x3d}, page+offBoot) // lea rdi, [boot]
 	a.movabsRAX(f.RunSimpleString)
 	a.emit(0xff, 0xd0) // call rax
-	a.emit(0x89, 0xdf) // mov edi, ebx
-	a.movabsRAX(f.Release)
+	a.movabsRAX(f.SaveThread)
 	a.emit(0xff, 0xd0) // call rax
 	xsaveMask()
 	a.emit(0x48, 0x0f, 0xae, 0x29)                   // xrstor64 [rcx]

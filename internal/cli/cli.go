@@ -236,6 +236,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs.Var(stepFlag{&steps, true}, "x", "execute commands from a file (repeatable)")
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
+	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
 	// Accept the PID anywhere among the flags.
 	var rest []string
 	for len(args) > 0 {
@@ -274,13 +275,17 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	s, err := session.Attach(*pid, *attachTimeout)
+	s, err := session.Attach(*pid, *interp, *attachTimeout)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
-	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend) in %s; process paused %s while krait entered via thread %d (%s).\n",
-		*pid, s.Version, s.Backend, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), s.Inject.Thread, s.Inject.Syscall)
+	where := ""
+	if s.Inject.InterpID != 0 {
+		where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)
+	}
+	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via thread %d (%s).\n",
+		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), s.Inject.Thread, s.Inject.Syscall)
 	code := ExitOK
 	for _, line := range script {
 		if strings.TrimSpace(line) == "" {

@@ -135,10 +135,17 @@ func (r *REPL) printf(format string, a ...any) { fmt.Fprintf(r.Out, format, a...
 
 // Flush prints stops and notices that arrived while nothing waited.
 func (r *REPL) Flush() {
+	r.flush(true)
+}
+
+// flush prints notices and, with stops set, stops not yet reported (at a
+// terminal prompt, as they happen; from a script, stops wait for the next
+// command that waits, so a script's continue meets the stop it expects).
+func (r *REPL) flush(stops bool) {
 	for _, n := range r.S.TakeNotes() {
 		r.printf("%s\n", n)
 	}
-	for {
+	for stops {
 		st := r.S.NextStop()
 		if st == nil {
 			return
@@ -212,7 +219,12 @@ func (r *REPL) cmdCondition(arg string) error {
 }
 
 func (r *REPL) cmdContinue(arg string) error {
-	r.Flush()
+	r.flush(false)
+	if r.S.HasPendingStop() {
+		// A thread stopped since the last report: report it rather than
+		// run on past it.
+		return r.wait()
+	}
 	if err := r.S.Resume("continue", true); err != nil {
 		return err
 	}
@@ -677,7 +689,7 @@ func (r *REPL) Run(in *os.File) error {
 	defer signal.Stop(r.intr)
 	sc := bufio.NewScanner(in)
 	for {
-		r.Flush()
+		r.flush(false)
 		if !sc.Scan() {
 			break
 		}

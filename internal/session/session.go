@@ -77,8 +77,9 @@ type Breakpoint struct {
 	Hits      int
 }
 
-// Attach injects the agent into pid and connects to it.
-func Attach(pid int, timeout time.Duration) (*Session, error) {
+// Attach injects the agent into pid and connects to it. interp picks the
+// interpreter to debug (-1: the one running Django, else the main one).
+func Attach(pid int, interp int64, timeout time.Duration) (*Session, error) {
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err
@@ -88,7 +89,7 @@ func Attach(pid int, timeout time.Duration) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	inj, err := agent.Inject(proc, py)
+	inj, err := agent.Inject(proc, py, interp)
 	if err != nil {
 		return nil, err
 	}
@@ -401,6 +402,18 @@ func (s *Session) WaitStop(timeout time.Duration, cancel <-chan struct{}) (*Stop
 			return nil, nil
 		}
 	}
+}
+
+// HasPendingStop says whether a stop awaits reporting.
+func (s *Session) HasPendingStop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.pending {
+		if s.stops[st.Thread] == st {
+			return true
+		}
+	}
+	return false
 }
 
 // NextStop returns a queued stop not yet reported, selecting its thread.

@@ -25,9 +25,20 @@ import (
 // <QuerySet shop.Order: not evaluated…>, <WSGIRequest: GET
 // '/orders/?limit=3'>, <Order pk=N at 0x…>. Those checks fail with
 // "rendering:" in front.
+//
+// Both daemon groups: krait-main (Django in the main interpreter) and
+// krait-sub (mod_wsgi's default: Django in a sub-interpreter, where krait
+// enters with the thread's own state in that interpreter).
 func TestAttachModWSGI(t *testing.T) {
+	for _, group := range []string{"krait-main", "krait-sub"} {
+		group := group
+		t.Run(group, func(t *testing.T) { testAttachModWSGI(t, group) })
+	}
+}
+
+func testAttachModWSGI(t *testing.T, group string) {
 	st := needStack(t)
-	srv := st.server(t, "krait-main")
+	srv := st.server(t, group)
 	if len(srv.workers) != 1 {
 		t.Fatalf("%s: want one daemon process, have %v", srv, srv.workers)
 	}
