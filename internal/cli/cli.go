@@ -40,6 +40,7 @@ const usage = `krait — a debugger for live Python processes
 
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
+  krait dump --core FILE [--sysroot DIR] [--locals] [--json]
   krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
@@ -100,6 +101,9 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the process (values may be inconsistent)")
 	width := fs.Int("width", 160, "cut each value in text output to this many characters (0: no limit)")
 	hold := fs.Duration("debug-hold-pause", 0, "testing: keep the process paused this long after reading")
+	corePath := fs.String("core", "", "dump an ELF core file (gcore, a crash) instead of a live process")
+	fs.StringVar(corePath, "c", "", "short for --core")
+	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
 	parse := func(args []string) int {
 		err := fs.Parse(args)
 		switch {
@@ -129,11 +133,18 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "krait dump: unexpected argument %q (see krait help)\n", fs.Arg(0))
 		return ExitUsage
 	}
-	if *pid <= 0 {
-		fmt.Fprintln(stderr, "krait dump: --pid PID is required")
+	if *pid <= 0 && *corePath == "" || *pid > 0 && *corePath != "" {
+		fmt.Fprintln(stderr, "krait dump: give --pid PID or --core FILE")
 		return ExitUsage
 	}
-	res, err := dump.Take(*pid, dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold})
+	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold}
+	var res *dump.Result
+	var err error
+	if *corePath != "" {
+		res, err = dump.TakeCore(*corePath, *sysroot, opts)
+	} else {
+		res, err = dump.Take(*pid, opts)
+	}
 	if err != nil {
 		return fail(stderr, err)
 	}

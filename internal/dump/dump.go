@@ -15,6 +15,7 @@ import (
 	"krait/internal/cpython"
 	"krait/internal/render"
 	"krait/internal/target"
+	"krait/internal/target/core"
 	"krait/internal/target/live"
 	"krait/internal/views/django"
 )
@@ -41,6 +42,7 @@ type Result struct {
 	Paused        bool      `json:"paused"`
 	PauseMillis   float64   `json:"pause_ms"`
 	Interpreters  int       `json:"interpreters"`
+	Core          string    `json:"core,omitempty"`
 	Threads       []*Thread `json:"threads"`
 }
 
@@ -74,9 +76,15 @@ type Local struct {
 	render.JSONValue
 }
 
+// Process is a target that can be closed: a live process or a core.
+type Process interface {
+	target.Process
+	Close() error
+}
+
 // Reading is one consistent read of a process's Python threads.
 type Reading struct {
-	Proc      *live.Process
+	Proc      Process
 	Py        *cpython.Python
 	Interps   []*cpython.Interpreter
 	OSThreads []target.Thread
@@ -107,8 +115,33 @@ func Read(pid int, opt ReadOptions) (*Reading, error) {
 	return r, nil
 }
 
+// ReadCore reads a core file's Python threads (nothing to pause).
+func ReadCore(path, sysroot string, opt ReadOptions) (*Reading, error) {
+	c, err := core.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Sysroot = sysroot
+	r := &Reading{Proc: c}
+	py, err := cpython.Open(c)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	py.AddDescriber(django.Describe)
+	r.Py = py
+	r.OSThreads, _ = c.Threads()
+	sopt := opt.Snapshot
+	sopt.OSThreads = r.OSThreads
+	if r.Interps, err = py.Snapshot(sopt); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
 func (r *Reading) read(opt ReadOptions) error {
-	proc := r.Proc
+	proc := r.Proc.(*live.Process)
 	pid := proc.PID()
 	py, err := cpython.Open(proc)
 	if err != nil {
@@ -172,7 +205,24 @@ func Take(pid int, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rd.Result(), nil
+}
+
+// TakeCore dumps a core file.
+func TakeCore(path, sysroot string, opt Options) (*Result, error) {
+	rd, err := ReadCore(path, sysroot, ReadOptions{Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
+	if err != nil {
+		return nil, err
+	}
+	res := rd.Result()
+	res.Core = path
+	return res, nil
+}
+
+// Result shapes a reading for output, and closes its process.
+func (rd *Reading) Result() *Result {
 	defer rd.Proc.Close()
+	pid := rd.Proc.PID()
 	py, interps, osThreads := rd.Py, rd.Interps, rd.OSThreads
 	res := &Result{PID: pid, Command: rd.Proc.Cmdline(), PythonVersion: py.Version.String(), Binary: py.Binary.Path, Layout: py.L.From,
 		Paused: rd.Paused, PauseMillis: float64(rd.Held.Microseconds()) / 1000}
@@ -187,7 +237,7 @@ func Take(pid int, opt Options) (*Result, error) {
 			if t.NativeID != 0 {
 				id := t.NativeID
 				jt.NativeID = &id
-				if os, ok := state[id]; ok {
+				if os, ok := state[id]; ok && os.State != '?' {
 					jt.Idle = os.State != 'R'
 					jt.OSName = os.Name
 				}
@@ -206,7 +256,7 @@ func Take(pid int, opt Options) (*Result, error) {
 			res.Threads = append(res.Threads, jt)
 		}
 	}
-	return res, nil
+	return res
 }
 
 // exitedOr returns err, or ErrExited if the process is gone or going: a

@@ -11,15 +11,20 @@ import (
 func WriteText(w io.Writer, r *Result, width int) {
 	fmt.Fprintf(w, "Process %d: %s\n", r.PID, strings.Join(r.Command, " "))
 	fmt.Fprintf(w, "Python v%s (%s)\n", r.PythonVersion, r.Binary)
+	if r.Core != "" {
+		fmt.Fprintf(w, "Core file %s\n", r.Core)
+	}
 	if r.Interpreters > 1 {
 		fmt.Fprintf(w, "%d interpreters\n", r.Interpreters)
 	}
 	for _, t := range r.Threads {
 		fmt.Fprintln(w)
 		var state []string
-		if t.Idle {
+		switch {
+		case r.Core != "": // a core does not say what threads were doing
+		case t.Idle:
 			state = append(state, "idle")
-		} else {
+		default:
 			state = append(state, "active")
 		}
 		if t.GIL {
@@ -37,7 +42,11 @@ func WriteText(w io.Writer, r *Result, width int) {
 		if r.Interpreters > 1 {
 			interp = fmt.Sprintf(" interpreter %d", t.Interpreter)
 		}
-		fmt.Fprintf(w, "Thread 0x%x%s%s%s (%s)\n", t.ThreadID, native, name, interp, strings.Join(state, ", "))
+		st := ""
+		if len(state) > 0 {
+			st = " (" + strings.Join(state, ", ") + ")"
+		}
+		fmt.Fprintf(w, "Thread 0x%x%s%s%s%s\n", t.ThreadID, native, name, interp, st)
 		if t.Error != "" {
 			fmt.Fprintf(w, "    <stack incomplete: %s>\n", t.Error)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,6 +132,7 @@ func testDumpPython(t *testing.T, py python) {
 	t.Run("gil_idle", func(t *testing.T) { checkGILIdle(t, p.pid(), res) })
 	t.Run("text", func(t *testing.T) { checkText(t, p.pid(), tr, res) })
 	t.Run("nonblocking", func(t *testing.T) { checkNonBlocking(t, p.pid(), res) })
+	t.Run("core", func(t *testing.T) { checkCore(t, p.pid(), tr) })
 	if p.exited() {
 		t.Errorf("the fixture exited during the test: %s", p.stderr)
 	}
@@ -608,4 +610,29 @@ func intString(p *int) string {
 		return "null"
 	}
 	return strconv.Itoa(*p)
+}
+
+// checkCore takes a core of the fixture with gdb's gcore and dumps it: the
+// same threads, stacks and locals as the live process.
+func checkCore(t *testing.T, pid int, tr *truth) {
+	gcore, err := exec.LookPath("gcore")
+	if err != nil {
+		t.Fatalf("gcore (gdb) is needed: %v", err)
+	}
+	prefix := filepath.Join(t.TempDir(), "core")
+	if out, err := exec.Command(gcore, "-o", prefix, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Fatalf("gcore: %v\n%s", err, out)
+	}
+	core := fmt.Sprintf("%s.%d", prefix, pid)
+	res := dumpJSONArgs(t, "dump", "--core", core, "--locals", "--json")
+	if res.PID != pid || res.PythonVersion != tr.Version {
+		t.Errorf("core dump: pid %d version %q, want %d %q", res.PID, res.PythonVersion, pid, tr.Version)
+	}
+	checkThreads(t, tr, res)
+	checkFrames(t, tr, res)
+	checkLocals(t, tr, res)
+	text := krait(t, "dump", "--core", core)
+	if text.code != 0 || !strings.Contains(text.stdout, "Core file "+core) {
+		t.Errorf("text dump of the core: %v\n%s", text, text.stdout)
+	}
 }
