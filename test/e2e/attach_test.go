@@ -198,6 +198,11 @@ func testAttach(t *testing.T, py python) {
 	mustMatch(t, "info threads", `(?m)^\* 1 .*stopped: report at`, threads)
 	mustMatch(t, "info threads", `(?m)^  \d+ .*"counter"\s+running`, threads)
 
+	// Threads: select a running one (nothing to inspect), then back.
+	mustMatch(t, "thread 2", `\[Switching to thread 2 .*\] \(running\)`, s.do("thread 2"))
+	mustMatch(t, "locals of a running thread", `The selected thread is not stopped\.`, s.do("info locals"))
+	mustMatch(t, "thread 1", `#0\s+report \(n=3\)`, s.do("thread 1"))
+
 	// Frames: up, down, frame N, locals of an outer frame, list.
 	out = s.do("up")
 	mustMatch(t, "up", `^#1\s+.*do_GET`, strings.TrimSpace(out))
@@ -215,6 +220,10 @@ func testAttach(t *testing.T, py python) {
 	mustMatch(t, "step", fmt.Sprintf(`compute \(values=\[0, 1, 4\]\) at %s:%d\n%d\t`, q(views), srv.marks["compute_first"], srv.marks["compute_first"]), out)
 	out = s.do("next")
 	mustMatch(t, "next", `(?m)^\d+\t\s+for v in values:`, out)
+	out = s.do("next")
+	mustMatch(t, "next into the loop", fmt.Sprintf(`(?m)^%d\t\s+acc \+= v`, srv.marks["compute_loop"]), out)
+	out = s.do("until")
+	mustMatch(t, "until leaves the loop", fmt.Sprintf(`(?m)^%d\t\s+return acc \* 2`, srv.marks["compute_return"]), out)
 	out = s.do("finish")
 	mustMatch(t, "finish", `Run till exit from #0\s+compute`, out)
 	mustMatch(t, "finish", `Value returned is \$6 = 10`, out)
