@@ -32,7 +32,7 @@ func pythonOver(t testing.TB, minor string, mem target.Memory) *Python {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Python{L: l, Version: v, m: newMem(mem), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}}
+	return &Python{L: l, Version: v, m: newMem(mem), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}, codes: map[uint64]*code{}}
 }
 
 // FuzzObjects feeds garbage memory to the object and frame decoders of

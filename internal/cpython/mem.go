@@ -23,6 +23,9 @@ func newMem(r target.Memory) *mem {
 	return &mem{r: r, pages: map[uint64][]byte{}, bad: map[uint64]error{}}
 }
 
+// page returns the page at base, reading it on first use. (Reading more
+// pages at once was measured slower: the copies cost more than the system
+// calls they save.)
 func (m *mem) page(base uint64) ([]byte, error) {
 	if p, ok := m.pages[base]; ok {
 		return p, nil

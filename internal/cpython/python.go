@@ -39,6 +39,10 @@ type Python struct {
 	values     map[valueKey]*value.Value // decoded this snapshot
 	// localFilter, when set, limits the locals frames read (Options.LocalNames).
 	localFilter map[string]bool
+	// codes caches decoded code objects (immutable while alive); names
+	// holds thread names per interpreter read by Prepare.
+	codes map[uint64]*code
+	names map[uint64]map[uint64]string
 }
 
 // ErrNotPython is returned for processes with no CPython runtime.
@@ -98,7 +102,7 @@ func Open(proc target.Process) (*Python, error) {
 		if !hasRuntime(obj) {
 			continue
 		}
-		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}}
+		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}, codes: map[uint64]*code{}}
 		if err := py.init(); err != nil {
 			return nil, err
 		}
@@ -232,4 +236,6 @@ func (py *Python) Reset() {
 	py.m = newMem(py.Proc)
 	py.types = map[uint64]*typeInfo{}
 	py.values = map[valueKey]*value.Value{}
+	py.codes = map[uint64]*code{}
+	py.names = nil
 }

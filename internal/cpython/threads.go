@@ -6,6 +6,7 @@ import (
 
 	"krait/internal/cpython/layout"
 	"krait/internal/target"
+	"krait/internal/value"
 )
 
 // Thread is one Python thread state.
@@ -133,18 +134,24 @@ func (py *Python) Snapshot(opt Options) ([]*Interpreter, error) {
 		return nil, err
 	}
 	holders := py.gilHolders(interps)
-	cache := map[uint64]*code{}
 	py.localFilter = opt.LocalNames
 	defer func() { py.localFilter = nil }()
 	var all []*Thread
 	for _, in := range interps {
-		names := py.threadNames(in.Addr)
+		names := py.names[in.Addr]
+		for _, t := range in.Threads {
+			if _, ok := names[t.ThreadID]; !ok && t.ThreadID != 0 {
+				// Not known from Prepare (or no Prepare): read now.
+				names = py.threadNames(in.Addr)
+				break
+			}
+		}
 		for _, t := range in.Threads {
 			t.GIL = holders[t.TState]
 			if n, ok := names[t.ThreadID]; ok {
 				t.Name, t.HasName = n, true
 			}
-			frames, err := py.Frames(t.TState, opt.Locals, opt.Limits, cache)
+			frames, err := py.Frames(t.TState, opt.Locals, opt.Limits, py.codes)
 			t.Frames = frames
 			if err != nil {
 				t.Err = err.Error()
@@ -154,6 +161,30 @@ func (py *Python) Snapshot(opt Options) ([]*Interpreter, error) {
 	}
 	py.fillNativeIDs(all, opt.OSThreads)
 	return interps, nil
+}
+
+// Prepare reads, without any pause, what a following paused Snapshot
+// would otherwise read while the process is held and that does not change
+// under it: thread names (threading._active, a walk over sys.modules) and
+// the code objects of every frame (names, files, line tables). The pause
+// then covers only the frames and values themselves. It resets the memory
+// cache afterwards, so the snapshot reads memory fresh.
+func (py *Python) Prepare() {
+	defer func() {
+		py.m = newMem(py.Proc)
+		py.values = map[valueKey]*value.Value{}
+	}()
+	interps, err := py.Interpreters()
+	if err != nil {
+		return
+	}
+	py.names = map[uint64]map[uint64]string{}
+	for _, in := range interps {
+		py.names[in.Addr] = py.threadNames(in.Addr)
+		for _, t := range in.Threads {
+			_, _ = py.Frames(t.TState, false, Limits{}, py.codes)
+		}
+	}
 }
 
 // threadNames maps thread idents to threading.Thread names, read from

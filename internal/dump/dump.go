@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -170,6 +171,10 @@ func (r *Reading) read(opt ReadOptions) error {
 			py.Reset()
 		}
 	} else {
+		py.Prepare() // what need not be read while the process is held
+		// No garbage collection while the process is held: the read is
+		// short and its garbage small.
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
 		p, perr := live.Pause(pid, 2*time.Second)
 		if perr != nil {
 			return exitedOr(proc, perr)
