@@ -513,11 +513,16 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	// A thread that threading does not know, started now: the settrace
 	// backend finds it by rescanning the thread states.
 	fx.send("cthread")
-	// Threads that were running before the agent came get its tracer.
 	if backend == "settrace" {
-		fx.waitStatus(3*time.Second, "trace function on every thread", func(s fixtureStatus) bool {
-			return s.Traces["worker"] && s.Traces["counter"] && s.Traces["main"]
-		})
+		// Nothing is traced while there is nothing to stop at: a trace
+		// function costs every call.
+		time.Sleep(300 * time.Millisecond)
+		st := fx.waitStatus(time.Second, "status", func(s fixtureStatus) bool { return true })
+		for name, traced := range st.Traces {
+			if traced {
+				t.Errorf("thread %s traced with no breakpoint set", name)
+			}
+		}
 	} else {
 		tool := num(hello["tool_id"])
 		st := fx.waitStatus(time.Second, "monitoring tool", func(s fixtureStatus) bool { return len(s.Tools) == 6 })
@@ -529,6 +534,13 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	// A breakpoint in the worker's loop, whose frame was running before the
 	// agent came (and has not been stepped through yet).
 	c.call("break", "file", "fixture.py", "line", fx.line("worker-report"))
+	if backend == "settrace" {
+		// Threads that were running before the agent came get its tracer
+		// (the worker proves it by stopping).
+		fx.waitStatus(3*time.Second, "trace function on every thread", func(s fixtureStatus) bool {
+			return s.Traces["counter"] && s.Traces["main"]
+		})
+	}
 	th := c.stop("breakpoint", "worker", fx.line("worker-report"))["thread"]
 	c.call("delete")
 	c.call("next", "thread", th)

@@ -411,6 +411,7 @@ class Agent(object):
         self.lines = {}     # abs file -> {line: [Bp]}: armed breakpoints
         self.pending = []   # Bps waiting for their file
         self.fcache = {}    # co_filename -> abs path (also: files seen run)
+        self.ccache = {}    # id(code) -> (code, has a breakpoint line): settrace
         self.finfo = {}     # abs file -> [(code, qualname, is_func, lines)]
         self.stopped = {}   # ident -> Stopped
         self.history = []   # values printed with store (gdb value history)
@@ -506,7 +507,24 @@ class Agent(object):
         self.send(reply)
         if after is not None:
             after()
+        if cmd not in ('hello', 'detach'):
+            self._sync()
         return cmd != 'detach'
+
+    def _sync(self):
+        """settrace: trace functions on threads only while breakpoints,
+        pending breakpoints, steps or stopped threads exist."""
+        if self.backend != 'settrace' or self.closing:
+            return
+        with self.lock:
+            need = bool(self.lines or self.pending or self.steps or self.stopped)
+        try:
+            if need:
+                self._install()
+            elif self.installed:
+                self._uninstall()
+        except Exception:
+            pass
 
     def send(self, msg):
         try:
@@ -543,6 +561,7 @@ class Agent(object):
             self.lines.clear()
             del self.pending[:]
             del self.history[:]  # drop the references krait's $N held
+            self.ccache.clear()
         for step in (self._uninstall, self._resume_all, self._close, self._unmap):
             try:
                 step()
@@ -735,7 +754,10 @@ class Agent(object):
         return bp
 
     def c_hello(self, req):
-        self._install()
+        if self.backend == 'monitoring':
+            self._install()  # cheap: events are enabled per code object
+        # settrace: installed only while there is something to stop at
+        # (see _sync), since a trace function costs every call.
         return {'pid': os.getpid(), 'version': '%d.%d.%d' % sys.version_info[:3],
                 'backend': self.backend, 'tool_id': self.tool}
 
@@ -1094,6 +1116,7 @@ class Agent(object):
                 pass
 
     def _changed(self, path):
+        self.ccache.clear()
         if not self.installed:
             return
         if self.backend == 'monitoring':
@@ -1225,7 +1248,11 @@ class Agent(object):
             if self.closing or (self.trick and _ident() == self.ident):
                 return None
             c = frame.f_code
-            if (self.fcache.get(c.co_filename) or self._abs(c.co_filename)) in self.lines:
+            hit = self.ccache.get(id(c))
+            if hit is None or hit[0] is not c:
+                hit = (c, self._code_has_bp(c))
+                self.ccache[id(c)] = hit
+            if hit[1]:
                 return self.lt
             st = self.steps.get(_ident())
             if st is not None and frame.f_globals is not self.ns and (
@@ -1234,6 +1261,17 @@ class Agent(object):
         except Exception:
             pass
         return None
+
+    def _code_has_bp(self, c):
+        """Only code objects with a breakpoint on one of their own lines get
+        line events (a pending breakpoint's file: every code of it, until
+        it resolves)."""
+        path = self.fcache.get(c.co_filename) or self._abs(c.co_filename)
+        bl = self.lines.get(path)
+        if not bl:
+            return False
+        mine = code_lines(c)
+        return any(l in mine for l in bl)
 
     def _ltrace(self, frame, event, arg):
         try:
@@ -1293,6 +1331,8 @@ class Agent(object):
             raise Err('KRAIT["trace"] does not match this interpreter')
         threading.settrace(self.gt)
         self._tr_all(True)
+        for path in list(self.lines):  # frames already running that code
+            self._tr_frames(path)
 
     def _tr_uninstall(self):
         threading.settrace(self.old_hook)
@@ -1340,11 +1380,12 @@ class Agent(object):
     def _tr_all(self, on):
         """Install on (or clear from) every other thread state. No other
         thread may run meanwhile (one could free its state): no GIL switch
-        request for 100 ms, no garbage collection."""
+        request for a few ms (the walk takes microseconds), no garbage
+        collection."""
         old, gcon = sys.getswitchinterval(), gc.isenabled()
         n = 0
         try:
-            sys.setswitchinterval(max(old, 0.1))
+            sys.setswitchinterval(max(old, 0.005))
             time.sleep(0)
             gc.disable()
             interp = _VP.from_address(self.me + self.T['interp']).value
@@ -1355,7 +1396,7 @@ class Agent(object):
                     if not on or t not in self.seen:
                         n += self._tr_set(t, on)
                 t = self.api.PyThreadState_Next(t)
-            self.seen = now
+            self.seen = now if on else set()
         finally:
             if gcon:
                 gc.enable()
@@ -1394,7 +1435,8 @@ class Agent(object):
         """Existing frames of path's code get line events."""
         for ident, f in sys._current_frames().items():
             while f is not None and ident != self.ident:
-                if f.f_trace is None and self._abs(f.f_code.co_filename) == path:
+                if f.f_trace is None and self._abs(f.f_code.co_filename) == path and \
+                        self._code_has_bp(f.f_code):
                     f.f_trace = self.lt
                 f = f.f_back
 
