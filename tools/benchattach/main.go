@@ -20,7 +20,7 @@
 // port and killed too); the targets also exit by themselves if benchattach
 // dies.
 //
-// Standard library only.
+// Standard library only (and the helpers it shares with benchdump).
 package main
 
 import (
@@ -41,12 +41,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"krait/tools/internal/benchkit"
 )
 
 type config struct {
@@ -104,9 +107,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "benchattach: unexpected arguments:", flag.Args())
 		return 2
 	}
-	c.pythons = splitList(pythons)
-	c.parts = splitList(parts)
-	c.tools = splitList(tools)
+	c.pythons = benchkit.SplitList(pythons)
+	c.parts = benchkit.SplitList(parts)
+	c.tools = benchkit.SplitList(tools)
 	for _, p := range c.parts {
 		if p != "attach" && p != "overhead" {
 			fmt.Fprintf(os.Stderr, "benchattach: unknown part %q\n", p)
@@ -140,25 +143,6 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // ---- processes we own ----
@@ -234,19 +218,13 @@ func (s *procSet) killAll() {
 	}
 }
 
-// ownAttr puts a child in its own process group (so the whole group can be
-// killed) and asks the kernel to kill it if we die.
-func ownAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
 // runCmd runs a short command we own (a venv or pip step) with a timeout
 // and returns its combined output.
 func runCmd(timeout time.Duration, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = ownAttr()
+	cmd.SysProcAttr = benchkit.OwnAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
@@ -278,53 +256,21 @@ type python struct {
 	debugpyErr string // why debugpy is not available
 }
 
-func pyenvRoot() string {
-	if r := os.Getenv("PYENV_ROOT"); r != "" {
-		return r
-	}
-	if out, err := exec.Command("pyenv", "root").Output(); err == nil {
-		if r := strings.TrimSpace(string(out)); r != "" {
-			return r
-		}
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".pyenv")
-}
-
-// versionLess compares dotted version strings numerically.
-func versionLess(a, b string) bool {
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		x, errx := strconv.Atoi(as[i])
-		y, erry := strconv.Atoi(bs[i])
-		if errx != nil || erry != nil {
-			if as[i] != bs[i] {
-				return as[i] < bs[i]
-			}
-			continue
-		}
-		if x != y {
-			return x < y
-		}
-	}
-	return len(as) < len(bs)
-}
-
 // defaultPythons is every pyenv 3.x build, oldest first, then the
 // system's python3.11 if there is one.
 func defaultPythons() []string {
 	var vs []string
-	ents, _ := os.ReadDir(filepath.Join(pyenvRoot(), "versions"))
+	ents, _ := os.ReadDir(filepath.Join(benchkit.PyenvRoot(), "versions"))
 	for _, e := range ents {
 		n := e.Name()
 		if !strings.HasPrefix(n, "3.") {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(pyenvRoot(), "versions", n, "bin", "python3")); err == nil {
+		if _, err := os.Stat(filepath.Join(benchkit.PyenvRoot(), "versions", n, "bin", "python3")); err == nil {
 			vs = append(vs, n)
 		}
 	}
-	sort.Slice(vs, func(i, j int) bool { return versionLess(vs[i], vs[j]) })
+	sort.Slice(vs, func(i, j int) bool { return benchkit.VersionLess(vs[i], vs[j]) })
 	if _, err := os.Stat("/usr/bin/python3.11"); err == nil {
 		vs = append(vs, "/usr/bin/python3.11")
 	}
@@ -337,7 +283,7 @@ func findPython(arg string) (*python, error) {
 	if !pyenv {
 		p.exe = arg
 	} else {
-		root := pyenvRoot()
+		root := benchkit.PyenvRoot()
 		ents, err := os.ReadDir(filepath.Join(root, "versions"))
 		if err != nil {
 			return nil, fmt.Errorf("python %s: no pyenv versions under %s: %v", arg, tidy(root), err)
@@ -345,7 +291,7 @@ func findPython(arg string) (*python, error) {
 		best := ""
 		for _, e := range ents {
 			n := e.Name()
-			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || versionLess(best, n)) {
+			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || benchkit.VersionLess(best, n)) {
 				if _, err := os.Stat(filepath.Join(root, "versions", n, "bin", "python3")); err == nil {
 					best = n
 				}
@@ -367,7 +313,7 @@ func findPython(arg string) (*python, error) {
 	p.minor, _ = strconv.Atoi(f[0])
 	p.version = f[1]
 	p.label = p.version
-	if !pyenv || !strings.HasPrefix(p.exe, pyenvRoot()) {
+	if !pyenv || !strings.HasPrefix(p.exe, benchkit.PyenvRoot()) {
 		p.label += " (" + tidy(p.exe) + ")"
 	}
 	return p, nil
@@ -405,7 +351,7 @@ func setupDebugpy(c *config, py *python, dir string) {
 
 // tidy hides this machine's paths: $PYENV_ROOT and ~ instead of their values.
 func tidy(s string) string {
-	if r := pyenvRoot(); r != "" && r != "/" {
+	if r := benchkit.PyenvRoot(); r != "" && r != "/" {
 		s = strings.ReplaceAll(s, strings.TrimRight(r, "/"), "$PYENV_ROOT")
 	}
 	if home, err := os.UserHomeDir(); err == nil && home != "" && home != "/" {
@@ -506,7 +452,7 @@ func startTarget(c *config, o targetOpts) (*target, error) {
 	}
 	t.cmd = exec.Command(o.python, args...)
 	t.cmd.Dir = filepath.Dir(c.target)
-	t.cmd.SysProcAttr = ownAttr()
+	t.cmd.SysProcAttr = benchkit.OwnAttr()
 	t.cmd.Stdout = t.stdout
 	t.cmd.Stderr = t.stderr
 	if t.stdin, err = t.cmd.StdinPipe(); err != nil {
@@ -655,8 +601,8 @@ func (t *target) waitThreads(n int, timeout time.Duration) bool {
 func (t *target) waitParked(timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
-		st := readTrim(fmt.Sprintf("/proc/%d/task/%d/stat", t.pid, t.pid))
-		wchan := readTrim(fmt.Sprintf("/proc/%d/task/%d/wchan", t.pid, t.pid))
+		st := benchkit.ReadTrim(fmt.Sprintf("/proc/%d/task/%d/stat", t.pid, t.pid))
+		wchan := benchkit.ReadTrim(fmt.Sprintf("/proc/%d/task/%d/wchan", t.pid, t.pid))
 		if i := strings.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] == 'S' && wchan != "" && wchan != "0" && !strings.Contains(wchan, "futex") {
 			return true
 		}
@@ -779,7 +725,7 @@ func attachOnce(c *config, pid int, s *attachSample) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.krait, "attach", strconv.Itoa(pid), "--batch", "-ex", "info threads")
-	cmd.SysProcAttr = ownAttr()
+	cmd.SysProcAttr = benchkit.OwnAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -938,7 +884,7 @@ func measure(c *config, t *target, py *python, cfg string, round int, out *[]win
 		if err != nil {
 			return err
 		}
-		w := window{Python: py.label, Config: cfg, Round: round, Index: i, CallsPerSec: rate, Seconds: secs, LoadAverage: loadavg()}
+		w := window{Python: py.label, Config: cfg, Round: round, Index: i, CallsPerSec: rate, Seconds: secs, LoadAverage: benchkit.Loadavg()}
 		if c.ticker {
 			w.GapMS = gap
 		}
@@ -985,7 +931,7 @@ func startKrait(c *config, t *target) (*kraitSession, error) {
 func startKraitOnce(c *config, pid int) (*kraitSession, error) {
 	k := &kraitSession{lines: make(chan string, 1024), done: make(chan struct{})}
 	k.cmd = exec.Command(c.krait, "attach", strconv.Itoa(pid))
-	k.cmd.SysProcAttr = ownAttr()
+	k.cmd.SysProcAttr = benchkit.OwnAttr()
 	var err error
 	if k.stdin, err = k.cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -1102,7 +1048,7 @@ func benchOverhead(c *config, py *python) overheadResult {
 	bp := c.bpSpec
 	where := filepath.Base(c.bpFile) + ":" + strconv.Itoa(c.bpLine)
 	for round := 0; round < c.rounds; round++ {
-		fmt.Fprintf(os.Stderr, "python %s, overhead, round %d of %d (load %s)\n", py.label, round+1, c.rounds, loadavg())
+		fmt.Fprintf(os.Stderr, "python %s, overhead, round %d of %d (load %s)\n", py.label, round+1, c.rounds, benchkit.Loadavg())
 
 		// Baseline, krait with a breakpoint, after detach: one process.
 		func() {
@@ -1117,7 +1063,7 @@ func benchOverhead(c *config, py *python) overheadResult {
 				fail(cfgBaseline, err)
 				return
 			}
-			if !contains(c.tools, "krait") {
+			if !slices.Contains(c.tools, "krait") {
 				return
 			}
 			k, err := startKrait(c, t)
@@ -1159,7 +1105,7 @@ func benchOverhead(c *config, py *python) overheadResult {
 		}()
 
 		// debugpy: listening without a client, then with a breakpoint armed.
-		if contains(c.tools, "debugpy") && py.debugpyPy != "" {
+		if slices.Contains(c.tools, "debugpy") && py.debugpyPy != "" {
 			func() {
 				port, err := freePort()
 				if err != nil {
@@ -1197,7 +1143,7 @@ func benchOverhead(c *config, py *python) overheadResult {
 
 		// pdb, the workload on a worker thread (as for the others), then on
 		// the main thread, the only one pdb traces, with its own baseline.
-		if contains(c.tools, "pdb") {
+		if slices.Contains(c.tools, "pdb") {
 			for _, mt := range []bool{false, true} {
 				if mt {
 					func() {
@@ -1296,8 +1242,8 @@ func bench(c *config) error {
 		}
 		pys = append(pys, py)
 	}
-	overhead := contains(c.parts, "overhead")
-	if overhead && contains(c.tools, "debugpy") {
+	overhead := slices.Contains(c.parts, "overhead")
+	if overhead && slices.Contains(c.tools, "debugpy") {
 		dir := c.venvs
 		if dir == "" {
 			if dir, err = os.MkdirTemp("", "benchattach-venvs-"); err != nil {
@@ -1316,12 +1262,12 @@ func bench(c *config) error {
 		}
 	}
 
-	loadStart := loadavg()
+	loadStart := benchkit.Loadavg()
 	started := time.Now()
 	var results []*result
 	for _, py := range pys {
 		r := &result{py: py}
-		if contains(c.parts, "attach") {
+		if slices.Contains(c.parts, "attach") {
 			r.attach = benchAttach(c, py)
 		}
 		if overhead {
@@ -1330,7 +1276,7 @@ func bench(c *config) error {
 		results = append(results, r)
 	}
 	info := machineInfo(c, pys)
-	info = append(info, [2]string{"load average (1, 5, 15 min)", "start " + loadStart + "; end " + loadavg()})
+	info = append(info, [2]string{"load average (1, 5, 15 min)", "start " + loadStart + "; end " + benchkit.Loadavg()})
 	info = append(info, [2]string{"run", fmt.Sprintf("%s, took %v", started.UTC().Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second))})
 	if c.raw != "" {
 		type rawPy struct {
@@ -1374,8 +1320,8 @@ func machineInfo(c *config, pys []*python) [][2]string {
 	}
 	add("CPU", model)
 	add("cores", fmt.Sprintf("%d online (/proc/cpuinfo), Go sees %d", nproc, runtime.NumCPU()))
-	kernel := readTrim("/proc/sys/kernel/osrelease")
-	if v := readTrim("/proc/sys/kernel/version"); v != "" {
+	kernel := benchkit.ReadTrim("/proc/sys/kernel/osrelease")
+	if v := benchkit.ReadTrim("/proc/sys/kernel/version"); v != "" {
 		kernel += " " + v
 	}
 	add("kernel", kernel)
@@ -1385,7 +1331,7 @@ func machineInfo(c *config, pys []*python) [][2]string {
 		}
 	}
 	add("Go (benchattach)", runtime.Version())
-	v := firstLine(output(c.krait, "version"))
+	v := firstLine(benchkit.Output(c.krait, "version"))
 	if bi, err := buildinfo.ReadFile(c.krait); err == nil {
 		rev, dirty := "", ""
 		for _, s := range bi.Settings {
@@ -1412,7 +1358,7 @@ func machineInfo(c *config, pys []*python) [][2]string {
 		if py.backend != "" {
 			s += ", krait's " + py.backend + " backend"
 		}
-		if contains(c.parts, "overhead") && contains(c.tools, "debugpy") {
+		if slices.Contains(c.parts, "overhead") && slices.Contains(c.tools, "debugpy") {
 			if py.debugpyVer != "" {
 				s += ", debugpy " + py.debugpyVer
 			} else {
@@ -1424,58 +1370,7 @@ func machineInfo(c *config, pys []*python) [][2]string {
 	return info
 }
 
-func readTrim(path string) string {
-	b, _ := os.ReadFile(path)
-	return strings.TrimSpace(string(b))
-}
-
-func output(name string, args ...string) string {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil && len(out) == 0 {
-		return "unknown (" + err.Error() + ")"
-	}
-	return string(out)
-}
-
-func loadavg() string {
-	f := strings.Fields(readTrim("/proc/loadavg"))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // ---- report ----
-
-// percentile is the nearest-rank percentile of xs (p in (0, 100]); the
-// median of an even count is the mean of the two middle values.
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if p == 50 && len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	if i < 0 {
-		i = 0
-	}
-	return s[i]
-}
-
-func fmtMS(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "—"
-	case v >= 100:
-		return fmt.Sprintf("%.0f ms", v)
-	case v >= 10:
-		return fmt.Sprintf("%.1f ms", v)
-	}
-	return fmt.Sprintf("%.2f ms", v)
-}
 
 func report(w io.Writer, c *config, info [][2]string, results []*result) {
 	fmt.Fprintf(w, "Machine and tools:\n\n")
@@ -1483,10 +1378,10 @@ func report(w io.Writer, c *config, info [][2]string, results []*result) {
 		fmt.Fprintf(w, "- %s: %s\n", kv[0], kv[1])
 	}
 	var failures []string
-	if contains(c.parts, "attach") {
+	if slices.Contains(c.parts, "attach") {
 		reportAttach(w, c, results, &failures)
 	}
-	if contains(c.parts, "overhead") {
+	if slices.Contains(c.parts, "overhead") {
 		reportOverhead(w, c, results, &failures)
 	}
 	if len(failures) > 0 {
@@ -1541,9 +1436,9 @@ func reportAttach(w io.Writer, c *config, results []*result, failures *[]string)
 			}
 			sort.Strings(vias)
 			fmt.Fprintf(w, "| %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.py.label, state, ok, runs,
-				fmtMS(percentile(wall, 50)), fmtMS(percentile(wall, 90)), fmtMS(percentile(att, 50)),
-				fmtMS(percentile(kp, 50)), fmtMS(percentile(kp, 90)),
-				fmtMS(percentile(gap, 50)), fmtMS(percentile(gap, 90)), fmtMS(percentile(floor, 50)), strings.Join(vias, ", "))
+				benchkit.FmtMS(benchkit.Percentile(wall, 50)), benchkit.FmtMS(benchkit.Percentile(wall, 90)), benchkit.FmtMS(benchkit.Percentile(att, 50)),
+				benchkit.FmtMS(benchkit.Percentile(kp, 50)), benchkit.FmtMS(benchkit.Percentile(kp, 90)),
+				benchkit.FmtMS(benchkit.Percentile(gap, 50)), benchkit.FmtMS(benchkit.Percentile(gap, 90)), benchkit.FmtMS(benchkit.Percentile(floor, 50)), strings.Join(vias, ", "))
 			if firstErr != "" {
 				*failures = append(*failures, fmt.Sprintf("- Python %s, attach, %s target: %d of %d runs failed; first: %s",
 					r.py.label, state, runs-ok, runs, tidy(firstErr)))
@@ -1565,7 +1460,7 @@ func rates(r *result, cfg string) []float64 {
 
 // slowdown is 1 - median(cfg) / median(base), in percent.
 func slowdown(r *result, cfg, base string) float64 {
-	x, b := percentile(rates(r, cfg), 50), percentile(rates(r, base), 50)
+	x, b := benchkit.Percentile(rates(r, cfg), 50), benchkit.Percentile(rates(r, base), 50)
 	return (1 - x/b) * 100
 }
 
@@ -1591,15 +1486,15 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 	for i, col := range cols {
 		switch {
 		case col.cfg == cfgKrait || col.cfg == cfgAfter:
-			if !contains(c.tools, "krait") {
+			if !slices.Contains(c.tools, "krait") {
 				continue
 			}
 		case col.cfg == cfgListening || col.cfg == cfgDebugpy:
-			if !contains(c.tools, "debugpy") {
+			if !slices.Contains(c.tools, "debugpy") {
 				continue
 			}
 		default:
-			if !contains(c.tools, "pdb") {
+			if !slices.Contains(c.tools, "pdb") {
 				continue
 			}
 		}
@@ -1615,7 +1510,7 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 	}
 	fmt.Fprintf(w, "---|\n")
 	for _, r := range results {
-		base := percentile(rates(r, cfgBaseline), 50)
+		base := benchkit.Percentile(rates(r, cfgBaseline), 50)
 		fmt.Fprintf(w, "| %s | %s | %s |", r.py.label, orDash(r.py.backend), fmtRate(base))
 		for _, i := range shown {
 			col := cols[i]
@@ -1649,7 +1544,7 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 			}
 			s := append([]float64(nil), xs...)
 			sort.Float64s(s)
-			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s |", r.py.label, cfg, len(xs), fmtRate(percentile(xs, 50)), fmtRate(s[0]), fmtRate(s[len(s)-1]))
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s |", r.py.label, cfg, len(xs), fmtRate(benchkit.Percentile(xs, 50)), fmtRate(s[0]), fmtRate(s[len(s)-1]))
 			if c.ticker {
 				var gaps []float64
 				for _, x := range r.overhead.windows {
@@ -1657,7 +1552,7 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 						gaps = append(gaps, x.GapMS)
 					}
 				}
-				fmt.Fprintf(w, " %s | %s |", fmtMS(percentile(gaps, 50)), fmtMS(percentile(gaps, 100)))
+				fmt.Fprintf(w, " %s | %s |", benchkit.FmtMS(benchkit.Percentile(gaps, 50)), benchkit.FmtMS(benchkit.Percentile(gaps, 100)))
 			}
 			fmt.Fprintln(w)
 		}
@@ -1671,7 +1566,7 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 		for _, cfg := range cfgs {
 			*failures = append(*failures, fmt.Sprintf("- Python %s, %s: %s", r.py.label, cfg, r.overhead.errs[cfg]))
 		}
-		if r.py.debugpyErr != "" && contains(c.tools, "debugpy") {
+		if r.py.debugpyErr != "" && slices.Contains(c.tools, "debugpy") {
 			*failures = append(*failures, fmt.Sprintf("- Python %s, debugpy: %s", r.py.label, r.py.debugpyErr))
 		}
 	}
@@ -1680,7 +1575,7 @@ func reportOverhead(w io.Writer, c *config, results []*result, failures *[]strin
 // goal: under 3% slowdown on 3.12+; on older versions at most half of
 // debugpy's slowdown.
 func goal(c *config, r *result) string {
-	if !contains(c.tools, "krait") || len(rates(r, cfgKrait)) == 0 {
+	if !slices.Contains(c.tools, "krait") || len(rates(r, cfgKrait)) == 0 {
 		return "—"
 	}
 	k := slowdown(r, cfgKrait, cfgBaseline)

@@ -32,12 +32,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"krait/tools/internal/benchkit"
 )
 
 type config struct {
@@ -85,9 +88,9 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "benchdump: unexpected arguments:", flag.Args())
 		return 2
 	}
-	c.pythons = splitList(pythons)
-	c.tools = splitList(tools)
-	for _, t := range splitList(threads) {
+	c.pythons = benchkit.SplitList(pythons)
+	c.tools = benchkit.SplitList(tools)
+	for _, t := range benchkit.SplitList(threads) {
 		n, err := strconv.Atoi(t)
 		if err != nil || n < 1 {
 			fmt.Fprintf(os.Stderr, "benchdump: bad thread count %q\n", t)
@@ -126,16 +129,6 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // ---- processes we own ----
@@ -187,12 +180,6 @@ func (s *procSet) killAll() {
 	}
 }
 
-// ownAttr puts a child in its own process group (so the whole group can be
-// killed) and asks the kernel to kill it if we die.
-func ownAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
-
 // ---- the interpreter ----
 
 type python struct {
@@ -205,44 +192,12 @@ type python struct {
 	gdbError string // why there is no gdb extension
 }
 
-func pyenvRoot() string {
-	if r := os.Getenv("PYENV_ROOT"); r != "" {
-		return r
-	}
-	if out, err := exec.Command("pyenv", "root").Output(); err == nil {
-		if r := strings.TrimSpace(string(out)); r != "" {
-			return r
-		}
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".pyenv")
-}
-
-// versionLess compares dotted version strings numerically.
-func versionLess(a, b string) bool {
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		x, errx := strconv.Atoi(as[i])
-		y, erry := strconv.Atoi(bs[i])
-		if errx != nil || erry != nil {
-			if as[i] != bs[i] {
-				return as[i] < bs[i]
-			}
-			continue
-		}
-		if x != y {
-			return x < y
-		}
-	}
-	return len(as) < len(bs)
-}
-
 func findPython(arg, gdbExt string) (*python, error) {
 	p := &python{arg: arg}
 	if strings.ContainsRune(arg, '/') {
 		p.exe = arg
 	} else {
-		root := pyenvRoot()
+		root := benchkit.PyenvRoot()
 		ents, err := os.ReadDir(filepath.Join(root, "versions"))
 		if err != nil {
 			return nil, fmt.Errorf("python %s: no pyenv versions under %s: %v", arg, tidy(root), err)
@@ -250,7 +205,7 @@ func findPython(arg, gdbExt string) (*python, error) {
 		best := ""
 		for _, e := range ents {
 			n := e.Name()
-			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || versionLess(best, n)) {
+			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || benchkit.VersionLess(best, n)) {
 				if _, err := os.Stat(filepath.Join(root, "versions", n, "bin", "python3")); err == nil {
 					best = n
 				}
@@ -299,7 +254,7 @@ func findGDBExt(p *python) (string, string) {
 			return c, ""
 		}
 	}
-	shim := filepath.Join(pyenvRoot(), "shims", name)
+	shim := filepath.Join(benchkit.PyenvRoot(), "shims", name)
 	if isGDBExt(shim) {
 		return shim, ""
 	}
@@ -317,7 +272,7 @@ func findGDBExt(p *python) (string, string) {
 
 // tidy hides this machine's paths: $PYENV_ROOT and ~ instead of their values.
 func tidy(s string) string {
-	if r := pyenvRoot(); r != "" && r != "/" {
+	if r := benchkit.PyenvRoot(); r != "" && r != "/" {
 		s = strings.ReplaceAll(s, strings.TrimRight(r, "/"), "$PYENV_ROOT")
 	}
 	if home, err := os.UserHomeDir(); err == nil && home != "" && home != "/" {
@@ -348,7 +303,7 @@ func startTarget(c *config, py *python, n int) (*target, error) {
 	t := &target{dir: dir, done: make(chan struct{}), stderr: &bytes.Buffer{}}
 	t.cmd = exec.Command(py.exe, c.target, strconv.Itoa(n), strconv.Itoa(c.depth),
 		"--gap-file", filepath.Join(dir, "gap"), "--ready-file", filepath.Join(dir, "ready"))
-	t.cmd.SysProcAttr = ownAttr()
+	t.cmd.SysProcAttr = benchkit.OwnAttr()
 	t.cmd.Stdout = io.Discard
 	t.cmd.Stderr = &lockedWriter{w: t.stderr}
 	if err := t.cmd.Start(); err != nil {
@@ -484,7 +439,7 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.SysProcAttr = ownAttr()
+	cmd.SysProcAttr = benchkit.OwnAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -605,7 +560,7 @@ func bench(c *config) error {
 	}
 
 	info := machineInfo(c, pys)
-	loadStart := loadavg()
+	loadStart := benchkit.Loadavg()
 	started := time.Now()
 	var all []sample
 	for _, py := range pys {
@@ -617,7 +572,7 @@ func bench(c *config) error {
 			all = append(all, s...)
 		}
 	}
-	info = append(info, [2]string{"load average (1, 5, 15 min)", "start " + loadStart + "; end " + loadavg()})
+	info = append(info, [2]string{"load average (1, 5, 15 min)", "start " + loadStart + "; end " + benchkit.Loadavg()})
 	info = append(info, [2]string{"run", fmt.Sprintf("%s, took %v", started.Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second))})
 	if c.raw != "" {
 		b, _ := json.MarshalIndent(all, "", " ")
@@ -749,8 +704,8 @@ func machineInfo(c *config, pys []*python) [][2]string {
 	}
 	add("CPU", model)
 	add("cores", fmt.Sprintf("%d online (/proc/cpuinfo), Go sees %d", nproc, runtime.NumCPU()))
-	kernel := readTrim("/proc/sys/kernel/osrelease")
-	if v := readTrim("/proc/sys/kernel/version"); v != "" {
+	kernel := benchkit.ReadTrim("/proc/sys/kernel/osrelease")
+	if v := benchkit.ReadTrim("/proc/sys/kernel/version"); v != "" {
 		kernel += " " + v
 	}
 	add("kernel", kernel)
@@ -763,7 +718,7 @@ func machineInfo(c *config, pys []*python) [][2]string {
 	for _, t := range c.tools {
 		switch t {
 		case "krait":
-			v := firstLine(output(c.krait, "version"))
+			v := firstLine(benchkit.Output(c.krait, "version"))
 			if bi, err := buildinfo.ReadFile(c.krait); err == nil {
 				rev, dirty := "", ""
 				for _, s := range bi.Settings {
@@ -786,9 +741,9 @@ func machineInfo(c *config, pys []*python) [][2]string {
 			}
 			add("krait", v)
 		case "py-spy":
-			add("py-spy", firstLine(output(c.pyspy, "--version")))
+			add("py-spy", firstLine(benchkit.Output(c.pyspy, "--version")))
 		case "gdb":
-			add("gdb", firstLine(output(c.gdb, "--version")))
+			add("gdb", firstLine(benchkit.Output(c.gdb, "--version")))
 		}
 	}
 	for _, py := range pys {
@@ -801,57 +756,7 @@ func machineInfo(c *config, pys []*python) [][2]string {
 	return info
 }
 
-func readTrim(path string) string {
-	b, _ := os.ReadFile(path)
-	return strings.TrimSpace(string(b))
-}
-
-func output(name string, args ...string) string {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil && len(out) == 0 {
-		return "unknown (" + err.Error() + ")"
-	}
-	return string(out)
-}
-
-func loadavg() string {
-	f := strings.Fields(readTrim("/proc/loadavg"))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // ---- report ----
-
-// percentile is the nearest-rank percentile of xs (p in (0, 100]).
-func percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if p == 50 && len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-	if i < 0 {
-		i = 0
-	}
-	return s[i]
-}
-
-func fmtMS(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "—"
-	case v >= 100:
-		return fmt.Sprintf("%.0f ms", v)
-	case v >= 10:
-		return fmt.Sprintf("%.1f ms", v)
-	}
-	return fmt.Sprintf("%.2f ms", v)
-}
 
 type stats struct {
 	ok, runs                       int
@@ -881,9 +786,9 @@ func summarize(all []sample, py string, n int, tool string) stats {
 			kp = append(kp, s.KraitPauseMS)
 		}
 	}
-	st.wallMed, st.wallP90 = percentile(wall, 50), percentile(wall, 90)
-	st.pauseMed, st.pauseP90 = percentile(pause, 50), percentile(pause, 90)
-	st.kraitPause = percentile(kp, 50)
+	st.wallMed, st.wallP90 = benchkit.Percentile(wall, 50), benchkit.Percentile(wall, 90)
+	st.pauseMed, st.pauseP90 = benchkit.Percentile(pause, 50), benchkit.Percentile(pause, 90)
+	st.kraitPause = benchkit.Percentile(kp, 50)
 	return st
 }
 
@@ -910,14 +815,14 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 				st := summarize(all, py.version, n, tool)
 				kp := ""
 				if tool == "krait" {
-					kp = fmtMS(st.kraitPause)
+					kp = benchkit.FmtMS(st.kraitPause)
 				}
-				wallMed, wallP90 := fmtMS(st.wallMed), fmtMS(st.wallP90)
+				wallMed, wallP90 := benchkit.FmtMS(st.wallMed), benchkit.FmtMS(st.wallP90)
 				if tool == baselineTool {
 					wallMed, wallP90 = "", ""
 				}
 				fmt.Fprintf(w, "| %s | %d | %s | %d/%d | %s | %s | %s | %s | %s |\n", py.version, n, tool, st.ok, st.runs,
-					wallMed, wallP90, fmtMS(st.pauseMed), fmtMS(st.pauseP90), kp)
+					wallMed, wallP90, benchkit.FmtMS(st.pauseMed), benchkit.FmtMS(st.pauseP90), kp)
 				if st.firstErr != "" {
 					failures = append(failures, fmt.Sprintf("- Python %s, %d threads, %s: %d of %d runs failed; first: %s",
 						py.version, n, tool, st.runs-st.ok, st.runs, tidy(st.firstErr)))
@@ -928,7 +833,7 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 	if len(failures) > 0 {
 		fmt.Fprintf(w, "\nFailures:\n\n%s\n", strings.Join(failures, "\n"))
 	}
-	if !contains(c.tools, "krait") || !contains(c.tools, "py-spy") {
+	if !slices.Contains(c.tools, "krait") || !slices.Contains(c.tools, "py-spy") {
 		return
 	}
 	fmt.Fprintf(w, "\nkrait / py-spy (medians; goal: wall ≤ 0.5, pause ≤ 0.2):\n\n")
@@ -960,13 +865,4 @@ func ratio(v float64) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f", v)
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
