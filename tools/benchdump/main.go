@@ -687,33 +687,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func machineInfo(c *config, pys []*python) [][2]string {
 	var info [][2]string
 	add := func(k, v string) { info = append(info, [2]string{k, v}) }
-	model, nproc := "unknown", 0
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			k, v, ok := strings.Cut(l, ":")
-			if !ok {
-				continue
-			}
-			switch strings.TrimSpace(k) {
-			case "model name":
-				model = strings.TrimSpace(v)
-			case "processor":
-				nproc++
-			}
-		}
-	}
-	add("CPU", model)
-	add("cores", fmt.Sprintf("%d online (/proc/cpuinfo), Go sees %d", nproc, runtime.NumCPU()))
-	kernel := benchkit.ReadTrim("/proc/sys/kernel/osrelease")
-	if v := benchkit.ReadTrim("/proc/sys/kernel/version"); v != "" {
-		kernel += " " + v
-	}
-	add("kernel", kernel)
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		if l, _, _ := strings.Cut(string(b), "\n"); strings.HasPrefix(l, "MemTotal:") {
-			add("memory", strings.Join(strings.Fields(strings.TrimPrefix(l, "MemTotal:")), " "))
-		}
-	}
+	info = append(info, benchkit.MachineBasics()...)
 	add("Go (benchdump)", runtime.Version())
 	for _, t := range c.tools {
 		switch t {

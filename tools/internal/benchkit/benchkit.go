@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -110,4 +111,38 @@ func SplitList(s string) []string {
 // killed) and asks the kernel to kill it if we die.
 func OwnAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// MachineBasics describes the machine: CPU model, cores, kernel, memory.
+func MachineBasics() [][2]string {
+	var info [][2]string
+	add := func(k, v string) { info = append(info, [2]string{k, v}) }
+	model, nproc := "unknown", 0
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(l, ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "model name":
+				model = strings.TrimSpace(v)
+			case "processor":
+				nproc++
+			}
+		}
+	}
+	add("CPU", model)
+	add("cores", fmt.Sprintf("%d online (/proc/cpuinfo), Go sees %d", nproc, runtime.NumCPU()))
+	kernel := ReadTrim("/proc/sys/kernel/osrelease")
+	if v := ReadTrim("/proc/sys/kernel/version"); v != "" {
+		kernel += " " + v
+	}
+	add("kernel", kernel)
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, _ := strings.Cut(string(b), "\n"); strings.HasPrefix(l, "MemTotal:") {
+			add("memory", strings.Join(strings.Fields(strings.TrimPrefix(l, "MemTotal:")), " "))
+		}
+	}
+	return info
 }
