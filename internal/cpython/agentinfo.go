@@ -21,7 +21,7 @@ type TraceConfig struct {
 // AgentTraceConfig returns the agent's tracing configuration.
 func (py *Python) AgentTraceConfig() (*TraceConfig, error) {
 	L := py.L
-	if L.Version.Major == 3 && L.Version.Minor >= 12 {
+	if L.Monitoring {
 		return nil, nil
 	}
 	if L.TstateTracefunc < 0 || L.TstateTraceobj < 0 {

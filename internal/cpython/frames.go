@@ -271,7 +271,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 		// Incomplete frame: the function has not started running its
 		// own code yet (CPython's _PyFrame_IsIncomplete).
 		owner, _ := py.m.u8(addr + uint64(L.IFrameOwner))
-		if owner != 1 { // FRAME_OWNED_BY_GENERATOR
+		if int64(owner) != L.OwnerGenerator {
 			return nil, prev, nil
 		}
 	}

@@ -79,12 +79,6 @@ const (
 	GILInterpreterGIL        // interp->ceval.gil: locked + last_holder (3.12+)
 )
 
-// How int objects store their size and sign.
-const (
-	LongObSize = iota // ob_size holds sign and digit count (2.7 long, ≤3.11)
-	LongTagged        // long_value.lv_tag (3.12+)
-)
-
 // Dict keys object formats.
 const (
 	DictPy2     = iota // open-addressing table of PyDictEntry (2.7)
@@ -112,18 +106,18 @@ type Layout struct {
 	Frames    int
 	LineTable int
 	GIL       int
-	Long      int
 	Dict      int
 	Managed   int
 	// LastiUnit is the size in bytes of one f_lasti step (3.10 counts code
 	// units).
 	LastiUnit int64
-	// InstrIsNext: the frame's instruction pointer is the instruction being
-	// executed (3.13 instr_ptr) rather than the previous one (3.11/3.12
-	// prev_instr).
-	InstrIsCurrent bool
-	// OwnerCStack is the owner value of C-stack shim frames (-1: none).
-	OwnerCStack int64
+	// OwnerCStack is the owner value of C-stack shim frames (-1: none);
+	// OwnerGenerator that of generator frames (3.11+).
+	OwnerCStack    int64
+	OwnerGenerator int64
+	// Monitoring: sys.monitoring exists (3.12+), so the agent needs no
+	// trace function written into thread states.
+	Monitoring bool
 	// SplitOrderPrefix: split-dict insertion order kept in bytes before
 	// the values array (3.11, 3.12); OrderAfterValues: after it (3.13+).
 	SplitOrderPrefix bool
@@ -132,7 +126,7 @@ type Layout struct {
 	FlagManagedDict  uint64
 	FlagInlineValues uint64
 	// localspluskinds bits (3.11+).
-	FastLocal, FastCell, FastFree, FastHidden byte
+	FastCell, FastFree, FastHidden byte
 	// Symbols holding the interpreter list and the GIL holder when there is
 	// no _PyRuntime.
 	InterpHeadSymbol    string
@@ -140,7 +134,8 @@ type Layout struct {
 	// TracingPossibleSymbol is the static counter of traced threads in
 	// 3.6 (_PyRuntime.ceval.tracing_possible in 3.7–3.9).
 	TracingPossibleSymbol string
-	// DictKindUnicode, DictKindSplit: dk_kind values.
+	// DictKindGeneral is the dk_kind of keys whose entries hold hashes
+	// (3.11+; unicode-only keys have smaller entries).
 	DictKindGeneral byte
 }
 
@@ -184,10 +179,11 @@ func For(v Version) (*Layout, error) {
 	if v.Major == 3 && v.Minor == 10 {
 		l.LastiUnit = 2
 	}
-	l.InstrIsCurrent = at(3, 13)
 	if at(3, 12) {
 		l.OwnerCStack = 3
 	}
+	l.OwnerGenerator = 1 // FRAME_OWNED_BY_GENERATOR, 3.11+
+	l.Monitoring = at(3, 12)
 	switch {
 	case at(3, 12):
 		l.GIL = GILInterpreterGIL
@@ -200,9 +196,6 @@ func For(v Version) (*Layout, error) {
 		if v.Major == 3 {
 			l.TracingPossibleSymbol = "_Py_TracingPossible"
 		}
-	}
-	if at(3, 12) {
-		l.Long = LongTagged
 	}
 	switch {
 	case l.Py2:
@@ -223,7 +216,7 @@ func For(v Version) (*Layout, error) {
 		l.Managed, l.SplitOrderPrefix = Managed311, true
 		l.FlagManagedDict = 1 << 4
 	}
-	l.FastLocal, l.FastCell, l.FastFree = 0x20, 0x40, 0x80
+	l.FastCell, l.FastFree = 0x40, 0x80
 	if at(3, 13) {
 		l.FastHidden = 0x10
 	}
