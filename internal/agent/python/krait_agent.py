@@ -504,11 +504,15 @@ class Agent(object):
             reply = {'id': req.get('id'), 'ok': False, 'error': str(e)}
         except Exception as e:
             reply = {'id': req.get('id'), 'ok': False, 'error': exc_line(e)}
+        if cmd not in ('hello', 'detach'):
+            # Before the reply: a breakpoint krait reports as set must
+            # already be armed on every thread.
+            self._sync()
         self.send(reply)
         if after is not None:
             after()
-        if cmd not in ('hello', 'detach'):
-            self._sync()
+            if cmd not in ('hello', 'detach'):
+                self._sync()  # resumed threads may leave nothing to trace
         return cmd != 'detach'
 
     def _sync(self):
