@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -92,7 +93,7 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 				continue
 			}
 			e.Error = err.Error()
-			if strings.Contains(e.Error, "has no interpreter") {
+			if errors.Is(err, cpython.ErrNoInterpreter) {
 				e.Error = "Python not initialised in this process"
 			}
 			out = append(out, e)

@@ -45,6 +45,9 @@ type Python struct {
 	names map[uint64]map[uint64]string
 }
 
+// ErrNoInterpreter: the runtime has no interpreter yet, or any more.
+var ErrNoInterpreter = errors.New("the Python runtime has no interpreter (not initialised yet, or finalising)")
+
 // ErrNotPython is returned for processes with no CPython runtime.
 var ErrNotPython = errors.New("not a Python process")
 

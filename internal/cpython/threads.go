@@ -51,7 +51,7 @@ func (py *Python) Interpreters() ([]*Interpreter, error) {
 		return nil, fmt.Errorf("reading the interpreter list: %w", err)
 	}
 	if head == 0 {
-		return nil, fmt.Errorf("process %d: the Python runtime has no interpreter (not initialised yet, or finalising)", py.Proc.PID())
+		return nil, fmt.Errorf("process %d: %w", py.Proc.PID(), ErrNoInterpreter)
 	}
 	var out []*Interpreter
 	seen := map[uint64]bool{}

@@ -273,6 +273,12 @@ func exitedOr(proc *live.Process, err error) error {
 	if errors.Is(err, target.ErrExited) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrZombie) {
 		return err
 	}
+	if errors.Is(err, cpython.ErrNoInterpreter) {
+		// A finalising Python is about to exit: say so if it does.
+		for i := 0; i < 20 && proc.Alive(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	if !proc.Alive() {
 		return fmt.Errorf("process %d: %w", proc.PID(), target.ErrExited)
 	}
