@@ -96,14 +96,15 @@ type agentFixture struct {
 }
 
 type fixtureStatus struct {
-	Count  int64           `json:"count"`
-	Iter   int64           `json:"iter"`
-	Traces map[string]bool `json:"traces"`
-	Agents []string        `json:"agents"`
-	Tools  []*string       `json:"tools"`
-	Loads  int             `json:"loads"`
-	TP     []int64         `json:"tp"` // tracing_possible before the last load, now
-	Page   uint64          `json:"page"`
+	Count   int64           `json:"count"`
+	Iter    int64           `json:"iter"`
+	Traces  map[string]bool `json:"traces"`
+	Agents  []string        `json:"agents"`
+	Tools   []*string       `json:"tools"`
+	Loads   int             `json:"loads"`
+	TP      []int64         `json:"tp"` // tracing_possible before the last load, now
+	Page    uint64          `json:"page"`
+	Wrapped []string        `json:"wrapped"`
 }
 
 func startAgentFixture(t *testing.T, py agentPython, krait string) *agentFixture {
@@ -257,7 +258,7 @@ func (fx *agentFixture) gone(dir string, timeout time.Duration) {
 			}
 		}
 		_, err := os.Stat(dir)
-		return len(s.Agents) == 0 && os.IsNotExist(err) && (s.TP == nil || s.TP[0] == s.TP[1])
+		return len(s.Agents) == 0 && os.IsNotExist(err) && (s.TP == nil || s.TP[0] == s.TP[1]) && len(s.Wrapped) == 0
 	})
 	fx.waitStatus(timeout, "the worker did not resume", func(s fixtureStatus) bool { return s.Iter > st.Iter+1 })
 	if st.Page != 0 {
@@ -534,14 +535,14 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	// A breakpoint in the worker's loop, whose frame was running before the
 	// agent came (and has not been stepped through yet).
 	c.call("break", "file", "fixture.py", "line", fx.line("worker-report"))
+	th := c.stop("breakpoint", "worker", fx.line("worker-report"))["thread"]
 	if backend == "settrace" {
-		// Threads that were running before the agent came get its tracer
-		// (the worker proves it by stopping).
-		fx.waitStatus(3*time.Second, "trace function on every thread", func(s fixtureStatus) bool {
-			return s.Traces["counter"] && s.Traces["main"]
+		// The worker was running that code already, so its thread state
+		// got the tracer; no other thread did.
+		fx.waitStatus(time.Second, "counter and main untraced", func(s fixtureStatus) bool {
+			return !s.Traces["counter"] && !s.Traces["main"]
 		})
 	}
-	th := c.stop("breakpoint", "worker", fx.line("worker-report"))["thread"]
 	c.call("delete")
 	c.call("next", "thread", th)
 	c.stop("step", "worker", fx.line("worker-sleep"))
@@ -554,6 +555,14 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 		t.Fatalf("break: %v", bp)
 	}
 	ev := c.stop("breakpoint", "compute", fx.line("compute-first"))
+	if backend == "settrace" {
+		// compute's calls are traced through its wrapper, and nothing else:
+		// the counter thread runs untraced.
+		st := fx.waitStatus(time.Second, "counter untraced", func(s fixtureStatus) bool { return !s.Traces["counter"] })
+		if fmt.Sprint(st.Wrapped) != "[compute]" {
+			t.Errorf("wrapped functions with a breakpoint in compute: %v", st.Wrapped)
+		}
+	}
 	if ev["thread"] != th || ev["thread_name"] != "worker" || ev["file"] != fx.file || num(ev["bp"]) != num(bp["id"]) {
 		t.Fatalf("stop: %v", ev)
 	}
@@ -708,9 +717,6 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	c.call("continue")
 
 	// The thread started with pthread_create.
-	if backend == "settrace" {
-		fx.waitStatus(3*time.Second, "trace function in the C thread", func(s fixtureStatus) bool { return s.Traces["cthread"] })
-	}
 	c.call("break", "file", "fixture.py", "line", fx.line("c-body"))
 	if ev = c.stop("breakpoint", "c_body", fx.line("c-body")); ev["thread_name"] != nil {
 		t.Errorf("C thread: %v", ev)

@@ -16,6 +16,7 @@ type TraceConfig struct {
 	TracingPossible  *uint64 `json:"tracing_possible"`
 	Interp           int64   `json:"interp"`
 	Next             int64   `json:"next"`
+	ThreadID         *int64  `json:"thread_id"`
 }
 
 // AgentTraceConfig returns the agent's tracing configuration.
@@ -36,6 +37,7 @@ func (py *Python) AgentTraceConfig() (*TraceConfig, error) {
 	tc := &TraceConfig{
 		CTracefunc: L.TstateTracefunc, CTraceobj: L.TstateTraceobj,
 		UseTracing: opt(L.TstateUseTracing), Interp: L.TstateInterp, Next: L.TstateNext,
+		ThreadID: opt(L.TstateThreadID),
 	}
 	if L.CframeUseTracing >= 0 && L.TstateCframe >= 0 {
 		tc.Cframe, tc.CframeUseTracing = opt(L.TstateCframe), opt(L.CframeUseTracing)

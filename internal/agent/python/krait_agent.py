@@ -7,8 +7,10 @@
 # "krait-agent" and returns at once; it binds nothing in __main__.
 # Standard library only; CPython 3.6 to 3.13.
 #
-# Backends: sys.monitoring on 3.12+, else a settrace-style trace function
-# written into every thread state with ctypes (offsets in KRAIT["trace"]).
+# Backends: sys.monitoring on 3.12+, else a settrace-style trace function,
+# turned on by wrappers swapped in for the functions holding breakpoints
+# (or written into every thread state with ctypes, offsets in
+# KRAIT["trace"], for what a wrapper cannot reach).
 # A thread that stops waits on a condition variable inside the trace or
 # monitoring callback, with the GIL released, and runs the commands the
 # agent thread posts to it (stack, locals, eval) until it is resumed.
@@ -37,7 +39,9 @@ _ident = threading.get_ident
 _native = getattr(threading, 'get_native_id', None)
 _NO = object()
 MAX_ITEMS, MAX_STR, MAX_DEPTH = 100, 1000, 3
-CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS = 0x2, 0x4, 0x8
+CO_OPTIMIZED, CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS, CO_NESTED = 0x1, 0x2, 0x4, 0x8, 0x10
+CO_SUSPENDS = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async generator
+_COMPREHENSIONS = ('<listcomp>', '<dictcomp>', '<setcomp>', '<genexpr>')
 _CODE, _FUNC = types.CodeType, types.FunctionType
 _GENS = {types.GeneratorType: 'gi_code', types.CoroutineType: 'cr_code',
          types.AsyncGeneratorType: 'ag_code'}
@@ -347,6 +351,71 @@ def arg_names(c):
     return c.co_varnames[:n]
 
 
+_WSENT = '\x00krait'  # the wrapper's placeholder constant
+
+
+def wrapper_code(c):
+    """A code object with c's signature and as many free variables, whose
+    body is
+        on = K.enter()
+        try: return K.call(<the same arguments>)
+        finally: on and K.exit()
+    with K a placeholder constant (bind_wrapper puts the real one in). It
+    can replace c as a function's __code__: defaults and closure stay on
+    the function, so calls bind exactly as before. None if c's names do
+    not allow it."""
+    n, kw = c.co_argcount, c.co_kwonlyargcount
+    po = getattr(c, 'co_posonlyargcount', 0)
+    names = c.co_varnames
+    pos, kwo, i = list(names[:n]), list(names[n:n + kw]), n + kw
+    va = vk = None
+    if c.co_flags & CO_VARARGS:
+        va, i = names[i], i + 1
+    if c.co_flags & CO_VARKEYWORDS:
+        vk = names[i]
+    every = pos + kwo + [x for x in (va, vk) if x] + [c.co_name]
+    if any(not x.isidentifier() or x.startswith('_krait_') for x in every):
+        return None
+    params = pos[:po] + (['/'] if po else []) + pos[po:]
+    if va:
+        params.append('*' + va)
+    elif kwo:
+        params.append('*')
+    params += kwo + (['**' + vk] if vk else [])
+    args = pos + (['*' + va] if va else []) + ['%s=%s' % (k, k) for k in kwo] + (['**' + vk] if vk else [])
+    fv = ['_krait_fv%d' % j for j in range(len(c.co_freevars))]
+    src = ['def _krait_outer():']
+    if fv:  # free variables only in name: the closure's cells stay unread
+        src.append('    %s = None' % ' = '.join(fv))
+    src.append('    def %s(%s):' % (c.co_name, ', '.join(params)))
+    if fv:
+        src.append('        if 0: %s' % ', '.join(fv))
+    src += ['        _krait_on = %r.enter()' % _WSENT,
+            '        try:',
+            '            return %r.call(%s)' % (_WSENT, ', '.join(args)),
+            '        finally:',
+            '            if _krait_on:',
+            '                %r.exit()' % _WSENT,
+            '    return %s' % c.co_name]
+    outer = compile('\n'.join(src) + '\n', '<krait>', 'exec')
+    inner = [k for k in outer.co_consts if type(k) is _CODE][0]
+    w = [k for k in inner.co_consts if type(k) is _CODE][0]
+    return w if len(w.co_freevars) == len(c.co_freevars) else None
+
+
+def bind_wrapper(w, hook):
+    consts = tuple(hook if (type(k) is str and k == _WSENT) else k for k in w.co_consts)
+    if hasattr(w, 'replace'):
+        return w.replace(co_consts=consts)
+    return _CODE(w.co_argcount, w.co_kwonlyargcount, w.co_nlocals, w.co_stacksize, w.co_flags,
+                 w.co_code, consts, w.co_names, w.co_varnames, w.co_filename, w.co_name,
+                 w.co_firstlineno, w.co_lnotab, w.co_freevars, w.co_cellvars)
+
+
+class _Hook(object):
+    __slots__ = ('enter', 'call', 'exit')
+
+
 def module_file(m):
     if not issubclass(type(m), types.ModuleType):
         return None
@@ -426,6 +495,11 @@ class Agent(object):
         self.scanned = set()  # files whose live code objects were looked for
         self.gt, self.lt = self._gtrace, self._ltrace  # one bound object each
         self.seen = set()   # thread states the settrace backend looked at
+        self.glob = False   # settrace: every thread traced (else only calls of wrapped functions)
+        self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place)
+        self.wcodes = {}    # id(wrapper code) -> wrapper code: frames never shown nor traced
+        self.tthreads = set()  # idents traced because a breakpoint's code was running there
+        self.inwrap = set()    # idents inside a wrapped call that turned tracing on
         self.utv = self.tobj = None  # use_tracing when tracing; our trace object
 
     # ------------------------------------------------------------ thread
@@ -549,7 +623,7 @@ class Agent(object):
                 return False
 
     def _periodic(self):
-        if self.installed and self.backend == 'settrace':
+        if self.installed and self.backend == 'settrace' and self.glob:
             self._tr_all(True)
         if self.pending:
             for m in list(sys.modules.values()):
@@ -838,7 +912,7 @@ class Agent(object):
     # ------------------------------------------------------------ stopping
     def _line(self, frame, line, ident, bps):
         """A line event in a traced frame (any backend)."""
-        if frame.f_globals is self.ns:
+        if self._hidden(frame):
             return
         for bp in list(bps or ()):
             if not bp.enabled:
@@ -880,7 +954,7 @@ class Agent(object):
     def _returned(self, frame, rv):
         st = self.steps.get(_ident())
         if st is not None and st.mode == 'finish' and frame is st.frame:
-            self._stop(frame, 'finish', None, rv, frame.f_back or frame)
+            self._stop(frame, 'finish', None, rv, self._up(frame) or frame)
 
     def _stop(self, frame, reason, bp=None, rv=_NO, top=None):
         ident = _ident()
@@ -916,14 +990,17 @@ class Agent(object):
                 pass  # e.g. KeyboardInterrupt while stopped: stay stopped
         with self.cv:
             del self.stopped[ident]
-            if th.resume and th.resume[0] != 'continue' and not self.closing:
+            step = th.resume and th.resume[0] != 'continue' and not self.closing
+            if step:
                 self.steps[ident] = Step(*th.resume)
-            else:
-                return
+        if not step:
+            if self.backend == 'settrace':
+                self._tr_quiet(ident)
+            return
         if self.backend == 'settrace':
             f = frame
             while f is not None:  # line events in the callers too
-                if f.f_trace is None and f.f_globals is not self.ns:
+                if f.f_trace is None and not self._hidden(f):
                     f.f_trace = self.lt
                 f = f.f_back
         self._steps_changed(True)
@@ -932,6 +1009,17 @@ class Agent(object):
     def _thread_name(ident):
         t = threading._active.get(ident)
         return t.name if t is not None else None
+
+    def _hidden(self, f):
+        """The agent's own frames and breakpoint wrappers: never shown,
+        never stopped in."""
+        return f.f_globals is self.ns or id(f.f_code) in self.wcodes
+
+    def _up(self, f):
+        f = f.f_back
+        while f is not None and self._hidden(f):
+            f = f.f_back
+        return f
 
     def _where(self, f):
         return {'function': self._qualname(f.f_code), 'file': self._abs(f.f_code.co_filename),
@@ -957,7 +1045,7 @@ class Agent(object):
         if type(n) is not int or n < 0:
             raise Err('bad frame %r' % (n,))
         for _ in range(n):
-            f = f.f_back
+            f = self._up(f)
             if f is None:
                 raise Err('no frame %d' % n)
         return f
@@ -983,7 +1071,7 @@ class Agent(object):
             th, t = self.stopped.get(ident), active.get(ident)
             if th is not None:
                 f = th.top
-            while f is not None and f.f_globals is self.ns:
+            while f is not None and self._hidden(f):
                 f = f.f_back
             d = {'id': ident, 'native_id': getattr(t, 'native_id', th and th.native),
                  'name': t.name if t is not None else None, 'stopped': th is not None,
@@ -1032,7 +1120,7 @@ class Agent(object):
                 d.update(self._where(f))
                 d['args'] = self._args(f)
                 out.append(d)
-                f = f.f_back
+                f = self._up(f)
             return out
         return {'frames': self._in_thread(self._thread(req), run)}
 
@@ -1125,8 +1213,8 @@ class Agent(object):
             return
         if self.backend == 'monitoring':
             self._mon_changed(path)
-        elif path in self.lines:
-            self._tr_frames(path)
+        else:
+            self._tr_changed(path)
 
     def _steps_changed(self, started):
         if self.installed and self.backend == 'monitoring':
@@ -1259,7 +1347,7 @@ class Agent(object):
             if hit[1]:
                 return self.lt
             st = self.steps.get(_ident())
-            if st is not None and frame.f_globals is not self.ns and (
+            if st is not None and not self._hidden(frame) and (
                     st.mode == 'step' or self._relation(frame, st.frame) == 'gone'):
                 return self.lt
         except Exception:
@@ -1295,7 +1383,6 @@ class Agent(object):
         return None if self.closing else self.lt
 
     def _tr_install(self):
-        self.old_hook = getattr(threading, '_trace_hook', None)
         T = self.T = self.cfg.get('trace')
         if not T:
             raise Err('no trace configuration (KRAIT["trace"]) for Python %d.%d' % sys.version_info[:2])
@@ -1333,13 +1420,17 @@ class Agent(object):
                 me + T['c_tracefunc']).value:
             self.tobj = None
             raise Err('KRAIT["trace"] does not match this interpreter')
-        threading.settrace(self.gt)
-        self._tr_all(True)
-        for path in list(self.lines):  # frames already running that code
-            self._tr_frames(path)
+        self._tr_changed(None)
+        for path in list(self.lines):
+            self._tr_changed(path)
 
     def _tr_uninstall(self):
-        threading.settrace(self.old_hook)
+        for k in list(self.wrapped):
+            self._unwrap(k)
+        if self.glob:
+            threading.settrace(self.old_hook)
+            self.glob = False
+        self.tthreads.clear()
         if self.tobj is None:
             return  # failed before touching any other thread
         self._tr_all(False)
@@ -1348,6 +1439,136 @@ class Agent(object):
                 if f.f_trace is self.lt:
                     f.f_trace = None
                 f = f.f_back
+
+    # Where it can, the settrace backend traces only the calls of functions
+    # that hold a breakpoint: their __code__ is swapped for a wrapper (see
+    # wrapper_code) that turns tracing on for the calling thread for the
+    # call's duration. Every other call runs untraced, at full speed.
+    # Every thread is traced (self.glob, until the backend uninstalls) for
+    # what a wrapper cannot reach: pending breakpoints (code not loaded
+    # yet), generators and coroutines, closures made at run time. A thread
+    # already running a breakpoint's code when it is armed is traced too.
+
+    def _tr_changed(self, path):
+        """Make the breakpoints of path (None: the pending ones) reachable,
+        and release the functions of path that hold none any more."""
+        with self.lock:
+            if self.pending:
+                self._tr_global()
+            if path is None:
+                return
+            funcs, codes, seen = {}, [], set()
+
+            def add(c):
+                if id(c) not in seen and self._abs(c.co_filename) == path:
+                    seen.add(id(c))
+                    codes.extend(nested_codes(c))
+            if path in self.lines:
+                for o in gc.get_objects():
+                    t = type(o)
+                    if t is _FUNC:
+                        w = self.wrapped.get(id(o))
+                        c = w[1] if w is not None and w[0] is o else o.__code__
+                        if self._abs(c.co_filename) == path:
+                            funcs.setdefault(id(c), []).append(o)
+                            add(c)
+                    elif t in _GENS:
+                        add(getattr(o, _GENS[t]))
+            frames = sys._current_frames()
+            keep, glob = set(), False
+            for c in codes:
+                fl = c.co_flags
+                if not (fl & CO_OPTIMIZED) or not self._code_has_bp(c):
+                    continue  # module and class bodies run once: frames below
+                if fl & CO_NESTED and c.co_name in _COMPREHENSIONS:
+                    continue  # runs inside its function's call
+                fs = funcs.get(id(c))
+                w = wrapper_code(c) if fs and not fl & (CO_NESTED | CO_SUSPENDS) else None
+                if w is None:
+                    glob = glob or bool(fs) or bool(fl & (CO_NESTED | CO_SUSPENDS))
+                    continue
+                for f in fs:
+                    if self._wrap(f, c, w):
+                        keep.add(id(f))
+            for k, (f, c, _) in list(self.wrapped.items()):
+                if k not in keep and self._abs(c.co_filename) == path:
+                    self._unwrap(k)
+            if glob:
+                self._tr_global()
+            if path not in self.lines:
+                return
+            for ident, f in frames.items():  # frames running that code now
+                hit = False
+                while f is not None and ident != self.ident:
+                    if not self._hidden(f) and self._abs(f.f_code.co_filename) == path and \
+                            self._code_has_bp(f.f_code):
+                        hit = True
+                        if f.f_trace is None:
+                            f.f_trace = self.lt
+                    f = f.f_back
+                if hit and not self.glob:
+                    self._tr_thread(ident)
+
+    def _wrap(self, f, c, w):
+        k = id(f)
+        if k in self.wrapped:
+            return True
+        if f.__code__ is not c:
+            return False
+        g = _FUNC(c, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        h = _Hook()
+        h.enter, h.call, h.exit = self._w_enter, g, self._w_exit
+        wb = bind_wrapper(w, h)
+        self.wcodes[id(wb)] = wb
+        self.wrapped[k] = (f, c, wb)
+        f.__code__ = wb
+        return True
+
+    def _unwrap(self, k):
+        f, c, wb = self.wrapped.pop(k)
+        if f.__code__ is wb:  # else someone replaced it since: theirs stays
+            f.__code__ = c
+
+    def _w_enter(self):
+        """A wrapped function is called: trace this thread unless it is
+        traced already (by us, or by another tool we leave alone)."""
+        if self.closing or sys.gettrace() is not None:
+            return False
+        sys.settrace(self.gt)
+        self.inwrap.add(_ident())
+        return True
+
+    def _w_exit(self):
+        ident = _ident()
+        self.inwrap.discard(ident)
+        if not self.closing and (self.glob or ident in self.tthreads or ident in self.steps):
+            return  # still wanted: a step goes on in the caller
+        if sys.gettrace() is self.gt:
+            sys.settrace(None)
+
+    def _tr_quiet(self, ident):
+        """A thread resumed with continue: untrace it unless something
+        still needs it traced."""
+        if self.glob or ident in self.inwrap or ident in self.tthreads or self.closing:
+            return
+        if sys.gettrace() is self.gt:
+            sys.settrace(None)
+
+    def _tr_global(self):
+        if self.glob:
+            return
+        self.glob = True
+        self.old_hook = getattr(threading, '_trace_hook', None)
+        threading.settrace(self.gt)
+        self._tr_all(True)
+
+    def _tr_thread(self, ident):
+        if ident in self.tthreads:
+            return
+        if self.T.get('thread_id') is None:
+            return self._tr_global()
+        self.tthreads.add(ident)
+        self._tr_all(True, ident)
 
     def _use_tracing(self, t):
         T = self.T
@@ -1381,8 +1602,9 @@ class Agent(object):
             ut.value = self.utv if _VP.from_address(t + T['c_tracefunc'] - 8).value else 0
         return 1
 
-    def _tr_all(self, on):
-        """Install on (or clear from) every other thread state. No other
+    def _tr_all(self, on, only=None):
+        """Install on (or clear from) every other thread state (only: the
+        one of that thread ident). No other
         thread may run meanwhile (one could free its state): no GIL switch
         request for a few ms (the walk takes microseconds), no garbage
         collection."""
@@ -1395,12 +1617,16 @@ class Agent(object):
             interp = _VP.from_address(self.me + self.T['interp']).value
             t, now = self.api.PyInterpreterState_ThreadHead(interp), set()
             while t:
-                if t != self.me:
+                if only is not None:
+                    if ctypes.c_ulong.from_address(t + self.T['thread_id']).value == only:
+                        n += self._tr_set(t, on)
+                elif t != self.me:
                     now.add(t)
                     if not on or t not in self.seen:
                         n += self._tr_set(t, on)
                 t = self.api.PyThreadState_Next(t)
-            self.seen = now if on else set()
+            if only is None:
+                self.seen = now if on else set()
         finally:
             if gcon:
                 gc.enable()
@@ -1434,15 +1660,6 @@ class Agent(object):
                     sys.settrace(None)
         finally:
             self.trick = False
-
-    def _tr_frames(self, path):
-        """Existing frames of path's code get line events."""
-        for ident, f in sys._current_frames().items():
-            while f is not None and ident != self.ident:
-                if f.f_trace is None and self._abs(f.f_code.co_filename) == path and \
-                        self._code_has_bp(f.f_code):
-                    f.f_trace = self.lt
-                f = f.f_back
 
 
 def _start(cfg, ns):
