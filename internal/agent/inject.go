@@ -71,7 +71,15 @@ type Injection struct {
 	// running Django, else the main one); InterpID is the one used.
 	Interp   int64
 	InterpID int64
+	// Method is how the agent got in: MethodPtrace or MethodPEP768.
+	Method   string
 	tracecfg *cpython.TraceConfig
+
+	// PEP 768: the thread states asked to run the bootstrap, and the
+	// process to withdraw the request from once the agent is up.
+	asked []uint64
+	proc  *live.Process
+	py    *cpython.Python
 }
 
 func randomHex(n int) string {
@@ -146,15 +154,40 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 	return fmt.Sprintf("__import__('builtins').exec(__import__('builtins').compile(__import__('io').open(%s, encoding='utf-8').read(), '<krait-agent>', 'exec'), {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})", path, lit), nil
 }
 
-// Inject starts the agent in process pid. The process is paused only
-// while krait picks a thread and prepares the trampoline; the thread then
-// runs the bootstrap on its own.
-func Inject(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("%w: attach works on x86-64 Linux only", ErrUnsupported)
-	}
+// Inject starts the agent in process pid, by method (MethodAuto: PEP 768
+// where the target has it, 3.14+, else ptrace). With ptrace the process is
+// paused only while krait picks a thread and prepares the trampoline; the
+// thread then runs the bootstrap on its own.
+func Inject(proc *live.Process, py *cpython.Python, interp int64, method string) (*Injection, error) {
 	if py.L.Py2 {
 		return nil, fmt.Errorf("%w: attach needs Python 3.6 or later; this is %s (krait dump works on it)", ErrUnsupported, py.Version)
+	}
+	switch method {
+	case MethodAuto, "":
+		if hasPEP768(py) {
+			return injectRemote(proc, py, interp)
+		}
+	case MethodPEP768:
+		if !hasPEP768(py) {
+			return nil, fmt.Errorf("%w: Python %s has no PEP 768 remote debugging (3.14+); use --method ptrace", ErrUnsupported, py.Version)
+		}
+		return injectRemote(proc, py, interp)
+	case MethodPtrace:
+		if hasPEP768(py) {
+			// The opt-out binds every way in, not just CPython's own.
+			if err := checkRemoteDebugEnabled(py, interp); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unknown attach method %q (auto, pep768 or ptrace)", method)
+	}
+	return injectPtrace(proc, py, interp)
+}
+
+func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {
+	if runtime.GOARCH != "amd64" {
+		return nil, fmt.Errorf("%w: attach works on x86-64 Linux only", ErrUnsupported)
 	}
 	pid := proc.PID()
 	var fn trampolineFuncs
@@ -169,7 +202,7 @@ func Inject(proc *live.Process, py *cpython.Python, interp int64) (*Injection, e
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: MethodPtrace}
 	inj.Dir, inj.HostDir, err = prepareDir(pid)
 	if err != nil {
 		return nil, err
@@ -206,21 +239,11 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	if err != nil {
 		return err
 	}
-	// The interpreter the agent is for: asked for, or the one running
-	// Django (mod_wsgi runs applications in sub-interpreters by default),
-	// or the main one.
-	target := inj.Interp
-	if target < 0 {
-		target = 0
-		for _, in := range interps {
-			if mods, ok := py.Modules(in); ok {
-				if _, ok := mods.DictGet("django"); ok {
-					target = in.ID
-					break
-				}
-			}
-		}
+	chosen, err := pickInterpreter(py, interps, inj.Interp)
+	if err != nil {
+		return err
 	}
+	target := chosen.ID
 	// Candidates: that interpreter's thread states whose threads do not
 	// hold the GIL, the main thread first. The thread enters with its own
 	// thread state, as it would returning from its system call.
@@ -356,12 +379,37 @@ func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if _, err := os.Stat(sock); err == nil {
+			inj.clearPending(inj.proc, inj.py)
 			return sock, nil
 		}
 		if _, err := os.Stat(inj.HostDir); err != nil {
+			inj.clearPending(inj.proc, inj.py)
 			return "", fmt.Errorf("the agent exited before it was ready")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	if inj.Method == MethodPEP768 {
+		return inj.withdraw(timeout)
+	}
 	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+}
+
+// withdraw takes back a PEP 768 request no thread ran in time: the
+// pending flags are cleared and krait claims agent.py itself (the same
+// rename a starting agent does), so no thread can start the agent later.
+// If a thread won that race, the agent is starting after all.
+func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
+	inj.clearPending(inj.proc, inj.py)
+	time.Sleep(50 * time.Millisecond)
+	if err := os.Rename(filepath.Join(inj.HostDir, "agent.py"), filepath.Join(inj.HostDir, "agent.krait")); err == nil {
+		os.RemoveAll(inj.HostDir)
+		return "", fmt.Errorf("%w: no thread of the target ran Python code within %s, so none reached the point where CPython runs a remote debugger's script (PEP 768); krait withdrew the request. An idle process attaches when it next runs Python (send it a request), or use --method ptrace", ErrTimeout, timeout)
+	}
+	sock := filepath.Join(inj.HostDir, "sock")
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return sock, nil
+		}
+	}
+	return "", fmt.Errorf("%w: the agent did not start within %s", ErrTimeout, timeout)
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +14,9 @@ import (
 	"krait/internal/target/live"
 )
 
-// TestInjectRunsBootstrap injects a stand-in agent that only records that it
-// ran (and in which thread), into a process whose threads sleep, on every
-// 3.x build, and checks that the target keeps running normally afterwards:
+// TestInjectRunsBootstrap injects (ptrace) a stand-in agent that only
+// records that it ran (and in which thread), into a process whose threads
+// sleep, on every 3.x build, and checks that the target keeps running normally afterwards:
 // its sleeping main thread resumes its sleep, a counter thread keeps
 // counting.
 func TestInjectRunsBootstrap(t *testing.T) {
@@ -56,7 +57,7 @@ open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 			if err != nil {
 				t.Fatal(err)
 			}
-			inj, err := Inject(proc, pyt, -1)
+			inj, err := Inject(proc, pyt, -1, MethodPtrace)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,4 +97,145 @@ func testPythons(t *testing.T) []testPython {
 		out = append(out, testPython{"system3.11", "/usr/bin/python3.11"})
 	}
 	return out
+}
+
+// TestInjectPEP768 attaches through CPython's remote-debugging protocol on
+// every build that has it (3.14+): the stand-in agent runs once, in a
+// thread running Python code, the target carries on; a target that opted
+// out is refused, whatever the method; on a target whose threads all stay
+// idle the request is withdrawn, and nothing runs later.
+func TestInjectPEP768(t *testing.T) {
+	saved := agentSource
+	defer func() { agentSource = saved }()
+	agentSource = []byte(`import os, threading
+with open(os.path.join(KRAIT["dir"], "ran"), "a") as f: f.write(threading.current_thread().name + "\n")
+open(os.path.join(KRAIT["dir"], "sock"), "w").write(str(KRAIT["page"]))
+`)
+	any := false
+	for _, py := range testPythons(t) {
+		py := py
+		v, err := layout.ParseVersion(py.name)
+		if err != nil || v.Less(layout.Version{Major: 3, Minor: 14}) {
+			continue
+		}
+		any = true
+		t.Run(py.name, func(t *testing.T) {
+			// busy: a thread that runs Python between short sleeps; idle:
+			// every thread asleep for long.
+			const busy = `
+import threading, time, sys
+n = [0]
+def count():
+    while True:
+        n[0] += 1
+        time.sleep(0.001)
+threading.Thread(target=count, name="counter", daemon=True).start()
+time.sleep(float(sys.argv[1]))
+print("done", n[0], flush=True)
+`
+			start := func(t *testing.T, secs string, extra []string, env ...string) (*exec.Cmd, *live.Process, *cpython.Python, *strings.Builder) {
+				t.Helper()
+				var out strings.Builder
+				cmd := exec.Command(py.path, append(extra, "-c", busy, secs)...)
+				cmd.Env = append(os.Environ(), env...)
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+				time.Sleep(500 * time.Millisecond)
+				proc, err := live.Open(cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { proc.Close() })
+				pyt, err := cpython.Open(proc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cmd, proc, pyt, &out
+			}
+			t.Run("runs once", func(t *testing.T) {
+				cmd, proc, pyt, out := start(t, "2", nil)
+				inj, err := Inject(proc, pyt, -1, MethodAuto)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer os.RemoveAll(inj.HostDir)
+				if inj.Method != MethodPEP768 || inj.Paused != 0 {
+					t.Errorf("method %s, paused %v: want pep768 without a pause", inj.Method, inj.Paused)
+				}
+				if _, err := inj.WaitSocket(5 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(200 * time.Millisecond)
+				ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran"))
+				if string(ran) != "counter\n" {
+					t.Errorf("the bootstrap ran in %q, want once, in the counter thread", ran)
+				}
+				if err := cmd.Wait(); err != nil || !strings.HasPrefix(out.String(), "done ") {
+					t.Fatalf("target after attach: %v, output %q", err, out.String())
+				}
+			})
+			for _, c := range []struct {
+				name  string
+				extra []string
+				env   []string
+			}{
+				{"opted out by -X disable-remote-debug", []string{"-X", "disable-remote-debug"}, nil},
+				{"opted out by PYTHON_DISABLE_REMOTE_DEBUG", nil, []string{"PYTHON_DISABLE_REMOTE_DEBUG=1"}},
+			} {
+				t.Run(c.name, func(t *testing.T) {
+					_, proc, pyt, _ := start(t, "2", c.extra, c.env...)
+					for _, m := range []string{MethodAuto, MethodPEP768, MethodPtrace} {
+						inj, err := Inject(proc, pyt, -1, m)
+						if err == nil {
+							os.RemoveAll(inj.HostDir)
+							t.Fatalf("method %s: attached to a target that opted out", m)
+						}
+						if !errors.Is(err, ErrRemoteDebugDisabled) || !strings.Contains(err.Error(), "disable-remote-debug") {
+							t.Errorf("method %s: %v", m, err)
+						}
+					}
+				})
+			}
+			t.Run("idle target", func(t *testing.T) {
+				cmd := exec.Command(py.path, "-c", "import time, sys\ntime.sleep(1.5)\nfor i in range(100000): pass\ntime.sleep(0.5)\nprint('done', flush=True)")
+				var out strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer cmd.Process.Kill()
+				time.Sleep(300 * time.Millisecond)
+				proc, err := live.Open(cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer proc.Close()
+				pyt, err := cpython.Open(proc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inj, err := Inject(proc, pyt, -1, MethodAuto)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = inj.WaitSocket(300 * time.Millisecond)
+				if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "--method ptrace") {
+					t.Fatalf("idle target: %v", err)
+				}
+				if _, err := os.Stat(inj.HostDir); !os.IsNotExist(err) {
+					t.Errorf("agent directory left behind: %v", err)
+				}
+				// The target wakes up and runs Python: nothing of krait's runs.
+				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
+					t.Fatalf("target after a withdrawn attach: %v, output %q", err, out.String())
+				}
+			})
+		})
+	}
+	if !any {
+		t.Log("no Python 3.14+ build here: PEP 768 untested")
+	}
 }

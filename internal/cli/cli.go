@@ -173,7 +173,7 @@ func fail(stderr io.Writer, err error) int {
 		return ExitPermission
 	case errors.Is(err, cpython.ErrNotPython):
 		return ExitNotPython
-	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported):
+	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported), errors.Is(err, agent.ErrRemoteDebugDisabled):
 		return ExitUnsupported
 	case errors.Is(err, agent.ErrNoSafeThread), errors.Is(err, agent.ErrTimeout):
 		return ExitInjection
@@ -248,6 +248,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
+	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, else ptrace), pep768, or ptrace (works on an idle 3.14 process too; a target that opted out of remote debugging is refused either way)")
 	// Accept the PID anywhere among the flags.
 	var rest []string
 	for len(args) > 0 {
@@ -286,7 +287,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	s, err := session.Attach(*pid, *interp, *attachTimeout)
+	s, err := session.Attach(*pid, *interp, *method, *attachTimeout)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -250,7 +250,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 		if err != nil {
 			return nil, prev, err
 		}
-		if int64(owner) == L.OwnerCStack {
+		if int64(owner) >= L.OwnerCStack {
 			return nil, prev, nil // shim frame of a C call into Python
 		}
 	}
@@ -258,6 +258,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 	if err != nil {
 		return nil, prev, err
 	}
+	codeAddr &^= L.StackRefTag
 	c, err := py.codeCached(codeAddr, cache)
 	if err != nil {
 		return nil, prev, err
@@ -293,6 +294,12 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 				continue
 			}
 			p := le64(slots[8*i:])
+			if L.StackRefTag != 0 {
+				if p&L.StackRefIntTag == L.StackRefIntTag {
+					continue // a tagged int: interpreter state, never a variable
+				}
+				p &^= L.StackRefTag
+			}
 			if p == 0 || py.localFilter != nil && !py.localFilter[c.names[i]] {
 				continue
 			}

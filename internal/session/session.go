@@ -78,8 +78,9 @@ type Breakpoint struct {
 }
 
 // Attach injects the agent into pid and connects to it. interp picks the
-// interpreter to debug (-1: the one running Django, else the main one).
-func Attach(pid int, interp int64, timeout time.Duration) (*Session, error) {
+// interpreter to debug (-1: the one running Django, else the main one);
+// method is how the agent gets in (agent.MethodAuto, …).
+func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err
@@ -89,7 +90,7 @@ func Attach(pid int, interp int64, timeout time.Duration) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	inj, err := agent.Inject(proc, py, interp)
+	inj, err := agent.Inject(proc, py, interp, method)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,29 @@ func TestAttachErrors(t *testing.T) {
 			}
 		})
 	}
+	// A 3.14+ target that opted out of remote debugging (PEP 768) is
+	// refused, whichever way in is asked for.
+	for _, py := range pythons(t) {
+		if py.minor == "2.7" || !minorAtLeast(py.minor, 14) {
+			continue
+		}
+		py := py
+		t.Run("remote debugging disabled "+py.minor, func(t *testing.T) {
+			p := start(t, []string{"PYTHON_DISABLE_REMOTE_DEBUG=1"}, py.path, fixture("counter_fixture.py"))
+			if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
+				t.Fatalf("counter fixture printed nothing: %s", p.stderr)
+			}
+			for _, m := range []string{"auto", "pep768", "ptrace"} {
+				r := checkError(t, 6, "attach", strconv.Itoa(p.pid()), "--method", m, "--batch", "-ex", "info threads")
+				if !strings.Contains(r.stderr, "PYTHON_DISABLE_REMOTE_DEBUG") {
+					t.Errorf("--method %s: the message does not say why: %q", m, r.stderr)
+				}
+			}
+			if p.exited() {
+				t.Error("the target died")
+			}
+		})
+	}
 	t.Run("permission", func(t *testing.T) {
 		setpriv, err := exec.LookPath("setpriv")
 		if err != nil {
@@ -85,4 +108,10 @@ func TestAttachTargetExits(t *testing.T) {
 	if err := s.Cmd.Wait(); err == nil || s.Cmd.ProcessState.ExitCode() != exitNoProcess {
 		t.Errorf("krait exit: %v, want code %d", err, exitNoProcess)
 	}
+}
+
+// minorAtLeast: "3.14" ≥ 3.min.
+func minorAtLeast(minor string, min int) bool {
+	m, err := strconv.Atoi(strings.TrimPrefix(minor, "3."))
+	return strings.HasPrefix(minor, "3.") && err == nil && m >= min
 }

@@ -657,7 +657,7 @@ class Agent(object):
                 if s is not None:
                     s.close()
             self.conn = None
-        for name in ('sock', 'agent.py'):
+        for name in ('sock', 'agent.py', 'agent.run', 'bootstrap.py'):
             try:
                 os.unlink(os.path.join(self.dir, name))
             except OSError:

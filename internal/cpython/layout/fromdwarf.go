@@ -11,7 +11,7 @@ import (
 // FromDWARF resolves every field of Offsets against one build's DWARF. A
 // field none of whose alternatives exists in that build is -1. It also
 // returns where, inside _Py_DebugOffsets, each `dbg` field is published
-// (empty before 3.13).
+// (empty before 3.13; only the fields that version publishes).
 func FromDWARF(ix *binfmt.StructIndex) (Offsets, map[string]int64, error) {
 	var o Offsets
 	v := reflect.ValueOf(&o).Elem()
@@ -28,12 +28,17 @@ func FromDWARF(ix *binfmt.StructIndex) (Offsets, map[string]int64, error) {
 	}
 	dbg := map[string]int64{}
 	if _, err := ix.Sizeof("_Py_DebugOffsets"); err == nil {
-		for _, path := range append(DebugOffsetFields(), "version") {
-			off, _, err := ix.Member("_Py_DebugOffsets." + path)
-			if err != nil {
-				return o, nil, fmt.Errorf("_Py_DebugOffsets: %w", err)
+		off, _, err := ix.Member("_Py_DebugOffsets.version")
+		if err != nil {
+			return o, nil, fmt.Errorf("_Py_DebugOffsets: %w", err)
+		}
+		dbg["version"] = off
+		for _, path := range DebugOffsetFields() {
+			// Fields a version does not publish yet (3.13 has no
+			// debugger_support) keep their DWARF value.
+			if off, _, err := ix.Member("_Py_DebugOffsets." + path); err == nil {
+				dbg[path] = off
 			}
-			dbg[path] = off
 		}
 	}
 	return o, dbg, nil

@@ -111,8 +111,9 @@ type Layout struct {
 	// LastiUnit is the size in bytes of one f_lasti step (3.10 counts code
 	// units).
 	LastiUnit int64
-	// OwnerCStack is the owner value of C-stack shim frames (-1: none);
-	// OwnerGenerator that of generator frames (3.11+).
+	// OwnerCStack is the lowest owner value of shim frames that are not
+	// Python code (C-stack entry frames, and on 3.14 the interpreter's
+	// own); -1: none. OwnerGenerator is that of generator frames (3.11+).
 	OwnerCStack    int64
 	OwnerGenerator int64
 	// Monitoring: sys.monitoring exists (3.12+), so the agent needs no
@@ -134,6 +135,10 @@ type Layout struct {
 	// TracingPossibleSymbol is the static counter of traced threads in
 	// 3.6 (_PyRuntime.ceval.tracing_possible in 3.7–3.9).
 	TracingPossibleSymbol string
+	// StackRefTag holds the tag bits of a _PyStackRef (3.14+: frames'
+	// f_executable and localsplus), cleared to get the object pointer;
+	// StackRefIntTag marks a tagged int (value in the bits above 2).
+	StackRefTag, StackRefIntTag uint64
 	// DictKindGeneral is the dk_kind of keys whose entries hold hashes
 	// (3.11+; unicode-only keys have smaller entries).
 	DictKindGeneral byte
@@ -180,7 +185,10 @@ func For(v Version) (*Layout, error) {
 		l.LastiUnit = 2
 	}
 	if at(3, 12) {
-		l.OwnerCStack = 3
+		l.OwnerCStack = 3 // FRAME_OWNED_BY_CSTACK; 3.14: _INTERPRETER, then _CSTACK = 4
+	}
+	if at(3, 14) {
+		l.StackRefTag, l.StackRefIntTag = 1, 3
 	}
 	l.OwnerGenerator = 1 // FRAME_OWNED_BY_GENERATOR, 3.11+
 	l.Monitoring = at(3, 12)
@@ -258,9 +266,10 @@ func (l *Layout) ApplyDebugOffsets(blob []byte) error {
 	if got.MinorString() != l.Version.MinorString() {
 		return fmt.Errorf("_Py_DebugOffsets: version %s, expected %s", got, l.Version)
 	}
-	ptrs := l.debugFieldPointers()
-	for name, p := range ptrs {
-		*p = int64(binary.LittleEndian.Uint64(blob[pos[name]:]))
+	for name, p := range l.debugFieldPointers() {
+		if at, ok := pos[name]; ok {
+			*p = int64(binary.LittleEndian.Uint64(blob[at:]))
+		}
 	}
 	l.From += " + target's _Py_DebugOffsets"
 	return nil

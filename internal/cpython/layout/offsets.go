@@ -31,6 +31,17 @@ type Offsets struct {
 	GILLocked        int64 `c:"_gil_runtime_state.locked"`
 	GILLastHolder    int64 `c:"_gil_runtime_state.last_holder"`
 
+	// PEP 768 remote debugging (3.14+): where a debugger asks a thread to
+	// run a script at its next eval-breaker check, and the interpreter's
+	// opt-out (-X disable-remote-debug, PYTHON_DISABLE_REMOTE_DEBUG).
+	InterpThreadsMain    int64 `c:"_is.threads.main" dbg:"interpreter_state.threads_main"`
+	InterpRemoteDebug    int64 `c:"_is.config.remote_debug" dbg:"debugger_support.remote_debugging_enabled"`
+	TstateEvalBreaker    int64 `c:"_ts.eval_breaker" dbg:"debugger_support.eval_breaker"`
+	TstateRemoteSupport  int64 `c:"_ts.remote_debugger_support" dbg:"debugger_support.remote_debugger_support"`
+	RemotePendingCall    int64 `c:"_PyRemoteDebuggerSupport.debugger_pending_call" dbg:"debugger_support.debugger_pending_call"`
+	RemoteScriptPath     int64 `c:"_PyRemoteDebuggerSupport.debugger_script_path" dbg:"debugger_support.debugger_script_path"`
+	RemoteScriptPathSize int64 `dbg:"debugger_support.debugger_script_path_size"`
+
 	// PyThreadState
 	TstateNext         int64 `c:"_ts.next" dbg:"thread_state.next"`
 	TstateInterp       int64 `c:"_ts.interp" dbg:"thread_state.interp"`

@@ -123,6 +123,43 @@ func (p *Process) ReadAt(buf []byte, addr uint64) error {
 	return nil
 }
 
+// WriteAt writes data into the process's memory at addr (process_vm_writev,
+// else /proc/PID/mem). Only the PEP 768 attach uses it, to set the fields
+// CPython reads for a remote debugger; the process need not be stopped.
+func (p *Process) WriteAt(data []byte, addr uint64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	local := []unix.Iovec{{Base: &data[0]}}
+	local[0].SetLen(len(data))
+	remote := []unix.RemoteIovec{{Base: uintptr(addr), Len: len(data)}}
+	n, err := unix.ProcessVMWritev(p.pid, local, remote, 0)
+	switch {
+	case err == nil && n == len(data):
+		return nil
+	case err == nil || err == unix.EFAULT:
+		return &target.ReadError{Addr: addr, Len: len(data), Err: target.ErrBadAddress}
+	case err == unix.ESRCH:
+		return &target.ReadError{Addr: addr, Len: len(data), Err: target.ErrExited}
+	case err == unix.EPERM:
+		return &target.PermissionError{PID: p.pid, Op: "write memory of"}
+	case err != unix.ENOSYS:
+		return &target.ReadError{Addr: addr, Len: len(data), Err: err}
+	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", p.pid), os.O_WRONLY, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return &target.PermissionError{PID: p.pid, Op: "write memory of"}
+		}
+		return &target.ReadError{Addr: addr, Len: len(data), Err: target.ErrExited}
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, int64(addr)); err != nil {
+		return &target.ReadError{Addr: addr, Len: len(data), Err: err}
+	}
+	return nil
+}
+
 // Maps parses /proc/PID/maps.
 func (p *Process) Maps() ([]target.Mapping, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", p.pid))

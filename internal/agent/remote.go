@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"krait/internal/cpython"
+	"krait/internal/target/live"
+)
+
+// Attach methods.
+const (
+	MethodAuto   = "auto"   // PEP 768 where the target publishes it (3.14+), else ptrace
+	MethodPEP768 = "pep768" // CPython's remote-debugging protocol only
+	MethodPtrace = "ptrace" // krait's trampoline, entered from a parked thread
+)
+
+// ErrRemoteDebugDisabled: the target opted out of remote debugging.
+var ErrRemoteDebugDisabled = errors.New("remote debugging is disabled in the target")
+
+// evalPleaseStop is _PY_EVAL_PLEASE_STOP_BIT in a thread state's
+// eval_breaker (3.14): it sends the thread through the eval breaker's slow
+// path, where it runs the pending remote-debugger script.
+const evalPleaseStop = 1 << 5
+
+// hasPEP768 says whether the target's layout has the remote-debugging
+// fields (3.14+).
+func hasPEP768(py *cpython.Python) bool {
+	L := py.L
+	return L.TstateRemoteSupport >= 0 && L.RemotePendingCall >= 0 && L.RemoteScriptPath >= 0 &&
+		L.TstateEvalBreaker >= 0 && L.InterpRemoteDebug >= 0
+}
+
+// pickInterpreter returns the interpreter the agent is for: asked for
+// (want ≥ 0), or the one running Django (mod_wsgi runs applications in
+// sub-interpreters by default), or the main one.
+func pickInterpreter(py *cpython.Python, interps []*cpython.Interpreter, want int64) (*cpython.Interpreter, error) {
+	if want < 0 {
+		want = 0
+		for _, in := range interps {
+			if mods, ok := py.Modules(in); ok {
+				if _, ok := mods.DictGet("django"); ok {
+					want = in.ID
+					break
+				}
+			}
+		}
+	}
+	for _, in := range interps {
+		if in.ID == want {
+			return in, nil
+		}
+	}
+	return nil, fmt.Errorf("process %d has no interpreter %d", py.Proc.PID(), want)
+}
+
+// remoteBootstrap is the script CPython runs (in a fresh namespace) for
+// PEP 768. Every thread of the interpreter is asked to run it, since
+// krait cannot know which will reach an eval-breaker check first: the
+// first one renames agent.py away and starts the agent; the others find
+// it gone and do nothing.
+func remoteBootstrap(dir string, cfg map[string]any) (string, error) {
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	lit, _ := json.Marshal(string(js))
+	d, _ := json.Marshal(dir)
+	return fmt.Sprintf(`# krait attach (PEP 768 bootstrap): start krait's agent once.
+import os
+src = os.path.join(%s, 'agent.py')
+run = os.path.join(%s, 'agent.run')
+try:
+    os.rename(src, run)
+except OSError:
+    pass  # another thread started the agent already
+else:
+    with open(run, encoding='utf-8') as f:
+        code = compile(f.read(), '<krait-agent>', 'exec')
+    os.unlink(run)
+    exec(code, {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})
+`, d, d, lit), nil
+}
+
+// injectRemote starts the agent through CPython's own remote-debugging
+// protocol (PEP 768, 3.14+): krait writes the bootstrap's path into each
+// thread state of the chosen interpreter, sets its pending-call flag and
+// the eval breaker's please-stop bit, and the thread runs the script at
+// its next bytecode boundary. Nothing is paused and no register touched.
+// A target that opted out (-X disable-remote-debug,
+// PYTHON_DISABLE_REMOTE_DEBUG) is refused.
+func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {
+	L := py.L
+	pid := proc.PID()
+	interps, err := py.Interpreters()
+	if err != nil {
+		return nil, err
+	}
+	in, err := pickInterpreter(py, interps, interp)
+	if err != nil {
+		return nil, err
+	}
+	var flag [4]byte
+	if err := proc.ReadAt(flag[:], in.Addr+uint64(L.InterpRemoteDebug)); err != nil {
+		return nil, err
+	}
+	if binary.LittleEndian.Uint32(flag[:]) != 1 {
+		return nil, optedOut(py)
+	}
+	if len(in.Threads) == 0 {
+		return nil, fmt.Errorf("process %d: interpreter %d has no thread to run krait's agent", pid, in.ID)
+	}
+	tc, err := py.AgentTraceConfig()
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, InterpID: in.ID, Method: MethodPEP768}
+	inj.Dir, inj.HostDir, err = prepareDir(pid)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			inj.clearPending(proc, py)
+			os.RemoveAll(inj.HostDir)
+		}
+	}()
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": tc, "connect_timeout": 30}
+	boot, err := remoteBootstrap(inj.Dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	script := inj.Dir + "/bootstrap.py"
+	size := L.RemoteScriptPathSize
+	if size <= 0 {
+		size = 512
+	}
+	if int64(len(script)) >= size {
+		return nil, fmt.Errorf("bootstrap path %s is too long for PEP 768 (%d bytes at most)", script, size-1)
+	}
+	hostScript := filepath.Join(inj.HostDir, "bootstrap.py")
+	if err := os.WriteFile(hostScript, []byte(boot), 0o600); err != nil {
+		return nil, err
+	}
+	if uid, gid, err := targetIDs(pid); err != nil {
+		return nil, err
+	} else if err := os.Chown(hostScript, uid, gid); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for _, t := range in.Threads {
+		rs := t.TState + uint64(L.TstateRemoteSupport)
+		if err := proc.WriteAt(append([]byte(script), 0), rs+uint64(L.RemoteScriptPath)); err != nil {
+			return nil, err
+		}
+		var one [4]byte
+		binary.LittleEndian.PutUint32(one[:], 1)
+		if err := proc.WriteAt(one[:], rs+uint64(L.RemotePendingCall)); err != nil {
+			return nil, err
+		}
+		inj.asked = append(inj.asked, t.TState)
+		// eval_breaker is updated atomically by the interpreter; this
+		// read-modify-write is the one CPython's own sys.remote_exec does.
+		var eb [8]byte
+		at := t.TState + uint64(L.TstateEvalBreaker)
+		if err := proc.ReadAt(eb[:], at); err != nil {
+			return nil, err
+		}
+		binary.LittleEndian.PutUint64(eb[:], binary.LittleEndian.Uint64(eb[:])|evalPleaseStop)
+		if err := proc.WriteAt(eb[:], at); err != nil {
+			return nil, err
+		}
+	}
+	inj.Paused = 0
+	inj.Syscall = fmt.Sprintf("PEP 768, %d thread(s) asked in %s", len(in.Threads), time.Since(start).Round(time.Microsecond))
+	inj.proc, inj.py = proc, py
+	ok = true
+	return inj, nil
+}
+
+// clearPending withdraws the PEP 768 request from every thread that has
+// not run it yet, so none runs the bootstrap later (after the agent, or
+// after a failed attach). Its path stays in the thread state, as CPython
+// leaves it.
+func (inj *Injection) clearPending(proc *live.Process, py *cpython.Python) {
+	if proc == nil || py == nil {
+		return
+	}
+	L := py.L
+	var zero [4]byte
+	for _, ts := range inj.asked {
+		_ = proc.WriteAt(zero[:], ts+uint64(L.TstateRemoteSupport)+uint64(L.RemotePendingCall))
+	}
+	inj.asked = nil
+}
+
+// checkRemoteDebugEnabled refuses a 3.14+ target that opted out of remote
+// debugging, whatever the method.
+func checkRemoteDebugEnabled(py *cpython.Python, interp int64) error {
+	interps, err := py.Interpreters()
+	if err != nil {
+		return err
+	}
+	in, err := pickInterpreter(py, interps, interp)
+	if err != nil {
+		return err
+	}
+	var flag [4]byte
+	if err := py.Proc.ReadAt(flag[:], in.Addr+uint64(py.L.InterpRemoteDebug)); err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint32(flag[:]) != 1 {
+		return optedOut(py)
+	}
+	return nil
+}
+
+func optedOut(py *cpython.Python) error {
+	return fmt.Errorf("%w: process %d (Python %s) was started with -X disable-remote-debug or PYTHON_DISABLE_REMOTE_DEBUG set, or built --without-remote-debug; krait respects that and does not attach", ErrRemoteDebugDisabled, py.Proc.PID(), py.Version)
+}
