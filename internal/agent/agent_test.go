@@ -716,6 +716,37 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	c.call("delete")
 	c.call("continue")
 
+	// A method whose code has a free variable (super()'s __class__): its
+	// wrapper has one too, and finish gets its return value.
+	c.call("break", "file", "fixture.py", "line", fx.line("sub-poke"))
+	ev = c.stop("breakpoint", "Sub.poke", fx.line("sub-poke"))
+	if backend == "settrace" {
+		if st := fx.waitStatus(time.Second, "status", func(s fixtureStatus) bool { return true }); fmt.Sprint(st.Wrapped) != "[Sub.poke]" {
+			t.Errorf("wrapped with a breakpoint in Sub.poke: %v", st.Wrapped)
+		}
+	}
+	if frames := c.call("stack", "thread", ev["thread"])["frames"].([]any); frames[1].(map[string]any)["function"] != "worker" {
+		t.Errorf("stack under Sub.poke: %v", frames)
+	}
+	c.call("delete")
+	c.call("finish", "thread", ev["thread"])
+	if ev = c.stop("finish", "worker", fx.line("worker-sub")); fmt.Sprint(ev["return_value"]) != "map[type:int value:3]" {
+		t.Errorf("finish from Sub.poke: %v", ev)
+	}
+	c.call("continue")
+
+	// A generator: no wrapper can reach its frames, so every thread is
+	// traced while the breakpoint exists.
+	c.call("break", "file", "fixture.py", "line", fx.line("gen-body"))
+	ev = c.stop("breakpoint", "gen", fx.line("gen-body"))
+	if r := c.call("eval", "thread", ev["thread"], "expr", "i * 10", "mode", "safe"); r["value"] != "0" && r["value"] != "10" {
+		t.Errorf("stop in gen: i * 10 = %v", r["value"])
+	}
+	c.call("continue")
+	c.stop("breakpoint", "gen", fx.line("gen-body"))
+	c.call("delete")
+	c.call("continue")
+
 	// The thread started with pthread_create.
 	c.call("break", "file", "fixture.py", "line", fx.line("c-body"))
 	if ev = c.stop("breakpoint", "c_body", fx.line("c-body")); ev["thread_name"] != nil {

@@ -481,7 +481,7 @@ func lessVersion(a, b string) bool {
 // expectedPythons are the interpreters the tests look for even when
 // KRAIT_REQUIRE_PYTHONS does not name them; a missing one is a skipped
 // subtest of TestDump.
-var expectedPythons = []string{"2.7", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "system3.11"}
+var expectedPythons = []string{"2.7", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "system3.11"}
 
 // missingPythons returns the expected or required interpreters that found
 // lacks.

@@ -51,7 +51,19 @@ class Thing(object):
         return self.a  # @poke
 
 
+class Sub(Thing):
+    def poke(self, by=2):
+        base = super().poke()  # @sub-poke: a method with a free variable (__class__)
+        return base + by
+
+
+def gen(n):
+    for i in range(n):
+        yield i * 10  # @gen-body
+
+
 THING = Thing()
+SUB = Sub()
 
 
 def helper(v):  # @def-helper
@@ -85,6 +97,8 @@ def worker():
         compute(ITER)  # @worker-call
         looper(3)
         THING.poke()
+        SUB.poke()  # @worker-sub
+        sum(gen(2))
         if LAZY is not None:
             LAZY.lazy_func(ITER)
         report("worker")  # @worker-report
@@ -145,7 +159,7 @@ def wrapped():
     """Functions of this file whose __code__ is not their own (the settrace
     backend swaps in a wrapper while they hold a breakpoint)."""
     fs = [(n, f) for n, f in list(globals().items()) if type(f) is type(wrapped)]
-    fs += [("Thing.poke", Thing.poke)]
+    fs += [("Thing.poke", Thing.poke), ("Sub.poke", Sub.poke)]
     if LAZY is not None:
         fs += [("lazy_func", LAZY.lazy_func)]
     return sorted(n for n, f in fs if f.__code__.co_filename != f.__globals__["__file__"])
