@@ -296,8 +296,12 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if s.Inject.InterpID != 0 {
 		where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)
 	}
-	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via thread %d (%s).\n",
-		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), s.Inject.Thread, s.Inject.Syscall)
+	via := fmt.Sprintf("thread %d (%s)", s.Inject.Thread, s.Inject.Syscall)
+	if s.Inject.Method == agent.MethodPEP768 {
+		via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
+	}
+	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via %s.\n",
+		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), via)
 	code := ExitOK
 	for _, line := range script {
 		if strings.TrimSpace(line) == "" {

@@ -695,7 +695,7 @@ type attachSample struct {
 
 const noTool = "(no tool)"
 
-var attachedRE = regexp.MustCompile(`^Attached to process (\d+) \(Python (\S+), (\S+) backend\) in (\S+); process paused (\S+) while krait entered via thread (\d+) \(([^)]*)\)\.`)
+var attachedRE = regexp.MustCompile(`^Attached to process (\d+) \(Python (\S+), (\S+) backend\) in (\S+); process paused (\S+) while krait entered via (thread \d+|PEP 768) \(([^)]*)\)\.`)
 
 // parseAttached reads krait's first line.
 func parseAttached(line string, pid int, s *attachSample) error {
@@ -710,8 +710,8 @@ func parseAttached(line string, pid int, s *attachSample) error {
 		return fmt.Errorf("unexpected durations in %q", firstLine(line))
 	}
 	s.AttachMS, s.KraitPause = ms(d), ms(p)
-	via := "thread " + m[6]
-	if m[6] == strconv.Itoa(pid) {
+	via := m[6]
+	if m[6] == "thread "+strconv.Itoa(pid) {
 		via = "main thread"
 	}
 	s.Via = via + " (" + m[7] + ")"
