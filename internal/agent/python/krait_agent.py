@@ -1531,20 +1531,27 @@ class Agent(object):
 
     def _w_enter(self):
         """A wrapped function is called: trace this thread unless it is
-        traced already (by us, or by another tool we leave alone)."""
-        if self.closing or sys.gettrace() is not None:
+        traced already (by us, or by another tool we leave alone). Never
+        raises: it runs inside the application's call."""
+        try:
+            if self.closing or sys.gettrace() is not None:
+                return False
+            sys.settrace(self.gt)
+            self.inwrap.add(_ident())
+            return True
+        except BaseException:
             return False
-        sys.settrace(self.gt)
-        self.inwrap.add(_ident())
-        return True
 
     def _w_exit(self):
-        ident = _ident()
-        self.inwrap.discard(ident)
-        if not self.closing and (self.glob or ident in self.tthreads or ident in self.steps):
-            return  # still wanted: a step goes on in the caller
-        if sys.gettrace() is self.gt:
-            sys.settrace(None)
+        try:
+            ident = _ident()
+            self.inwrap.discard(ident)
+            if not self.closing and (self.glob or ident in self.tthreads or ident in self.steps):
+                return  # still wanted: a step goes on in the caller
+            if sys.gettrace() is self.gt:
+                sys.settrace(None)
+        except BaseException:
+            pass
 
     def _tr_quiet(self, ident):
         """A thread resumed with continue: untrace it unless something
