@@ -297,7 +297,7 @@ func checkClean(t *testing.T, srv *attachServer) {
 				return false
 			}
 		}
-		return st["counter_trace"] == "None" && st["trace_hook"] == "None"
+		return st["counter_trace"] == "None" && st["trace_hook"] == "None" && len(st["swapped"].([]any)) == 0
 	})
 	if !ok {
 		t.Errorf("krait left something behind: %v", st)
@@ -308,6 +308,13 @@ func checkClean(t *testing.T, srv *attachServer) {
 				t.Errorf("monitoring tool %d still registered: %v", i, tool)
 			}
 		}
+	}
+	// A PEP 768 request left pending would make a thread run the
+	// (removed) bootstrap later, and CPython would complain on stderr.
+	time.Sleep(100 * time.Millisecond)
+	srv.get(t, "/status")
+	if e := srv.p.stderr.String(); strings.Contains(e, "debugger script") {
+		t.Errorf("the target ran krait's bootstrap after detach: %s", e)
 	}
 	t.Logf("status after detach: %v", st)
 }
