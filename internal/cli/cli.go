@@ -32,7 +32,7 @@ const (
 	ExitNoProcess   = 3 // no such process, zombie, or it exited
 	ExitPermission  = 4 // not allowed to read or trace it
 	ExitNotPython   = 5 // not a Python process
-	ExitUnsupported = 6 // a Python version krait does not know (or attach cannot serve)
+	ExitUnsupported = 6 // a Python version krait does not know (or attach cannot serve, or the target opted out)
 	ExitInjection   = 7 // attach could not get into the process (no safe thread, timed out)
 )
 
@@ -41,7 +41,7 @@ const usage = `krait — a debugger for live Python processes
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
   krait dump --core FILE [--sysroot DIR] [--locals] [--json]
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]
+  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait version
@@ -53,8 +53,9 @@ Commands:
   requests show the web requests in flight: path, view, elapsed time, SQL running now
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
-4 permission, 5 not Python, 6 unsupported Python version, 7 attach could
-not get in (try again).
+4 permission, 5 not Python, 6 unsupported Python version (or attach
+refused: Python 2, a 3.14+ target that opted out of remote debugging),
+7 attach could not get in (try again).
 `
 
 // Main runs krait with args (without the program name) and returns the
