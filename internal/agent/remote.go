@@ -178,7 +178,7 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		}
 	}
 	inj.Paused = 0
-	inj.Syscall = fmt.Sprintf("CPython's remote debugging: %d thread(s) asked in %s, the first at a bytecode boundary ran the agent", len(in.Threads), time.Since(start).Round(time.Microsecond))
+	inj.Syscall = fmt.Sprintf("CPython's remote debugging, %d threads asked in %s; the first to reach a bytecode boundary ran the agent", len(in.Threads), time.Since(start).Round(time.Microsecond))
 	inj.proc, inj.py = proc, py
 	ok = true
 	return inj, nil

@@ -695,7 +695,7 @@ type attachSample struct {
 
 const noTool = "(no tool)"
 
-var attachedRE = regexp.MustCompile(`^Attached to process (\d+) \(Python (\S+), (\S+) backend\) in (\S+); process paused (\S+) while krait entered via (thread \d+|PEP 768) \(([^)]*)\)\.`)
+var attachedRE = regexp.MustCompile(`^Attached to process (\d+) \(Python (\S+), (\S+) backend\) in (\S+); process paused (\S+) while krait entered via (thread \d+|PEP 768) \((.*)\)\.(?:\n|$)`)
 
 // parseAttached reads krait's first line.
 func parseAttached(line string, pid int, s *attachSample) error {
