@@ -154,6 +154,21 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 	return fmt.Sprintf("__import__('builtins').exec(__import__('builtins').compile(__import__('io').open(%s, encoding='utf-8').read(), '<krait-agent>', 'exec'), {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})", path, lit), nil
 }
 
+// newInjection prepares what both ways in share: the token, the agent's
+// trace configuration, and the private directory holding agent.py.
+func newInjection(py *cpython.Python, interp int64, method string) (*Injection, error) {
+	tc, err := py.AgentTraceConfig()
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method}
+	inj.Dir, inj.HostDir, err = prepareDir(py.Proc.PID())
+	if err != nil {
+		return nil, err
+	}
+	return inj, nil
+}
+
 // Inject starts the agent in process pid, by method (MethodAuto: PEP 768
 // where the target has it, 3.14+, else ptrace). With ptrace the process is
 // paused only while krait picks a thread and prepares the trampoline; the
@@ -198,12 +213,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		}
 		*dst = a
 	}
-	tc, err := py.AgentTraceConfig()
-	if err != nil {
-		return nil, err
-	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: MethodPtrace}
-	inj.Dir, inj.HostDir, err = prepareDir(pid)
+	inj, err := newInjection(py, interp, MethodPtrace)
 	if err != nil {
 		return nil, err
 	}

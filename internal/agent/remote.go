@@ -105,25 +105,17 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	if err != nil {
 		return nil, err
 	}
-	var flag [4]byte
-	if err := proc.ReadAt(flag[:], in.Addr+uint64(L.InterpRemoteDebug)); err != nil {
+	if err := remoteDebugEnabled(py, in); err != nil {
 		return nil, err
-	}
-	if binary.LittleEndian.Uint32(flag[:]) != 1 {
-		return nil, optedOut(py)
 	}
 	if len(in.Threads) == 0 {
 		return nil, fmt.Errorf("process %d: interpreter %d has no thread to run krait's agent", pid, in.ID)
 	}
-	tc, err := py.AgentTraceConfig()
+	inj, err := newInjection(py, interp, MethodPEP768)
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, InterpID: in.ID, Method: MethodPEP768}
-	inj.Dir, inj.HostDir, err = prepareDir(pid)
-	if err != nil {
-		return nil, err
-	}
+	inj.InterpID = in.ID
 	ok := false
 	defer func() {
 		if !ok {
@@ -131,7 +123,7 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 			os.RemoveAll(inj.HostDir)
 		}
 	}()
-	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": tc, "connect_timeout": 30}
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30}
 	boot, err := remoteBootstrap(inj.Dir, cfg)
 	if err != nil {
 		return nil, err
@@ -211,16 +203,18 @@ func checkRemoteDebugEnabled(py *cpython.Python, interp int64) error {
 	if err != nil {
 		return err
 	}
+	return remoteDebugEnabled(py, in)
+}
+
+// remoteDebugEnabled reads interpreter in's config.remote_debug: anything
+// but 1 is an opt-out.
+func remoteDebugEnabled(py *cpython.Python, in *cpython.Interpreter) error {
 	var flag [4]byte
 	if err := py.Proc.ReadAt(flag[:], in.Addr+uint64(py.L.InterpRemoteDebug)); err != nil {
 		return err
 	}
-	if binary.LittleEndian.Uint32(flag[:]) != 1 {
-		return optedOut(py)
+	if binary.LittleEndian.Uint32(flag[:]) == 1 {
+		return nil
 	}
-	return nil
-}
-
-func optedOut(py *cpython.Python) error {
 	return fmt.Errorf("%w: process %d (Python %s) was started with -X disable-remote-debug or PYTHON_DISABLE_REMOTE_DEBUG set, or built --without-remote-debug; krait respects that and does not attach", ErrRemoteDebugDisabled, py.Proc.PID(), py.Version)
 }
