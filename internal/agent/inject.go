@@ -77,9 +77,44 @@ type Injection struct {
 
 	// PEP 768: the thread states asked to run the bootstrap, and the
 	// process to withdraw the request from once the agent is up.
-	asked []uint64
-	proc  *live.Process
-	py    *cpython.Python
+	asked     []uint64
+	proc      *live.Process
+	py        *cpython.Python
+	withdrawn bool // the PEP 768 request was taken back: no agent will start
+	// Note says why krait entered another way than asked for ("" if not).
+	Note string
+}
+
+// pep768Grace is how long MethodAuto waits for a thread of a 3.14+ target
+// to run krait's bootstrap through PEP 768 before it enters through ptrace
+// instead (an idle server: every thread blocked in a system call).
+const pep768Grace = time.Second
+
+// Start injects the agent (see Inject) and waits up to timeout for its
+// socket. With MethodAuto, a PEP 768 target none of whose threads runs
+// Python within pep768Grace is entered through ptrace instead, which
+// Injection.Note says; a target that opted out is never entered.
+func Start(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration) (*Injection, string, error) {
+	inj, err := Inject(proc, py, interp, method)
+	if err != nil {
+		return nil, "", err
+	}
+	auto := method == MethodAuto || method == ""
+	if !auto || inj.Method != MethodPEP768 || timeout <= 2*pep768Grace {
+		sock, err := inj.WaitSocket(timeout)
+		return inj, sock, err
+	}
+	sock, err := inj.WaitSocket(pep768Grace)
+	if err == nil || !inj.withdrawn {
+		return inj, sock, err
+	}
+	inj2, err := injectPtrace(proc, py, interp)
+	if err != nil {
+		return nil, "", fmt.Errorf("no thread ran Python within %s to take the PEP 768 request, and entering through ptrace failed: %w", pep768Grace, err)
+	}
+	inj2.Note = fmt.Sprintf("no thread ran Python within %s to take the PEP 768 request", pep768Grace)
+	sock, err = inj2.WaitSocket(timeout - pep768Grace)
+	return inj2, sock, err
 }
 
 func randomHex(n int) string {
@@ -413,6 +448,7 @@ func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 	time.Sleep(50 * time.Millisecond)
 	if err := os.Rename(filepath.Join(inj.HostDir, "agent.py"), filepath.Join(inj.HostDir, "agent.krait")); err == nil {
 		os.RemoveAll(inj.HostDir)
+		inj.withdrawn = true
 		return "", fmt.Errorf("%w: no thread of the target ran Python code within %s, so none reached the point where CPython runs a remote debugger's script (PEP 768); krait withdrew the request. An idle process attaches when it next runs Python (send it a request), or use --method ptrace", ErrTimeout, timeout)
 	}
 	sock := filepath.Join(inj.HostDir, "sock")

@@ -233,6 +233,39 @@ print("done", n[0], flush=True)
 					t.Fatalf("target after a withdrawn attach: %v, output %q", err, out.String())
 				}
 			})
+			t.Run("idle target, auto: ptrace after the grace", func(t *testing.T) {
+				cmd := exec.Command(py.path, "-c", "import time\ntime.sleep(3)\nfor i in range(100000): pass\nprint('done', flush=True)")
+				var out strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer cmd.Process.Kill()
+				time.Sleep(300 * time.Millisecond)
+				proc, err := live.Open(cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer proc.Close()
+				pyt, err := cpython.Open(proc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inj, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer os.RemoveAll(inj.HostDir)
+				if inj.Method != MethodPtrace || !strings.Contains(inj.Note, "PEP 768") {
+					t.Errorf("method %s, note %q: want ptrace, saying why", inj.Method, inj.Note)
+				}
+				if ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran")); string(ran) != "MainThread\n" {
+					t.Errorf("the agent ran %q times/threads, want once in MainThread", ran)
+				}
+				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
+					t.Fatalf("target after attach: %v, output %q", err, out.String())
+				}
+			})
 		})
 	}
 	if !any {

@@ -249,7 +249,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
-	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, else ptrace), pep768, or ptrace (works on an idle 3.14 process too; a target that opted out of remote debugging is refused either way)")
+	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14), pep768, or ptrace; a target that opted out of remote debugging is refused either way")
 	// Accept the PID anywhere among the flags.
 	var rest []string
 	for len(args) > 0 {
@@ -298,6 +298,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)
 	}
 	via := fmt.Sprintf("thread %d (%s)", s.Inject.Thread, s.Inject.Syscall)
+	if s.Inject.Note != "" {
+		via = fmt.Sprintf("thread %d (%s; %s)", s.Inject.Thread, s.Inject.Syscall, s.Inject.Note)
+	}
 	if s.Inject.Method == agent.MethodPEP768 {
 		via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
 	}

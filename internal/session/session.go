@@ -90,11 +90,7 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	inj, err := agent.Inject(proc, py, interp, method)
-	if err != nil {
-		return nil, err
-	}
-	sock, err := inj.WaitSocket(timeout)
+	inj, sock, err := agent.Start(proc, py, interp, method, timeout)
 	if err != nil {
 		return nil, err
 	}
