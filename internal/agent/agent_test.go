@@ -785,7 +785,8 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 		t.Errorf("threads stopped in lazy_func: %v", names)
 	}
 
-	// Every thread, old or new, has the tracer (settrace backend).
+	// Every thread, old or new, has the tracer (settrace backend) while the
+	// breakpoint is pending and while threads are stopped.
 	fx.waitStatus(time.Second, "five threads reporting", func(s fixtureStatus) bool {
 		n := 0
 		for _, on := range s.Traces {
@@ -795,6 +796,19 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 		}
 		return n == 5
 	})
+	if backend == "settrace" {
+		// Once resolved and resumed, only lazy_func's calls are traced
+		// again (through its wrapper), and it still stops.
+		c.call("continue")
+		st := fx.waitStatus(3*time.Second, "tracing every thread after the pending breakpoint resolved", func(s fixtureStatus) bool {
+			return !s.Traces["counter"] && !s.Traces["main"]
+		})
+		if fmt.Sprint(st.Wrapped) != "[lazy_func]" {
+			t.Errorf("wrapped after the pending breakpoint resolved: %v", st.Wrapped)
+		}
+		c.stop("breakpoint", "lazy_func", fx.line("lazy-body"))
+		c.stop("breakpoint", "lazy_func", fx.line("lazy-body"))
+	}
 
 	// Detach with two threads stopped: they resume, and nothing is left.
 	c.call("detach")

@@ -624,6 +624,8 @@ class Agent(object):
 
     def _periodic(self):
         if self.installed and self.backend == 'settrace' and self.glob:
+            self._tr_relax()
+        if self.installed and self.backend == 'settrace' and self.glob:
             self._tr_all(True)
         if self.pending:
             for m in list(sys.modules.values()):
@@ -1444,19 +1446,21 @@ class Agent(object):
     # that hold a breakpoint: their __code__ is swapped for a wrapper (see
     # wrapper_code) that turns tracing on for the calling thread for the
     # call's duration. Every other call runs untraced, at full speed.
-    # Every thread is traced (self.glob, until the backend uninstalls) for
-    # what a wrapper cannot reach: pending breakpoints (code not loaded
-    # yet), generators and coroutines, closures made at run time. A thread
-    # already running a breakpoint's code when it is armed is traced too.
+    # Every thread is traced (self.glob) for what a wrapper cannot reach:
+    # pending breakpoints (code not loaded yet), generators and coroutines,
+    # closures made at run time; _tr_relax ends that once it is no longer
+    # needed. A thread already running a breakpoint's code when it is armed
+    # is traced too.
 
     def _tr_changed(self, path):
         """Make the breakpoints of path (None: the pending ones) reachable,
-        and release the functions of path that hold none any more."""
+        and release the functions of path that hold none any more. Returns
+        whether they need every thread traced."""
         with self.lock:
             if self.pending:
                 self._tr_global()
             if path is None:
-                return
+                return bool(self.pending)
             funcs, codes, seen = {}, [], set()
 
             def add(c):
@@ -1496,7 +1500,7 @@ class Agent(object):
             if glob:
                 self._tr_global()
             if path not in self.lines:
-                return
+                return glob
             for ident, f in frames.items():  # frames running that code now
                 hit = False
                 while f is not None and ident != self.ident:
@@ -1506,8 +1510,34 @@ class Agent(object):
                         if f.f_trace is None:
                             f.f_trace = self.lt
                     f = f.f_back
-                if hit and not self.glob:
+                if hit:
                     self._tr_thread(ident)
+            return glob
+
+    def _tr_relax(self):
+        """Every thread is traced (a pending breakpoint, or code no wrapper
+        reaches): once nothing needs that any more, go back to tracing
+        wrapped calls only (stopped and stepping threads stay traced). Not
+        while the body of a module holding breakpoints still runs (its
+        functions are not all defined yet)."""
+        with self.lock:
+            if not self.glob or self.pending or self.T.get('thread_id') is None:
+                return
+            for f in sys._current_frames().values():
+                while f is not None:
+                    if not f.f_code.co_flags & CO_OPTIMIZED and self._abs(f.f_code.co_filename) in self.lines:
+                        return
+                    f = f.f_back
+            # Threads that ran a breakpoint's code when it was armed: only
+            # those running it now stay traced.
+            self.tthreads = set()
+            if any([self._tr_changed(p) for p in list(self.lines)]):
+                return
+            with self.cv:
+                keep = self.tthreads | self.inwrap | set(self.stopped) | set(self.steps)
+                threading.settrace(self.old_hook)
+                self.glob = False
+            self._tr_all(False, keep=keep)
 
     def _wrap(self, f, c, w):
         k = id(f)
@@ -1570,12 +1600,14 @@ class Agent(object):
         self._tr_all(True)
 
     def _tr_thread(self, ident):
+        """Keep thread ident traced (already traced while self.glob)."""
         if ident in self.tthreads:
             return
         if self.T.get('thread_id') is None:
             return self._tr_global()
         self.tthreads.add(ident)
-        self._tr_all(True, ident)
+        if not self.glob:
+            self._tr_all(True, ident)
 
     def _use_tracing(self, t):
         T = self.T
@@ -1609,9 +1641,9 @@ class Agent(object):
             ut.value = self.utv if _VP.from_address(t + T['c_tracefunc'] - 8).value else 0
         return 1
 
-    def _tr_all(self, on, only=None):
+    def _tr_all(self, on, only=None, keep=()):
         """Install on (or clear from) every other thread state (only: the
-        one of that thread ident). No other
+        one of that thread ident; keep: idents left as they are). No other
         thread may run meanwhile (one could free its state): no GIL switch
         request for a few ms (the walk takes microseconds), no garbage
         collection."""
@@ -1627,7 +1659,8 @@ class Agent(object):
                 if only is not None:
                     if ctypes.c_ulong.from_address(t + self.T['thread_id']).value == only:
                         n += self._tr_set(t, on)
-                elif t != self.me:
+                elif t != self.me and not (keep and ctypes.c_ulong.from_address(
+                        t + self.T['thread_id']).value in keep):
                     now.add(t)
                     if not on or t not in self.seen:
                         n += self._tr_set(t, on)
