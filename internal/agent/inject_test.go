@@ -272,3 +272,92 @@ print("done", n[0], flush=True)
 		t.Log("no Python 3.14+ build here: PEP 768 untested")
 	}
 }
+
+// TestPEP768AgentWithdraws: the real agent, started through PEP 768,
+// clears the requests krait left in the other threads itself (as if krait
+// died before it could), and leaves on detach.
+func TestPEP768AgentWithdraws(t *testing.T) {
+	for _, py := range testPythons(t) {
+		v, err := layout.ParseVersion(py.name)
+		if err != nil || v.Less(layout.Version{Major: 3, Minor: 14}) {
+			continue
+		}
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			cmd := exec.Command(py.path, "-c", `
+import threading, time
+def count():
+    while True:
+        time.sleep(0.001)
+for i in range(3):
+    threading.Thread(target=count, daemon=True).start()
+time.sleep(30)
+`)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			time.Sleep(500 * time.Millisecond)
+			proc, err := live.Open(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proc.Close()
+			pyt, err := cpython.Open(proc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inj, err := Inject(proc, pyt, -1, MethodPEP768)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(inj.HostDir)
+			sock := filepath.Join(inj.HostDir, "sock")
+			pending := func() (n int) {
+				interps, err := pyt.Interpreters()
+				if err != nil {
+					t.Fatal(err)
+				}
+				L := pyt.L
+				for _, in := range interps {
+					for _, th := range in.Threads {
+						var b [4]byte
+						if err := proc.ReadAt(b[:], th.TState+uint64(L.TstateRemoteSupport)+uint64(L.RemotePendingCall)); err != nil {
+							t.Fatal(err)
+						}
+						if b != [4]byte{} {
+							n++
+						}
+					}
+				}
+				return n
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				_, err := os.Stat(sock)
+				if err == nil && pending() == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("socket %v, %d requests still pending", err, pending())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			c, _, err := Dial(sock, inj.Token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Call("detach", nil, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, err := os.Stat(inj.HostDir); os.IsNotExist(err) {
+					break
+				}
+				if time.Now().After(end) {
+					t.Fatal("the agent's directory is still there after detach")
+				}
+			}
+		})
+	}
+}

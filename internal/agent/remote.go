@@ -123,7 +123,10 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 			os.RemoveAll(inj.HostDir)
 		}
 	}()
-	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30}
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30,
+		// The agent clears the other threads' requests too (krait may die
+		// before it does).
+		"pep768": map[string]int64{"remote_support": L.TstateRemoteSupport, "pending_call": L.RemotePendingCall}}
 	boot, err := remoteBootstrap(inj.Dir, cfg)
 	if err != nil {
 		return nil, err

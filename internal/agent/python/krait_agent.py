@@ -506,6 +506,7 @@ class Agent(object):
     def run(self):
         self.ident = _ident()
         try:
+            self._pep768_withdraw()
             conn = self._listen()
             if conn is not None:
                 self._serve(conn)
@@ -642,11 +643,29 @@ class Agent(object):
             del self.pending[:]
             del self.history[:]  # drop the references krait's $N held
             self.ccache.clear()
-        for step in (self._uninstall, self._resume_all, self._close, self._unmap):
+        for step in (self._uninstall, self._resume_all, self._pep768_withdraw, self._close, self._unmap):
             try:
                 step()
             except BaseException:
                 pass
+
+    def _pep768_withdraw(self):
+        """Started through PEP 768 (KRAIT["pep768"]): krait asked every
+        thread to run the bootstrap; clear the requests the other threads
+        have not taken yet, so none runs it later, even if krait died before
+        it could clear them itself."""
+        r = self.cfg.get('pep768')
+        if not r:
+            return
+        api = ctypes.pythonapi
+        get, head, nxt = api.PyInterpreterState_Get, api.PyInterpreterState_ThreadHead, api.PyThreadState_Next
+        get.restype, get.argtypes = _VP, []
+        head.restype, head.argtypes = _VP, [_VP]
+        nxt.restype, nxt.argtypes = _VP, [_VP]
+        t = head(get())
+        while t:
+            ctypes.c_int32.from_address(t + r['remote_support'] + r['pending_call']).value = 0
+            t = nxt(t)
 
     def _resume_all(self):
         with self.cv:
