@@ -176,17 +176,35 @@ func prepareDir(pid int) (inTarget, onHost string, err error) {
 	return inTarget, onHost, nil
 }
 
-// bootstrap is the one statement PyRun_SimpleString runs: read agent.py
-// and execute it in a fresh namespace with KRAIT set. It binds no name in
-// __main__.
-func bootstrap(dir string, cfg map[string]any) (string, error) {
+// loaderSource loads the agent: it compiles agent.py one "# krait: chunk"
+// at a time into one fresh namespace (KRAIT set from CFG), so that no
+// single compile holds the GIL for long: other threads run between chunks.
+// Line numbers stay those of the file.
+const loaderSource = `import json
+ns = {'__name__': '__krait_agent__', 'KRAIT': json.loads(CFG)}
+with open(PATH, encoding='utf-8') as f:
+    src = f.read()
+line = 0
+for part in src.split('\n# krait: chunk\n'):
+    exec(compile('\n' * line + part, '<krait-agent>', 'exec'), ns)
+    line += part.count('\n') + 2
+`
+
+// loaderCall is one Python statement that runs loaderSource for the agent
+// at path, in a namespace of its own: it binds no name where it runs
+// (__main__, for PyRun_SimpleString).
+func loaderCall(path string, cfg map[string]any) (string, error) {
 	js, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
-	lit, _ := json.Marshal(string(js)) // a JSON string literal is a Python one
-	path, _ := json.Marshal(dir + "/agent.py")
-	return fmt.Sprintf("__import__('builtins').exec(__import__('builtins').compile(__import__('io').open(%s, encoding='utf-8').read(), '<krait-agent>', 'exec'), {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})", path, lit), nil
+	lit := func(s string) string { b, _ := json.Marshal(s); return string(b) } // a JSON string literal is a Python one
+	return fmt.Sprintf("__import__('builtins').exec(%s, {'CFG': %s, 'PATH': %s})", lit(loaderSource), lit(string(js)), lit(path)), nil
+}
+
+// bootstrap is the one statement PyRun_SimpleString runs: load agent.py.
+func bootstrap(dir string, cfg map[string]any) (string, error) {
+	return loaderCall(dir+"/agent.py", cfg)
 }
 
 // newInjection prepares what both ways in share: the token, the agent's

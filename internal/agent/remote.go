@@ -65,26 +65,20 @@ func pickInterpreter(py *cpython.Python, interps []*cpython.Interpreter, want in
 // first one renames agent.py away and starts the agent; the others find
 // it gone and do nothing.
 func remoteBootstrap(dir string, cfg map[string]any) (string, error) {
-	js, err := json.Marshal(cfg)
+	load, err := loaderCall(dir+"/agent.run", cfg)
 	if err != nil {
 		return "", err
 	}
-	lit, _ := json.Marshal(string(js))
 	d, _ := json.Marshal(dir)
 	return fmt.Sprintf(`# krait attach (PEP 768 bootstrap): start krait's agent once.
 import os
-src = os.path.join(%s, 'agent.py')
-run = os.path.join(%s, 'agent.run')
 try:
-    os.rename(src, run)
+    os.rename(os.path.join(%s, 'agent.py'), os.path.join(%s, 'agent.run'))
 except OSError:
     pass  # another thread started the agent already
 else:
-    with open(run, encoding='utf-8') as f:
-        code = compile(f.read(), '<krait-agent>', 'exec')
-    os.unlink(run)
-    exec(code, {'__name__': '__krait_agent__', 'KRAIT': __import__('json').loads(%s)})
-`, d, d, lit), nil
+    %s
+`, d, d, load), nil
 }
 
 // injectRemote starts the agent through CPython's own remote-debugging

@@ -198,6 +198,7 @@ def _where(node, depth=0):
     return out
 
 
+# krait: chunk
 def _django(v, t, mro):
     """Django's objects as a Django developer reads them, from their
     attributes only: no query runs, no lazy object is loaded."""
@@ -318,6 +319,7 @@ def exc_line(e):
     return ' '.join(s.split('\n'))[:2000]
 
 
+# krait: chunk
 # --------------------------------------------------------------- code objects
 
 def code_lines(c):
@@ -428,6 +430,7 @@ def module_file(m):
     return None
 
 
+# krait: chunk
 class Err(Exception):
     """An error reported to the client as is."""
 
@@ -468,41 +471,10 @@ class Step(object):
 
 # --------------------------------------------------------------- the agent
 
-class Agent(object):
-    def __init__(self, cfg, ns):
-        self.cfg, self.ns = cfg, ns
-        self.dir, self.token = cfg['dir'], str(cfg['token'])
-        self.pid, self.started = os.getpid(), time.time()
-        self.lock = threading.RLock()   # breakpoint tables
-        self.cv = threading.Condition()  # stopped threads
-        self.wlock = threading.Lock()    # socket writes
-        self.bps, self.next_bp = {}, 1
-        self.lines = {}     # abs file -> {line: [Bp]}: armed breakpoints
-        self.pending = []   # Bps waiting for their file
-        self.fcache = {}    # co_filename -> abs path (also: files seen run)
-        self.ccache = {}    # id(code) -> (code, has a breakpoint line): settrace
-        self.finfo = {}     # abs file -> [(code, qualname, is_func, lines)]
-        self.stopped = {}   # ident -> Stopped
-        self.history = []   # values printed with store (gdb value history)
-        self.steps = {}     # ident -> Step
-        self.conn = self.listener = None
-        self.closing = self.installed = self.trick = False
-        self.ident = None
-        self.backend = 'monitoring' if hasattr(sys, 'monitoring') else 'settrace'
-        self.tool = None
-        self.mcodes = {}    # id(code) -> code holding our local LINE events
-        self.clines = {}    # id(code) -> line set (codes kept alive by mcodes)
-        self.scanned = set()  # files whose live code objects were looked for
-        self.gt, self.lt = self._gtrace, self._ltrace  # one bound object each
-        self.seen = set()   # thread states the settrace backend looked at
-        self.glob = False   # settrace: every thread traced (else only calls of wrapped functions)
-        self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place)
-        self.wcodes = {}    # id(wrapper code) -> wrapper code: frames never shown nor traced
-        self.tthreads = set()  # idents traced because a breakpoint's code was running there
-        self.inwrap = set()    # idents inside a wrapped call that turned tracing on
-        self.utv = self.tobj = None  # use_tracing when tracing; our trace object
 
-    # ------------------------------------------------------------ thread
+# krait: chunk
+class _Serving(object):
+    # thread
     def run(self):
         self.ident = _ident()
         try:
@@ -699,7 +671,10 @@ class Agent(object):
         munmap.argtypes, munmap.restype = [_VP, ctypes.c_size_t], ctypes.c_int
         munmap(page, size)
 
-    # ------------------------------------------------------------ files
+
+# krait: chunk
+class _Files(object):
+    # files
     def _abs(self, fn):
         a = self.fcache.get(fn)
         if a is None:
@@ -793,7 +768,10 @@ class Agent(object):
             raise Err('no code at or after line %d in %s' % (line, path))
         return r
 
-    # ------------------------------------------------------------ breakpoints
+
+# krait: chunk
+class _Breakpoints(object):
+    # breakpoints
     def _arm(self, bp, path):
         line, func = self._resolve(path, bp.req)
         with self.lock:
@@ -930,7 +908,10 @@ class Agent(object):
     def c_breakpoints(self, req):
         return {'bps': [self.bps[k].js() for k in sorted(self.bps)]}
 
-    # ------------------------------------------------------------ stopping
+
+# krait: chunk
+class _Stopping(object):
+    # stopping
     def _line(self, frame, line, ident, bps):
         """A line event in a traced frame (any backend)."""
         if self._hidden(frame):
@@ -1051,7 +1032,10 @@ class Agent(object):
         return [dict(name=n, type=type_name(loc[n]), value=render(loc[n], attrs=False))
                 for n in arg_names(f.f_code) if n in loc]
 
-    # ------------------------------------------------------------ threads
+
+# krait: chunk
+class _Threads(object):
+    # threads
     def _thread(self, req):
         t = req.get('thread')
         if t is None and len(self.stopped) == 1:
@@ -1210,7 +1194,10 @@ class Agent(object):
     def c_detach(self, req):
         return None
 
-    # ------------------------------------------------------------ backends
+
+# krait: chunk
+class _Backends(object):
+    # backends
     def _install(self):
         if not self.installed:
             self.installed = True
@@ -1241,6 +1228,9 @@ class Agent(object):
         if self.installed and self.backend == 'monitoring':
             self._mon_events(started)
 
+
+# krait: chunk
+class _Monitoring(object):
     # sys.monitoring (3.12+) .............................................
     def _mon_install(self):
         mon = sys.monitoring
@@ -1355,6 +1345,9 @@ class Agent(object):
         except Exception:
             pass
 
+
+# krait: chunk
+class _Settrace(object):
     # settrace (< 3.12) ...................................................
     def _gtrace(self, frame, event, arg):
         try:
@@ -1461,6 +1454,10 @@ class Agent(object):
                     f.f_trace = None
                 f = f.f_back
 
+
+
+# krait: chunk
+class _Wrapping(object):
     # Where it can, the settrace backend traces only the calls of functions
     # that hold a breakpoint: their __code__ is swapped for a wrapper (see
     # wrapper_code) that turns tracing on for the calling thread for the
@@ -1721,6 +1718,47 @@ class Agent(object):
             self.trick = False
 
 
+# krait: chunk
+class Agent(_Serving, _Files, _Breakpoints, _Stopping,
+            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping):
+    """krait's agent: one per attach, serving one connection (the methods
+    come from the classes above, compiled one at a time)."""
+
+    def __init__(self, cfg, ns):
+        self.cfg, self.ns = cfg, ns
+        self.dir, self.token = cfg['dir'], str(cfg['token'])
+        self.pid, self.started = os.getpid(), time.time()
+        self.lock = threading.RLock()   # breakpoint tables
+        self.cv = threading.Condition()  # stopped threads
+        self.wlock = threading.Lock()    # socket writes
+        self.bps, self.next_bp = {}, 1
+        self.lines = {}     # abs file -> {line: [Bp]}: armed breakpoints
+        self.pending = []   # Bps waiting for their file
+        self.fcache = {}    # co_filename -> abs path (also: files seen run)
+        self.ccache = {}    # id(code) -> (code, has a breakpoint line): settrace
+        self.finfo = {}     # abs file -> [(code, qualname, is_func, lines)]
+        self.stopped = {}   # ident -> Stopped
+        self.history = []   # values printed with store (gdb value history)
+        self.steps = {}     # ident -> Step
+        self.conn = self.listener = None
+        self.closing = self.installed = self.trick = False
+        self.ident = None
+        self.backend = 'monitoring' if hasattr(sys, 'monitoring') else 'settrace'
+        self.tool = None
+        self.mcodes = {}    # id(code) -> code holding our local LINE events
+        self.clines = {}    # id(code) -> line set (codes kept alive by mcodes)
+        self.scanned = set()  # files whose live code objects were looked for
+        self.gt, self.lt = self._gtrace, self._ltrace  # one bound object each
+        self.seen = set()   # thread states the settrace backend looked at
+        self.glob = False   # settrace: every thread traced (else only calls of wrapped functions)
+        self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place)
+        self.wcodes = {}    # id(wrapper code) -> wrapper code: frames never shown nor traced
+        self.tthreads = set()  # idents traced because a breakpoint's code was running there
+        self.inwrap = set()    # idents inside a wrapped call that turned tracing on
+        self.utv = self.tobj = None  # use_tracing when tracing; our trace object
+
+
+# krait: chunk
 def _start(cfg, ns):
     agent = Agent(cfg, ns)
     threading.Thread(target=agent.run, name='krait-agent', daemon=True).start()
