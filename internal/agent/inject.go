@@ -176,18 +176,32 @@ func prepareDir(pid int) (inTarget, onHost string, err error) {
 	return inTarget, onHost, nil
 }
 
-// loaderSource loads the agent: it compiles agent.py one "# krait: chunk"
-// at a time into one fresh namespace (KRAIT set from CFG), so that no
-// single compile holds the GIL for long: other threads run between chunks.
-// Line numbers stay those of the file.
-const loaderSource = `import json
-ns = {'__name__': '__krait_agent__', 'KRAIT': json.loads(CFG)}
-with open(PATH, encoding='utf-8') as f:
-    src = f.read()
-line = 0
-for part in src.split('\n# krait: chunk\n'):
-    exec(compile('\n' * line + part, '<krait-agent>', 'exec'), ns)
-    line += part.count('\n') + 2
+// loaderSource loads the agent in a new daemon thread, "krait-agent", and
+// returns at once: the thread that runs it (the one krait entered, or the
+// one that took the PEP 768 request) goes back to its own work. The new
+// thread compiles agent.py one "# krait: chunk" at a time into one fresh
+// namespace (KRAIT from CFG), so that no single compile holds the GIL for
+// long: other threads run between chunks. Line numbers stay those of the
+// file. If loading fails, the error goes to the file "error" in the
+// agent's directory (krait reports it) rather than to the target's stderr.
+const loaderSource = `import json, os, threading
+def load(cfg=CFG, path=PATH):
+    try:
+        ns = {'__name__': '__krait_agent__', 'KRAIT': json.loads(cfg)}
+        ns['KRAIT']['own_thread'] = True
+        with open(path, encoding='utf-8') as f:
+            src = f.read()
+        line = 0
+        for part in src.split('\n# krait: chunk\n'):
+            exec(compile('\n' * line + part, '<krait-agent>', 'exec'), ns)
+            line += part.count('\n') + 2
+    except BaseException as e:
+        try:
+            with open(os.path.join(os.path.dirname(path), 'error'), 'w') as f:
+                f.write('%s: %s' % (type(e).__name__, e))
+        except Exception:
+            pass
+threading.Thread(target=load, name='krait-agent', daemon=True).start()
 `
 
 // loaderCall is one Python statement that runs loaderSource for the agent
@@ -448,6 +462,11 @@ func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 		if _, err := os.Stat(inj.HostDir); err != nil {
 			inj.clearPending(inj.proc, inj.py)
 			return "", fmt.Errorf("the agent exited before it was ready")
+		}
+		if msg, err := os.ReadFile(filepath.Join(inj.HostDir, "error")); err == nil && len(msg) > 0 {
+			inj.clearPending(inj.proc, inj.py)
+			os.RemoveAll(inj.HostDir)
+			return "", fmt.Errorf("krait's agent failed to start in the target: %s", strings.Join(strings.Fields(string(msg)), " "))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

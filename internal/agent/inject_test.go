@@ -170,8 +170,8 @@ print("done", n[0], flush=True)
 				}
 				time.Sleep(200 * time.Millisecond)
 				ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran"))
-				if string(ran) != "counter\n" {
-					t.Errorf("the bootstrap ran in %q, want once, in the counter thread", ran)
+				if string(ran) != "krait-agent\n" {
+					t.Errorf("the agent ran in %q, want once, in its own thread", ran)
 				}
 				if err := cmd.Wait(); err != nil || !strings.HasPrefix(out.String(), "done ") {
 					t.Fatalf("target after attach: %v, output %q", err, out.String())
@@ -259,8 +259,8 @@ print("done", n[0], flush=True)
 				if inj.Method != MethodPtrace || !strings.Contains(inj.Note, "PEP 768") {
 					t.Errorf("method %s, note %q: want ptrace, saying why", inj.Method, inj.Note)
 				}
-				if ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran")); string(ran) != "MainThread\n" {
-					t.Errorf("the agent ran %q times/threads, want once in MainThread", ran)
+				if ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran")); string(ran) != "krait-agent\n" {
+					t.Errorf("the agent ran in %q, want once, in its own thread", ran)
 				}
 				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
 					t.Fatalf("target after attach: %v, output %q", err, out.String())
@@ -357,6 +357,47 @@ time.sleep(30)
 				if time.Now().After(end) {
 					t.Fatal("the agent's directory is still there after detach")
 				}
+			}
+		})
+	}
+}
+
+// TestInjectAgentError: an agent that fails to load is reported by krait
+// with its error, and the target's stderr stays clean.
+func TestInjectAgentError(t *testing.T) {
+	saved := agentSource
+	defer func() { agentSource = saved }()
+	agentSource = []byte("def broken(:\n")
+	pys := testPythons(t)
+	if len(pys) == 0 {
+		t.Fatal("no Python 3 interpreter")
+	}
+	for _, py := range []testPython{pys[0], pys[len(pys)-1]} {
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			var out strings.Builder
+			cmd := exec.Command(py.path, "-c", "import threading, time\ndef tick():\n    while True: time.sleep(0.001)\nthreading.Thread(target=tick, daemon=True).start()\ntime.sleep(2)\nprint('done', flush=True)")
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			time.Sleep(300 * time.Millisecond)
+			proc, err := live.Open(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proc.Close()
+			pyt, err := cpython.Open(proc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = Start(proc, pyt, -1, MethodAuto, 5*time.Second)
+			if err == nil || !strings.Contains(err.Error(), "failed to start") || !strings.Contains(err.Error(), "SyntaxError") {
+				t.Fatalf("a broken agent: %v", err)
+			}
+			if err := cmd.Wait(); err != nil || out.String() != "done\n" {
+				t.Fatalf("target: %v, output %q", err, out.String())
 			}
 		})
 	}

@@ -1761,7 +1761,10 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
 # krait: chunk
 def _start(cfg, ns):
     agent = Agent(cfg, ns)
-    threading.Thread(target=agent.run, name='krait-agent', daemon=True).start()
+    if cfg.get('own_thread'):
+        agent.run()  # krait's loader already runs in the krait-agent thread
+    else:
+        threading.Thread(target=agent.run, name='krait-agent', daemon=True).start()
 
 
 _start(KRAIT, globals())  # noqa: F821 (KRAIT is set by the bootstrap)
