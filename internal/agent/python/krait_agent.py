@@ -1580,8 +1580,8 @@ class _Wrapping(object):
         traced already (by us, or by another tool we leave alone). Never
         raises: it runs inside the application's call."""
         try:
-            if self.closing or sys.gettrace() is not None:
-                return False
+            if self.closing or sys.gettrace() is not None or os.getpid() != self.pid:
+                return False  # (a forked child inherits the wrapper, not the agent)
             sys.settrace(self.gt)
             self.inwrap.add(_ident())
             return True
