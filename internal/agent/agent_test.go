@@ -96,15 +96,16 @@ type agentFixture struct {
 }
 
 type fixtureStatus struct {
-	Count   int64           `json:"count"`
-	Iter    int64           `json:"iter"`
-	Traces  map[string]bool `json:"traces"`
-	Agents  []string        `json:"agents"`
-	Tools   []*string       `json:"tools"`
-	Loads   int             `json:"loads"`
-	TP      []int64         `json:"tp"` // tracing_possible before the last load, now
-	Page    uint64          `json:"page"`
-	Wrapped []string        `json:"wrapped"`
+	Count    int64           `json:"count"`
+	Iter     int64           `json:"iter"`
+	Traces   map[string]bool `json:"traces"`
+	Agents   []string        `json:"agents"`
+	Tools    []*string       `json:"tools"`
+	Loads    int             `json:"loads"`
+	TP       []int64         `json:"tp"` // tracing_possible before the last load, now
+	Page     uint64          `json:"page"`
+	Wrapped  []string        `json:"wrapped"`
+	Wrappers int             `json:"wrappers"`
 }
 
 func startAgentFixture(t *testing.T, py agentPython, krait string) *agentFixture {
@@ -559,9 +560,18 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 		// compute's calls are traced through its wrapper, and nothing else:
 		// the counter thread runs untraced.
 		st := fx.waitStatus(time.Second, "counter untraced", func(s fixtureStatus) bool { return !s.Traces["counter"] })
-		if fmt.Sprint(st.Wrapped) != "[compute]" {
-			t.Errorf("wrapped functions with a breakpoint in compute: %v", st.Wrapped)
+		if fmt.Sprint(st.Wrapped) != "[compute]" || st.Wrappers != 1 {
+			t.Errorf("wrapped functions with a breakpoint in compute: %v, %d wrappers", st.Wrapped, st.Wrappers)
 		}
+		// A second breakpoint in the file wraps helper too, and nothing
+		// twice (not what compute's wrapper calls either).
+		hb := c.call("break", "file", "fixture.py", "line", fx.line("helper-first"))["bp"].(map[string]any)
+		time.Sleep(1200 * time.Millisecond) // a periodic pass too
+		st = fx.waitStatus(time.Second, "status", func(s fixtureStatus) bool { return true })
+		if fmt.Sprint(st.Wrapped) != "[compute helper]" || st.Wrappers != 2 {
+			t.Errorf("wrapped with breakpoints in compute and helper: %v, %d wrappers", st.Wrapped, st.Wrappers)
+		}
+		c.call("delete", "bp", hb["id"])
 	}
 	if ev["thread"] != th || ev["thread_name"] != "worker" || ev["file"] != fx.file || num(ev["bp"]) != num(bp["id"]) {
 		t.Fatalf("stop: %v", ev)
@@ -733,6 +743,17 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	if ev = c.stop("finish", "worker", fx.line("worker-sub")); fmt.Sprint(ev["return_value"]) != "map[type:int value:3]" {
 		t.Errorf("finish from Sub.poke: %v", ev)
 	}
+	c.call("continue")
+
+	// A line only a list comprehension's own code has (before 3.12): the
+	// function around it is wrapped.
+	c.call("break", "file", "fixture.py", "line", fx.line("comp-line"))
+	comp := "evens.<locals>.<listcomp>"
+	if py.minor >= 12 {
+		comp = "evens" // comprehensions are inlined (PEP 709)
+	}
+	c.stop("breakpoint", comp, fx.line("comp-line"))
+	c.call("delete")
 	c.call("continue")
 
 	// A generator: no wrapper can reach its frames, so every thread is

@@ -21,6 +21,7 @@
 # found by the tests through their "@name" markers.
 
 import ctypes
+import gc
 import json
 import os
 import select
@@ -55,6 +56,12 @@ class Sub(Thing):
     def poke(self, by=2):
         base = super().poke()  # @sub-poke: a method with a free variable (__class__)
         return base + by
+
+
+def evens(n):
+    return [k * k
+            for k in range(n)
+            if k % 2 == 0]  # @comp-line: only in <listcomp>'s code before 3.12
 
 
 def gen(n):
@@ -99,6 +106,7 @@ def worker():
         THING.poke()
         SUB.poke()  # @worker-sub
         sum(gen(2))
+        evens(3)
         if LAZY is not None:
             LAZY.lazy_func(ITER)
         report("worker")  # @worker-report
@@ -152,6 +160,10 @@ def status(loads):
         "page": PAGE,
         "tp": TP and [TP[1], ctypes.c_int.from_address(TP[0]).value],
         "wrapped": wrapped(),
+        # every live function running a krait wrapper (a wrapper around a
+        # wrapper would show as one more)
+        "wrappers": sum(1 for o in gc.get_objects()
+                        if type(o) is type(wrapped) and o.__code__.co_filename == "<krait>"),
     }
 
 

@@ -598,6 +598,8 @@ class _Serving(object):
     def _periodic(self):
         if self.installed and self.backend == 'settrace' and self.glob:
             self._tr_relax()
+        if self.installed and self.backend == 'settrace':
+            self._tr_prune()
         if self.installed and self.backend == 'settrace' and self.glob:
             self._tr_all(True)
         if self.pending:
@@ -634,10 +636,21 @@ class _Serving(object):
         get.restype, get.argtypes = _VP, []
         head.restype, head.argtypes = _VP, [_VP]
         nxt.restype, nxt.argtypes = _VP, [_VP]
-        t = head(get())
-        while t:
-            ctypes.c_int32.from_address(t + r['remote_support'] + r['pending_call']).value = 0
-            t = nxt(t)
+        # No other thread may run meanwhile (one could free its state), as
+        # in _tr_all: no GIL switch request for a few ms, no collection.
+        old, gcon = sys.getswitchinterval(), gc.isenabled()
+        try:
+            sys.setswitchinterval(max(old, 0.005))
+            time.sleep(0)
+            gc.disable()
+            t = head(get())
+            while t:
+                ctypes.c_int32.from_address(t + r['remote_support'] + r['pending_call']).value = 0
+                t = nxt(t)
+        finally:
+            if gcon:
+                gc.enable()
+            sys.setswitchinterval(old)
 
     def _resume_all(self):
         with self.cv:
@@ -1394,7 +1407,9 @@ class _Settrace(object):
                 self._returned(frame, arg)
         except Exception:
             pass
-        return None if self.closing else self.lt
+        # Keep line events only while this thread is traced: a frame with
+        # f_trace set but no events shows a stale f_lineno (3.6-3.9).
+        return None if self.closing or sys.gettrace() is not self.gt else self.lt
 
     def _tr_install(self):
         T = self.T = self.cfg.get('trace')
@@ -1453,6 +1468,11 @@ class _Settrace(object):
                 if f.f_trace is self.lt:
                     f.f_trace = None
                 f = f.f_back
+        for o in gc.get_objects():  # suspended generators and coroutines
+            if type(o) in _GENS:
+                f = getattr(o, _GENS[type(o)].replace('code', 'frame'), None)
+                if f is not None and f.f_trace is self.lt:
+                    f.f_trace = None
 
 
 
@@ -1479,14 +1499,22 @@ class _Wrapping(object):
                 return bool(self.pending)
             funcs, codes, seen = {}, [], set()
 
+            parent = {}  # id(code) -> the code whose co_consts hold it
+
             def add(c):
                 if id(c) not in seen and self._abs(c.co_filename) == path:
                     seen.add(id(c))
-                    codes.extend(nested_codes(c))
+                    for x in nested_codes(c):
+                        codes.append(x)
+                        for k in x.co_consts:
+                            if type(k) is _CODE:
+                                parent[id(k)] = x
             if path in self.lines:
                 for o in gc.get_objects():
                     t = type(o)
                     if t is _FUNC:
+                        if self.clones.get(id(o)) is o:
+                            continue  # what a wrapper calls: never wrapped itself
                         w = self.wrapped.get(id(o))
                         c = w[1] if w is not None and w[0] is o else o.__code__
                         if self._abs(c.co_filename) == path:
@@ -1496,12 +1524,19 @@ class _Wrapping(object):
                         add(getattr(o, _GENS[t]))
             frames = sys._current_frames()
             keep, glob = set(), False
-            for c in codes:
+            todo = [c for c in codes if self._code_has_bp(c)]
+            while todo:
+                c = todo.pop()
                 fl = c.co_flags
-                if not (fl & CO_OPTIMIZED) or not self._code_has_bp(c):
+                if not (fl & CO_OPTIMIZED):
                     continue  # module and class bodies run once: frames below
-                if fl & CO_NESTED and c.co_name in _COMPREHENSIONS:
-                    continue  # runs inside its function's call
+                if fl & CO_NESTED and c.co_name in _COMPREHENSIONS and c.co_name != '<genexpr>':
+                    # Runs inside the call of the function around it (which
+                    # need not hold the breakpoint line itself): wrap that.
+                    up = parent.get(id(c))
+                    if up is not None and up.co_flags & CO_OPTIMIZED:
+                        todo.append(up)
+                    continue
                 fs = funcs.get(id(c))
                 w = wrapper_code(c) if fs and not fl & (CO_NESTED | CO_SUSPENDS) else None
                 if w is None:
@@ -1541,7 +1576,8 @@ class _Wrapping(object):
                 return
             for f in sys._current_frames().values():
                 while f is not None:
-                    if not f.f_code.co_flags & CO_OPTIMIZED and self._abs(f.f_code.co_filename) in self.lines:
+                    if not f.f_code.co_flags & CO_OPTIMIZED and self._importing(f) and \
+                            self._abs(f.f_code.co_filename) in self.lines:
                         return
                     f = f.f_back
             # Threads that ran a breakpoint's code when it was armed: only
@@ -1550,10 +1586,13 @@ class _Wrapping(object):
             if any([self._tr_changed(p) for p in list(self.lines)]):
                 return
             with self.cv:
-                keep = self.tthreads | self.inwrap | set(self.stopped) | set(self.steps)
+                keep = self.tthreads | set(self.inwrap) | set(self.stopped) | set(self.steps)
                 threading.settrace(self.old_hook)
                 self.glob = False
             self._tr_all(False, keep=keep)
+            for ident, f in sys._current_frames().items():
+                if ident not in keep and ident != self.ident:
+                    self._untrace_frames(f)
 
     def _wrap(self, f, c, w):
         k = id(f)
@@ -1562,6 +1601,7 @@ class _Wrapping(object):
         if f.__code__ is not c:
             return False
         g = _FUNC(c, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        self.clones[id(g)] = g
         h = _Hook()
         h.enter, h.call, h.exit = self._w_enter, g, self._w_exit
         wb = bind_wrapper(w, h)
@@ -1576,36 +1616,64 @@ class _Wrapping(object):
             f.__code__ = c
 
     def _w_enter(self):
-        """A wrapped function is called: trace this thread unless it is
-        traced already (by us, or by another tool we leave alone). Never
-        raises: it runs inside the application's call."""
+        """A wrapped function is called: trace this thread for the call
+        (unless another tool traces it: we leave that alone). Counted per
+        thread, so that nothing untraces a thread inside a wrapped call.
+        Raises nothing of its own into the application's call."""
         try:
-            if self.closing or sys.gettrace() is not None or os.getpid() != self.pid:
+            if self.closing or os.getpid() != self.pid:
                 return False  # (a forked child inherits the wrapper, not the agent)
-            sys.settrace(self.gt)
-            self.inwrap.add(_ident())
+            cur, ident = sys.gettrace(), _ident()
+            if cur is None:
+                sys.settrace(self.gt)
+                self.inwrap[ident] = [1, True]
+            elif cur is self.gt:
+                e = self.inwrap.get(ident)
+                if e is None:
+                    self.inwrap[ident] = [1, False]
+                else:
+                    e[0] += 1
+            else:
+                return False
             return True
-        except BaseException:
+        except Exception:
             return False
 
     def _w_exit(self):
         try:
             ident = _ident()
-            self.inwrap.discard(ident)
-            if not self.closing and (self.glob or ident in self.tthreads or ident in self.steps):
-                return  # still wanted: a step goes on in the caller
+            e = self.inwrap.get(ident)
+            if e is None:
+                return
+            e[0] -= 1
+            if e[0] > 0:
+                return
+            del self.inwrap[ident]
+            if not e[1] or not self.closing and (
+                    self.glob or ident in self.tthreads or ident in self.steps):
+                return  # traced before the call, or still wanted (a step goes on)
             if sys.gettrace() is self.gt:
                 sys.settrace(None)
-        except BaseException:
+                self._untrace_frames(sys._getframe(1))
+        except Exception:
             pass
+
+    def _untrace_frames(self, f):
+        """A thread is no longer traced: its frames lose our f_trace, which
+        would otherwise freeze their f_lineno (3.6-3.9)."""
+        while f is not None:
+            if f.f_trace is self.lt:
+                f.f_trace = None
+            f = f.f_back
 
     def _tr_quiet(self, ident):
         """A thread resumed with continue: untrace it unless something
-        still needs it traced."""
+        still needs it traced (while inside a wrapped call it stays)."""
         if self.glob or ident in self.inwrap or ident in self.tthreads or self.closing:
             return
         if sys.gettrace() is self.gt:
             sys.settrace(None)
+            self._untrace_frames(sys._getframe(1))
 
     def _tr_global(self):
         if self.glob:
@@ -1614,6 +1682,36 @@ class _Wrapping(object):
         self.old_hook = getattr(threading, '_trace_hook', None)
         threading.settrace(self.gt)
         self._tr_all(True)
+
+    @staticmethod
+    def _importing(f):
+        """Whether module frame f is an import still in progress (not, say,
+        __main__'s body running the program)."""
+        try:
+            m = sys.modules.get(f.f_globals.get('__name__'))
+            return bool(getattr(getattr(m, '__spec__', None), '_initializing', False))
+        except Exception:
+            return True
+
+    def _tr_prune(self):
+        """Threads traced because they ran a breakpoint's code when it was
+        armed: untraced once none of their frames runs it."""
+        if self.glob or not self.tthreads:
+            return
+        with self.lock:
+            frames = sys._current_frames()
+            done = set()
+            for ident in self.tthreads:
+                f = frames.get(ident)
+                while f is not None and not (not self._hidden(f) and self._code_has_bp(f.f_code)):
+                    f = f.f_back
+                if f is None and ident not in self.inwrap and ident not in self.stopped and \
+                        ident not in self.steps:
+                    done.add(ident)
+            for ident in done:
+                self.tthreads.discard(ident)
+                self._tr_all(False, ident)
+                self._untrace_frames(frames.get(ident))
 
     def _tr_thread(self, ident):
         """Keep thread ident traced (already traced while self.glob)."""
@@ -1754,7 +1852,8 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
         self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place)
         self.wcodes = {}    # id(wrapper code) -> wrapper code: frames never shown nor traced
         self.tthreads = set()  # idents traced because a breakpoint's code was running there
-        self.inwrap = set()    # idents inside a wrapped call that turned tracing on
+        self.inwrap = {}       # ident -> [wrapped calls in progress, tracing turned on by the outermost]
+        self.clones = {}       # id -> the functions wrappers call (running the original code)
         self.utv = self.tobj = None  # use_tracing when tracing; our trace object
 
 
