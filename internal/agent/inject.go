@@ -77,10 +77,11 @@ type Injection struct {
 
 	// PEP 768: the thread states asked to run the bootstrap, and the
 	// process to withdraw the request from once the agent is up.
-	asked     []uint64
+	asked     []asked
 	proc      *live.Process
 	py        *cpython.Python
 	withdrawn bool // the PEP 768 request was taken back: no agent will start
+	refused   bool // a thread took the PEP 768 request but no agent started
 	// Note says why krait entered another way than asked for ("" if not).
 	Note string
 }
@@ -105,7 +106,7 @@ func Start(proc *live.Process, py *cpython.Python, interp int64, method string, 
 		return inj, sock, err
 	}
 	sock, err := inj.WaitSocket(pep768Grace)
-	if err == nil || !inj.withdrawn {
+	if err == nil || !inj.withdrawn || inj.refused {
 		return inj, sock, err
 	}
 	inj2, err := injectPtrace(proc, py, interp)
@@ -185,6 +186,12 @@ func prepareDir(pid int) (inTarget, onHost string, err error) {
 // file. If loading fails, the error goes to the file "error" in the
 // agent's directory (krait reports it) rather than to the target's stderr.
 const loaderSource = `import json, os, threading
+def fail(e, path=PATH):
+    try:
+        with open(os.path.join(os.path.dirname(path), 'error'), 'w') as f:
+            f.write('%s: %s' % (type(e).__name__, e))
+    except Exception:
+        pass
 def load(cfg=CFG, path=PATH):
     try:
         ns = {'__name__': '__krait_agent__', 'KRAIT': json.loads(cfg)}
@@ -196,12 +203,11 @@ def load(cfg=CFG, path=PATH):
             exec(compile('\n' * line + part, '<krait-agent>', 'exec'), ns)
             line += part.count('\n') + 2
     except BaseException as e:
-        try:
-            with open(os.path.join(os.path.dirname(path), 'error'), 'w') as f:
-                f.write('%s: %s' % (type(e).__name__, e))
-        except Exception:
-            pass
-threading.Thread(target=load, name='krait-agent', daemon=True).start()
+        fail(e)
+try:
+    threading.Thread(target=load, name='krait-agent', daemon=True).start()
+except BaseException as e:
+    fail(e)
 `
 
 // loaderCall is one Python statement that runs loaderSource for the agent
@@ -452,12 +458,24 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 
 // WaitSocket waits until the agent's socket appears.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
-	sock := filepath.Join(inj.HostDir, "sock")
 	deadline := time.Now().Add(timeout)
+	sock, err := inj.waitUntil(deadline)
+	if sock != "" || err != nil {
+		return sock, err
+	}
+	if inj.Method == MethodPEP768 {
+		return inj.withdraw(timeout)
+	}
+	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+}
+
+// waitUntil polls for the socket, or for the agent's end or load error,
+// until deadline ("" and no error: not yet).
+func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
+	sock := filepath.Join(inj.HostDir, "sock")
 	for time.Now().Before(deadline) {
 		if _, err := os.Stat(sock); err == nil {
-			inj.clearPending(inj.proc, inj.py)
-			return sock, nil
+			return sock, nil // a started agent cleared the PEP 768 requests
 		}
 		if _, err := os.Stat(inj.HostDir); err != nil {
 			inj.clearPending(inj.proc, inj.py)
@@ -470,29 +488,32 @@ func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if inj.Method == MethodPEP768 {
-		return inj.withdraw(timeout)
-	}
-	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+	return "", nil
 }
 
 // withdraw takes back a PEP 768 request no thread ran in time: the
 // pending flags are cleared and krait claims agent.py itself (the same
 // rename a starting agent does), so no thread can start the agent later.
-// If a thread won that race, the agent is starting after all.
+// If a thread won that race, the agent is starting after all. If a thread
+// took its request but no agent started (an audit hook refusing
+// cpython.remote_debugger_script, say), krait reports that and does not
+// enter any other way.
 func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
-	inj.clearPending(inj.proc, inj.py)
-	time.Sleep(50 * time.Millisecond)
+	taken := inj.clearPending(inj.proc, inj.py)
+	time.Sleep(100 * time.Millisecond) // a thread that just took it reaches the rename
 	if err := os.Rename(filepath.Join(inj.HostDir, "agent.py"), filepath.Join(inj.HostDir, "agent.krait")); err == nil {
+		time.Sleep(50 * time.Millisecond)
 		os.RemoveAll(inj.HostDir)
 		inj.withdrawn = true
+		if taken > 0 {
+			inj.refused = true
+			return "", fmt.Errorf("%w: %d thread(s) of the target took krait's PEP 768 request but its bootstrap did not start the agent (an audit hook may refuse cpython.remote_debugger_script); krait does not force its way in", ErrRemoteDebugDisabled, taken)
+		}
 		return "", fmt.Errorf("%w: no thread of the target ran Python code within %s, so none reached the point where CPython runs a remote debugger's script (PEP 768); krait withdrew the request. An idle process attaches when it next runs Python (send it a request), or use --method ptrace", ErrTimeout, timeout)
 	}
-	sock := filepath.Join(inj.HostDir, "sock")
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock, nil
-		}
+	sock, err := inj.waitUntil(time.Now().Add(timeout))
+	if sock != "" || err != nil {
+		return sock, err
 	}
 	return "", fmt.Errorf("%w: the agent did not start within %s", ErrTimeout, timeout)
 }

@@ -162,8 +162,8 @@ print("done", n[0], flush=True)
 					t.Fatal(err)
 				}
 				defer os.RemoveAll(inj.HostDir)
-				if inj.Method != MethodPEP768 || inj.Paused != 0 {
-					t.Errorf("method %s, paused %v: want pep768 without a pause", inj.Method, inj.Paused)
+				if inj.Method != MethodPEP768 || inj.Paused > 100*time.Millisecond {
+					t.Errorf("method %s, paused %v: want pep768 and a pause of a few ms at most", inj.Method, inj.Paused)
 				}
 				if _, err := inj.WaitSocket(5 * time.Second); err != nil {
 					t.Fatal(err)
@@ -231,6 +231,50 @@ print("done", n[0], flush=True)
 				// The target wakes up and runs Python: nothing of krait's runs.
 				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
 					t.Fatalf("target after a withdrawn attach: %v, output %q", err, out.String())
+				}
+			})
+			t.Run("audit hook refuses", func(t *testing.T) {
+				// A thread takes the request, the target's audit hook denies
+				// the script: krait says so, and does not enter by ptrace.
+				cmd := exec.Command(py.path, "-c", `
+import sys, threading, time
+def hook(event, args):
+    if event == "cpython.remote_debugger_script":
+        raise RuntimeError("no debuggers here")
+sys.addaudithook(hook)
+def count():
+    while True:
+        time.sleep(0.001)
+threading.Thread(target=count, daemon=True).start()
+time.sleep(4)
+print("done", flush=True)
+`)
+				var out strings.Builder
+				cmd.Stdout = &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				defer cmd.Process.Kill()
+				time.Sleep(300 * time.Millisecond)
+				proc, err := live.Open(cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer proc.Close()
+				pyt, err := cpython.Open(proc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inj, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
+				if err == nil {
+					os.RemoveAll(inj.HostDir)
+					t.Fatalf("attached (method %s) to a target whose audit hook refuses remote debugger scripts", inj.Method)
+				}
+				if !errors.Is(err, ErrRemoteDebugDisabled) || !strings.Contains(err.Error(), "audit hook") {
+					t.Errorf("refusal: %v", err)
+				}
+				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
+					t.Fatalf("target: %v, output %q", err, out.String())
 				}
 			})
 			t.Run("idle target, auto: ptrace after the grace", func(t *testing.T) {

@@ -142,8 +142,20 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	} else if err := os.Chown(hostScript, uid, gid); err != nil {
 		return nil, err
 	}
+	// The writes go to thread states, which a thread frees when it ends:
+	// with every thread held (a millisecond or two), the list krait reads
+	// is the list it writes to.
+	p, err := live.Pause(pid, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Release()
+	threads, err := liveThreads(py, in.ID)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
-	for _, t := range in.Threads {
+	for _, t := range threads {
 		rs := t.TState + uint64(L.TstateRemoteSupport)
 		if err := proc.WriteAt(append([]byte(script), 0), rs+uint64(L.RemoteScriptPath)); err != nil {
 			return nil, err
@@ -153,7 +165,7 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		if err := proc.WriteAt(one[:], rs+uint64(L.RemotePendingCall)); err != nil {
 			return nil, err
 		}
-		inj.asked = append(inj.asked, t.TState)
+		inj.asked = append(inj.asked, asked{t.TState, t.NativeID})
 		// eval_breaker is updated atomically by the interpreter; this
 		// read-modify-write is the one CPython's own sys.remote_exec does.
 		var eb [8]byte
@@ -166,27 +178,78 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 			return nil, err
 		}
 	}
-	inj.Paused = 0
-	inj.Syscall = fmt.Sprintf("CPython's remote debugging, %d threads asked in %s; the first to reach a bytecode boundary ran the agent", len(in.Threads), time.Since(start).Round(time.Microsecond))
+	p.Release()
+	inj.Paused = p.Held
+	inj.Syscall = fmt.Sprintf("CPython's remote debugging, %d threads asked in %s; the first to reach a bytecode boundary ran the agent", len(threads), time.Since(start).Round(time.Microsecond))
 	inj.proc, inj.py = proc, py
 	ok = true
 	return inj, nil
 }
 
+// asked is a thread state krait wrote a PEP 768 request into.
+type asked struct {
+	tstate uint64
+	tid    int
+}
+
+// liveThreads re-reads interpreter id's thread states from the target
+// (no cached memory).
+func liveThreads(py *cpython.Python, id int64) ([]*cpython.Thread, error) {
+	py.Reset()
+	interps, err := py.Interpreters()
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range interps {
+		if in.ID == id {
+			return in.Threads, nil
+		}
+	}
+	return nil, fmt.Errorf("process %d: interpreter %d is gone", py.Proc.PID(), id)
+}
+
 // clearPending withdraws the PEP 768 request from every thread that has
-// not run it yet, so none runs the bootstrap later (after the agent, or
-// after a failed attach). Its path stays in the thread state, as CPython
-// leaves it.
-func (inj *Injection) clearPending(proc *live.Process, py *cpython.Python) {
-	if proc == nil || py == nil {
-		return
+// not taken it yet, so none runs the bootstrap later (after a failed
+// attach; a started agent clears them itself). With the process held, it
+// writes only into thread states still in the interpreter's list, of the
+// same thread, whose request is still pending. It returns how many of
+// those threads took theirs. The path stays in the thread state, as
+// CPython leaves it.
+func (inj *Injection) clearPending(proc *live.Process, py *cpython.Python) (taken int) {
+	if proc == nil || py == nil || len(inj.asked) == 0 {
+		return 0
 	}
 	L := py.L
-	var zero [4]byte
-	for _, ts := range inj.asked {
-		_ = proc.WriteAt(zero[:], ts+uint64(L.TstateRemoteSupport)+uint64(L.RemotePendingCall))
+	p, err := live.Pause(proc.PID(), 2*time.Second)
+	if err != nil {
+		return 0
+	}
+	defer p.Release()
+	threads, err := liveThreads(py, inj.InterpID)
+	if err != nil {
+		return 0
+	}
+	still := map[uint64]int{}
+	for _, t := range threads {
+		still[t.TState] = t.NativeID
+	}
+	var zero, flag [4]byte
+	for _, a := range inj.asked {
+		if tid, ok := still[a.tstate]; !ok || tid != a.tid {
+			continue // that thread ended
+		}
+		at := a.tstate + uint64(L.TstateRemoteSupport) + uint64(L.RemotePendingCall)
+		if proc.ReadAt(flag[:], at) != nil {
+			continue
+		}
+		if flag == zero {
+			taken++
+			continue
+		}
+		_ = proc.WriteAt(zero[:], at)
 	}
 	inj.asked = nil
+	return taken
 }
 
 // checkRemoteDebugEnabled refuses a 3.14+ target that opted out of remote
