@@ -42,21 +42,8 @@ t0 = time.time()
 time.sleep(3)
 open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 `
-			cmd := exec.Command(py.path, "-c", script, out)
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			time.Sleep(700 * time.Millisecond)
-			proc, err := live.Open(cmd.Process.Pid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pyt, err := cpython.Open(proc)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tg := startTarget(t, py.path, nil, nil, script, 700*time.Millisecond, out)
+			proc, pyt := tg.proc, tg.py
 			inj, err := Inject(proc, pyt, -1, MethodPtrace)
 			if err != nil {
 				t.Fatal(err)
@@ -68,9 +55,7 @@ open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 			}
 			data, _ := os.ReadFile(sock)
 			t.Logf("injected via thread %d parked in %s, paused %s: %s", inj.Thread, inj.Syscall, inj.Paused, data)
-			if err := cmd.Wait(); err != nil {
-				t.Fatalf("target failed after injection: %v", err)
-			}
+			tg.finish(t, "", true)
 			res, _ := os.ReadFile(out)
 			f := strings.Fields(string(res))
 			if len(f) != 2 || f[1] < "2.9" || f[1] > "3.6" {
@@ -97,6 +82,49 @@ func testPythons(t *testing.T) []testPython {
 		out = append(out, testPython{"system3.11", "/usr/bin/python3.11"})
 	}
 	return out
+}
+
+// testTarget is a Python process started for an injection test.
+type testTarget struct {
+	cmd    *exec.Cmd
+	stdout *strings.Builder
+	stderr *strings.Builder
+	proc   *live.Process
+	py     *cpython.Python
+}
+
+// startTarget runs `python [pre…] -c script args…` (env added to the
+// environment), lets it settle, and opens it as krait does. It is killed
+// when the test ends.
+func startTarget(t *testing.T, python string, pre, env []string, script string, settle time.Duration, args ...string) *testTarget {
+	t.Helper()
+	tg := &testTarget{stdout: &strings.Builder{}, stderr: &strings.Builder{}}
+	tg.cmd = exec.Command(python, append(append(append([]string{}, pre...), "-c", script), args...)...)
+	tg.cmd.Env = append(os.Environ(), env...)
+	tg.cmd.Stdout, tg.cmd.Stderr = tg.stdout, tg.stderr
+	if err := tg.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.cmd.Process.Kill(); tg.cmd.Wait() })
+	time.Sleep(settle)
+	var err error
+	if tg.proc, err = live.Open(tg.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.proc.Close() })
+	if tg.py, err = cpython.Open(tg.proc); err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// finish waits for the target to exit by itself and checks that it
+// printed want on stdout and, with clean, nothing on stderr.
+func (tg *testTarget) finish(t *testing.T, want string, clean bool) {
+	t.Helper()
+	if err := tg.cmd.Wait(); err != nil || tg.stdout.String() != want || clean && tg.stderr.String() != "" {
+		t.Fatalf("target: %v, stdout %q (want %q), stderr %q", err, tg.stdout.String(), want, tg.stderr.String())
+	}
 }
 
 // TestInjectPEP768 attaches through CPython's remote-debugging protocol on
@@ -133,31 +161,9 @@ threading.Thread(target=count, name="counter", daemon=True).start()
 time.sleep(float(sys.argv[1]))
 print("done", n[0], flush=True)
 `
-			start := func(t *testing.T, secs string, extra []string, env ...string) (*exec.Cmd, *live.Process, *cpython.Python, *strings.Builder) {
-				t.Helper()
-				var out strings.Builder
-				cmd := exec.Command(py.path, append(extra, "-c", busy, secs)...)
-				cmd.Env = append(os.Environ(), env...)
-				cmd.Stdout, cmd.Stderr = &out, &out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				time.Sleep(500 * time.Millisecond)
-				proc, err := live.Open(cmd.Process.Pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { proc.Close() })
-				pyt, err := cpython.Open(proc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return cmd, proc, pyt, &out
-			}
 			t.Run("runs once", func(t *testing.T) {
-				cmd, proc, pyt, out := start(t, "2", nil)
-				inj, err := Inject(proc, pyt, -1, MethodAuto)
+				tg := startTarget(t, py.path, nil, nil, busy, 500*time.Millisecond, "2")
+				inj, err := Inject(tg.proc, tg.py, -1, MethodAuto)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -173,8 +179,8 @@ print("done", n[0], flush=True)
 				if string(ran) != "krait-agent\n" {
 					t.Errorf("the agent ran in %q, want once, in its own thread", ran)
 				}
-				if err := cmd.Wait(); err != nil || !strings.HasPrefix(out.String(), "done ") {
-					t.Fatalf("target after attach: %v, output %q", err, out.String())
+				if err := tg.cmd.Wait(); err != nil || !strings.HasPrefix(tg.stdout.String(), "done ") || tg.stderr.String() != "" {
+					t.Fatalf("target after attach: %v, stdout %q, stderr %q", err, tg.stdout.String(), tg.stderr.String())
 				}
 			})
 			for _, c := range []struct {
@@ -186,9 +192,9 @@ print("done", n[0], flush=True)
 				{"opted out by PYTHON_DISABLE_REMOTE_DEBUG", nil, []string{"PYTHON_DISABLE_REMOTE_DEBUG=1"}},
 			} {
 				t.Run(c.name, func(t *testing.T) {
-					_, proc, pyt, _ := start(t, "2", c.extra, c.env...)
+					tg := startTarget(t, py.path, c.extra, c.env, busy, 500*time.Millisecond, "2")
 					for _, m := range []string{MethodAuto, MethodPEP768, MethodPtrace} {
-						inj, err := Inject(proc, pyt, -1, m)
+						inj, err := Inject(tg.proc, tg.py, -1, m)
 						if err == nil {
 							os.RemoveAll(inj.HostDir)
 							t.Fatalf("method %s: attached to a target that opted out", m)
@@ -200,23 +206,8 @@ print("done", n[0], flush=True)
 				})
 			}
 			t.Run("idle target", func(t *testing.T) {
-				cmd := exec.Command(py.path, "-c", "import time, sys\ntime.sleep(1.5)\nfor i in range(100000): pass\ntime.sleep(0.5)\nprint('done', flush=True)")
-				var out strings.Builder
-				cmd.Stdout, cmd.Stderr = &out, &out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				defer cmd.Process.Kill()
-				time.Sleep(300 * time.Millisecond)
-				proc, err := live.Open(cmd.Process.Pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer proc.Close()
-				pyt, err := cpython.Open(proc)
-				if err != nil {
-					t.Fatal(err)
-				}
+				tg := startTarget(t, py.path, nil, nil, "import time, sys\ntime.sleep(1.5)\nfor i in range(100000): pass\ntime.sleep(0.5)\nprint('done', flush=True)", 300*time.Millisecond)
+				proc, pyt := tg.proc, tg.py
 				inj, err := Inject(proc, pyt, -1, MethodAuto)
 				if err != nil {
 					t.Fatal(err)
@@ -229,14 +220,12 @@ print("done", n[0], flush=True)
 					t.Errorf("agent directory left behind: %v", err)
 				}
 				// The target wakes up and runs Python: nothing of krait's runs.
-				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
-					t.Fatalf("target after a withdrawn attach: %v, output %q", err, out.String())
-				}
+				tg.finish(t, "done\n", true)
 			})
 			t.Run("audit hook refuses", func(t *testing.T) {
 				// A thread takes the request, the target's audit hook denies
 				// the script: krait says so, and does not enter by ptrace.
-				cmd := exec.Command(py.path, "-c", `
+				tg := startTarget(t, py.path, nil, nil, `
 import sys, threading, time
 def hook(event, args):
     if event == "cpython.remote_debugger_script":
@@ -248,23 +237,8 @@ def count():
 threading.Thread(target=count, daemon=True).start()
 time.sleep(4)
 print("done", flush=True)
-`)
-				var out strings.Builder
-				cmd.Stdout = &out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				defer cmd.Process.Kill()
-				time.Sleep(300 * time.Millisecond)
-				proc, err := live.Open(cmd.Process.Pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer proc.Close()
-				pyt, err := cpython.Open(proc)
-				if err != nil {
-					t.Fatal(err)
-				}
+`, 300*time.Millisecond)
+				proc, pyt := tg.proc, tg.py
 				inj, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
 				if err == nil {
 					os.RemoveAll(inj.HostDir)
@@ -273,28 +247,11 @@ print("done", flush=True)
 				if !errors.Is(err, ErrRemoteDebugDisabled) || !strings.Contains(err.Error(), "audit hook") {
 					t.Errorf("refusal: %v", err)
 				}
-				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
-					t.Fatalf("target: %v, output %q", err, out.String())
-				}
+				tg.finish(t, "done\n", false) // CPython reports the refused script on stderr
 			})
 			t.Run("idle target, auto: ptrace after the grace", func(t *testing.T) {
-				cmd := exec.Command(py.path, "-c", "import time\ntime.sleep(3)\nfor i in range(100000): pass\nprint('done', flush=True)")
-				var out strings.Builder
-				cmd.Stdout, cmd.Stderr = &out, &out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				defer cmd.Process.Kill()
-				time.Sleep(300 * time.Millisecond)
-				proc, err := live.Open(cmd.Process.Pid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer proc.Close()
-				pyt, err := cpython.Open(proc)
-				if err != nil {
-					t.Fatal(err)
-				}
+				tg := startTarget(t, py.path, nil, nil, "import time\ntime.sleep(3)\nfor i in range(100000): pass\nprint('done', flush=True)", 300*time.Millisecond)
+				proc, pyt := tg.proc, tg.py
 				inj, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
 				if err != nil {
 					t.Fatal(err)
@@ -306,9 +263,7 @@ print("done", flush=True)
 				if ran, _ := os.ReadFile(filepath.Join(inj.HostDir, "ran")); string(ran) != "krait-agent\n" {
 					t.Errorf("the agent ran in %q, want once, in its own thread", ran)
 				}
-				if err := cmd.Wait(); err != nil || out.String() != "done\n" {
-					t.Fatalf("target after attach: %v, output %q", err, out.String())
-				}
+				tg.finish(t, "done\n", true)
 			})
 		})
 	}
@@ -328,7 +283,7 @@ func TestPEP768AgentWithdraws(t *testing.T) {
 		}
 		py := py
 		t.Run(py.name, func(t *testing.T) {
-			cmd := exec.Command(py.path, "-c", `
+			tg := startTarget(t, py.path, nil, nil, `
 import threading, time
 def count():
     while True:
@@ -336,21 +291,8 @@ def count():
 for i in range(3):
     threading.Thread(target=count, daemon=True).start()
 time.sleep(30)
-`)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			time.Sleep(500 * time.Millisecond)
-			proc, err := live.Open(cmd.Process.Pid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer proc.Close()
-			pyt, err := cpython.Open(proc)
-			if err != nil {
-				t.Fatal(err)
-			}
+`, 500*time.Millisecond)
+			proc, pyt := tg.proc, tg.py
 			inj, err := Inject(proc, pyt, -1, MethodPEP768)
 			if err != nil {
 				t.Fatal(err)
@@ -419,30 +361,13 @@ func TestInjectAgentError(t *testing.T) {
 	for _, py := range []testPython{pys[0], pys[len(pys)-1]} {
 		py := py
 		t.Run(py.name, func(t *testing.T) {
-			var out strings.Builder
-			cmd := exec.Command(py.path, "-c", "import threading, time\ndef tick():\n    while True: time.sleep(0.001)\nthreading.Thread(target=tick, daemon=True).start()\ntime.sleep(2)\nprint('done', flush=True)")
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			time.Sleep(300 * time.Millisecond)
-			proc, err := live.Open(cmd.Process.Pid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer proc.Close()
-			pyt, err := cpython.Open(proc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = Start(proc, pyt, -1, MethodAuto, 5*time.Second)
+			tg := startTarget(t, py.path, nil, nil, "import threading, time\ndef tick():\n    while True: time.sleep(0.001)\nthreading.Thread(target=tick, daemon=True).start()\ntime.sleep(2)\nprint('done', flush=True)", 300*time.Millisecond)
+			proc, pyt := tg.proc, tg.py
+			_, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
 			if err == nil || !strings.Contains(err.Error(), "failed to start") || !strings.Contains(err.Error(), "SyntaxError") {
 				t.Fatalf("a broken agent: %v", err)
 			}
-			if err := cmd.Wait(); err != nil || out.String() != "done\n" {
-				t.Fatalf("target: %v, output %q", err, out.String())
-			}
+			tg.finish(t, "done\n", true)
 		})
 	}
 }
