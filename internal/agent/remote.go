@@ -85,7 +85,8 @@ else:
 // protocol (PEP 768, 3.14+): krait writes the bootstrap's path into each
 // thread state of the chosen interpreter, sets its pending-call flag and
 // the eval breaker's please-stop bit, and the thread runs the script at
-// its next bytecode boundary. Nothing is paused and no register touched.
+// its next bytecode boundary. The process is held only while krait
+// writes (about a millisecond); no thread is diverted, no register touched.
 // A target that opted out (-X disable-remote-debug,
 // PYTHON_DISABLE_REMOTE_DEBUG) is refused.
 func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {

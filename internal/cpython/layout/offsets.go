@@ -34,7 +34,6 @@ type Offsets struct {
 	// PEP 768 remote debugging (3.14+): where a debugger asks a thread to
 	// run a script at its next eval-breaker check, and the interpreter's
 	// opt-out (-X disable-remote-debug, PYTHON_DISABLE_REMOTE_DEBUG).
-	InterpThreadsMain    int64 `c:"_is.threads.main" dbg:"interpreter_state.threads_main"`
 	InterpRemoteDebug    int64 `c:"_is.config.remote_debug" dbg:"debugger_support.remote_debugging_enabled"`
 	TstateEvalBreaker    int64 `c:"_ts.eval_breaker" dbg:"debugger_support.eval_breaker"`
 	TstateRemoteSupport  int64 `c:"_ts.remote_debugger_support" dbg:"debugger_support.remote_debugger_support"`
