@@ -37,7 +37,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -128,15 +127,8 @@ func run() int {
 	}
 
 	// Whatever happens, the processes we started die with us.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		procs.killAll()
-		fmt.Fprintf(os.Stderr, "benchattach: %v: stopped every process it started\n", s)
-		os.Exit(130)
-	}()
-	defer procs.killAll()
+	procs.KillOnSignal("benchattach")
+	defer procs.KillAll()
 
 	if err := bench(&c); err != nil {
 		fmt.Fprintln(os.Stderr, "benchattach:", err)
@@ -147,76 +139,7 @@ func run() int {
 
 // ---- processes we own ----
 
-type procSet struct {
-	mu    sync.Mutex
-	pgid  map[int]bool    // process groups we started (killed as a group)
-	pids  map[int]int     // single processes (debugpy's daemonized adapter) → its port
-	dirs  map[string]bool // temporary directories to remove
-	owned map[string]bool // of those, the ones removed only at the very end
-}
-
-var procs = &procSet{pgid: map[int]bool{}, pids: map[int]int{}, dirs: map[string]bool{}, owned: map[string]bool{}}
-
-func (s *procSet) addDir(dir string) {
-	s.mu.Lock()
-	s.dirs[dir] = true
-	s.mu.Unlock()
-}
-
-func (s *procSet) removeDir(dir string) {
-	os.RemoveAll(dir)
-	s.mu.Lock()
-	delete(s.dirs, dir)
-	s.mu.Unlock()
-}
-
-func (s *procSet) addGroup(pid int) {
-	s.mu.Lock()
-	s.pgid[pid] = true
-	s.mu.Unlock()
-}
-
-func (s *procSet) removeGroup(pid int) {
-	s.mu.Lock()
-	delete(s.pgid, pid)
-	s.mu.Unlock()
-}
-
-func (s *procSet) addAdapter(pid, port int) {
-	s.mu.Lock()
-	s.pids[pid] = port
-	s.mu.Unlock()
-}
-
-// killAdapter kills a registered debugpy adapter, if it is still the
-// process of that pid, and forgets it.
-func (s *procSet) killAdapter(pid int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if isAdapter(pid, s.pids[pid]) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	delete(s.pids, pid)
-}
-
-// killAll kills every process group and process still registered and
-// removes the temporary directories.
-func (s *procSet) killAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for pid := range s.pgid {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for pid, port := range s.pids {
-		if isAdapter(pid, port) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	for dir := range s.dirs {
-		os.RemoveAll(dir)
-	}
-}
+var procs = benchkit.NewProcs()
 
 // runCmd runs a short command we own (a venv or pip step) with a timeout
 // and returns its combined output.
@@ -232,9 +155,9 @@ func runCmd(timeout time.Duration, name string, args ...string) (string, error) 
 	if err := cmd.Start(); err != nil {
 		return "", err
 	}
-	procs.addGroup(cmd.Process.Pid)
+	procs.AddGroup(cmd.Process.Pid)
 	err := cmd.Wait()
-	procs.removeGroup(cmd.Process.Pid)
+	procs.RemoveGroup(cmd.Process.Pid)
 	if ctx.Err() != nil {
 		err = fmt.Errorf("killed after %v", timeout)
 	}
@@ -431,7 +354,7 @@ func startTarget(c *config, o targetOpts) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	procs.addDir(dir)
+	procs.AddDir(dir)
 	t := &target{dir: dir, done: make(chan struct{}), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
 	args := append(append([]string(nil), o.pre...), c.target)
 	if len(o.pre) > 0 {
@@ -456,15 +379,15 @@ func startTarget(c *config, o targetOpts) (*target, error) {
 	t.cmd.Stdout = t.stdout
 	t.cmd.Stderr = t.stderr
 	if t.stdin, err = t.cmd.StdinPipe(); err != nil {
-		procs.removeDir(dir)
+		procs.RemoveDir(dir)
 		return nil, err
 	}
 	if err := t.cmd.Start(); err != nil {
-		procs.removeDir(dir)
+		procs.RemoveDir(dir)
 		return nil, err
 	}
 	t.pid = t.cmd.Process.Pid
-	procs.addGroup(t.pid)
+	procs.AddGroup(t.pid)
 	go func() { _ = t.cmd.Wait(); close(t.done) }()
 	if o.stdin != "" {
 		if _, err := io.WriteString(t.stdin, o.stdin); err != nil {
@@ -494,7 +417,8 @@ func startTarget(c *config, o targetOpts) (*target, error) {
 		// process group, so find it by the port it listens on.
 		for _, pid := range findAdapters(o.debugpyPort) {
 			t.extra = append(t.extra, pid)
-			procs.addAdapter(pid, o.debugpyPort)
+			port := o.debugpyPort
+			procs.AddSingle(pid, func() bool { return isAdapter(pid, port) })
 		}
 	}
 	return t, nil
@@ -546,11 +470,11 @@ func (t *target) stop() {
 		case <-time.After(10 * time.Second):
 		}
 	}
-	procs.removeGroup(t.pid)
+	procs.RemoveGroup(t.pid)
 	for _, pid := range t.extra {
-		procs.killAdapter(pid)
+		procs.KillSingle(pid)
 	}
-	procs.removeDir(t.dir)
+	procs.RemoveDir(t.dir)
 }
 
 // signal sends sig and waits for the target's answer in the report file.
@@ -734,10 +658,10 @@ func attachOnce(c *config, pid int, s *attachSample) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	procs.addGroup(cmd.Process.Pid)
+	procs.AddGroup(cmd.Process.Pid)
 	err := cmd.Wait()
 	s.WallMS = ms(time.Since(start))
-	procs.removeGroup(cmd.Process.Pid)
+	procs.RemoveGroup(cmd.Process.Pid)
 	if ctx.Err() != nil {
 		return fmt.Errorf("killed after %v", c.timeout)
 	}
@@ -944,7 +868,7 @@ func startKraitOnce(c *config, pid int) (*kraitSession, error) {
 	if err := k.cmd.Start(); err != nil {
 		return nil, err
 	}
-	procs.addGroup(k.cmd.Process.Pid)
+	procs.AddGroup(k.cmd.Process.Pid)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -1004,7 +928,7 @@ func (k *kraitSession) detach(timeout time.Duration) error {
 		k.kill()
 		return errors.New("krait did not exit after detach")
 	}
-	procs.removeGroup(k.cmd.Process.Pid)
+	procs.RemoveGroup(k.cmd.Process.Pid)
 	return err
 }
 
@@ -1020,7 +944,7 @@ func (k *kraitSession) kill() {
 		case <-time.After(5 * time.Second):
 		}
 	}
-	procs.removeGroup(k.cmd.Process.Pid)
+	procs.RemoveGroup(k.cmd.Process.Pid)
 }
 
 func freePort() (int, error) {
@@ -1249,8 +1173,8 @@ func bench(c *config) error {
 			if dir, err = os.MkdirTemp("", "benchattach-venvs-"); err != nil {
 				return err
 			}
-			procs.addDir(dir)
-			defer procs.removeDir(dir)
+			procs.AddDir(dir)
+			defer procs.RemoveDir(dir)
 		} else if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}

@@ -29,7 +29,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -114,15 +113,8 @@ func run() int {
 	}
 
 	// Whatever happens, the processes we started die with us.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		procs.killAll()
-		fmt.Fprintf(os.Stderr, "benchdump: %v: stopped every process it started\n", s)
-		os.Exit(130)
-	}()
-	defer procs.killAll()
+	procs.KillOnSignal("benchdump")
+	defer procs.KillAll()
 
 	if err := bench(&c); err != nil {
 		fmt.Fprintln(os.Stderr, "benchdump:", err)
@@ -133,52 +125,7 @@ func run() int {
 
 // ---- processes we own ----
 
-type procSet struct {
-	mu   sync.Mutex
-	pgid map[int]bool
-	dirs map[string]bool // temporary directories to remove
-}
-
-var procs = &procSet{pgid: map[int]bool{}, dirs: map[string]bool{}}
-
-func (s *procSet) addDir(dir string) {
-	s.mu.Lock()
-	s.dirs[dir] = true
-	s.mu.Unlock()
-}
-
-func (s *procSet) removeDir(dir string) {
-	os.RemoveAll(dir)
-	s.mu.Lock()
-	delete(s.dirs, dir)
-	s.mu.Unlock()
-}
-
-func (s *procSet) add(pid int) {
-	s.mu.Lock()
-	s.pgid[pid] = true
-	s.mu.Unlock()
-}
-
-func (s *procSet) remove(pid int) {
-	s.mu.Lock()
-	delete(s.pgid, pid)
-	s.mu.Unlock()
-}
-
-// killAll kills every process group still registered and removes the
-// temporary directories.
-func (s *procSet) killAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for pid := range s.pgid {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for dir := range s.dirs {
-		os.RemoveAll(dir)
-	}
-}
+var procs = benchkit.NewProcs()
 
 // ---- the interpreter ----
 
@@ -299,7 +246,7 @@ func startTarget(c *config, py *python, n int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	procs.addDir(dir)
+	procs.AddDir(dir)
 	t := &target{dir: dir, done: make(chan struct{}), stderr: &bytes.Buffer{}}
 	t.cmd = exec.Command(py.exe, c.target, strconv.Itoa(n), strconv.Itoa(c.depth),
 		"--gap-file", filepath.Join(dir, "gap"), "--ready-file", filepath.Join(dir, "ready"))
@@ -307,11 +254,11 @@ func startTarget(c *config, py *python, n int) (*target, error) {
 	t.cmd.Stdout = io.Discard
 	t.cmd.Stderr = &lockedWriter{w: t.stderr}
 	if err := t.cmd.Start(); err != nil {
-		procs.removeDir(dir)
+		procs.RemoveDir(dir)
 		return nil, err
 	}
 	t.pid = t.cmd.Process.Pid
-	procs.add(t.pid)
+	procs.AddGroup(t.pid)
 	go func() { _ = t.cmd.Wait(); close(t.done) }()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -350,8 +297,8 @@ func (t *target) stop() {
 	case <-t.done:
 	case <-time.After(10 * time.Second):
 	}
-	procs.remove(t.pid)
-	procs.removeDir(t.dir)
+	procs.RemoveGroup(t.pid)
+	procs.RemoveDir(t.dir)
 }
 
 // signal sends sig and waits for the target's answer in the gap file.
@@ -448,10 +395,10 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 	if err := cmd.Start(); err != nil {
 		return 0, 0, 0, err
 	}
-	procs.add(cmd.Process.Pid)
+	procs.AddGroup(cmd.Process.Pid)
 	err = cmd.Wait()
 	wall = time.Since(start)
-	procs.remove(cmd.Process.Pid)
+	procs.RemoveGroup(cmd.Process.Pid)
 	if ctx.Err() != nil {
 		return wall, 0, 0, fmt.Errorf("killed after %v", c.timeout)
 	}
