@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
@@ -16,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"krait/internal/cpython"
 	"krait/internal/target"
@@ -66,7 +65,7 @@ type Injection struct {
 	Thread  int           // the thread that ran the bootstrap
 	Syscall string        // where that thread was parked
 	Paused  time.Duration // how long the process was held
-	Page    uint64
+	Cave    uint64        // where the trampoline's code is (ptrace)
 	// Interp selects the interpreter the agent runs in (-1: the one
 	// running Django, else the main one); InterpID is the one used.
 	Interp   int64
@@ -297,6 +296,13 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		}
 	}()
 
+	if inj.Cave, err = codeCave(proc, py, len(trampolineCode)); err != nil {
+		return nil, err
+	}
+	maps, err := proc.Maps()
+	if err != nil {
+		return nil, err
+	}
 	osThreads, err := proc.Threads()
 	if err != nil {
 		return nil, err
@@ -306,7 +312,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		return nil, err
 	}
 	defer p.Release()
-	if err := inj.enter(p, py, fn, osThreads); err != nil {
+	if err := inj.enter(p, py, fn, osThreads, maps); err != nil {
 		return nil, err
 	}
 	p.Release()
@@ -316,7 +322,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 }
 
 // enter picks the thread and sets it on its way into the trampoline.
-func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFuncs, osThreads []target.Thread) error {
+func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFuncs, osThreads []target.Thread, maps []target.Mapping) error {
 	pid := p.PID()
 	interps, err := py.Snapshot(cpython.Options{OSThreads: osThreads})
 	if err != nil {
@@ -374,6 +380,9 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		if err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
 			continue
 		}
+		if !stackRoom(maps, r.Rsp) {
+			continue
+		}
 		tid, tstate, saved, inj.Syscall = c, cd.tstate, r, name
 		break
 	}
@@ -394,67 +403,45 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		resume.Rip -= 2
 		resume.Rax = saved.Orig_rax
 	}
-
-	syscall := func(nr uint64, args ...uint64) (uint64, error) {
-		r := saved
-		r.Rip = saved.Rip - 2
-		r.Rax, r.Orig_rax = nr, ^uint64(0)
-		regs := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
-		for i, a := range args {
-			*regs[i] = a
-		}
-		if err := p.SetRegs(tid, r); err != nil {
-			return 0, err
-		}
-		if err := p.Step(tid, time.Second); err != nil {
-			return 0, err
-		}
-		out, err := p.GetRegs(tid)
-		if err != nil {
-			return 0, err
-		}
-		if int64(out.Rax) < 0 && int64(out.Rax) > -4096 {
-			return 0, fmt.Errorf("system call %d in the target failed: %v", nr, unix.Errno(-int64(out.Rax)))
-		}
-		return out.Rax, nil
-	}
-	// Whatever happens from here, the thread must get its registers back
-	// unless it has been sent into the trampoline.
-	sent := false
-	defer func() {
-		if !sent {
-			_ = p.SetRegs(tid, saved)
-		}
-	}()
-	page, err := syscall(unix.SYS_MMAP, 0, mapSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		return err
-	}
-	inj.Page = page
-	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": page, "page_size": mapSize, "trace": inj.tracecfg, "connect_timeout": 30}
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30}
 	boot, err := bootstrap(inj.Dir, cfg)
 	if err != nil {
 		return err
 	}
-	if len(boot) > maxBoot {
-		return fmt.Errorf("bootstrap too long (%d bytes)", len(boot))
-	}
-	if err := p.WriteMem(page, buildTrampoline(page, fn, tstate, resume, boot)); err != nil {
+	block, err := trampolineBlock(fn, tstate, resume, boot)
+	if err != nil {
 		return err
 	}
-	if _, err := syscall(unix.SYS_MPROTECT, page, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
-		return err
+	blockAt, entryRSP := blockAddr(saved.Rsp)
+	// Nothing below changes how the thread runs until the one SetRegs at
+	// the end: the block goes below the stack in use, the code into bytes
+	// no code of the process uses.
+	if err := p.WriteMem(blockAt, block); err != nil {
+		return fmt.Errorf("write the trampoline's data on thread %d's stack: %w", tid, err)
+	}
+	if cur, err := p.ReadMem(inj.Cave, len(trampolineCode)); err != nil || !bytes.Equal(cur, trampolineCode) {
+		if err := p.WriteMem(inj.Cave, trampolineCode); err != nil {
+			return fmt.Errorf("write the trampoline: %w", err)
+		}
+	}
+	if hookBeforeEnter != nil {
+		hookBeforeEnter(tid)
 	}
 	entry := saved
-	entry.Rip = page
-	entry.Rsp = (saved.Rsp - stackMargin) &^ 0xf
-	entry.Orig_rax = ^uint64(0)
+	entry.Rip, entry.Rsp, entry.R12 = inj.Cave, entryRSP, blockAt
+	entry.Orig_rax = ^uint64(0) // no system call to restart: the trampoline restarts it
 	if err := p.SetRegs(tid, entry); err != nil {
 		return err
 	}
-	sent = true
+	if hookAfterEnter != nil {
+		hookAfterEnter(tid)
+	}
 	return nil
 }
+
+// Test hooks: called while the process is paused, just before and just
+// after the chosen thread is sent into the trampoline.
+var hookBeforeEnter, hookAfterEnter func(tid int)
 
 // WaitSocket waits until the agent's socket appears.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {

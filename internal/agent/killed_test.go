@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"krait/internal/cpython"
+	"krait/internal/target/live"
+)
+
+// killedTarget is a process with several threads asleep in system calls
+// (candidates for the ptrace way in) and one counting, which runs until
+// the file stop appears and then prints its count. The stand-in agent
+// logs each run to $KRAIT_TEST_LOG and removes its directory.
+const killedTarget = `
+import os, sys, threading, time
+n = [0]
+def count():
+    while True:
+        n[0] += 1
+        time.sleep(0.001)
+def nap():
+    while True:
+        time.sleep(0.2)
+threading.Thread(target=count, daemon=True).start()
+for _ in range(3):
+    threading.Thread(target=nap, daemon=True).start()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+print("count", n[0], flush=True)
+`
+
+const killedAgent = `import os, shutil, threading
+with open(os.environ["KRAIT_TEST_LOG"], "a") as f:
+    f.write(threading.current_thread().name + "\n")
+shutil.rmtree(KRAIT["dir"], ignore_errors=True)
+`
+
+// TestInjectHelperProcess is not a test: TestInjectKilled runs the test
+// binary as a separate krait that injects into KRAIT_INJECT_PID and is
+// killed while doing so. KRAIT_INJECT_STAGE makes it stop and wait (to be
+// killed) at a stage: "before" (block and code written, the thread not yet
+// sent), "after" (the thread sent, the process still paused); "" runs
+// through.
+func TestInjectHelperProcess(t *testing.T) {
+	pidS := os.Getenv("KRAIT_INJECT_PID")
+	if pidS == "" {
+		t.Skip("helper process for TestInjectKilled")
+	}
+	pid, _ := strconv.Atoi(pidS)
+	agentSource = []byte(killedAgent)
+	stall := func(stage string) func(int) {
+		return func(int) {
+			fmt.Printf("stage %s\n", stage)
+			os.Stdout.Sync()
+			time.Sleep(time.Hour)
+		}
+	}
+	switch os.Getenv("KRAIT_INJECT_STAGE") {
+	case "before":
+		hookBeforeEnter = stall("before")
+	case "after":
+		hookAfterEnter = stall("after")
+	}
+	proc, err := live.Open(pid)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	py, err := cpython.Open(proc)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	inj, err := Inject(proc, py, -1, MethodPtrace)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("dir", inj.HostDir)
+	os.Exit(0)
+}
+
+// TestInjectKilled kills the injecting krait (SIGKILL, SIGINT, SIGTERM,
+// SIGHUP) at every stage of the ptrace way in and at random instants
+// during it, many times over on one target per build; the target must
+// never die (it once did, of a SIGTRAP left by a single step), stop, or
+// be disturbed, and an agent sent on its way must run exactly once.
+func TestInjectKilled(t *testing.T) {
+	tries := 12
+	if testing.Short() {
+		tries = 4
+	}
+	for _, py := range testPythons(t) {
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			dir := t.TempDir()
+			stop, log := filepath.Join(dir, "stop"), filepath.Join(dir, "log")
+			tg := startTarget(t, py.path, nil, []string{"KRAIT_TEST_LOG=" + log}, killedTarget, 500*time.Millisecond, stop)
+			pid := tg.cmd.Process.Pid
+			runs := 0 // agents that must have run
+			kill := func(stage string, sig syscall.Signal, delay time.Duration) {
+				t.Helper()
+				h := exec.Command(os.Args[0], "-test.run=^TestInjectHelperProcess$")
+				h.Env = append(os.Environ(), "KRAIT_INJECT_PID="+strconv.Itoa(pid), "KRAIT_INJECT_STAGE="+stage)
+				out, err := h.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := h.Start(); err != nil {
+					t.Fatal(err)
+				}
+				lines := make(chan string, 16)
+				go func() {
+					sc := bufio.NewScanner(out)
+					for sc.Scan() {
+						lines <- sc.Text()
+					}
+					close(lines)
+				}()
+				want := "ready"
+				if stage != "" {
+					want = "stage " + stage
+				}
+				var got []string
+				for l := range lines {
+					got = append(got, l)
+					if l == want {
+						break
+					}
+				}
+				if len(got) == 0 || got[len(got)-1] != want {
+					h.Process.Kill()
+					h.Wait()
+					t.Fatalf("helper (stage %q) said %q, not %q", stage, got, want)
+				}
+				time.Sleep(delay)
+				h.Process.Signal(sig)
+				h.Wait()
+				for l := range lines {
+					got = append(got, l)
+				}
+				done := len(got) > 0 && strings.HasPrefix(got[len(got)-1], "dir ")
+				if stage == "after" || done {
+					runs++
+				}
+				// The target runs on, not stopped, not traced.
+				time.Sleep(50 * time.Millisecond)
+				stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				if err != nil {
+					t.Fatalf("target gone after krait was killed (stage %q, %v, after %v): %v; stderr %q", stage, sig, delay, err, tg.stderr.String())
+				}
+				if st := statField(stat, 3); st == "t" || st == "T" || st == "Z" {
+					t.Fatalf("target in state %s after krait was killed (stage %q, %v)", st, stage, sig)
+				}
+				if status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); !strings.Contains(string(status), "\nTracerPid:\t0\n") {
+					t.Fatalf("target still traced after krait was killed")
+				}
+			}
+			sigs := []syscall.Signal{syscall.SIGKILL, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+			for _, stage := range []string{"before", "after"} {
+				for _, sig := range sigs {
+					kill(stage, sig, 0)
+				}
+			}
+			r := rand.New(rand.NewSource(time.Now().UnixNano()))
+			for i := 0; i < tries; i++ {
+				kill("", sigs[i%len(sigs)], time.Duration(r.Intn(25000))*time.Microsecond)
+			}
+			// Every agent sent on its way has run, once each, and the
+			// target ends normally.
+			deadline := time.Now().Add(5 * time.Second)
+			var ran []string
+			for {
+				data, _ := os.ReadFile(log)
+				ran = strings.Fields(string(data))
+				if len(ran) >= runs || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if len(ran) < runs {
+				t.Errorf("%d agents ran, want at least %d", len(ran), runs)
+			}
+			os.WriteFile(stop, nil, 0o600)
+			if err := tg.cmd.Wait(); err != nil || !strings.HasPrefix(tg.stdout.String(), "count ") || tg.stderr.String() != "" {
+				t.Fatalf("target: %v, stdout %q, stderr %q", err, tg.stdout.String(), tg.stderr.String())
+			}
+			t.Logf("%d kills, %d agents ran", 8+tries, len(ran))
+			cleanKraitDirs(t, pid)
+		})
+	}
+}
+
+// statField returns field n (1-based) of a /proc stat line.
+func statField(stat []byte, n int) string {
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if n-3 < 0 || n-3 >= len(f) {
+		return ""
+	}
+	return f[n-3]
+}
+
+// cleanKraitDirs removes agent directories that killed helpers left in
+// /tmp (the process is gone now, so its /proc root is too: /tmp is ours).
+func cleanKraitDirs(t *testing.T, pid int) {
+	ents, _ := filepath.Glob("/tmp/krait-*")
+	for _, d := range ents {
+		if data, err := os.ReadFile(filepath.Join(d, "agent.py")); err == nil && string(data) == killedAgent {
+			os.RemoveAll(d)
+		}
+	}
+}
