@@ -85,6 +85,12 @@ type Injection struct {
 	Note string
 }
 
+// connectTimeout is how long (seconds) a started agent waits for krait to
+// connect before it cleans up and leaves: krait polls for the socket and
+// connects within milliseconds, so this only matters when krait died
+// meanwhile.
+const connectTimeout = 10
+
 // pep768Grace is how long MethodAuto waits for a thread of a 3.14+ target
 // to run krait's bootstrap through PEP 768 before it enters through ptrace
 // instead (an idle server: every thread blocked in a system call).
@@ -403,7 +409,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		resume.Rip -= 2
 		resume.Rax = saved.Orig_rax
 	}
-	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30}
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": connectTimeout}
 	boot, err := bootstrap(inj.Dir, cfg)
 	if err != nil {
 		return err

@@ -118,7 +118,7 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 			os.RemoveAll(inj.HostDir)
 		}
 	}()
-	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30,
+	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": connectTimeout,
 		// The agent clears the other threads' requests too (krait may die
 		// before it does).
 		"pep768": map[string]int64{"remote_support": L.TstateRemoteSupport, "pending_call": L.RemotePendingCall}}

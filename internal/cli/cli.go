@@ -289,6 +289,11 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 
 	start := time.Now()
 	s, err := session.Attach(*pid, *interp, *method, *attachTimeout)
+	var intr *session.Interrupted
+	if errors.As(err, &intr) {
+		fmt.Fprintf(stderr, "krait: %v\n", err)
+		return 128 + int(intr.Signal)
+	}
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -7,12 +7,17 @@ package session
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"krait/internal/agent"
 	"krait/internal/cpython"
@@ -80,7 +85,47 @@ type Breakpoint struct {
 // Attach injects the agent into pid and connects to it. interp picks the
 // interpreter to debug (-1: the one running Django, else the main one);
 // method is how the agent gets in (agent.MethodAuto, …).
+//
+// A SIGINT, SIGTERM, SIGHUP or SIGQUIT that arrives meanwhile is held off
+// until the attach has finished one way or the other: then a session that
+// came up is detached at once, and Attach returns an *Interrupted. krait is
+// never stopped half-way into the process by a catchable signal (and by
+// SIGKILL the process is left untouched or with the agent on its way,
+// which leaves by itself when nobody connects).
 func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	s, err := attach(pid, interp, method, timeout)
+	select {
+	case sig := <-sigs:
+		if s != nil {
+			s.Detach()
+		}
+		return nil, &Interrupted{Signal: sig.(syscall.Signal), Attached: s != nil, Cause: err}
+	default:
+	}
+	return s, err
+}
+
+// Interrupted is an attach cut short by a signal to krait.
+type Interrupted struct {
+	Signal   syscall.Signal
+	Attached bool  // the agent was up, and has been detached
+	Cause    error // the attach's own error, if it failed anyway
+}
+
+func (e *Interrupted) Error() string {
+	what := "krait had not got in"
+	if e.Attached {
+		what = "krait had got in and detached"
+	} else if e.Cause != nil {
+		what = "the attach failed anyway: " + e.Cause.Error()
+	}
+	return fmt.Sprintf("attach interrupted by %s (%s); the process runs on as before", unix.SignalName(e.Signal), what)
+}
+
+func attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err

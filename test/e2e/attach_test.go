@@ -3,8 +3,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -286,8 +288,14 @@ func testAttach(t *testing.T, py python) {
 // checkClean waits for the agent to be gone and nothing of krait's left.
 func checkClean(t *testing.T, srv *attachServer) {
 	t.Helper()
+	checkCleanWithin(t, srv, 5*time.Second)
+}
+
+// checkCleanWithin is checkClean, waiting up to timeout for the agent to go.
+func checkCleanWithin(t *testing.T, srv *attachServer, timeout time.Duration) {
+	t.Helper()
 	var st map[string]any
-	ok := srv.p.waitFor(5*time.Second, func() bool {
+	ok := srv.p.waitFor(timeout, func() bool {
 		st = srv.get(t, "/status")
 		if st == nil {
 			return false
@@ -376,6 +384,84 @@ func TestAttachBatch(t *testing.T) {
 			mustMatch(t, "batch -x", `(?m)^\$1 = 8$`, r.stdout)
 			mustMatch(t, "batch detach", `\[Inferior 1 \(process \d+\) detached\]`, r.stdout)
 			checkClean(t, srv)
+		})
+	}
+}
+
+// TestAttachInterrupted signals krait attach (SIGINT, SIGTERM, SIGHUP,
+// SIGKILL) at random instants while it gets into the process, many times
+// on one server per build: the server must go on serving, exactly as
+// before, and after the last one nothing of krait's may be left in it. A
+// catchable signal that arrives during the attach is held off until the
+// attach is done, then krait detaches and exits with 128+signal.
+func TestAttachInterrupted(t *testing.T) {
+	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor == "2.7" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			r := rand.New(rand.NewSource(time.Now().UnixNano()))
+			interrupted, tries := 0, 6
+			if py.minor == "3.11" || py.minor == "3.12" || py.minor == "3.14" {
+				tries = 8 // the last two SIGKILL, on the builds it once killed
+			}
+			for i := 0; i < tries; i++ {
+				sig := sigs[i%len(sigs)]
+				if i >= 6 {
+					sig = syscall.SIGKILL
+				}
+				cmd := exec.Command(kraitBin, "attach", fmt.Sprint(srv.p.pid()))
+				stdin, err := cmd.StdinPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var stdout, stderr strings.Builder
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Duration(r.Intn(60000)) * time.Microsecond)
+				_ = cmd.Process.Signal(sig)
+				time.Sleep(300 * time.Millisecond)
+				stdin.Close() // krait still at its prompt (SIGINT there is ignored, as gdb does): detach
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case <-done:
+				case <-time.After(20 * time.Second):
+					cmd.Process.Kill()
+					t.Fatalf("krait did not end after %v: %s%s", sig, stdout.String(), stderr.String())
+				}
+				code := cmd.ProcessState.ExitCode()
+				if strings.Contains(stderr.String(), "attach interrupted by") {
+					interrupted++
+					if code != 128+int(sig) {
+						t.Errorf("interrupted by %v: exit code %d, want %d", sig, code, 128+int(sig))
+					}
+				}
+				if sig != syscall.SIGKILL && strings.Contains(stderr.String(), "panic") {
+					t.Fatalf("krait: %s", stderr.String())
+				}
+				if st := srv.get(t, "/status"); st == nil {
+					t.Fatalf("server stopped answering after krait got %v: %s", sig, srv.p.stderr.String())
+				}
+			}
+			t.Logf("%d of %d signals arrived during the attach itself", interrupted, tries)
+			// A SIGKILLed krait's agent, if it got in, leaves once its
+			// connect timeout (10 s) passes; then attach and detach once
+			// more to see the process is as it was, and check it is clean.
+			checkCleanWithin(t, srv, 15*time.Second)
+			s := attach(t, srv.p.pid())
+			s.do("info threads")
+			fmt.Fprintf(s.In, "detach\n")
+			s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second)
+			checkClean(t, srv)
+			if e := srv.p.stderr.String(); e != "" {
+				t.Errorf("server's stderr: %s", e)
+			}
 		})
 	}
 }
