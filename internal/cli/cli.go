@@ -298,6 +298,12 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
+	r.OnEnd = func(gone bool) {
+		if gone {
+			os.Exit(ExitNoProcess)
+		}
+		os.Exit(ExitError)
+	}
 	where := ""
 	if s.Inject.InterpID != 0 {
 		where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,47 @@ type REPL struct {
 	// started, so that one pressed while a command resumes the target is
 	// not lost before the wait begins.
 	intr chan os.Signal
+	// OnEnd, if set, is called (from another goroutine) once the session
+	// ends by itself while the REPL waits for input — the process exited,
+	// or the agent let go — after the REPL said so; gone: the process is
+	// gone or going. It does not return (krait exits).
+	OnEnd func(gone bool)
+	ended sync.Once
+	ln    *liner.State // the line editor, at a terminal
+	outMu sync.Mutex
+}
+
+// sayEnd prints why the session ended by itself, once, and reports
+// whether it has.
+func (r *REPL) sayEnd() (ended, gone bool) {
+	msg, gone := r.S.End()
+	if msg == "" {
+		return false, false
+	}
+	r.ended.Do(func() {
+		if r.ln != nil { // the terminal may be in raw mode at the prompt
+			msg = "\r\n" + strings.ReplaceAll(msg, "\n", "\r\n") + "\r"
+		}
+		r.printf("%s\n", msg)
+	})
+	r.quit = true
+	return true, gone
+}
+
+// watch says at once when the session ends by itself (the process exits,
+// or the agent lets go), even while the REPL waits for input.
+func (r *REPL) watch(stop <-chan struct{}) {
+	select {
+	case <-r.S.Done():
+	case <-stop:
+		return
+	}
+	if ended, gone := r.sayEnd(); ended && r.OnEnd != nil {
+		if r.ln != nil {
+			r.ln.Close()
+		}
+		r.OnEnd(gone)
+	}
 }
 
 type command struct {
@@ -131,7 +173,11 @@ func (r *REPL) Exec(line string) error {
 	return c.run(r, arg)
 }
 
-func (r *REPL) printf(format string, a ...any) { fmt.Fprintf(r.Out, format, a...) }
+func (r *REPL) printf(format string, a ...any) {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	fmt.Fprintf(r.Out, format, a...)
+}
 
 // Flush prints stops and notices that arrived while nothing waited.
 func (r *REPL) Flush() {
@@ -628,6 +674,9 @@ func (r *REPL) cmdThread(arg string) error {
 
 func (r *REPL) cmdDetach(arg string) error {
 	r.quit = true
+	if ended, _ := r.sayEnd(); ended {
+		return nil
+	}
 	err := r.S.Detach()
 	r.printf("[Inferior 1 (process %d) detached]\n", r.S.PID)
 	return err
@@ -659,7 +708,9 @@ func (r *REPL) Report(err error) bool {
 		return r.quit
 	}
 	if errors.Is(err, agent.ErrClosed) {
-		r.printf("The process exited or the agent ended; krait detached.\n")
+		if ended, _ := r.sayEnd(); !ended {
+			r.printf("The process exited or the agent ended; krait detached.\n")
+		}
 		r.quit = true
 		return true
 	}
@@ -680,9 +731,14 @@ func (r *REPL) Run(in *os.File) error {
 		}
 	}()
 	defer signal.Stop(sigs)
+	stop := make(chan struct{})
+	defer close(stop)
 	if isTerminal(in) {
+		r.ln = liner.NewLiner()
+		go r.watch(stop)
 		return r.runTerminal()
 	}
+	go r.watch(stop)
 	// As gdb: Ctrl-C stops a wait for a stop, and is otherwise ignored.
 	r.intr = make(chan os.Signal, 1)
 	signal.Notify(r.intr, os.Interrupt)
@@ -710,7 +766,7 @@ func isTerminal(f *os.File) bool {
 }
 
 func (r *REPL) runTerminal() error {
-	ln := liner.NewLiner()
+	ln := r.ln
 	defer ln.Close()
 	ln.SetCtrlCAborts(true)
 	histFile := ""

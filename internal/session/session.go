@@ -46,6 +46,64 @@ type Session struct {
 	Frame  int
 	// History holds printed values, $1 first.
 	History []string
+
+	start       string // the process's start time (/proc stat field 22)
+	detached    bool   // Detach was called
+	terminating string // the agent let go because the process was told to stop (the signal)
+}
+
+// End says why a session whose connection ended (Done) is over: "" while
+// it is not, or after Detach; else one line for the user, and whether the
+// process is gone.
+func (s *Session) End() (msg string, gone bool) {
+	select {
+	case <-s.c.Done():
+	default:
+		return "", false
+	}
+	s.mu.Lock()
+	detached, term := s.detached, s.terminating
+	s.mu.Unlock()
+	if detached {
+		return "", false
+	}
+	// The connection closes as the process exits, a moment before it is
+	// a zombie.
+	alive := s.alive()
+	for t := time.Now(); alive && term == "" && time.Since(t) < 300*time.Millisecond; {
+		time.Sleep(10 * time.Millisecond)
+		alive = s.alive()
+	}
+	if !alive {
+		return fmt.Sprintf("[Inferior 1 (process %d) exited]", s.PID), true
+	}
+	if term != "" {
+		return fmt.Sprintf("Process %d was told to stop (%s): krait resumed every thread it held and detached, so that it can shut down.\n[Inferior 1 (process %d) detached]", s.PID, term, s.PID), true
+	}
+	return fmt.Sprintf("The agent in process %d ended; krait is detached.\n[Inferior 1 (process %d) detached]", s.PID, s.PID), false
+}
+
+// alive says whether the attached process still runs (the same process:
+// not a zombie, and not a new one with its PID).
+func (s *Session) alive() bool {
+	st, err := startTime(s.PID)
+	return err == nil && (s.start == "" || st == s.start)
+}
+
+// startTime is a process's start time, "" and an error if it is gone or a
+// zombie.
+func startTime(pid int) (string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	str := string(data)
+	i := strings.LastIndexByte(str, ')')
+	f := strings.Fields(str[i+1:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return "", fmt.Errorf("process %d is gone", pid)
+	}
+	return f[19], nil
 }
 
 // Stop is one thread stopped in the agent.
@@ -144,6 +202,7 @@ func attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 		return nil, err
 	}
 	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
+	s.start, _ = startTime(pid)
 	s.Version, _ = hello["version"].(string)
 	s.Backend, _ = hello["backend"].(string)
 	go s.eventLoop()
@@ -188,6 +247,13 @@ func (s *Session) eventLoop() {
 			s.note(fmt.Sprintf("Breakpoint %d resolved at %s:%d", bp.ID, bp.File, bp.Line))
 		case "error":
 			s.note(str(ev, "message"))
+		case "terminating":
+			s.mu.Lock()
+			s.terminating = str(ev, "signal")
+			if s.terminating == "" {
+				s.terminating = "a signal"
+			}
+			s.mu.Unlock()
 		}
 	}
 	select {
@@ -582,6 +648,12 @@ func (s *Session) Source(file string, line, count int) ([][2]any, error) {
 
 // Detach removes everything krait put in the process and disconnects.
 func (s *Session) Detach() error {
+	if msg, _ := s.End(); msg != "" {
+		return agent.ErrClosed
+	}
+	s.mu.Lock()
+	s.detached = true
+	s.mu.Unlock()
 	_, err := s.c.Call("detach", nil, 5*time.Second)
 	s.c.Close()
 	if err != nil && !errors.Is(err, agent.ErrClosed) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -82,31 +83,39 @@ func TestAttachErrors(t *testing.T) {
 	})
 }
 
-// TestAttachTargetExits: the process dies while krait is attached; krait
-// says so and exits with "no such process".
+// TestAttachTargetExits: the process dies while krait is attached, at the
+// prompt or with a thread held at a breakpoint; krait says so at once,
+// with no command typed, and exits with "no such process".
 func TestAttachTargetExits(t *testing.T) {
-	var py *python
 	for _, p := range pythons(t) {
-		if p.minor == "3.12" {
-			p := p
-			py = &p
+		py := p
+		if py.minor != "3.12" && py.minor != "3.8" {
+			continue
 		}
-	}
-	if py == nil {
-		t.Skip("no 3.12 here")
-	}
-	srv := startAttachServer(t, *py)
-	s := attach(t, srv.p.pid())
-	s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
-	_ = srv.p.cmd.Process.Kill()
-	<-srv.p.done
-	fmt.Fprintf(s.In, "info threads\n")
-	out := s.ReadUntilEnd(15 * time.Second)
-	if !strings.Contains(out, "The process exited") {
-		t.Errorf("krait did not say the process exited:\n%s", out)
-	}
-	if err := s.Cmd.Wait(); err == nil || s.Cmd.ProcessState.ExitCode() != exitNoProcess {
-		t.Errorf("krait exit: %v, want code %d", err, exitNoProcess)
+		for _, held := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s held=%v", py.name, held), func(t *testing.T) {
+				srv := startAttachServer(t, py)
+				s := attach(t, srv.p.pid())
+				s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
+				if held {
+					s.Send("continue")
+					time.Sleep(200 * time.Millisecond)
+					go http.Get(fmt.Sprintf("http://127.0.0.1:%d/report?n=2", srv.port)) // fails: the server dies
+					s.readUntil(func(l string) bool { return strings.HasPrefix(l, "Breakpoint 1, report") }, 30*time.Second)
+				}
+				_ = srv.p.cmd.Process.Kill()
+				<-srv.p.done
+				killed := time.Now()
+				out := s.ReadUntilEnd(15 * time.Second)
+				if !strings.Contains(out, fmt.Sprintf("[Inferior 1 (process %d) exited]", srv.p.pid())) {
+					t.Errorf("krait did not say the process exited:\n%s", out)
+				}
+				t.Logf("krait said so %v after the process died", time.Since(killed).Round(time.Millisecond))
+				if err := s.Cmd.Wait(); err == nil || s.Cmd.ProcessState.ExitCode() != exitNoProcess {
+					t.Errorf("krait exit: %v, want code %d", err, exitNoProcess)
+				}
+			})
+		}
 	}
 }
 
