@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,7 +31,7 @@ var agentSource []byte
 type Regs = live.Regs
 
 // ErrNoSafeThread: no thread is parked where injection is safe.
-var ErrNoSafeThread = errors.New("no thread is parked in a system call where krait can safely enter (every thread is running, holds the GIL or waits on a lock); try again in a moment")
+var ErrNoSafeThread = errors.New("no thread was parked in a system call where krait can safely enter within 5 s (every thread kept running, holding the GIL or waiting on a lock)")
 
 // ErrUnsupported: attach does not work on this target.
 var ErrUnsupported = errors.New("attach is not supported here")
@@ -64,7 +65,8 @@ type Injection struct {
 	Token   string        // shared secret
 	Thread  int           // the thread that ran the bootstrap
 	Syscall string        // where that thread was parked
-	Paused  time.Duration // how long the process was held
+	Paused  time.Duration // how long the process was held (in all)
+	Tries   int           // how many pauses it took to find a safe thread (ptrace)
 	Cave    uint64        // where the trampoline's code is (ptrace)
 	// Interp selects the interpreter the agent runs in (-1: the one
 	// running Django, else the main one); InterpID is the one used.
@@ -305,26 +307,74 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	if inj.Cave, err = codeCave(proc, py, len(trampolineCode)); err != nil {
 		return nil, err
 	}
-	maps, err := proc.Maps()
-	if err != nil {
-		return nil, err
+	// A busy process may have no thread parked in a safe system call at
+	// the instant krait looks: watch /proc (no pause) until one is, then
+	// pause and try; again until safeThreadWait has passed.
+	deadline := time.Now().Add(safeThreadWait)
+	for tries := 1; ; tries++ {
+		waitSafeCandidate(pid, deadline)
+		maps, err := proc.Maps()
+		if err != nil {
+			return nil, err
+		}
+		osThreads, err := proc.Threads()
+		if err != nil {
+			return nil, err
+		}
+		p, err := live.Pause(pid, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		err = inj.enter(p, py, fn, osThreads, maps)
+		p.Release()
+		inj.Paused += p.Held
+		if errors.Is(err, ErrNoSafeThread) && time.Now().Before(deadline) {
+			time.Sleep(time.Duration(5+mrand.Intn(20)) * time.Millisecond) // the process runs meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		inj.Tries = tries
+		ok = true
+		return inj, nil
 	}
-	osThreads, err := proc.Threads()
-	if err != nil {
-		return nil, err
+}
+
+// safeThreadWait is how long the ptrace way in keeps looking for a thread
+// parked in a safe system call in a busy process.
+const safeThreadWait = 5 * time.Second
+
+// waitSafeCandidate waits (until deadline at most) until /proc says a
+// thread of pid is blocked in one of the safe system calls; it pauses
+// nothing. The answer may be stale by the time krait pauses: enter checks
+// again.
+func waitSafeCandidate(pid int, deadline time.Time) {
+	for {
+		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if len(tids) == 0 {
+			return // gone, or not readable: let Pause say why
+		}
+		for _, t := range tids {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, t.Name()))
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(data))
+			if len(f) == 0 {
+				continue
+			}
+			if nr, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+				if _, safe := safeSyscalls[nr]; safe {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	p, err := live.Pause(pid, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer p.Release()
-	if err := inj.enter(p, py, fn, osThreads, maps); err != nil {
-		return nil, err
-	}
-	p.Release()
-	inj.Paused = p.Held
-	ok = true
-	return inj, nil
 }
 
 // enter picks the thread and sets it on its way into the trampoline.

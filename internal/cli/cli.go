@@ -315,8 +315,12 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if s.Inject.Method == agent.MethodPEP768 {
 		via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
 	}
+	paused := s.Inject.Paused.Round(10 * time.Microsecond).String()
+	if s.Inject.Tries > 1 {
+		paused = fmt.Sprintf("%s in %d pauses", paused, s.Inject.Tries)
+	}
 	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via %s.\n",
-		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), s.Inject.Paused.Round(10*time.Microsecond), via)
+		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), paused, via)
 	code := ExitOK
 	for _, line := range script {
 		if strings.TrimSpace(line) == "" {
