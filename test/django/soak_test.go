@@ -271,4 +271,3 @@ func procRSS(pid int) int64 {
 	}
 	return 0
 }
-
