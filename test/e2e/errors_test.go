@@ -15,6 +15,7 @@ import (
 // Exit codes of krait (internal/cli).
 const (
 	exitOK         = 0
+	exitError      = 1
 	exitUsage      = 2
 	exitNoProcess  = 3
 	exitPermission = 4
