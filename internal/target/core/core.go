@@ -25,7 +25,7 @@ import (
 // Core is an opened core file.
 type Core struct {
 	path    string
-	f       *os.File
+	f       file
 	loads   []load
 	files   []fileMap
 	threads []target.Thread
@@ -103,7 +103,14 @@ func Open(path string) (*Core, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := open(path, fh)
+	fi, err := fh.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file (krait reads a core file itself, decompressed)", path)
+	}
+	var c *Core
+	if err == nil {
+		c, err = read(path, fh, uint64(fi.Size()))
+	}
 	if err != nil {
 		fh.Close()
 		return nil, err
@@ -111,15 +118,14 @@ func Open(path string) (*Core, error) {
 	return c, nil
 }
 
-func open(path string, fh *os.File) (*Core, error) {
-	fi, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (krait reads a core file itself, decompressed)", path)
-	}
-	size := uint64(fi.Size())
+// file is what a core is read from: an open file (or, in tests, bytes).
+type file interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// read reads the headers and notes of the core in fh, size bytes long.
+func read(path string, fh file, size uint64) (*Core, error) {
 	truncated := func(want uint64, atLeast bool) error {
 		w := fmt.Sprintf("truncated (%d of %d bytes)", size, want)
 		if atLeast {
