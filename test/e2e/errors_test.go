@@ -245,3 +245,42 @@ func TestPositionalPID(t *testing.T) {
 		t.Errorf("krait dump PID --json: pid %d, %d threads; want pid %d, 1 thread", res.PID, len(res.Threads), p.pid())
 	}
 }
+
+// TestBadPID: 0 and negative process ids are a bad command line (exit 2)
+// with the same message for dump, attach and requests, however given.
+func TestBadPID(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		bad  string
+	}{
+		{[]string{"dump", "0"}, "0"},
+		{[]string{"dump", "--pid", "0"}, "0"},
+		{[]string{"dump", "-p", "0", "--locals"}, "0"},
+		{[]string{"dump", "-5"}, "-5"},
+		{[]string{"dump", "--pid", "-5"}, "-5"},
+		{[]string{"dump", "--", "-5"}, "-5"},
+		{[]string{"dump", "--json", "-5"}, "-5"},
+		{[]string{"attach", "0"}, "0"},
+		{[]string{"attach", "--pid", "0"}, "0"},
+		{[]string{"attach", "--batch", "0", "-ex", "bt"}, "0"},
+		{[]string{"attach", "-5"}, "-5"},
+		{[]string{"attach", "--pid", "-5"}, "-5"},
+		{[]string{"attach", "--", "-5"}, "-5"},
+		{[]string{"attach", "--batch", "-5"}, "-5"},
+		{[]string{"attach", "x1"}, "x1"},
+		{[]string{"requests", "--pid", "0"}, "0"},
+		{[]string{"requests", "--pid", "-3"}, "-3"},
+		{[]string{"requests", "-3"}, "-3"},
+		{[]string{"requests", "--pid", "5x"}, "5x"},
+	} {
+		r := checkError(t, exitUsage, tc.args...)
+		want := fmt.Sprintf("krait %s: bad process id %q (a process id is a positive number)\n", tc.args[0], tc.bad)
+		if r.stderr != want {
+			t.Errorf("krait %s: stderr %q, want %q", strings.Join(tc.args, " "), r.stderr, want)
+		}
+	}
+	// A flag's own negative value is not taken for a process id.
+	if r := krait(t, "attach", "--interpreter", "-1"); r.code != exitUsage || strings.Contains(r.stderr, "bad process id") {
+		t.Errorf("krait attach --interpreter -1 (no pid): %v", r)
+	}
+}
