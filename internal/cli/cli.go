@@ -223,7 +223,7 @@ func fail(stderr io.Writer, err error) int {
 		return ExitNoProcess
 	case errors.Is(err, target.ErrPermission):
 		return ExitPermission
-	case errors.Is(err, cpython.ErrNotPython):
+	case errors.Is(err, cpython.ErrNotPython), errors.Is(err, target.ErrKernelThread):
 		return ExitNotPython
 	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported), errors.Is(err, agent.ErrRemoteDebugDisabled):
 		return ExitUnsupported

@@ -284,3 +284,41 @@ func TestBadPID(t *testing.T) {
 		t.Errorf("krait attach --interpreter -1 (no pid): %v", r)
 	}
 }
+
+// kernelThread finds a kernel thread (kthreadd is pid 2 on the host's pid
+// namespace): PF_KTHREAD in its flags.
+func kernelThread(t *testing.T) int {
+	const pfKthread = 0x00200000
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfKthread != 0 {
+			return pid
+		}
+	}
+	t.Skip("no kernel thread in this pid namespace")
+	return 0
+}
+
+// TestKernelThread: a kernel thread is not a Python process (exit 5), for
+// every command, and not "process exited".
+func TestKernelThread(t *testing.T) {
+	pid := strconv.Itoa(kernelThread(t))
+	for _, args := range [][]string{
+		{"dump", "--pid", pid}, {"dump", pid, "--nonblocking", "--json"},
+		{"attach", pid, "--batch", "-ex", "bt"}, {"requests", "--pid", pid},
+	} {
+		r := checkError(t, exitNotPython, args...)
+		if !strings.Contains(r.stderr, "kernel thread, not a Python process") {
+			t.Errorf("krait %s: %q does not say it is a kernel thread", strings.Join(args, " "), r.stderr)
+		}
+	}
+}
