@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 )
 
 // Object is one ELF file as mapped into a target.
@@ -31,12 +32,19 @@ var ErrNotELF = errors.New("not an ELF file")
 // OpenObject reads the symbols (.dynsym and, when not stripped, .symtab),
 // section headers and segments of an ELF file. opened is the path to open
 // (for example through /proc/PID/root); path is recorded as the name.
-func OpenObject(opened, path string) (*Object, error) {
-	fh, err := os.Open(opened)
+func OpenObject(opened, path string) (o *Object, err error) {
+	fh, err := openRegular(opened)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
+	// debug/elf checks what it reads against the file, but it was not
+	// written for hostile files: a panic in it is a damaged file.
+	defer func() {
+		if r := recover(); r != nil {
+			o, err = nil, fmt.Errorf("%s: %w (damaged: %v)", path, ErrNotELF, r)
+		}
+	}()
 	f, err := elf.NewFile(fh)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, ErrNotELF)
@@ -44,7 +52,8 @@ func OpenObject(opened, path string) (*Object, error) {
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, fmt.Errorf("%s: only 64-bit little-endian ELF is supported", path)
 	}
-	o := &Object{Path: path, Type: f.Type, syms: map[string]uint64{}, secs: map[string][2]uint64{}, opened: opened}
+	size := fileSize(fh)
+	o = &Object{Path: path, Type: f.Type, syms: map[string]uint64{}, secs: map[string][2]uint64{}, opened: opened}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
 			o.Loads = append(o.Loads, p.ProgHeader)
@@ -52,16 +61,53 @@ func OpenObject(opened, path string) (*Object, error) {
 	}
 	for _, s := range f.Sections {
 		o.secs[s.Name] = [2]uint64{s.Addr, s.Size}
-		if s.Type == elf.SHT_NOTE && s.Name == ".note.gnu.build-id" {
+		if s.Type == elf.SHT_NOTE && s.Name == ".note.gnu.build-id" && readable(s, size) && s.Size <= 1024 {
 			if data, err := s.Data(); err == nil && len(data) > 16 {
 				o.BuildID = hex.EncodeToString(data[16:])
 			}
 		}
 	}
-	if ds, err := f.DynamicSymbols(); err == nil {
-		o.add(ds)
+	if symbolsReadable(f, elf.SHT_DYNSYM, size) {
+		if ds, err := f.DynamicSymbols(); err == nil {
+			o.add(ds)
+		}
 	}
 	return o, nil
+}
+
+// openRegular opens a regular file, never a FIFO (which would block) or a
+// device.
+func openRegular(path string) (*os.File, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		fh.Close()
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return fh, nil
+}
+
+func fileSize(fh *os.File) uint64 {
+	fi, err := fh.Stat()
+	if err != nil {
+		return 0
+	}
+	return uint64(fi.Size())
+}
+
+// readable: krait reads a section only if the file holds all of it, as
+// stored (a compressed section's stated size could be anything).
+func readable(s *elf.Section, size uint64) bool {
+	return s.Flags&elf.SHF_COMPRESSED == 0 && s.Type != elf.SHT_NOBITS && s.Offset <= size && s.FileSize <= size-s.Offset
+}
+
+// symbolsReadable: the symbol table of type typ, and its string table, are
+// readable, so that debug/elf reads no more than the file holds.
+func symbolsReadable(f *elf.File, typ elf.SectionType, size uint64) bool {
+	s := f.SectionByType(typ)
+	return s != nil && readable(s, size) && int(s.Link) < len(f.Sections) && readable(f.Sections[s.Link], size)
 }
 
 func (o *Object) add(syms []elf.Symbol) {
@@ -87,15 +133,26 @@ func (o *Object) Symbol(name string) (uint64, bool) {
 	}
 	if !o.symtabLoaded {
 		o.symtabLoaded = true
-		if f, err := elf.Open(o.opened); err == nil {
-			if ss, err := f.Symbols(); err == nil {
-				o.add(ss)
-			}
-			f.Close()
-		}
+		o.loadSymtab()
 	}
 	v, ok := o.syms[name]
 	return v, ok
+}
+
+func (o *Object) loadSymtab() {
+	fh, err := openRegular(o.opened)
+	if err != nil {
+		return
+	}
+	defer fh.Close()
+	defer func() { _ = recover() }() // a damaged .symtab is no .symtab
+	f, err := elf.NewFile(fh)
+	if err != nil || !symbolsReadable(f, elf.SHT_SYMTAB, fileSize(fh)) {
+		return
+	}
+	if ss, err := f.Symbols(); err == nil {
+		o.add(ss)
+	}
 }
 
 // Section returns a section's link-time address and size.

@@ -105,6 +105,9 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	corePath := fs.String("core", "", "dump an ELF core file (gcore, a crash) instead of a live process")
 	fs.StringVar(corePath, "c", "", "short for --core")
 	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
+	if neg, ok := negativeArg(fs, args); ok {
+		return badPID(stderr, "dump", neg)
+	}
 	parse := func(args []string) int {
 		err := fs.Parse(args)
 		switch {
@@ -120,11 +123,12 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	if code := parse(args); code >= 0 {
 		return code
 	}
+	pidGiven := isSet(fs, "pid", "p")
 	// The pid may also come first, before the other flags: krait dump PID
 	// --locals.
-	if *pid == 0 && fs.NArg() > 0 {
+	if !pidGiven && fs.NArg() > 0 {
 		if n, err := strconv.Atoi(fs.Arg(0)); err == nil {
-			*pid = n
+			*pid, pidGiven = n, true
 			if code := parse(fs.Args()[1:]); code >= 0 {
 				return code
 			}
@@ -133,6 +137,9 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "krait dump: unexpected argument %q (see krait help)\n", fs.Arg(0))
 		return ExitUsage
+	}
+	if pidGiven && *pid <= 0 {
+		return badPID(stderr, "dump", strconv.Itoa(*pid))
 	}
 	if *pid <= 0 && *corePath == "" || *pid > 0 && *corePath != "" {
 		fmt.Fprintln(stderr, "krait dump: give --pid PID or --core FILE")
@@ -163,6 +170,50 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
+// badPID reports a process id that is not one (exit 2): 0, negative, or
+// not a number. The same for every command.
+func badPID(stderr io.Writer, cmd, arg string) int {
+	fmt.Fprintf(stderr, "krait %s: bad process id %q (a process id is a positive number)\n", cmd, arg)
+	return ExitUsage
+}
+
+// isSet: one of the named flags was given.
+func isSet(fs *flag.FlagSet, names ...string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		for _, n := range names {
+			set = set || f.Name == n
+		}
+	})
+	return set
+}
+
+// negativeArg finds a negative number among args where the flag package
+// would take it for an unknown flag ("krait attach -5"): a process id given
+// wrong, to be reported as one. A flag's value ("--interpreter -1") is not
+// one.
+func negativeArg(fs *flag.FlagSet, args []string) (string, bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if _, err := strconv.Atoi(a); err == nil {
+			return a, true
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if f := fs.Lookup(name); f != nil && !hasValue {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+				i++ // its value
+			}
+		}
+	}
+	return "", false
+}
+
 // fail prints a one-line error and picks the exit code.
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "krait: %v\n", err)
@@ -172,7 +223,7 @@ func fail(stderr io.Writer, err error) int {
 		return ExitNoProcess
 	case errors.Is(err, target.ErrPermission):
 		return ExitPermission
-	case errors.Is(err, cpython.ErrNotPython):
+	case errors.Is(err, cpython.ErrNotPython), errors.Is(err, target.ErrKernelThread):
 		return ExitNotPython
 	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported), errors.Is(err, agent.ErrRemoteDebugDisabled):
 		return ExitUnsupported
@@ -250,6 +301,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
 	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14), pep768, or ptrace; a target that opted out of remote debugging is refused either way")
+	if neg, ok := negativeArg(fs, args); ok {
+		return badPID(stderr, "attach", neg)
+	}
 	// Accept the PID anywhere among the flags.
 	var rest []string
 	for len(args) > 0 {
@@ -262,16 +316,20 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		rest = append(rest, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if *pid == 0 && len(rest) == 1 {
+	pidGiven := isSet(fs, "pid", "p")
+	switch {
+	case !pidGiven && len(rest) == 1:
 		n, err := strconv.Atoi(rest[0])
 		if err != nil {
-			fmt.Fprintf(stderr, "krait attach: %q is not a process id\n", rest[0])
-			return ExitUsage
+			return badPID(stderr, "attach", rest[0])
 		}
 		*pid = n
-	} else if len(rest) > 0 || *pid <= 0 {
+	case len(rest) > 0 || !pidGiven:
 		fmt.Fprintln(stderr, "usage: krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]")
 		return ExitUsage
+	}
+	if *pid <= 0 {
+		return badPID(stderr, "attach", strconv.Itoa(*pid))
 	}
 	var script []string
 	for _, st := range steps {

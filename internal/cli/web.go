@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,15 +155,17 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", time.Second, "refresh interval with --watch")
 	asJSON := fs.Bool("json", false, "print JSON (one document per refresh with --watch)")
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the processes")
+	if neg, ok := negativeArg(fs, args); ok {
+		return badPID(stderr, "requests", neg)
+	}
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
 	var pids []int
 	for _, p := range pidFlags {
-		var n int
-		if _, err := fmt.Sscan(p, &n); err != nil || n <= 0 {
-			fmt.Fprintf(stderr, "krait requests: bad --pid %q\n", p)
-			return ExitUsage
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return badPID(stderr, "requests", p)
 		}
 		pids = append(pids, n)
 	}

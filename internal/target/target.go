@@ -49,6 +49,9 @@ var (
 	ErrPermission = errors.New("permission denied")
 	ErrExited     = errors.New("process exited")
 	ErrBadAddress = errors.New("address not mapped")
+	// ErrKernelThread: the pid is a kernel thread (no memory of its own to
+	// read), so not a Python process.
+	ErrKernelThread = errors.New("is a kernel thread, not a Python process")
 )
 
 // PermissionError carries the advice that goes with ErrPermission.

@@ -15,6 +15,7 @@ import (
 // Exit codes of krait (internal/cli).
 const (
 	exitOK         = 0
+	exitError      = 1
 	exitUsage      = 2
 	exitNoProcess  = 3
 	exitPermission = 4
@@ -242,5 +243,82 @@ func TestPositionalPID(t *testing.T) {
 	res := dumpJSONArgs(t, "dump", strconv.Itoa(p.pid()), "--json", "--locals")
 	if res.PID != p.pid() || len(res.Threads) != 1 {
 		t.Errorf("krait dump PID --json: pid %d, %d threads; want pid %d, 1 thread", res.PID, len(res.Threads), p.pid())
+	}
+}
+
+// TestBadPID: 0 and negative process ids are a bad command line (exit 2)
+// with the same message for dump, attach and requests, however given.
+func TestBadPID(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		bad  string
+	}{
+		{[]string{"dump", "0"}, "0"},
+		{[]string{"dump", "--pid", "0"}, "0"},
+		{[]string{"dump", "-p", "0", "--locals"}, "0"},
+		{[]string{"dump", "-5"}, "-5"},
+		{[]string{"dump", "--pid", "-5"}, "-5"},
+		{[]string{"dump", "--", "-5"}, "-5"},
+		{[]string{"dump", "--json", "-5"}, "-5"},
+		{[]string{"attach", "0"}, "0"},
+		{[]string{"attach", "--pid", "0"}, "0"},
+		{[]string{"attach", "--batch", "0", "-ex", "bt"}, "0"},
+		{[]string{"attach", "-5"}, "-5"},
+		{[]string{"attach", "--pid", "-5"}, "-5"},
+		{[]string{"attach", "--", "-5"}, "-5"},
+		{[]string{"attach", "--batch", "-5"}, "-5"},
+		{[]string{"attach", "x1"}, "x1"},
+		{[]string{"requests", "--pid", "0"}, "0"},
+		{[]string{"requests", "--pid", "-3"}, "-3"},
+		{[]string{"requests", "-3"}, "-3"},
+		{[]string{"requests", "--pid", "5x"}, "5x"},
+	} {
+		r := checkError(t, exitUsage, tc.args...)
+		want := fmt.Sprintf("krait %s: bad process id %q (a process id is a positive number)\n", tc.args[0], tc.bad)
+		if r.stderr != want {
+			t.Errorf("krait %s: stderr %q, want %q", strings.Join(tc.args, " "), r.stderr, want)
+		}
+	}
+	// A flag's own negative value is not taken for a process id.
+	if r := krait(t, "attach", "--interpreter", "-1"); r.code != exitUsage || strings.Contains(r.stderr, "bad process id") {
+		t.Errorf("krait attach --interpreter -1 (no pid): %v", r)
+	}
+}
+
+// kernelThread finds a kernel thread (kthreadd is pid 2 on the host's pid
+// namespace): PF_KTHREAD in its flags.
+func kernelThread(t *testing.T) int {
+	const pfKthread = 0x00200000
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfKthread != 0 {
+			return pid
+		}
+	}
+	t.Skip("no kernel thread in this pid namespace")
+	return 0
+}
+
+// TestKernelThread: a kernel thread is not a Python process (exit 5), for
+// every command, and not "process exited".
+func TestKernelThread(t *testing.T) {
+	pid := strconv.Itoa(kernelThread(t))
+	for _, args := range [][]string{
+		{"dump", "--pid", pid}, {"dump", pid, "--nonblocking", "--json"},
+		{"attach", pid, "--batch", "-ex", "bt"}, {"requests", "--pid", pid},
+	} {
+		r := checkError(t, exitNotPython, args...)
+		if !strings.Contains(r.stderr, "kernel thread, not a Python process") {
+			t.Errorf("krait %s: %q does not say it is a kernel thread", strings.Join(args, " "), r.stderr)
+		}
 	}
 }

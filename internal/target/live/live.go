@@ -41,6 +41,9 @@ func Open(pid int) (*Process, error) {
 	if st := statState(stat); st == 'Z' || st == 'X' {
 		return nil, fmt.Errorf("process %d: %w", pid, target.ErrZombie)
 	}
+	if statFlags(stat)&pfKthread != 0 {
+		return nil, fmt.Errorf("process %d (%s) %w", pid, statComm(stat), target.ErrKernelThread)
+	}
 	p := &Process{pid: pid}
 	// A one-byte read of the auxv tells us early whether we may read its
 	// memory at all (same access check as process_vm_readv).
@@ -63,6 +66,32 @@ func statState(stat []byte) byte {
 		return '?'
 	}
 	return stat[i+2]
+}
+
+// pfKthread is the kernel's PF_KTHREAD in /proc/…/stat's flags.
+const pfKthread = 0x00200000
+
+// statFlags extracts the flags field (the 9th) from /proc/…/stat.
+func statFlags(stat []byte) uint64 {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 7 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[6], 10, 64)
+	return n
+}
+
+// statComm extracts the command name from /proc/…/stat.
+func statComm(stat []byte) string {
+	i, j := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+	if i < 0 || j < i {
+		return "?"
+	}
+	return string(stat[i+1 : j])
 }
 
 func (p *Process) PID() int { return p.pid }
