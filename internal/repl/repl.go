@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/peterh/liner"
+	"github.com/chzyer/readline"
 
 	"krait/internal/agent"
 	"krait/internal/session"
@@ -45,7 +45,7 @@ type REPL struct {
 	// gone or going. It does not return (krait exits).
 	OnEnd func(gone bool)
 	ended sync.Once
-	ln    *liner.State // the line editor, at a terminal
+	rl    *readline.Instance // the line editor, at a terminal
 	outMu sync.Mutex
 }
 
@@ -57,9 +57,6 @@ func (r *REPL) sayEnd() (ended, gone bool) {
 		return false, false
 	}
 	r.ended.Do(func() {
-		if r.ln != nil { // the terminal may be in raw mode at the prompt
-			msg = "\r\n" + strings.ReplaceAll(msg, "\n", "\r\n") + "\r"
-		}
 		r.printf("%s\n", msg)
 	})
 	r.quit = true
@@ -75,8 +72,9 @@ func (r *REPL) watch(stop <-chan struct{}) {
 		return
 	}
 	if ended, gone := r.sayEnd(); ended && r.OnEnd != nil {
-		if r.ln != nil {
-			r.ln.Close()
+		if r.rl != nil {
+			r.rl.Terminal.ExitRawMode() // the process goes: leave the terminal as it was
+			fmt.Fprintln(os.Stdout)     // below the prompt readline redrew
 		}
 		r.OnEnd(gone)
 	}
@@ -734,9 +732,7 @@ func (r *REPL) Run(in *os.File) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	if isTerminal(in) {
-		r.ln = liner.NewLiner()
-		go r.watch(stop)
-		return r.runTerminal()
+		return r.runTerminal(stop) // in is os.Stdin: readline reads it
 	}
 	go r.watch(stop)
 	// As gdb: Ctrl-C stops a wait for a stop, and is otherwise ignored.
@@ -763,58 +759,4 @@ func (r *REPL) Run(in *os.File) error {
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-func (r *REPL) runTerminal() error {
-	ln := r.ln
-	defer ln.Close()
-	ln.SetCtrlCAborts(true)
-	histFile := ""
-	if home, err := os.UserHomeDir(); err == nil {
-		histFile = filepath.Join(home, ".krait_history")
-		if f, err := os.Open(histFile); err == nil {
-			ln.ReadHistory(f)
-			f.Close()
-		}
-	}
-	defer func() {
-		if histFile != "" {
-			if f, err := os.Create(histFile); err == nil {
-				ln.WriteHistory(f)
-				f.Close()
-			}
-		}
-	}()
-	last := ""
-	interrupts := 0
-	for {
-		r.Flush()
-		line, err := ln.Prompt("(krait) ")
-		if errors.Is(err, liner.ErrPromptAborted) {
-			interrupts++
-			if interrupts >= 2 {
-				r.printf("\n")
-				return r.cmdDetach("")
-			}
-			r.printf("Quit (Ctrl-C again to detach and leave)\n")
-			continue
-		}
-		interrupts = 0
-		if err != nil { // EOF
-			r.printf("quit\n")
-			return r.cmdDetach("")
-		}
-		if strings.TrimSpace(line) == "" {
-			// gdb repeats stepping and listing commands on an empty line.
-			if f := strings.Fields(last); len(f) > 0 && strings.Contains(" s step n next u until l list c continue fin finish ", " "+f[0]+" ") {
-				line = last
-			}
-		} else {
-			ln.AppendHistory(line)
-		}
-		last = line
-		if r.Report(r.Exec(line)) {
-			return nil
-		}
-	}
 }

@@ -37,6 +37,7 @@ type Session struct {
 	stops   map[int64]*Stop // stopped threads by ident
 	pending []*Stop         // stops not yet reported
 	stopCh  chan struct{}   // signalled on every new stop
+	updates chan struct{}   // signalled on every new stop or note (see Updates)
 	numbers map[int64]int   // gdb-style thread numbers
 	nextNum int
 	Notes   []string // agent notices (resolved breakpoints, errors)
@@ -201,7 +202,7 @@ func attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
+	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
 	s.start, _ = startTime(pid)
 	s.Version, _ = hello["version"].(string)
 	s.Backend, _ = hello["backend"].(string)
@@ -242,6 +243,7 @@ func (s *Session) eventLoop() {
 			case s.stopCh <- struct{}{}:
 			default:
 			}
+			s.updated()
 		case "breakpoint_resolved":
 			bp := toBP(ev["bp"])
 			s.note(fmt.Sprintf("Breakpoint %d resolved at %s:%d", bp.ID, bp.File, bp.Line))
@@ -262,10 +264,22 @@ func (s *Session) eventLoop() {
 	}
 }
 
+// Updates is signalled (coalesced) when a stop or a notice arrives: a
+// front end waiting for its user's input announces them at once.
+func (s *Session) Updates() <-chan struct{} { return s.updates }
+
+func (s *Session) updated() {
+	select {
+	case s.updates <- struct{}{}:
+	default:
+	}
+}
+
 func (s *Session) note(msg string) {
 	s.mu.Lock()
 	s.Notes = append(s.Notes, msg)
 	s.mu.Unlock()
+	s.updated()
 }
 
 // TakeNotes returns and clears pending notices.

@@ -1,0 +1,195 @@
+package repl
+
+import (
+	"errors"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/chzyer/readline"
+)
+
+// runTerminal is the REPL at a terminal: line editing, history in
+// ~/.krait_history (0600), tab completion, stops and notices announced as
+// they happen while krait waits for input (the prompt is redrawn after
+// them, as gdb's non-stop mode does), Ctrl-C at the prompt does nothing but
+// give a new prompt, Ctrl-D detaches and leaves.
+func (r *REPL) runTerminal(stop chan struct{}) error {
+	syscall.Umask(0o077) // the history file, and anything else krait writes, is the user's alone
+	hist := ""
+	if home, err := os.UserHomeDir(); err == nil {
+		hist = filepath.Join(home, ".krait_history")
+		if f, err := os.OpenFile(hist, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			f.Chmod(0o600)
+			f.Close()
+		}
+	}
+	// readline's own Close leaves the goroutine reading standard input
+	// blocked (and waits for it): give it a reader krait cancels first.
+	stdin := readline.NewCancelableStdin(os.Stdin)
+	rl, err := readline.NewEx(&readline.Config{
+		Stdin:           stdin,
+		Prompt:          "(krait) ",
+		HistoryFile:     hist,
+		HistoryLimit:    1000,
+		AutoComplete:    completer{r},
+		InterruptPrompt: "^C",
+		EOFPrompt:       "quit",
+		FuncGetWidth: func() int {
+			if w := readline.GetScreenWidth(); w > 0 {
+				return w
+			}
+			return 80 // a terminal that says it has no columns
+		},
+	})
+	if err != nil {
+		return err
+	}
+	r.rl = rl
+	r.Out = rl.Stdout() // output while the prompt shows clears it and redraws it
+	defer func() { stdin.Close(); rl.Close() }()
+	go r.watch(stop)
+	// Outside the prompt the terminal sends SIGINT for Ctrl-C: it stops a
+	// wait for a stop, and is otherwise ignored (never the end of krait).
+	r.intr = make(chan os.Signal, 1)
+	signal.Notify(r.intr, os.Interrupt)
+	defer signal.Stop(r.intr)
+	last := ""
+	for {
+		r.Flush()
+		done := r.announce()
+		line, err := rl.Readline()
+		done()
+		select { // a Ctrl-C before the prompt is not meant for the next wait
+		case <-r.intr:
+		default:
+		}
+		if errors.Is(err, readline.ErrInterrupt) {
+			continue // gdb: Ctrl-C at the prompt does nothing
+		}
+		if err == io.EOF {
+			r.printf("quit\n")
+			return r.cmdDetach("")
+		}
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(line) == "" {
+			// gdb repeats stepping and listing commands on an empty line.
+			if f := strings.Fields(last); len(f) > 0 && strings.Contains(" s step n next u until l list c continue fin finish ", " "+f[0]+" ") {
+				line = last
+			}
+		}
+		last = line
+		if r.Report(r.Exec(line)) {
+			return nil
+		}
+	}
+}
+
+// announce prints stops and notices as they arrive until the returned
+// function is called (when the user's line is in).
+func (r *REPL) announce() func() {
+	stop, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-r.S.Updates():
+				r.flush(true)
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
+}
+
+// completer completes commands, info's subcommands, breakpoint numbers,
+// and the names of the selected frame's locals.
+type completer struct{ r *REPL }
+
+func (c completer) Do(line []rune, pos int) ([][]rune, int) {
+	text := string(line[:pos])
+	fields := strings.Fields(text)
+	word := ""
+	if len(text) > 0 && text[len(text)-1] != ' ' && len(fields) > 0 {
+		word = fields[len(fields)-1]
+		fields = fields[:len(fields)-1]
+	}
+	var cands []string
+	switch {
+	case len(fields) == 0:
+		for _, cmd := range commands {
+			cands = append(cands, cmd.names[0])
+		}
+	case fields[0] == "help" || fields[0] == "h":
+		for _, cmd := range commands {
+			cands = append(cands, cmd.names[0])
+		}
+	case fields[0] == "info" || fields[0] == "i":
+		cands = infoSubcommands
+	case isOneOf(fields[0], "delete", "d", "disable", "enable", "condition", "ignore"):
+		if bps, err := c.r.S.Breakpoints(); err == nil {
+			for _, bp := range bps {
+				cands = append(cands, strconv.Itoa(bp.ID))
+			}
+		}
+	case isOneOf(fields[0], "print", "p", "inspect", "display", "whatis", "set", "call"):
+		if c.r.S.Stopped() != nil {
+			if vars, err := c.r.S.Locals(); err == nil {
+				for _, v := range vars {
+					cands = append(cands, v.Name)
+				}
+			}
+		}
+	case isOneOf(fields[0], "break", "b", "br", "tbreak", "list", "l"):
+		cands = c.r.knownFiles()
+	}
+	sort.Strings(cands)
+	var out [][]rune
+	seen := map[string]bool{}
+	for _, cand := range cands {
+		if strings.HasPrefix(cand, word) && !seen[cand] {
+			seen[cand] = true
+			out = append(out, []rune(cand[len(word):]+" "))
+		}
+	}
+	return out, len([]rune(word))
+}
+
+func isOneOf(s string, names ...string) bool {
+	for _, n := range names {
+		if s == n {
+			return true
+		}
+	}
+	return false
+}
+
+// infoSubcommands are what `info` answers.
+var infoSubcommands = []string{"args", "breakpoints", "display", "frame", "locals", "source", "threads"}
+
+// knownFiles are file names krait has seen in this session (breakpoints,
+// stops, frames), by base name, for completing break and list.
+func (r *REPL) knownFiles() []string {
+	var out []string
+	if bps, err := r.S.Breakpoints(); err == nil {
+		for _, bp := range bps {
+			out = append(out, filepath.Base(bp.File))
+		}
+	}
+	if st := r.S.Stopped(); st != nil {
+		if frames, err := r.S.Stack(); err == nil {
+			for _, f := range frames {
+				out = append(out, filepath.Base(f.File))
+			}
+		}
+	}
+	return out
+}
