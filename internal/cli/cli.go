@@ -331,10 +331,16 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if *pid <= 0 {
 		return badPID(stderr, "attach", strconv.Itoa(*pid))
 	}
-	var script []string
-	for _, st := range steps {
+	// The script: each -ex command, and each -x file's lines (src: which
+	// -x file, 0 for -ex).
+	type scriptLine struct {
+		text string
+		src  int
+	}
+	var script []scriptLine
+	for i, st := range steps {
 		if !st.file {
-			script = append(script, st.text)
+			script = append(script, scriptLine{st.text, 0})
 			continue
 		}
 		data, err := os.ReadFile(st.text)
@@ -342,7 +348,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "krait: %v\n", err)
 			return ExitUsage
 		}
-		script = append(script, strings.Split(string(data), "\n")...)
+		for _, l := range strings.Split(string(data), "\n") {
+			script = append(script, scriptLine{l, i + 1})
+		}
 	}
 
 	start := time.Now()
@@ -380,23 +388,22 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via %s.\n",
 		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), paused, via)
 	code := ExitOK
+	failedFile := -1
 	for _, line := range script {
-		if strings.TrimSpace(line) == "" {
+		if strings.TrimSpace(line.text) == "" || line.src != 0 && line.src == failedFile {
 			continue
 		}
-		if *batch {
-			// gdb echoes nothing in batch mode; errors go to stderr.
-		}
-		err := r.Exec(line)
+		err := r.Exec(line.text)
 		if err != nil {
 			if r.Report(err) {
 				return exitedCode(*pid, code)
 			}
+			// As gdb: an error is reported and the next -ex command still
+			// runs; an error in a -x file ends that file. The exit status
+			// says that something failed.
 			code = ExitError
-			if *batch {
-				// as gdb: an error in batch mode stops the script
-				r.Exec("detach")
-				return code
+			if line.src != 0 {
+				failedFile = line.src
 			}
 		}
 		if r.Report(nil) {

@@ -29,9 +29,11 @@ type REPL struct {
 	S   *session.Session
 	Out io.Writer
 	// Timeout bounds waiting for a stop in batch mode (0: forever).
-	Timeout time.Duration
-	Batch   bool
-	quit    bool
+	Timeout     time.Duration
+	Batch       bool
+	quit        bool
+	displays    []display // display EXPR, in order
+	nextDisplay int
 	// listed remembers where `list` continues.
 	listFile string
 	listLine int
@@ -101,7 +103,10 @@ func init() {
 		{[]string{"next", "n"}, "next — run to the next line in this function, stepping over calls", resume("next")},
 		{[]string{"finish", "fin"}, "finish — run until the selected frame returns and show its value", (*REPL).cmdFinish},
 		{[]string{"until", "u"}, "until — like next, but never stops at an earlier line (leaves loops)", resume("until")},
-		{[]string{"backtrace", "bt", "where"}, "bt [N] — the selected thread's stack (innermost N frames)", (*REPL).cmdBacktrace},
+		{[]string{"backtrace", "bt", "where"}, "bt [full] [N | -N] — the selected thread's stack (innermost N, or outermost N frames; full: with each frame's locals)", (*REPL).cmdBacktrace},
+		{[]string{"display"}, "display [EXPR] — print EXPR (safely, as print) at every stop; without EXPR, print them all now", (*REPL).cmdDisplay},
+		{[]string{"undisplay"}, "undisplay [N…] — stop displaying expressions N (all without N)", (*REPL).cmdUndisplay},
+		{[]string{"whatis"}, "whatis EXPR — the type of EXPR", (*REPL).cmdWhatis},
 		{[]string{"up"}, "up [N] — select an outer frame", (*REPL).cmdUp},
 		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
@@ -380,6 +385,7 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 		r.printf("Value returned is $%d = %s\n", len(r.S.History), st.Return.Value)
 	}
 	r.listFile, r.listLine = st.File, st.Line
+	r.doDisplays()
 }
 
 func (r *REPL) printSourceLine(file string, line int) {
@@ -395,13 +401,45 @@ func (r *REPL) cmdBacktrace(arg string) error {
 	if err != nil {
 		return err
 	}
-	if n, err := strconv.Atoi(strings.TrimSpace(arg)); err == nil && n >= 0 && n < len(frames) {
-		defer r.printf("(More stack frames follow...)\n")
-		frames = frames[:n]
+	full := false
+	limit := 0
+	for _, a := range strings.Fields(arg) {
+		if a == "full" || a == "-full" {
+			full = true
+		} else if n, err := strconv.Atoi(a); err == nil {
+			limit = n
+		} else {
+			return fmt.Errorf("No symbol \"%s\" in current context.", a)
+		}
+	}
+	more := ""
+	switch {
+	case limit > 0 && limit < len(frames):
+		frames, more = frames[:limit], "(More stack frames follow...)\n"
+	case limit < 0 && -limit < len(frames):
+		frames = frames[len(frames)+limit:] // the outermost -limit frames
 	}
 	for _, f := range frames {
 		r.printf("#%-2d %s\n", f.Index, frameText(f))
+		if full {
+			vs, err := r.S.LocalsAt(f.Index)
+			if err != nil {
+				r.printf("        <%v>\n", err)
+				continue
+			}
+			n := 0
+			for _, v := range vs {
+				if !v.Arg {
+					r.printf("        %s = %s\n", v.Name, v.Value)
+					n++
+				}
+			}
+			if n == 0 {
+				r.printf("No locals.\n")
+			}
+		}
 	}
+	r.printf("%s", more)
 	return nil
 }
 
@@ -447,7 +485,7 @@ func (r *REPL) cmdFrame(arg string) error {
 func (r *REPL) cmdInfo(arg string) error {
 	f := strings.Fields(arg)
 	if len(f) == 0 {
-		return fmt.Errorf("List of info subcommands: breakpoints, locals, args, threads, frame.")
+		return fmt.Errorf("List of info subcommands: breakpoints, locals, args, threads, frame, display, source.")
 	}
 	switch f[0] {
 	case "breakpoints", "break", "b", "br":
@@ -460,6 +498,10 @@ func (r *REPL) cmdInfo(arg string) error {
 		return r.infoThreads()
 	case "frame", "f":
 		return r.cmdFrame("")
+	case "display":
+		return r.infoDisplay()
+	case "source":
+		return r.infoSource()
 	}
 	return fmt.Errorf("Undefined info command: \"%s\".  Try \"help info\".", f[0])
 }

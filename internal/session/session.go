@@ -582,11 +582,14 @@ func (s *Session) Stack() ([]Frame, error) {
 }
 
 // Locals returns the selected frame's variables, arguments first.
-func (s *Session) Locals() ([]Var, error) {
+func (s *Session) Locals() ([]Var, error) { return s.LocalsAt(s.Frame) }
+
+// LocalsAt are the arguments and locals of frame n of the selected thread.
+func (s *Session) LocalsAt(n int) ([]Var, error) {
 	if err := s.needStopped(); err != nil {
 		return nil, err
 	}
-	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": s.Frame})
+	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n})
 	if err != nil {
 		return nil, err
 	}
@@ -640,6 +643,23 @@ func (s *Session) Print(expr, mode string) (int, Var, error) {
 	v := Var{Type: str(r, "type"), Value: str(r, "value")}
 	s.History = append(s.History, v.Value)
 	return len(s.History), v, nil
+}
+
+// Eval evaluates expr in the selected frame as Print does, without adding
+// it to the value history.
+func (s *Session) Eval(expr, mode string) (Var, error) {
+	if err := s.needStopped(); err != nil {
+		return Var{}, err
+	}
+	e, err := s.expandHistory(expr)
+	if err != nil {
+		return Var{}, err
+	}
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode})
+	if err != nil {
+		return Var{}, err
+	}
+	return Var{Type: str(r, "type"), Value: str(r, "value")}, nil
 }
 
 // Source returns count lines of file from line on.

@@ -465,3 +465,54 @@ func TestAttachInterrupted(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachMoreCommands: gdb commands users reach for — bt N / bt -N /
+// bt full, display / undisplay / info display, whatis, info source, help
+// CMD — and batch mode going on after a failed -ex command (the exit
+// status says one failed), while an error in a -x file ends that file.
+func TestAttachMoreCommands(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor != "3.12" && py.minor != "3.8" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			script := filepath.Join(t.TempDir(), "cmds")
+			if err := os.WriteFile(script, []byte("print n + 1\nprint nosuchname\nprint n + 2\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(1500 * time.Millisecond)
+				srv.get(t, "/report?n=4")
+			}()
+			r := krait(t, "attach", fmt.Sprint(srv.p.pid()), "--batch", "--timeout", "30s",
+				"-ex", "display n", "-ex", fmt.Sprintf("break views.py:%d", srv.marks["report_call"]), "-ex", "continue",
+				"-ex", "bogus command", "-ex", "bt 1", "-ex", "bt -1", "-ex", "bt full 1", "-ex", "whatis label",
+				"-ex", "display len(items)", "-ex", "info display", "-ex", "undisplay 1", "-ex", "info display",
+				"-ex", "info source", "-ex", "help whatis", "-x", script, "-ex", "print n * 10")
+			out := r.stdout
+			if r.code != 1 {
+				t.Errorf("exit code %d, want 1 (a command failed): %v", r.code, r)
+			}
+			mustMatch(t, "display at stop", `(?m)^1: n = 4$`, out)
+			mustMatch(t, "bogus", `Undefined command: "bogus"`, out)
+			mustMatch(t, "bt 1", `(?m)^#0  report \(n=4\) at .*views\.py:\d+\n\(More stack frames follow\.\.\.\)`, out)
+			mustMatch(t, "bt -1", `(?m)^#\d+ +(<module>|main|Thread\._bootstrap) \(`, out)
+			mustMatch(t, "bt full", `(?m)^#0  report \(n=4\).*\n        items = \[0, 1, 4, 9\]\n        label = 'report-4'`, out)
+			mustMatch(t, "whatis", `(?m)^type = str$`, out)
+			mustMatch(t, "display now", `(?m)^2: len\(items\) = 4$`, out)
+			mustMatch(t, "info display", `(?m)^1:   y  n\n2:   y  len\(items\)$`, out)
+			mustMatch(t, "undisplay", `(?m)^Num Enb Expression\n2:   y  len\(items\)\n`, out)
+			mustMatch(t, "info source", `(?m)^Current source file is views\.py\nLocated in .*/views\.py\nContains \d+ lines\.\nSource language is python\.$`, out)
+			mustMatch(t, "help whatis", `(?m)^whatis EXPR — the type of EXPR$`, out)
+			mustMatch(t, "-x", `(?m)^\$\d+ = 5$`, out)
+			if strings.Contains(out, "= 6\n") {
+				t.Errorf("the -x file went on after its error:\n%s", out)
+			}
+			mustMatch(t, "-ex after the failed -x", `(?m)^\$\d+ = 40$`, out)
+			mustMatch(t, "batch detach", `\[Inferior 1 \(process \d+\) detached\]`, out)
+			checkClean(t, srv)
+		})
+	}
+}
