@@ -1,6 +1,6 @@
 package agent
 
-// Tests of the agent itself (python/krait_agent.py) inside real
+// Tests of the agent itself (python/*.py, joined by source.go) inside real
 // interpreters, without injection: testdata/agent/fixture.py loads the agent
 // the way krait's bootstrap does, after starting its worker and counter
 // threads, and reports what it sees from the inside every 100 ms. The test
@@ -221,12 +221,8 @@ func (fx *agentFixture) load(token string, connectTimeout int, mmap bool) string
 	if err := os.Chmod(dir, 0o700); err != nil {
 		fx.t.Fatal(err)
 	}
-	src, err := os.ReadFile(filepath.Join("python", "krait_agent.py"))
-	if err != nil {
-		fx.t.Fatal(err)
-	}
 	agent := filepath.Join(dir, "agent.py")
-	if err := os.WriteFile(agent, src, 0o600); err != nil {
+	if err := os.WriteFile(agent, agentSource, 0o600); err != nil {
 		fx.t.Fatal(err)
 	}
 	cfg := map[string]any{"dir": dir, "token": token, "page": 0, "page_size": 0,
