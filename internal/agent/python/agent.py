@@ -16,6 +16,7 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
         self.lines = {}     # abs file -> {line: [Bp]}: armed breakpoints
         self.pending = []   # Bps waiting for their file
         self.fcache = {}    # co_filename -> abs path (also: files seen run)
+        self.mcache = {}    # a module's __file__ -> abs path
         self.ccache = {}    # id(code) -> (code, has a breakpoint line): settrace
         self.finfo = {}     # abs file -> [(code, qualname, is_func, lines)]
         self.stopped = {}   # ident -> Stopped
@@ -28,12 +29,10 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
         self.tool = None
         self.mcodes = {}    # id(code) -> code holding our local LINE events
         self.clines = {}    # id(code) -> line set (codes kept alive by mcodes)
-        self.scanned = set()  # files whose live code objects were looked for
         self.gt, self.lt = self._gtrace, self._ltrace  # one bound object each
         self.seen = set()   # thread states the settrace backend looked at
         self.glob = False   # settrace: every thread traced (else only calls of wrapped functions)
-        self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place)
-        self.wcodes = {}    # id(wrapper code) -> wrapper code: frames never shown nor traced
+        self.wrapped = {}   # id(function) -> (function, its code, the wrapper code in its place, its clone)
         self.tthreads = set()  # idents traced because a breakpoint's code was running there
         self.inwrap = {}       # ident -> [wrapped calls in progress, tracing turned on by the outermost]
         self.clones = {}       # id -> the functions wrappers call (running the original code)

@@ -34,6 +34,7 @@ def arg_names(c):
 
 
 _WSENT = '\x00krait'  # the wrapper's placeholder constant
+WRAPPER_FILE = '<krait-wrapper>'  # the wrappers' co_filename
 
 
 def wrapper_code(c):
@@ -79,7 +80,7 @@ def wrapper_code(c):
             '            if _krait_on:',
             '                %r.exit()' % _WSENT,
             '    return %s' % c.co_name]
-    outer = compile('\n'.join(src) + '\n', '<krait>', 'exec')
+    outer = compile('\n'.join(src) + '\n', WRAPPER_FILE, 'exec')
     inner = [k for k in outer.co_consts if type(k) is _CODE][0]
     w = [k for k in inner.co_consts if type(k) is _CODE][0]
     return w if len(w.co_freevars) == len(c.co_freevars) else None
@@ -98,13 +99,51 @@ class _Hook(object):
     __slots__ = ('enter', 'call', 'exit')
 
 
-def module_file(m):
+_MDICT = types.ModuleType.__dict__['__dict__'].__get__  # a module's own dict, whatever its class
+_SM_FUNC = staticmethod.__dict__['__func__'].__get__
+_CM_FUNC = classmethod.__dict__['__func__'].__get__
+_PGET, _PSET, _PDEL = (property.__dict__[k].__get__ for k in ('fget', 'fset', 'fdel'))
+# Never walked into by _reach: data, modules (each is reached on its own
+# when its file holds a breakpoint), builtins.
+_LEAVES = (int, float, complex, str, bytes, bytearray, bool, type(None), tuple, list, dict, set,
+           frozenset, types.ModuleType, types.BuiltinFunctionType, types.CodeType)
+REACH_DEPTH, REACH_BUDGET = 8, 20000
+
+
+def module_file(m, cache=None):
+    """The absolute path of module m's .py file, or None (no code of m
+    runs: its dict is read through the module type's own descriptor)."""
     if not issubclass(type(m), types.ModuleType):
         return None
     try:
-        f = _oga(m, '__dict__').get('__file__')
+        f = _MDICT(m).get('__file__')
     except Exception:
         return None
-    if type(f) is str and f.endswith('.py'):
+    if type(f) is not str or not f.endswith('.py'):
+        return None
+    if cache is None:
         return os.path.abspath(f)
-    return None
+    a = cache.get(f)
+    if a is None:
+        a = cache[f] = os.path.abspath(f)
+    return a
+
+
+def _cell(c):
+    try:
+        return c.cell_contents
+    except ValueError:  # empty
+        return None
+
+
+def _dict_attr(f, name):
+    """A function's attribute from its own dict (a function's __dict__
+    would be created by reading it)."""
+    try:
+        return _oga(f, name)
+    except AttributeError:
+        return None
+
+
+def _walkable(o):
+    return not issubclass(type(o), _LEAVES)

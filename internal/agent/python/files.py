@@ -14,7 +14,7 @@ class _Files(object):
     def _files(self):
         fs = set(self.fcache.values())
         for m in list(sys.modules.values()):
-            f = module_file(m)
+            f = module_file(m, self.mcache)
             if f is not None:
                 fs.add(f)
         for f in sys._current_frames().values():

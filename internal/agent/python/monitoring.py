@@ -17,6 +17,7 @@ class _Monitoring(object):
         E = mon.events
         mon.register_callback(tid, E.LINE, self._m_line)
         mon.register_callback(tid, E.PY_START, self._m_start)
+        mon.register_callback(tid, E.PY_RESUME, self._m_start)
         mon.register_callback(tid, E.PY_RETURN, self._m_return)
         mon.register_callback(tid, E.PY_YIELD, self._m_return)
 
@@ -29,13 +30,13 @@ class _Monitoring(object):
             mon.set_local_events(tid, c, 0)
         self.mcodes.clear()
         E = mon.events
-        for e in (E.LINE, E.PY_START, E.PY_RETURN, E.PY_YIELD):
+        for e in (E.LINE, E.PY_START, E.PY_RESUME, E.PY_RETURN, E.PY_YIELD):
             mon.register_callback(tid, e, None)
         mon.free_tool_id(tid)
 
     def _mon_events(self, restart):
         E = sys.monitoring.events
-        ev = E.PY_START if (self.lines or self.pending) else 0
+        ev = E.PY_START | E.PY_RESUME if (self.lines or self.pending) else 0
         if self.steps:
             ev |= E.LINE | E.PY_RETURN | E.PY_YIELD
         sys.monitoring.set_events(self.tool, ev)
@@ -53,55 +54,43 @@ class _Monitoring(object):
         sys.monitoring.set_local_events(self.tool, c, sys.monitoring.events.LINE if on else 0)
 
     def _mon_changed(self, path):
+        """Breakpoints of path changed. No heap walk: code that starts from
+        now on is seen by PY_START (PY_RESUME for a suspended generator or
+        coroutine), and only code running now is looked for, in the
+        threads' frames."""
         with self.lock:
-            if path in self.lines and path not in self.scanned:
-                self.scanned.add(path)
-                for c in self._live_codes(path):
-                    self._mon_code(c)
-            elif path not in self.lines:
-                self.scanned.discard(path)
+            if path in self.lines:
+                for f in sys._current_frames().values():
+                    while f is not None:
+                        c = f.f_code
+                        if id(c) not in self.mcodes and self._abs(c.co_filename) == path:
+                            self._mon_code(c)
+                        f = f.f_back
             for c in list(self.mcodes.values()):
                 self._mon_code(c)
             self._mon_events(True)
 
-    def _live_codes(self, path):
-        out, seen = [], set()
-
-        def add(c):
-            if id(c) not in seen and self._abs(c.co_filename) == path:
-                seen.add(id(c))
-                out.extend(nested_codes(c))
-        for o in gc.get_objects():
-            t = type(o)
-            if t is _FUNC:
-                add(o.__code__)
-            elif t in _GENS:
-                add(getattr(o, _GENS[t]))
-        for f in sys._current_frames().values():
-            while f is not None:
-                add(f.f_code)
-                f = f.f_back
-        return out
-
     def _m_start(self, code, offset):
+        """PY_START or PY_RESUME: the first time each code object runs after
+        a change (DISABLE until the next restart_events)."""
         try:
-            if not self.closing and self._abs(code.co_filename) in self.lines:
+            if not self.closing and os.getpid() == self.pid and self._abs(code.co_filename) in self.lines:
                 with self.lock:
                     if id(code) not in self.mcodes:
                         self._mon_code(code)
         except Exception:
             pass
-        return sys.monitoring.DISABLE
+        return _DISABLE
 
     def _m_line(self, code, line):
         try:
-            if self.closing:
-                return None
+            if self.closing or os.getpid() != self.pid:
+                return _DISABLE
             ident = _ident()
             bl = self.lines.get(self.fcache.get(code.co_filename) or self._abs(code.co_filename))
             bps = bl.get(line) if bl else None
             if bps is None and ident not in self.steps:
-                return None if self.steps else sys.monitoring.DISABLE
+                return None if self.steps else _DISABLE
             if ident != self.ident:
                 self._line(sys._getframe(1), line, ident, bps)
         except Exception:

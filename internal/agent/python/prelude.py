@@ -31,6 +31,7 @@
 # second. No import hook is installed, so none has to be removed.
 
 import ctypes
+import functools
 import gc
 import hmac
 import json
@@ -54,3 +55,4 @@ _CODE, _FUNC = types.CodeType, types.FunctionType
 _GENS = {types.GeneratorType: 'gi_code', types.CoroutineType: 'cr_code',
          types.AsyncGeneratorType: 'ag_code'}
 _VP = ctypes.c_void_p
+_DISABLE = getattr(getattr(sys, 'monitoring', None), 'DISABLE', None)

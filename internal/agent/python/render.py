@@ -158,7 +158,7 @@ def _django(v, t, mro):
     attributes only: no query runs, no lazy object is loaded."""
     if 'django.db.models.query.QuerySet' in mro:
         model = _d(v, 'model')
-        label = _model_label(model) if isinstance(model, type) else '?'
+        label = _model_label(model) if issubclass(type(model), type) else '?'
         rc = _d(v, '_result_cache')
         parts = ['not evaluated' if rc is None else 'evaluated, %d rows' % len(rc)]
         q = _d(v, '_query') or _d(v, 'query')
@@ -194,7 +194,7 @@ def _django(v, t, mro):
 
 def _builtin_object(v, t):
     """Objects whose own repr is safe or can be rebuilt without user code."""
-    if isinstance(v, type):
+    if issubclass(t, type):  # not isinstance: it would read v.__class__
         return "<class '%s'>" % _cls_name(v)
     if t is types.FunctionType:
         return '<function %s at %#x>' % (v.__qualname__, id(v))

@@ -13,6 +13,7 @@ class _Serving(object):
             pass
         finally:
             self._cleanup()
+            self._teardown()
 
     def _listen(self):
         path = os.path.join(self.dir, 'sock')
@@ -131,7 +132,7 @@ class _Serving(object):
             self._tr_all(True)
         if self.pending:
             for m in list(sys.modules.values()):
-                f = module_file(m)
+                f = module_file(m, self.mcache)
                 if f is not None:
                     self._abs(f)
 
@@ -149,6 +150,18 @@ class _Serving(object):
                 step()
             except BaseException:
                 pass
+
+    def _teardown(self):
+        """Drop every reference the agent holds, so that nothing of the
+        session waits for a garbage collection (a wrapper still running a
+        call, or a thread that set our trace function just as we left,
+        keeps only this empty shell, which does nothing)."""
+        deadline = time.time() + 1
+        while self.stopped and time.time() < deadline:  # resumed threads leaving _stop
+            time.sleep(0.005)
+        pid = self.pid
+        self.__dict__.clear()
+        self.closing, self.trick, self.pid = True, False, pid
 
     def _pep768_withdraw(self):
         """Started through PEP 768 (KRAIT["pep768"]): krait asked every

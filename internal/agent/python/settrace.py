@@ -4,7 +4,13 @@ class _Settrace(object):
     # settrace (< 3.12) ...................................................
     def _gtrace(self, frame, event, arg):
         try:
-            if self.closing or (self.trick and _ident() == self.ident):
+            if self.closing or os.getpid() != self.pid:
+                # A thread that set us just as the agent left (or a forked
+                # child's): untrace it.
+                if not self.trick and sys.gettrace() is self.gt:
+                    sys.settrace(None)
+                return None
+            if self.trick and _ident() == self.ident:
                 return None
             c = frame.f_code
             hit = self.ccache.get(id(c))
@@ -34,6 +40,15 @@ class _Settrace(object):
 
     def _ltrace(self, frame, event, arg):
         try:
+            if event == 'return':
+                # The frame returns or, a generator's or coroutine's,
+                # suspends: it keeps no f_trace of ours (a suspended one
+                # would hold it, and the agent, until resumed; the next
+                # 'call' event sets it again).
+                if self.steps and not self.closing:
+                    self._returned(frame, arg)
+                frame.f_trace = None
+                return None
             if self.closing:
                 return None
             if event == 'line':
@@ -43,13 +58,11 @@ class _Settrace(object):
                 bps = bl.get(line) if bl else None
                 if bps is not None or ident in self.steps:
                     self._line(frame, line, ident, bps)
-            elif event == 'return' and self.steps:
-                self._returned(frame, arg)
+            # Keep line events only while this thread is traced: a frame
+            # with f_trace set but no events shows a stale f_lineno (3.6-3.9).
+            return None if self.closing or sys.gettrace() is not self.gt else self.lt
         except Exception:
-            pass
-        # Keep line events only while this thread is traced: a frame with
-        # f_trace set but no events shows a stale f_lineno (3.6-3.9).
-        return None if self.closing or sys.gettrace() is not self.gt else self.lt
+            return None
 
     def _tr_install(self):
         T = self.T = self.cfg.get('trace')
@@ -108,8 +121,5 @@ class _Settrace(object):
                 if f.f_trace is self.lt:
                     f.f_trace = None
                 f = f.f_back
-        for o in gc.get_objects():  # suspended generators and coroutines
-            if type(o) in _GENS:
-                f = getattr(o, _GENS[type(o)].replace('code', 'frame'), None)
-                if f is not None and f.f_trace is self.lt:
-                    f.f_trace = None
+        # Suspended generators and coroutines hold no f_trace of ours: the
+        # local tracer clears it at every 'return' event (see _ltrace).

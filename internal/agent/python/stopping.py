@@ -79,7 +79,9 @@ class _Stopping(object):
                 finally:
                     done.set()
             except BaseException:
-                pass  # e.g. KeyboardInterrupt while stopped: stay stopped
+                if self.closing:
+                    break
+                # e.g. KeyboardInterrupt while stopped: stay stopped
         with self.cv:
             del self.stopped[ident]
             step = th.resume and th.resume[0] != 'continue' and not self.closing
@@ -105,7 +107,7 @@ class _Stopping(object):
     def _hidden(self, f):
         """The agent's own frames and breakpoint wrappers: never shown,
         never stopped in."""
-        return f.f_globals is self.ns or id(f.f_code) in self.wcodes
+        return f.f_globals is self.ns or f.f_code.co_filename == WRAPPER_FILE
 
     def _up(self, f):
         f = f.f_back

@@ -20,62 +20,30 @@ class _Wrapping(object):
                 self._tr_global()
             if path is None:
                 return bool(self.pending)
-            funcs, codes, seen = {}, [], set()
-
-            parent = {}  # id(code) -> the code whose co_consts hold it
-
-            def add(c):
-                if id(c) not in seen and self._abs(c.co_filename) == path:
-                    seen.add(id(c))
-                    for x in nested_codes(c):
-                        codes.append(x)
-                        for k in x.co_consts:
-                            if type(k) is _CODE:
-                                parent[id(k)] = x
-            if path in self.lines:
-                for o in gc.get_objects():
-                    t = type(o)
-                    if t is _FUNC:
-                        if self.clones.get(id(o)) is o:
-                            continue  # what a wrapper calls: never wrapped itself
-                        w = self.wrapped.get(id(o))
-                        c = w[1] if w is not None and w[0] is o else o.__code__
-                        if self._abs(c.co_filename) == path:
-                            funcs.setdefault(id(c), []).append(o)
-                            add(c)
-                    elif t in _GENS:
-                        add(getattr(o, _GENS[t]))
-            frames = sys._current_frames()
-            keep, glob = set(), False
-            todo = [c for c in codes if self._code_has_bp(c)]
-            while todo:
-                c = todo.pop()
-                fl = c.co_flags
-                if not (fl & CO_OPTIMIZED):
-                    continue  # module and class bodies run once: frames below
-                if fl & CO_NESTED and c.co_name in _COMPREHENSIONS and c.co_name != '<genexpr>':
-                    # Runs inside the call of the function around it (which
-                    # need not hold the breakpoint line itself): wrap that.
-                    up = parent.get(id(c))
-                    if up is not None and up.co_flags & CO_OPTIMIZED:
-                        todo.append(up)
+            want, glob = self._tr_targets(path) if path in self.lines else ({}, False)
+            keep, wcache = set(), {}
+            found = self._reach(path, want) if want else {}
+            for key in want:
+                fs = found.get(key)
+                if not fs:
+                    glob = True  # not reachable from its module: trace every thread
                     continue
-                fs = funcs.get(id(c))
-                w = wrapper_code(c) if fs and not fl & (CO_NESTED | CO_SUSPENDS) else None
-                if w is None:
-                    glob = glob or bool(fs) or bool(fl & (CO_NESTED | CO_SUSPENDS))
-                    continue
-                for f in fs:
-                    if self._wrap(f, c, w):
+                for f, c in fs:
+                    w = wcache.get(id(c), _NO)
+                    if w is _NO:
+                        w = wcache[id(c)] = wrapper_code(c)
+                    if w is None:
+                        glob = True
+                    elif self._wrap(f, c, w):
                         keep.add(id(f))
-            for k, (f, c, _) in list(self.wrapped.items()):
-                if k not in keep and self._abs(c.co_filename) == path:
+            for k, wr in list(self.wrapped.items()):
+                if k not in keep and self._abs(wr[1].co_filename) == path:
                     self._unwrap(k)
             if glob:
                 self._tr_global()
             if path not in self.lines:
                 return glob
-            for ident, f in frames.items():  # frames running that code now
+            for ident, f in sys._current_frames().items():  # frames running that code now
                 hit = False
                 while f is not None and ident != self.ident:
                     if not self._hidden(f) and self._abs(f.f_code.co_filename) == path and \
@@ -87,6 +55,101 @@ class _Wrapping(object):
                 if hit:
                     self._tr_thread(ident)
             return glob
+
+    def _tr_targets(self, path):
+        """({(name, first line): code}, glob): the functions of path (as
+        compiled from its source) whose calls must be traced for its
+        breakpoints, and whether some breakpoint is in code no wrapper can
+        reach (a generator or coroutine, a closure made at run time)."""
+        info = self._file_info(path)
+        parent = {}  # id(code) -> the code whose co_consts hold it
+        for c, _, _, _ in info:
+            for k in c.co_consts:
+                if type(k) is _CODE:
+                    parent[id(k)] = c
+        want, glob = {}, False
+        todo = [c for c, _, _, _ in info if self._code_has_bp(c)]
+        while todo:
+            c = todo.pop()
+            fl = c.co_flags
+            if not (fl & CO_OPTIMIZED):
+                continue  # module and class bodies run once: running frames are traced
+            if fl & CO_NESTED and c.co_name in _COMPREHENSIONS and c.co_name != '<genexpr>':
+                # Runs inside the call of the function around it (which
+                # need not hold the breakpoint line itself): wrap that.
+                up = parent.get(id(c))
+                if up is not None and up.co_flags & CO_OPTIMIZED:
+                    todo.append(up)
+                continue
+            if fl & (CO_NESTED | CO_SUSPENDS):
+                glob = True
+                continue
+            want[(c.co_name, c.co_firstlineno)] = c
+        return want, glob
+
+    def _reach(self, path, want):
+        """{key: [(function, its own code)]}: the function objects whose code
+        is one of want's (by name and first line), found from the modules
+        whose file is path without a heap walk (gc.get_objects() would hand
+        out references to objects other threads are still building) and
+        without running any code of theirs: the modules' globals; classes
+        of those modules (their own __dict__, nested classes); staticmethod,
+        classmethod, property, bound methods, functools.partial; decorators'
+        wrappers through __wrapped__ and closure cells; an object's
+        instance dict entries __wrapped__, func, fget (lru_cache,
+        cached_property...). Bounded in depth and in objects visited."""
+        names, stack = set(), []
+        for m in list(sys.modules.values()):
+            f = module_file(m, self.mcache)
+            if f == path:
+                d = _oga(m, '__dict__')
+                names.add(d.get('__name__'))
+                stack.append((d, 0))
+        out, seen, budget = {}, set(), REACH_BUDGET
+        while stack and budget > 0:
+            o, depth = stack.pop()
+            if id(o) in seen:
+                continue
+            seen.add(id(o))
+            budget -= 1
+            t, kids = type(o), ()
+            try:
+                if t is _FUNC:
+                    if self.clones.get(id(o)) is o:
+                        continue  # what a wrapper calls: never wrapped itself
+                    w = self.wrapped.get(id(o))
+                    c = w[1] if w is not None and w[0] is o else o.__code__
+                    key = (c.co_name, c.co_firstlineno)
+                    if key in want and self._abs(c.co_filename) == path:
+                        out.setdefault(key, []).append((o, c))
+                    kids = [_cell(x) for x in (o.__closure__ or ())]
+                    kids.append(_dict_attr(o, '__wrapped__'))
+                elif t is dict:
+                    kids = list(dict.values(o))
+                elif issubclass(t, type):
+                    if _tmod(o) in names:
+                        kids = list(_tdict(o).values())
+                elif issubclass(t, staticmethod):
+                    kids = [_SM_FUNC(o)]
+                elif issubclass(t, classmethod):
+                    kids = [_CM_FUNC(o)]
+                elif issubclass(t, property):
+                    kids = [_PGET(o), _PSET(o), _PDEL(o)]
+                elif t is types.MethodType:
+                    kids = [o.__func__]
+                elif t is functools.partial:
+                    kids = [o.func]
+                else:
+                    d = _instance_dict(o)
+                    if d:
+                        kids = [d.get(k) for k in ('__wrapped__', 'func', 'fget')]
+            except Exception:
+                continue
+            if depth < REACH_DEPTH:
+                for k in kids:
+                    if k is not None and _walkable(k):
+                        stack.append((k, depth + 1))
+        return out
 
     def _tr_relax(self):
         """Every thread is traced (a pending breakpoint, or code no wrapper
@@ -124,17 +187,21 @@ class _Wrapping(object):
         if f.__code__ is not c:
             return False
         g = _FUNC(c, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-        self.clones[id(g)] = g
         h = _Hook()
         h.enter, h.call, h.exit = self._w_enter, g, self._w_exit
         wb = bind_wrapper(w, h)
-        self.wcodes[id(wb)] = wb
-        self.wrapped[k] = (f, c, wb)
+        self.clones[id(g)] = g
+        self.wrapped[k] = (f, c, wb, g)
         f.__code__ = wb
         return True
 
     def _unwrap(self, k):
-        f, c, wb = self.wrapped.pop(k)
+        """Put f's own code back. Nothing of the agent keeps the wrapper,
+        its hook or its clone (code objects are not tracked by gc before
+        3.12: a cycle through one would never be collected); a call still
+        running the wrapper keeps them until it returns."""
+        f, c, wb, g = self.wrapped.pop(k)
+        self.clones.pop(id(g), None)
         if f.__code__ is wb:  # else someone replaced it since: theirs stays
             f.__code__ = c
 
@@ -149,6 +216,9 @@ class _Wrapping(object):
             cur, ident = sys.gettrace(), _ident()
             if cur is None:
                 sys.settrace(self.gt)
+                if self.closing:  # the agent left meanwhile: it cleared every thread but this one
+                    sys.settrace(None)
+                    return False
                 self.inwrap[ident] = [1, True]
             elif cur is self.gt:
                 e = self.inwrap.get(ident)
