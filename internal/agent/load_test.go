@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,9 @@ type busyFixture struct {
 	stdin  io.WriteCloser
 	pid    int
 	file   string
-	line   int // busy.py's @busy-target
+	line   int            // busy.py's @busy-target
+	marks  map[string]int // "@name" marker -> line
+	child  chan busyChild
 	trace  json.RawMessage
 	stderr bytes.Buffer
 
@@ -32,6 +35,12 @@ type busyFixture struct {
 	status busyStatus
 	seq    int
 	exited chan struct{}
+}
+
+// busyChild is what a child forked by busy.py reports.
+type busyChild struct {
+	Pid     int      `json:"pid"`
+	Sockets []uint64 `json:"sockets"` // inodes of the sockets it holds
 }
 
 type busyStatus struct {
@@ -53,16 +62,18 @@ func startBusy(t *testing.T, py agentPython, krait string, load map[string]int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &busyFixture{t: t, file: filepath.Join(dir, "busy.py"), exited: make(chan struct{})}
+	fx := &busyFixture{t: t, file: filepath.Join(dir, "busy.py"), exited: make(chan struct{}),
+		marks: map[string]int{}, child: make(chan busyChild, 1)}
 	data, err := os.ReadFile(fx.file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, "# @busy-target") {
-			fx.line = i + 1
+		if m := regexp.MustCompile(`# @([a-z-]+)`).FindStringSubmatch(l); m != nil {
+			fx.marks[m[1]] = i + 1
 		}
 	}
+	fx.line = fx.marks["busy-target"]
 	fx.cmd = exec.Command(py.path, fx.file)
 	fx.cmd.Stderr = &fx.stderr
 	fx.stdin, _ = fx.cmd.StdinPipe()
@@ -90,8 +101,11 @@ func startBusy(t *testing.T, py agentPython, krait string, load map[string]int) 
 		for sc.Scan() {
 			var m struct {
 				Status *busyStatus `json:"status"`
+				Child  *busyChild  `json:"child"`
 			}
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Status != nil {
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Child != nil {
+				fx.child <- *m.Child
+			} else if m.Status != nil {
 				fx.mu.Lock()
 				fx.status, fx.seq = *m.Status, fx.seq+1
 				fx.mu.Unlock()

@@ -10,6 +10,12 @@
 #   stdout first: {"pid": PID, "version": "3.x.y"}
 #   stdin:  start {"tuples": N, "busy": N, "objects": N}
 #   stdin:  load {"agent": PATH, "cfg": {...KRAIT...}}
+#   stdin:  held            start a non-daemon thread "held" calling held()
+#                           until exit (threading's shutdown joins it)
+#   stdin:  fork            fork; the child prints {"child": {"pid": PID,
+#                           "sockets": [inodes of the sockets it holds]}}
+#                           and exits normally (sys.exit: atexit and
+#                           threading's shutdown run in it)
 #   stdin:  exit            sys.exit(0) from the main thread
 #   stdout every 100 ms: {"status": {...}} (see status())
 
@@ -19,6 +25,7 @@ import select
 import sys
 import threading
 import time
+import warnings
 
 SYSERR = 0      # SystemErrors caught by the tuple builders
 LAST = None     # the last one's message
@@ -26,6 +33,18 @@ BUILT = 0       # tuples built
 CALLS = 0       # calls of target()
 SPINS = 0       # iterations of the CPU-busy threads
 HEAP = []
+EXITING = False
+
+
+def held(i):
+    return i + 2  # @busy-held
+
+
+def held_loop():
+    i = 0
+    while not EXITING:
+        i = held(i)
+        time.sleep(0.001)
 
 
 def target(i):
@@ -75,6 +94,7 @@ def status(loads):
 
 
 def main():
+    global EXITING
     threading.Thread(target=caller, name="caller", daemon=True).start()
     print(json.dumps({"pid": os.getpid(), "version": "%d.%d.%d" % sys.version_info[:3]}))
     sys.stdout.flush()
@@ -103,7 +123,27 @@ def main():
                 exec(compile(src, "<krait-agent>", "exec"),
                      {"__name__": "__krait_agent__", "KRAIT": req["cfg"]})
                 loads += 1
+            elif cmd == "held":
+                threading.Thread(target=held_loop, name="held").start()
+            elif cmd == "fork":
+                with warnings.catch_warnings():  # 3.12+: forking with threads
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
+                if pid == 0:
+                    socks = []
+                    for fd in os.listdir("/proc/self/fd"):
+                        try:
+                            link = os.readlink("/proc/self/fd/" + fd)
+                        except OSError:
+                            continue
+                        if link.startswith("socket:["):
+                            socks.append(int(link[8:-1]))
+                    print(json.dumps({"child": {"pid": os.getpid(), "sockets": socks}}))
+                    sys.stdout.flush()
+                    sys.exit(0)
+                os.waitpid(pid, 0)
             elif cmd == "exit":
+                EXITING = True
                 sys.exit(0)
         print(json.dumps({"status": status(loads)}))
         sys.stdout.flush()

@@ -12,6 +12,9 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
         self.lock = threading.RLock()   # breakpoint tables
         self.cv = threading.Condition()  # stopped threads
         self.wlock = threading.Lock()    # socket writes
+        self.cleaning = threading.Lock()  # _cleanup runs once
+        self.cleaned = False
+        self.shutdown_hook = None  # (threading._shutdown, ours in its place)
         self.bps, self.next_bp = {}, 1
         self.lines = {}     # abs file -> {line: [Bp]}: armed breakpoints
         self.pending = []   # Bps waiting for their file

@@ -30,6 +30,7 @@
 # module level work too; the agent thread also rescans sys.modules every
 # second. No import hook is installed, so none has to be removed.
 
+import atexit
 import ctypes
 import functools
 import gc
@@ -56,3 +57,14 @@ _GENS = {types.GeneratorType: 'gi_code', types.CoroutineType: 'cr_code',
          types.AsyncGeneratorType: 'ag_code'}
 _VP = ctypes.c_void_p
 _DISABLE = getattr(getattr(sys, 'monitoring', None), 'DISABLE', None)
+SEND_TIMEOUT = 10  # seconds a write to krait may block
+
+
+def _close_in_child(s):
+    """A child forked from here closes its copy of socket s (and leaves
+    the directory, the parent's, alone). os.register_at_fork cannot be
+    undone: what it keeps is the socket's close method, nothing of the
+    agent's (once closed, the socket is a small inert object)."""
+    reg = getattr(os, 'register_at_fork', None)  # 3.7+
+    if reg is not None:
+        reg(after_in_child=s.close)

@@ -5,6 +5,7 @@ class _Serving(object):
     def run(self):
         self.ident = _ident()
         try:
+            self._exit_hooks(True)
             self._pep768_withdraw()
             conn = self._listen()
             if conn is not None:
@@ -18,6 +19,7 @@ class _Serving(object):
     def _listen(self):
         path = os.path.join(self.dir, 'sock')
         s = self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _close_in_child(s)
         s.bind(path)
         os.chmod(path, 0o600)
         s.listen(1)
@@ -27,11 +29,28 @@ class _Serving(object):
             pass
         timeout = float(self.cfg.get('connect_timeout') or 30)
         r, _, _ = select.select([s], [], [], timeout)
-        if not r:
+        if not r or self.closing:
             return None
         conn, _ = s.accept()
+        _close_in_child(conn)
+        conn.settimeout(SEND_TIMEOUT)  # a client that stops reading cannot block us for ever
         self.conn = conn
         return conn
+
+    def _gone(self):
+        """Whether the client has closed its end (krait exited, was killed,
+        or gave up on a request): checked between the steps of anything
+        that can take long, which then stops."""
+        c = self.conn
+        if c is None or self.closing:
+            return True
+        try:
+            r, _, _ = select.select([c], [], [], 0)
+            return bool(r) and c.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b''
+        except (BlockingIOError, InterruptedError):
+            return False
+        except Exception:
+            return True
 
     def _serve(self, conn):
         buf, hello, last = b'', False, time.time()
@@ -136,20 +155,30 @@ class _Serving(object):
                 if f is not None:
                     self._abs(f)
 
-    def _cleanup(self):
+    def _cleanup(self, exiting=False):
+        """Leave: every exit path (detach, end of connection, connect
+        timeout, interpreter exit) comes here, once, in whatever thread."""
         with self.cv:
             self.closing = True
-        with self.lock:
-            self.bps.clear()
-            self.lines.clear()
-            del self.pending[:]
-            del self.history[:]  # drop the references krait's $N held
-            self.ccache.clear()
-        for step in (self._uninstall, self._resume_all, self._pep768_withdraw, self._close, self._unmap):
-            try:
-                step()
-            except BaseException:
-                pass
+        with self.cleaning:
+            if self.cleaned:
+                return
+            self.cleaned = True
+            with self.lock:
+                self.bps.clear()
+                self.lines.clear()
+                del self.pending[:]
+                del self.history[:]  # drop the references krait's $N held
+                self.ccache.clear()
+            steps = [self._uninstall, self._resume_all, self._pep768_withdraw, self._close,
+                     lambda: self._exit_hooks(False)]
+            if not exiting:
+                steps.append(self._unmap)
+            for step in steps:
+                try:
+                    step()
+                except BaseException:
+                    pass
 
     def _teardown(self):
         """Drop every reference the agent holds, so that nothing of the
@@ -162,6 +191,36 @@ class _Serving(object):
         pid = self.pid
         self.__dict__.clear()
         self.closing, self.trick, self.pid = True, False, pid
+
+    def _exit_hooks(self, on):
+        """At interpreter exit, leave as at detach, before threading waits
+        for the non-daemon threads (one may be stopped here): through
+        threading._shutdown (what the interpreter calls first when it
+        exits, 3.6-3.14) and atexit (after it)."""
+        if on:
+            orig = threading._shutdown
+            agent = self
+
+            def _krait_shutdown():
+                try:
+                    agent._at_exit()
+                except BaseException:
+                    pass
+                return orig()
+            self.shutdown_hook = (orig, _krait_shutdown)
+            threading._shutdown = _krait_shutdown
+            atexit.register(self._at_exit)
+            return
+        atexit.unregister(self._at_exit)
+        hook = self.shutdown_hook
+        if hook is not None:
+            self.shutdown_hook = None
+            if threading._shutdown is hook[1]:  # else someone wrapped it since: ours stays, inert
+                threading._shutdown = hook[0]
+
+    def _at_exit(self):
+        if os.getpid() == self.pid and not self.closing:
+            self._cleanup(exiting=True)
 
     def _pep768_withdraw(self):
         """Started through PEP 768 (KRAIT["pep768"]): krait asked every
@@ -201,9 +260,19 @@ class _Serving(object):
         with self.wlock:
             for s in (self.conn, self.listener):
                 if s is not None:
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)  # the agent thread may be waiting on it
+                    except OSError:
+                        pass
                     s.close()
             self.conn = None
-        for name in ('sock', 'agent.py', 'agent.run', 'bootstrap.py'):
+        # Everything in the directory, whatever its name (krait's files and
+        # ours), then the directory. Names, not paths: nothing is followed.
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            names = []
+        for name in names:
             try:
                 os.unlink(os.path.join(self.dir, name))
             except OSError:

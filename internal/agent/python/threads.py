@@ -27,9 +27,11 @@ class _Threads(object):
         with self.cv:
             th.jobs.append((fn, box, done))
             self.cv.notify_all()
-        while not done.wait(0.5):
+        while not done.wait(0.1):
             if self.stopped.get(th.ident) is not th:
                 raise Err('thread %s was resumed' % th.ident)
+            if self._gone():  # nobody waits for the answer: stop waiting (the job runs on)
+                raise Err('the client is gone')
         if 'err' in box:
             raise box['err']
         return box['res']
