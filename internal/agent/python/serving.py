@@ -198,7 +198,10 @@ class _Serving(object):
         threading._shutdown (what the interpreter calls first when it
         exits, 3.6-3.14) and atexit (after it)."""
         if on:
-            orig = threading._shutdown
+            atexit.register(self._at_exit)
+            orig = getattr(threading, '_shutdown', None)
+            if orig is None:
+                return
             agent = self
 
             def _krait_shutdown():
@@ -209,7 +212,6 @@ class _Serving(object):
                 return orig()
             self.shutdown_hook = (orig, _krait_shutdown)
             threading._shutdown = _krait_shutdown
-            atexit.register(self._at_exit)
             return
         atexit.unregister(self._at_exit)
         hook = self.shutdown_hook
@@ -219,8 +221,11 @@ class _Serving(object):
                 threading._shutdown = hook[0]
 
     def _at_exit(self):
-        if os.getpid() == self.pid and not self.closing:
-            self._cleanup(exiting=True)
+        try:
+            if os.getpid() == self.pid and not self.closing:
+                self._cleanup(exiting=True)
+        except BaseException:
+            pass  # never a traceback at the target's exit
 
     def _pep768_withdraw(self):
         """Started through PEP 768 (KRAIT["pep768"]): krait asked every
