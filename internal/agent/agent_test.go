@@ -1,6 +1,6 @@
 package agent
 
-// Tests of the agent itself (python/krait_agent.py) inside real
+// Tests of the agent itself (python/*.py, joined by source.go) inside real
 // interpreters, without injection: testdata/agent/fixture.py loads the agent
 // the way krait's bootstrap does, after starting its worker and counter
 // threads, and reports what it sees from the inside every 100 ms. The test
@@ -93,6 +93,18 @@ type agentFixture struct {
 	mu     sync.Mutex
 	status fixtureStatus
 	seq    int // status lines seen
+	counts chan fixtureCount
+}
+
+// fixtureCount is what the fixture holds, counted by itself (count()).
+type fixtureCount struct {
+	Funcs      int `json:"funcs"`       // function objects of its files (no collection)
+	Codes      int `json:"codes"`       // code objects they reach
+	KraitFuncs int `json:"krait_funcs"` // after a collection: krait's function objects
+	KraitCodes int `json:"krait_codes"` // and code objects
+	Krait      int `json:"krait"`       // objects of the agent's classes, and the classes
+	RSSKB      int `json:"rss_kb"`      // resident set size
+	Objects    int `json:"objects"`     // objects tracked by gc
 }
 
 type fixtureStatus struct {
@@ -114,7 +126,7 @@ func startAgentFixture(t *testing.T, py agentPython, krait string) *agentFixture
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &agentFixture{t: t, file: filepath.Join(dir, "fixture.py"), marks: map[string]int{}}
+	fx := &agentFixture{t: t, file: filepath.Join(dir, "fixture.py"), marks: map[string]int{}, counts: make(chan fixtureCount, 1)}
 	for _, name := range []string{"fixture.py", "lazy_mod.py"} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -153,11 +165,14 @@ func startAgentFixture(t *testing.T, py agentPython, krait string) *agentFixture
 	go func() {
 		for sc.Scan() {
 			var m struct {
-				Status fixtureStatus `json:"status"`
+				Status *fixtureStatus `json:"status"`
+				Count  *fixtureCount  `json:"count"`
 			}
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Count != nil {
+				fx.counts <- *m.Count
+			} else if m.Status != nil {
 				fx.mu.Lock()
-				fx.status, fx.seq = m.Status, fx.seq+1
+				fx.status, fx.seq = *m.Status, fx.seq+1
 				fx.mu.Unlock()
 			}
 		}
@@ -221,12 +236,8 @@ func (fx *agentFixture) load(token string, connectTimeout int, mmap bool) string
 	if err := os.Chmod(dir, 0o700); err != nil {
 		fx.t.Fatal(err)
 	}
-	src, err := os.ReadFile(filepath.Join("python", "krait_agent.py"))
-	if err != nil {
-		fx.t.Fatal(err)
-	}
 	agent := filepath.Join(dir, "agent.py")
-	if err := os.WriteFile(agent, src, 0o600); err != nil {
+	if err := os.WriteFile(agent, agentSource, 0o600); err != nil {
 		fx.t.Fatal(err)
 	}
 	cfg := map[string]any{"dir": dir, "token": token, "page": 0, "page_size": 0,
@@ -464,12 +475,7 @@ func TestAgent(t *testing.T) {
 	if len(pys) == 0 {
 		t.Skip("no Python 3 interpreter found")
 	}
-	krait := filepath.Join(t.TempDir(), "krait")
-	build := exec.Command("go", "build", "-o", krait, "./cmd/krait")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building krait: %v\n%s", err, out)
-	}
+	krait := buildKrait(t)
 	for _, py := range pys {
 		py := py
 		t.Run(py.name, func(t *testing.T) {

@@ -5,7 +5,6 @@ package agent
 import (
 	"bytes"
 	"crypto/rand"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,9 +22,6 @@ import (
 	"krait/internal/target"
 	"krait/internal/target/live"
 )
-
-//go:embed python/krait_agent.py
-var agentSource []byte
 
 // Regs are a thread's registers.
 type Regs = live.Regs

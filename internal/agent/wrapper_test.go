@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,10 @@ import (
 // returns, raises and shows its signature exactly as before.
 func TestWrapperCode(t *testing.T) {
 	check, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "agent", "wrapper_check.py"))
-	agentPy, _ := filepath.Abs(filepath.Join("python", "krait_agent.py"))
+	agentPy := filepath.Join(t.TempDir(), "agent.py")
+	if err := os.WriteFile(agentPy, agentSource, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, py := range testPythons(t) {
 		py := py
 		t.Run(py.name, func(t *testing.T) {

@@ -10,6 +10,8 @@
 #   stdin:  import          import lazy_mod, start thread "late" calling it
 #   stdin:  cthread         start a thread with pthread_create (unknown to
 #                           threading) that calls c_body in a loop
+#   stdin:  count           print {"count": {...}} (see count()): what the
+#                           process holds, counted by the process itself
 #   stdout every 100 ms: {"status": {...}} (see status())
 #
 # With a tracing_possible address in the agent's trace configuration
@@ -21,6 +23,7 @@
 # found by the tests through their "@name" markers.
 
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -51,6 +54,14 @@ class Thing(object):
     def poke(self):
         return self.a  # @poke
 
+    @staticmethod
+    def smeth(v):
+        return v + 2  # @static-body
+
+    @property
+    def prop(self):
+        return self.a * 5  # @prop-body
+
 
 class Sub(Thing):
     def poke(self, by=2):
@@ -62,6 +73,18 @@ def evens(n):
     return [k * k
             for k in range(n)
             if k % 2 == 0]  # @comp-line: only in <listcomp>'s code before 3.12
+
+
+def deco(f):
+    @functools.wraps(f)
+    def inner(*a, **k):
+        return f(*a, **k)
+    return inner
+
+
+@deco
+def decorated(v):
+    return v - 1  # @decorated-body
 
 
 def gen(n):
@@ -105,6 +128,9 @@ def worker():
         looper(3)
         THING.poke()
         SUB.poke()  # @worker-sub
+        decorated(ITER)
+        Thing.smeth(ITER)
+        THING.prop
         sum(gen(2))
         evens(3)
         if LAZY is not None:
@@ -163,15 +189,51 @@ def status(loads):
         # every live function running a krait wrapper (a wrapper around a
         # wrapper would show as one more)
         "wrappers": sum(1 for o in gc.get_objects()
-                        if type(o) is type(wrapped) and o.__code__.co_filename == "<krait>"),
+                        if type(o) is type(wrapped) and o.__code__.co_filename == "<krait-wrapper>"),
     }
+
+
+def count():
+    """What the process holds, counted by itself: function objects of this
+    program's files and the code objects they reach (code objects are not
+    tracked by gc before 3.12), as they are, without a collection; then,
+    after a collection, krait's functions and objects (its classes are
+    cyclic, as every class is, so they last until a collection), RSS and
+    the number of objects gc tracks."""
+    files = {__file__}
+    if LAZY is not None:
+        files.add(LAZY.__file__)
+
+    def functions(keep):
+        fs, codes, seen = 0, 0, set()
+        for o in gc.get_objects():
+            if type(o) is type(count) and keep(o.__code__.co_filename):
+                fs += 1
+                todo = [o.__code__]
+                while todo:
+                    c = todo.pop()
+                    if id(c) not in seen:
+                        seen.add(id(c))
+                        codes += 1
+                        todo += [k for k in c.co_consts if type(k) is type(c)]
+        return fs, codes
+    funcs, codes = functions(lambda f: f in files)
+    gc.collect()
+    kfuncs, kcodes = functions(lambda f: f.startswith("<krait"))
+    krait = sum(1 for o in gc.get_objects() if getattr(type(o), "__module__", None) == "__krait_agent__" or (
+        isinstance(o, type) and o.__module__ == "__krait_agent__"))
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return {"funcs": funcs, "codes": codes, "krait_funcs": kfuncs, "krait_codes": kcodes,
+            "krait": krait, "rss_kb": rss, "objects": len(gc.get_objects())}
 
 
 def wrapped():
     """Functions of this file whose __code__ is not their own (the settrace
     backend swaps in a wrapper while they hold a breakpoint)."""
-    fs = [(n, f) for n, f in list(globals().items()) if type(f) is type(wrapped)]
-    fs += [("Thing.poke", Thing.poke), ("Sub.poke", Sub.poke)]
+    fs = [(n, f) for n, f in list(globals().items()) if type(f) is type(wrapped) and n != "decorated"]
+    fs += [("Thing.poke", Thing.poke), ("Sub.poke", Sub.poke), ("Thing.smeth", Thing.smeth),
+           ("Thing.prop", Thing.__dict__["prop"].fget), ("decorated", decorated.__wrapped__)]
     if LAZY is not None:
         fs += [("lazy_func", LAZY.lazy_func)]
     return sorted(n for n, f in fs if f.__code__.co_filename != f.__globals__["__file__"])
@@ -217,6 +279,8 @@ def main():
                 import lazy_mod
                 LAZY = lazy_mod
                 threading.Thread(target=late, name="late", daemon=True).start()
+            elif cmd == "count":
+                print(json.dumps({"count": count()}))
             elif cmd == "cthread":
                 tid = ctypes.c_ulong()
                 ctypes.CDLL(None).pthread_create(ctypes.byref(tid), None, C_THREAD, None)

@@ -88,7 +88,7 @@ for f, calls_ in cases:
     if f.__name__ == "inner":
         f = outer()
     orig = wrap(f)
-    if f.__code__ is orig or f.__code__.co_filename != "<krait>":
+    if f.__code__ is orig or f.__code__.co_filename != "<krait-wrapper>":
         sys.exit("%s: not wrapped" % f.__name__)
     got = [outcome(f, a, k) for a, k in calls_]
     if got != expected:
