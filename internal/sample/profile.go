@@ -275,3 +275,20 @@ func (p *Profile) Views() []ViewStat {
 	})
 	return out
 }
+
+// Merge adds o's samples to p.
+func (p *Profile) Merge(o *Profile) {
+	frames := make([]int, 0, 64)
+	for _, s := range o.Stacks {
+		frames = frames[:0]
+		for _, f := range s.Frames {
+			frames = append(frames, p.Func(o.Funcs[f]))
+		}
+		p.Add(s.Labels, frames, false)
+		st := p.stacks[string(p.key)]
+		st.Count += s.Count - 1
+		st.Idle += s.Idle
+		p.ThreadSamples += s.Count - 1
+	}
+	p.Samples += o.Samples
+}
