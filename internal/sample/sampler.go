@@ -82,7 +82,7 @@ type proc struct {
 	sr      *cpython.StackReader
 	names   map[uint64]string
 	namesAt time.Time
-	stat    map[int]*os.File
+	stat    map[int]*taskFiles
 	reqs    map[uint64]*reqState
 	info    ProcInfo
 	gone    bool
@@ -125,7 +125,7 @@ func openProc(pid int) (*proc, error) {
 		lp.Close()
 		return nil, err
 	}
-	p := &proc{pid: pid, lp: lp, py: py, sr: py.NewStackReader(), stat: map[int]*os.File{}, reqs: map[uint64]*reqState{}}
+	p := &proc{pid: pid, lp: lp, py: py, sr: py.NewStackReader(), stat: map[int]*taskFiles{}, reqs: map[uint64]*reqState{}}
 	p.info = ProcInfo{PID: pid, Command: strings.Join(lp.Cmdline(), " "), PythonVersion: py.Version.String()}
 	// Open every thread's stat now, so that the first sample already
 	// knows which threads are idle.
@@ -259,7 +259,7 @@ func (s *Sampler) Rate() float64 {
 
 func (p *proc) close() {
 	for tid, f := range p.stat {
-		f.Close()
+		f.close()
 		delete(p.stat, tid)
 	}
 	p.lp.Close()
@@ -400,22 +400,55 @@ func gone(p *proc, err error) bool {
 	return !p.lp.Alive()
 }
 
-// threadStates reads the scheduler state of the threads seen before, one
-// pread each (the files stay open across samples).
-func (p *proc) threadStates() map[int]byte {
-	out := make(map[int]byte, len(p.stat))
+// taskFiles are a thread's /proc files, kept open across samples.
+type taskFiles struct {
+	stat, sched *os.File
+	lastRun     uint64 // ns on CPU at the last sample (schedstat)
+	haveRun     bool
+}
+
+func (tf *taskFiles) close() {
+	tf.stat.Close()
+	if tf.sched != nil {
+		tf.sched.Close()
+	}
+}
+
+// threadStates says which of the threads seen before are running, one
+// pread each (the files stay open across samples). A thread the kernel
+// shows runnable counts as running only if it got CPU time since the last
+// sample: a thread krait's own pause woke from a blocking call is runnable
+// until it blocks again, longer on a busy machine, without running Python.
+func (p *proc) threadStates(interval time.Duration) map[int]bool {
+	out := make(map[int]bool, len(p.stat))
 	var buf [512]byte
-	for tid, f := range p.stat {
-		n, err := f.ReadAt(buf[:], 0)
+	for tid, tf := range p.stat {
+		n, err := tf.stat.ReadAt(buf[:], 0)
 		if n == 0 && err != nil {
-			f.Close()
+			tf.close()
 			delete(p.stat, tid)
 			continue
 		}
 		b := buf[:n]
-		if i := lastIndex(b, ')'); i >= 0 && i+2 < len(b) {
-			out[tid] = b[i+2]
+		i := lastIndex(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
 		}
+		running := b[i+2] == 'R'
+		if running && tf.sched != nil {
+			if n, _ := tf.sched.ReadAt(buf[:], 0); n > 0 {
+				f := strings.Fields(string(buf[:n]))
+				if len(f) > 0 {
+					if ns, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+						if tf.haveRun && ns-tf.lastRun < uint64(interval/100) {
+							running = false
+						}
+						tf.lastRun, tf.haveRun = ns, true
+					}
+				}
+			}
+		}
+		out[tid] = running
 	}
 	return out
 }
@@ -424,9 +457,13 @@ func (p *proc) openStat(tid int) {
 	if _, ok := p.stat[tid]; ok {
 		return
 	}
-	if f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/stat", p.pid, tid)); err == nil {
-		p.stat[tid] = f
+	f, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/stat", p.pid, tid))
+	if err != nil {
+		return
 	}
+	tf := &taskFiles{stat: f}
+	tf.sched, _ = os.Open(fmt.Sprintf("/proc/%d/task/%d/schedstat", p.pid, tid))
+	p.stat[tid] = tf
 }
 
 func lastIndex(b []byte, c byte) int {
@@ -439,9 +476,9 @@ func lastIndex(b []byte, c byte) int {
 }
 
 func (s *Sampler) sampleProc(p *proc, now time.Time) ([]Request, error) {
-	var states map[int]byte
+	var states map[int]bool
 	if !s.opt.Idle {
-		states = p.threadStates()
+		states = p.threadStates(time.Duration(float64(time.Second) / s.opt.Rate))
 	}
 	var osThreads []target.Thread
 	if p.sr.NeedsOSThreads() {
@@ -493,10 +530,10 @@ func (s *Sampler) sampleProc(p *proc, now time.Time) ([]Request, error) {
 		}
 		idle := false
 		if t.NativeID != 0 && !s.opt.Idle {
-			st, ok := states[t.NativeID]
+			running, ok := states[t.NativeID]
 			// A thread new since the last sample: its state is known
 			// from the next one on.
-			idle = !ok || st != 'R'
+			idle = !ok || !running
 		}
 		if idle && !s.opt.Idle {
 			continue
