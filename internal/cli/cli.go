@@ -45,7 +45,7 @@ Usage:
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
-  krait top (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--idle] [--gil] [--subprocesses] [--nonblocking] [--by view] [--json]
+  krait top (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [--delay D] [--idle] [--gil] [--subprocesses] [--nonblocking] [--by view] [--json]
   krait version
 
 Commands:

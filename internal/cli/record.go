@@ -72,6 +72,7 @@ type profFlags struct {
 	nonblocking  *bool
 	by           *string
 	asJSON       *bool
+	dur          durationFlag
 	command      []string
 }
 
@@ -96,6 +97,8 @@ func newProfFlags(name string) *profFlags {
 	f.by = fs.String("by", "", "view: group by the Django view of the request each thread serves")
 	f.asJSON = fs.Bool("json", false, "print JSON")
 	fs.BoolVar(f.asJSON, "j", false, "short for --json")
+	fs.Var(&f.dur, "duration", "how long to sample: seconds or e.g. 1m30s (default: until Ctrl-C or every process exits)")
+	fs.Var(&f.dur, "d", "short for --duration")
 	return f
 }
 
@@ -262,9 +265,6 @@ type recordSummary struct {
 func runRecord(args []string, stdout, stderr io.Writer) int {
 	f := newProfFlags("record")
 	fs := f.fs
-	var dur durationFlag
-	fs.Var(&dur, "duration", "how long to record: seconds or e.g. 1m30s (default: until Ctrl-C or every process exits)")
-	fs.Var(&dur, "d", "short for --duration")
 	output := fs.String("output", "", "file to write (- for standard output; default krait-PID-TIME.EXT)")
 	fs.StringVar(output, "o", "", "short for --output")
 	format := fs.String("format", "flamegraph", "flamegraph (SVG), speedscope, pprof or raw (collapsed stacks)")
@@ -285,9 +285,9 @@ func runRecord(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if dur.d > 0 {
+	if f.dur.d > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, dur.d)
+		ctx, cancel = context.WithTimeout(ctx, f.dur.d)
 		defer cancel()
 	}
 	childDone := make(chan struct{})

@@ -56,6 +56,11 @@ func runTop(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if f.dur.d > 0 {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithTimeout(ctx, f.dur.d)
+		defer c2()
+	}
 	if child != nil {
 		go func() { _ = child.Wait() }()
 	}
