@@ -72,7 +72,7 @@ type ssProfile struct {
 func WriteSpeedscope(w io.Writer, p *Profile, m Meta, byView bool) error {
 	f := ssFile{Schema: "https://www.speedscope.app/file-format-schema.json", Name: m.Title, Exporter: "krait"}
 	for _, fn := range p.Funcs {
-		f.Shared.Frames = append(f.Shared.Frames, ssFrame{Name: fn.Name, File: fn.File, Line: fn.Line})
+		f.Shared.Frames = append(f.Shared.Frames, ssFrame(fn))
 	}
 	viewFrame := map[string]int{}
 	type tkey struct {
