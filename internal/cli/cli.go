@@ -44,6 +44,8 @@ Usage:
   krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
+  krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
+  krait top (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [--delay D] [--idle] [--gil] [--subprocesses] [--nonblocking] [--by view] [--json]
   krait version
 
 Commands:
@@ -51,6 +53,8 @@ Commands:
   attach   debug a running process: breakpoints, stepping, printing (gdb-style)
   ps       list the Python processes on this host: server kind, Django, busy threads
   requests show the web requests in flight: path, view, elapsed time, SQL running now
+  record   sample stacks of processes (whole servers) into a flame graph or profile, time charged to Django views
+  top      live view of where processes spend their time, by function or by view
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
 4 permission, 5 not Python, 6 unsupported Python version (or attach
@@ -74,6 +78,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runPs(args[1:], stdout, stderr)
 	case "requests":
 		return runRequests(args[1:], stdout, stderr)
+	case "record":
+		return runRecord(args[1:], stdout, stderr)
+	case "top":
+		return runTop(args[1:], stdout, stderr)
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -1,0 +1,106 @@
+package sample
+
+import (
+	"strings"
+	"time"
+
+	"krait/internal/cpython"
+)
+
+// attribution is what a thread's sample is charged to.
+type attribution struct {
+	view, method, route string
+	first               time.Time
+}
+
+// reqState is the request a thread was last seen serving: krait reads the
+// request object only when it changes (a new request object, or the view
+// resolved since), so a sample inside a request costs one read of two
+// frame slots.
+type reqState struct {
+	frame, request, callback uint64
+	attribution
+}
+
+var noRequest = attribution{view: NoRequest}
+
+// handlerFrame finds the innermost frame of Django's request handling:
+// BaseHandler._get_response (which holds the resolved view in `callback`),
+// else WSGIHandler.__call__ (the request before and after the view).
+func handlerFrame(frames []cpython.StackFrame) (int, bool) {
+	for i, f := range frames {
+		if f.Info.Name == "_get_response" && strings.Contains(f.Info.File, "django/core/handlers") {
+			return i, true
+		}
+	}
+	for i, f := range frames {
+		if f.Info.Name == "__call__" && strings.HasSuffix(f.Info.File, "django/core/handlers/wsgi.py") {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// attributeAll says for each thread which request's view it serves.
+func (p *proc) attributeAll(threads []*cpython.StackThread, now time.Time) []attribution {
+	out := make([]attribution, len(threads))
+	live := map[uint64]bool{}
+	for i, t := range threads {
+		out[i] = p.attribute(t, now)
+		live[t.TState] = true
+	}
+	for ts := range p.reqs {
+		if !live[ts] {
+			delete(p.reqs, ts)
+		}
+	}
+	return out
+}
+
+func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
+	i, ok := handlerFrame(t.Frames)
+	if !ok {
+		delete(p.reqs, t.TState)
+		return noRequest
+	}
+	f := t.Frames[i]
+	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "request", "callback")
+	if err != nil || addrs[0] == 0 {
+		return attribution{view: "(django request)", first: now}
+	}
+	old := p.reqs[t.TState]
+	if old != nil && old.frame == f.Addr && old.request == addrs[0] && old.callback == addrs[1] {
+		return old.attribution
+	}
+	st := &reqState{frame: f.Addr, request: addrs[0], callback: addrs[1]}
+	st.first = now
+	if old != nil && old.request == addrs[0] {
+		st.first = old.first
+	}
+	p.py.FreshRead()
+	req := p.py.Ref(addrs[0])
+	if m, ok := req.Attr("method"); ok {
+		st.method, _ = m.Str()
+	}
+	if rm, ok := req.Attr("resolver_match"); ok && !rm.IsNone() {
+		if v, ok := rm.Attr("_func_path"); ok {
+			st.view, _ = v.Str()
+		}
+		if r, ok := rm.Attr("route"); ok {
+			st.route, _ = r.Str()
+		}
+	}
+	if st.view == "" && addrs[1] != 0 {
+		if mod, q, ok := p.py.Ref(addrs[1]).FuncName(); ok {
+			st.view = q
+			if mod != "" {
+				st.view = mod + "." + q
+			}
+		}
+	}
+	if st.view == "" {
+		st.view = "(django middleware)"
+	}
+	p.reqs[t.TState] = st
+	return st.attribution
+}
