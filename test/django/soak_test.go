@@ -107,7 +107,7 @@ func TestSoak(t *testing.T) {
 	}
 	r := rand.New(rand.NewSource(time.Now().UnixNano()))
 	began := time.Now()
-	deadline := began.Add(15 * time.Minute)
+	deadline := began.Add(8 * time.Minute)
 	done := 0
 	for i := 0; i < cycles && time.Now().Before(deadline); i++ {
 		w := workers[i%len(workers)]
