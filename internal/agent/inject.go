@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -84,6 +83,9 @@ type Injection struct {
 	refused   bool // a thread took the PEP 768 request but no agent started
 	// Note says why krait entered another way than asked for ("" if not).
 	Note string
+
+	dir *privDir // the agent's directory, held open until Finish
+	pid int      // the target
 }
 
 // pep768Grace is how long MethodAuto waits for a thread of a 3.14+ target
@@ -148,35 +150,6 @@ func targetIDs(pid int) (int, int, error) {
 	return uid, gid, nil
 }
 
-// prepareDir makes the private directory inside the target's /tmp and puts
-// the agent source there.
-func prepareDir(pid int) (inTarget, onHost string, err error) {
-	uid, gid, err := targetIDs(pid)
-	if err != nil {
-		return "", "", err
-	}
-	inTarget = "/tmp/krait-" + randomHex(8)
-	onHost = fmt.Sprintf("/proc/%d/root%s", pid, inTarget)
-	if err := os.Mkdir(onHost, 0o700); err != nil {
-		return "", "", fmt.Errorf("cannot make the agent directory: %w", err)
-	}
-	fail := func(err error) (string, string, error) {
-		os.RemoveAll(onHost)
-		return "", "", err
-	}
-	if err := os.Chown(onHost, uid, gid); err != nil {
-		return fail(err)
-	}
-	src := filepath.Join(onHost, "agent.py")
-	if err := os.WriteFile(src, agentSource, 0o600); err != nil {
-		return fail(err)
-	}
-	if err := os.Chown(src, uid, gid); err != nil {
-		return fail(err)
-	}
-	return inTarget, onHost, nil
-}
-
 // loaderSource loads the agent in a new daemon thread, "krait-agent", and
 // returns at once: the thread that runs it (the one krait entered, or the
 // one that took the PEP 768 request) goes back to its own work. The new
@@ -228,17 +201,29 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 }
 
 // newInjection prepares what both ways in share: the token, the agent's
-// trace configuration, and the private directory holding agent.py.
+// trace configuration, and the private directory holding agent.py, made
+// in the target's /tmp race-free (dir.go).
 func newInjection(py *cpython.Python, interp int64, method string) (*Injection, error) {
 	tc, err := py.AgentTraceConfig()
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method}
-	inj.Dir, inj.HostDir, err = prepareDir(py.Proc.PID())
+	pid := py.Proc.PID()
+	uid, gid, err := targetIDs(pid)
+	if err != nil {
+		return nil, procErr(pid, "read the status of", err)
+	}
+	tmp, err := openTargetTmp(pid)
 	if err != nil {
 		return nil, err
 	}
+	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"agent.py", agentSource}})
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method, dir: d, pid: pid}
+	inj.Dir = "/tmp/" + d.name
+	inj.HostDir = fmt.Sprintf("/proc/%d/root/tmp/%s", pid, d.name)
 	return inj, nil
 }
 
@@ -293,7 +278,8 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(inj.HostDir)
+			inj.dir.remove()
+			inj.dir.close()
 		}
 	}()
 
@@ -456,7 +442,8 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	return nil
 }
 
-// WaitSocket waits until the agent's socket appears.
+// WaitSocket waits until the agent's socket appears and returns its path
+// (reached through the directory krait holds open).
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	sock, err := inj.waitUntil(deadline)
@@ -470,20 +457,27 @@ func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 }
 
 // waitUntil polls for the socket, or for the agent's end or load error,
-// until deadline ("" and no error: not yet).
+// until deadline ("" and no error: not yet). A directory that changed
+// under krait ends the attach.
 func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
-	sock := filepath.Join(inj.HostDir, "sock")
+	if inj.dir == nil {
+		return "", errDirGone
+	}
 	for time.Now().Before(deadline) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock, nil // a started agent cleared the PEP 768 requests
+		if inj.dir.exists("sock") {
+			return inj.dir.sockPath(), nil // a started agent cleared the PEP 768 requests
 		}
-		if _, err := os.Stat(inj.HostDir); err != nil {
+		if err := inj.dir.check(); errors.Is(err, errDirGone) {
 			inj.clearPending(inj.proc, inj.py)
 			return "", fmt.Errorf("the agent exited before it was ready")
-		}
-		if msg, err := os.ReadFile(filepath.Join(inj.HostDir, "error")); err == nil && len(msg) > 0 {
+		} else if err != nil {
 			inj.clearPending(inj.proc, inj.py)
-			os.RemoveAll(inj.HostDir)
+			inj.dir.remove()
+			return "", err
+		}
+		if msg, err := inj.dir.readFile("error", 4096); err == nil && len(msg) > 0 {
+			inj.clearPending(inj.proc, inj.py)
+			inj.dir.remove()
 			return "", fmt.Errorf("krait's agent failed to start in the target: %s", strings.Join(strings.Fields(string(msg)), " "))
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -501,9 +495,9 @@ func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
 func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 	taken := inj.clearPending(inj.proc, inj.py)
 	time.Sleep(100 * time.Millisecond) // a thread that just took it reaches the rename
-	if err := os.Rename(filepath.Join(inj.HostDir, "agent.py"), filepath.Join(inj.HostDir, "agent.krait")); err == nil {
+	if err := inj.dir.rename("agent.py", "agent.krait"); err == nil {
 		time.Sleep(50 * time.Millisecond)
-		os.RemoveAll(inj.HostDir)
+		inj.dir.remove()
 		inj.withdrawn = true
 		if taken > 0 {
 			inj.refused = true
@@ -516,4 +510,18 @@ func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 		return sock, err
 	}
 	return "", fmt.Errorf("%w: the agent did not start within %s", ErrTimeout, timeout)
+}
+
+// Finish lets go of the agent's directory once the session is over.
+func (inj *Injection) Finish() {
+	if inj.dir != nil {
+		inj.dir.close()
+		inj.dir = nil
+	}
+}
+
+// Dial connects to the agent's socket, checks that the process listening
+// is the target, and says hello with the token.
+func (inj *Injection) Dial(sock string) (*Client, map[string]any, error) {
+	return Dial(sock, inj.Token, inj.pid)
 }

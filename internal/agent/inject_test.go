@@ -329,7 +329,7 @@ time.sleep(30)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			c, _, err := Dial(sock, inj.Token)
+			c, _, err := Dial(sock, inj.Token, proc.PID())
 			if err != nil {
 				t.Fatal(err)
 			}

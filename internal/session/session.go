@@ -94,7 +94,7 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	c, hello, err := agent.Dial(sock, inj.Token)
+	c, hello, err := inj.Dial(sock)
 	if err != nil {
 		return nil, err
 	}
@@ -539,6 +539,7 @@ func (s *Session) Source(file string, line, count int) ([][2]any, error) {
 func (s *Session) Detach() error {
 	_, err := s.c.Call("detach", nil, 5*time.Second)
 	s.c.Close()
+	s.Inject.Finish()
 	if err != nil && !errors.Is(err, agent.ErrClosed) {
 		return err
 	}
@@ -547,7 +548,10 @@ func (s *Session) Detach() error {
 
 // Close drops the connection without a detach request (the agent cleans
 // up on end of file just the same).
-func (s *Session) Close() { s.c.Close() }
+func (s *Session) Close() {
+	s.c.Close()
+	s.Inject.Finish()
+}
 
 // ShortFile shortens a path for display when it is long.
 func ShortFile(p string) string {
