@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,10 +26,24 @@ import (
 
 // dirNames are the names krait and the agent create in the agent's
 // directory, and the only ones krait removes from it.
-var dirNames = []string{"agent.py", "agent.run", "agent.krait", "bootstrap.py", "sock", "error"}
+var dirNames = []string{"owner", "agent.py", "agent.run", "agent.krait", "bootstrap.py", "sock", "error"}
 
 // dirPrefix starts the name of every agent directory: krait-<16 hex>.
 const dirPrefix = "krait-"
+
+// isDirName says whether name is an agent directory's: krait-<16 hex>.
+func isDirName(name string) bool {
+	hex, ok := strings.CutPrefix(name, dirPrefix)
+	if !ok || len(hex) != 16 {
+		return false
+	}
+	for _, c := range hex {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // privDir is the agent's directory, held open.
 type privDir struct {
@@ -85,8 +100,8 @@ func procErr(pid int, what string, err error) error {
 }
 
 // makePrivDir makes the agent's directory in the target's /tmp (tmp, which
-// it takes over), mode 0700, and writes files into it (mode 0600) before
-// giving the directory and its files to uid:gid.
+// it takes over), mode 0700, and writes the owner file and files into it
+// (mode 0600) before giving the directory and its files to uid:gid.
 func makePrivDir(tmp int, uid, gid int, files []dirFile) (d *privDir, err error) {
 	d = &privDir{tmp: tmp, fd: -1, name: dirPrefix + randomHex(8), uid: uid, gid: gid}
 	made := false
@@ -310,6 +325,40 @@ func (d *privDir) close() {
 	}
 }
 
+// owner is what the file "owner" in an agent directory says: whose
+// directory it is, so that a later krait can prove it a leftover.
+type owner struct {
+	PID        int    `json:"pid"`         // the target
+	Start      uint64 `json:"start"`       // its start time (/proc/PID/stat field 22)
+	Krait      int    `json:"krait"`       // the krait that made the directory
+	KraitStart uint64 `json:"krait_start"` // and its start time
+	PIDNS      uint64 `json:"pidns"`       // the pid namespace both pids are in (inode)
+}
+
+// newOwner describes target pid and this krait.
+func newOwner(pid int) (owner, error) {
+	start, alive := procStart(pid)
+	if !alive {
+		return owner{}, fmt.Errorf("process %d: %w", pid, target.ErrExited)
+	}
+	self, _ := procStart(os.Getpid())
+	return owner{PID: pid, Start: start, Krait: os.Getpid(), KraitStart: self, PIDNS: pidNS()}, nil
+}
+
+func (o owner) json() []byte {
+	b, _ := json.Marshal(o)
+	return append(b, '\n')
+}
+
+// pidNS is the inode of krait's pid namespace (0 if unknown).
+func pidNS() uint64 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
 // procStart returns process pid's start time (clock ticks after boot,
 // field 22 of /proc/PID/stat) and whether it is alive (not a zombie).
 func procStart(pid int) (uint64, bool) {
@@ -332,4 +381,11 @@ func procStart(pid int) (uint64, bool) {
 		return 0, false
 	}
 	return start, true
+}
+
+// same says whether process pid is alive and is the one that started at
+// start.
+func same(pid int, start uint64) bool {
+	s, alive := procStart(pid)
+	return alive && s == start
 }

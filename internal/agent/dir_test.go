@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,7 +85,7 @@ func TestAgentDirSymlinkRace(t *testing.T) {
 	saved := agentSource
 	defer func() { agentSource, testHook = saved, nil }()
 	agentSource = []byte("open(KRAIT['dir'] + '/ran', 'w').write('ran')\n")
-	for _, step := range []string{"agent.py", "dir"} {
+	for _, step := range []string{"agent.py", "owner", "dir"} {
 		t.Run(step, func(t *testing.T) {
 			v := newVictim(t)
 			tg := startTarget(t, setpriv, pre, nil, "import time\ntime.sleep(3600)\n", 300*time.Millisecond)
@@ -119,7 +120,7 @@ func TestAgentDirSymlinkRace(t *testing.T) {
 			inj, err := Inject(tg.proc, tg.py, -1, MethodPtrace)
 			testHook = nil
 			if err == nil {
-				os.RemoveAll(inj.HostDir)
+				inj.Abort()
 				t.Fatal("attached through a directory whose files were swapped for symbolic links")
 			}
 			if planted == "" {
@@ -149,8 +150,9 @@ func TestAgentDirSymlinkRace(t *testing.T) {
 }
 
 // TestAgentDirHandedOver: attaching to another user's process, the
-// directory (0700) and agent.py (0600) belong to that user, and krait
-// removes them through its descriptors.
+// directory (0700), its owner file and agent.py (0600) belong to that
+// user, the owner file says whose they are, and an aborted attach removes
+// them.
 func TestAgentDirHandedOver(t *testing.T) {
 	setpriv, pre := asNobody(t)
 	saved := agentSource
@@ -161,11 +163,11 @@ func TestAgentDirHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(inj.HostDir)
+	defer drop(inj)
 	for _, c := range []struct {
 		name string
 		mode uint32
-	}{{"", unix.S_IFDIR | 0o700}, {"agent.py", unix.S_IFREG | 0o600}} {
+	}{{"", unix.S_IFDIR | 0o700}, {"owner", unix.S_IFREG | 0o600}, {"agent.py", unix.S_IFREG | 0o600}} {
 		var st unix.Stat_t
 		if err := unix.Lstat(filepath.Join(inj.HostDir, c.name), &st); err != nil {
 			t.Fatal(err)
@@ -174,6 +176,14 @@ func TestAgentDirHandedOver(t *testing.T) {
 			t.Errorf("%s/%s: owner %d:%d mode %o, want 65534:65534 %o", inj.Dir, c.name, st.Uid, st.Gid, st.Mode, c.mode)
 		}
 	}
+	var o owner
+	data, _ := os.ReadFile(filepath.Join(inj.HostDir, "owner"))
+	if err := json.Unmarshal(data, &o); err != nil || o.PID != tg.proc.PID() || o.Krait != os.Getpid() || !same(o.PID, o.Start) || !same(o.Krait, o.KraitStart) || o.PIDNS == 0 {
+		t.Errorf("owner file %q: %+v, %v", data, o, err)
+	}
+	if strings.Contains(string(data), inj.Token) {
+		t.Error("the owner file holds the session's token")
+	}
 	sock, err := inj.WaitSocket(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -181,13 +191,10 @@ func TestAgentDirHandedOver(t *testing.T) {
 	if got, _ := os.ReadFile(sock); string(got) != "up" {
 		t.Errorf("socket path %s reads %q", sock, got)
 	}
-	if !inj.dir.remove() {
-		t.Error("the agent directory was not removed")
-	}
+	inj.Abort()
 	if _, err := os.Lstat(inj.HostDir); !os.IsNotExist(err) {
-		t.Errorf("the agent directory is left after its removal: %v", err)
+		t.Errorf("the agent directory is left after Abort: %v", err)
 	}
-	inj.Finish()
 }
 
 // TestRemoveDirNoFollow: removing an agent directory whose entries are
@@ -263,4 +270,132 @@ func listDir(t *testing.T, dir string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestCleanLeftovers: of the agent directories in a /tmp, krait removes
+// exactly those it can prove are leftovers of its own — a dead target's,
+// or an abandoned attach's (its krait gone, no socket, and old or of the
+// target being attached, known to run no agent) — and in them only the
+// names krait and the agent make, never through a link.
+func TestCleanLeftovers(t *testing.T) {
+	v := newVictim(t)
+	tmp := t.TempDir()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadPID := dead.Process.Pid
+	self, _ := procStart(os.Getpid())
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	time.Sleep(50 * time.Millisecond)
+	liveStart, _ := procStart(live.Process.Pid)
+	ns := pidNS()
+	old := time.Now().Add(-3 * abandonedAge)
+
+	type dir struct {
+		what   string
+		owner  *owner
+		extra  []string // files besides owner ("name" or "name->victim")
+		mtime  time.Time
+		link   bool // krait-<hex> is a symbolic link to such a directory
+		remove bool
+	}
+	o := func(pid int, start uint64, krait int, kstart uint64, pidns uint64) *owner {
+		return &owner{PID: pid, Start: start, Krait: krait, KraitStart: kstart, PIDNS: pidns}
+	}
+	cases := []dir{
+		{what: "dead target", owner: o(deadPID, 1, os.Getpid(), self, ns), extra: []string{"agent.py", "sock"}, remove: true},
+		{what: "target's pid reused", owner: o(live.Process.Pid, liveStart+1, os.Getpid(), self, ns), extra: []string{"sock"}, remove: true},
+		{what: "dead target, links inside", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"agent.py->victim", "error->victim", "sock->victim"}, remove: true},
+		{what: "live session", owner: o(live.Process.Pid, liveStart, os.Getpid(), self, ns), extra: []string{"sock"}},
+		{what: "attach under way", owner: o(live.Process.Pid, liveStart, os.Getpid(), self, ns), extra: []string{"agent.py"}, mtime: old},
+		{what: "abandoned attach, old", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}, mtime: old, remove: true},
+		{what: "abandoned attach, recent", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}},
+		{what: "agent waiting for a dead krait", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"sock"}, mtime: old},
+		{what: "other pid namespace", owner: o(deadPID, 1, deadPID, 1, ns+1), extra: []string{"agent.py"}},
+		{what: "no owner file", extra: []string{"agent.py"}, mtime: old},
+		{what: "a file krait does not make", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"theirs"}},
+		{what: "a link to a leftover", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"agent.py"}, link: true},
+	}
+	names := map[string]dir{}
+	for _, c := range cases {
+		name := dirPrefix + randomHex(8)
+		path := filepath.Join(tmp, name)
+		if c.link {
+			path = filepath.Join(tmp, "elsewhere-"+name)
+			if err := os.Symlink(path, filepath.Join(tmp, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if c.owner != nil {
+			if err := os.WriteFile(filepath.Join(path, "owner"), c.owner.json(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, e := range c.extra {
+			if n, ok := strings.CutSuffix(e, "->victim"); ok {
+				if err := os.Symlink(v.file, filepath.Join(path, n)); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(filepath.Join(path, e), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !c.mtime.IsZero() {
+			if err := os.Chtimes(path, c.mtime, c.mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+		names[name] = c
+	}
+	// Not an agent directory's name: never looked at.
+	os.Mkdir(filepath.Join(tmp, "krait-e2e-123"), 0o700)
+
+	tfd, err := unix.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(tfd)
+	removed := cleanLeftovers(tfd, owner{})
+	sort.Strings(removed)
+	for name, c := range names {
+		_, err := os.Lstat(filepath.Join(tmp, name))
+		gone := os.IsNotExist(err)
+		if gone != c.remove {
+			t.Errorf("%s: removed %v, want %v", c.what, gone, c.remove)
+		}
+		if c.what == "a file krait does not make" {
+			if got := listDir(t, filepath.Join(tmp, name)); strings.Join(got, " ") != "owner theirs" {
+				t.Errorf("%s: left %v", c.what, got)
+			}
+		}
+		if c.link {
+			if got := listDir(t, filepath.Join(tmp, "elsewhere-"+name)); len(got) != 2 {
+				t.Errorf("%s: the linked directory was touched: %v", c.what, got)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "krait-e2e-123")); err != nil {
+		t.Errorf("removed a directory that is not an agent's: %v", err)
+	}
+	v.check(t)
+	t.Logf("removed %d: %v", len(removed), removed)
+
+	// The target being attached, known to run no agent: its abandoned
+	// attach goes at once, however recent.
+	for name, c := range names {
+		if c.what == "abandoned attach, recent" {
+			cleanLeftovers(tfd, owner{PID: live.Process.Pid, Start: liveStart})
+			if _, err := os.Lstat(filepath.Join(tmp, name)); !os.IsNotExist(err) {
+				t.Errorf("%s, of the target being attached: not removed", c.what)
+			}
+		}
+	}
 }

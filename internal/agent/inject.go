@@ -84,8 +84,10 @@ type Injection struct {
 	// Note says why krait entered another way than asked for ("" if not).
 	Note string
 
-	dir *privDir // the agent's directory, held open until Finish
-	pid int      // the target
+	dir    *privDir        // the agent's directory, held open until Finish
+	pid    int             // the target
+	start  uint64          // and its start time
+	cancel <-chan struct{} // closed: give up the attach (Ctrl-C, SIGTERM)
 }
 
 // pep768Grace is how long MethodAuto waits for a thread of a 3.14+ target
@@ -93,15 +95,32 @@ type Injection struct {
 // instead (an idle server: every thread blocked in a system call).
 const pep768Grace = time.Second
 
+// ErrInterrupted: krait was told to stop (Ctrl-C, SIGTERM, SIGHUP) while
+// it attached; it took back what it had started.
+var ErrInterrupted = errors.New("interrupted; attach abandoned, nothing of krait's left in the process")
+
 // Start injects the agent (see Inject) and waits up to timeout for its
 // socket. With MethodAuto, a PEP 768 target none of whose threads runs
 // Python within pep768Grace is entered through ptrace instead, which
-// Injection.Note says; a target that opted out is never entered.
+// Injection.Note says; a target that opted out is never entered. On
+// failure nothing of krait's is left: the agent's directory is removed
+// and an agent that started anyway is told to leave.
 func Start(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration) (*Injection, string, error) {
+	return StartCancel(proc, py, interp, method, timeout, nil)
+}
+
+// StartCancel is Start, given up (ErrInterrupted) when cancel is closed:
+// once the process is entered, krait takes the agent back (claims its
+// source, or tells a started agent to leave) and removes its directory.
+func StartCancel(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration, cancel <-chan struct{}) (*Injection, string, error) {
+	if isClosed(cancel) {
+		return nil, "", ErrInterrupted
+	}
 	inj, err := Inject(proc, py, interp, method)
 	if err != nil {
 		return nil, "", err
 	}
+	inj.cancel = cancel
 	auto := method == MethodAuto || method == ""
 	if !auto || inj.Method != MethodPEP768 || timeout <= 2*pep768Grace {
 		sock, err := inj.WaitSocket(timeout)
@@ -111,13 +130,27 @@ func Start(proc *live.Process, py *cpython.Python, interp int64, method string, 
 	if err == nil || !inj.withdrawn || inj.refused {
 		return inj, sock, err
 	}
+	if isClosed(cancel) {
+		return nil, "", ErrInterrupted
+	}
 	inj2, err := injectPtrace(proc, py, interp)
 	if err != nil {
 		return nil, "", fmt.Errorf("no thread ran Python within %s to take the PEP 768 request, and entering through ptrace failed: %w", pep768Grace, err)
 	}
+	inj2.cancel = cancel
 	inj2.Note = fmt.Sprintf("no thread ran Python within %s to take the PEP 768 request", pep768Grace)
 	sock, err = inj2.WaitSocket(timeout - pep768Grace)
 	return inj2, sock, err
+}
+
+// isClosed says whether ch (nil: never) is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func randomHex(n int) string {
@@ -201,8 +234,9 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 }
 
 // newInjection prepares what both ways in share: the token, the agent's
-// trace configuration, and the private directory holding agent.py, made
-// in the target's /tmp race-free (dir.go).
+// trace configuration, and the private directory holding the owner file
+// and agent.py, made in the target's /tmp race-free (dir.go). Leftovers of
+// earlier attaches krait can prove are its own are removed first.
 func newInjection(py *cpython.Python, interp int64, method string) (*Injection, error) {
 	tc, err := py.AgentTraceConfig()
 	if err != nil {
@@ -213,15 +247,20 @@ func newInjection(py *cpython.Python, interp int64, method string) (*Injection, 
 	if err != nil {
 		return nil, procErr(pid, "read the status of", err)
 	}
+	o, err := newOwner(pid)
+	if err != nil {
+		return nil, err
+	}
 	tmp, err := openTargetTmp(pid)
 	if err != nil {
 		return nil, err
 	}
-	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"agent.py", agentSource}})
+	cleanLeftovers(tmp, owner{})
+	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"owner", o.json()}, {"agent.py", agentSource}})
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method, dir: d, pid: pid}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method, dir: d, pid: pid, start: o.Start}
 	inj.Dir = "/tmp/" + d.name
 	inj.HostDir = fmt.Sprintf("/proc/%d/root/tmp/%s", pid, d.name)
 	return inj, nil
@@ -443,41 +482,46 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 }
 
 // WaitSocket waits until the agent's socket appears and returns its path
-// (reached through the directory krait holds open).
+// (reached through the directory krait holds open). On failure the attach
+// is taken back: nothing of krait's stays in the target.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	sock, err := inj.waitUntil(deadline)
-	if sock != "" || err != nil {
-		return sock, err
+	if sock != "" {
+		return sock, nil
 	}
-	if inj.Method == MethodPEP768 {
-		return inj.withdraw(timeout)
+	if err == nil && inj.Method == MethodPEP768 {
+		sock, err = inj.withdraw(timeout)
+		if sock != "" {
+			return sock, nil
+		}
 	}
-	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+	if err == nil {
+		err = fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+	}
+	inj.Abort()
+	return "", err
 }
 
 // waitUntil polls for the socket, or for the agent's end or load error,
-// until deadline ("" and no error: not yet). A directory that changed
-// under krait ends the attach.
+// until deadline ("" and no error: not yet).
 func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
 	if inj.dir == nil {
 		return "", errDirGone
 	}
 	for time.Now().Before(deadline) {
+		if isClosed(inj.cancel) {
+			return "", ErrInterrupted
+		}
 		if inj.dir.exists("sock") {
 			return inj.dir.sockPath(), nil // a started agent cleared the PEP 768 requests
 		}
 		if err := inj.dir.check(); errors.Is(err, errDirGone) {
-			inj.clearPending(inj.proc, inj.py)
 			return "", fmt.Errorf("the agent exited before it was ready")
 		} else if err != nil {
-			inj.clearPending(inj.proc, inj.py)
-			inj.dir.remove()
 			return "", err
 		}
 		if msg, err := inj.dir.readFile("error", 4096); err == nil && len(msg) > 0 {
-			inj.clearPending(inj.proc, inj.py)
-			inj.dir.remove()
 			return "", fmt.Errorf("krait's agent failed to start in the target: %s", strings.Join(strings.Fields(string(msg)), " "))
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -512,12 +556,55 @@ func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 	return "", fmt.Errorf("%w: the agent did not start within %s", ErrTimeout, timeout)
 }
 
-// Finish lets go of the agent's directory once the session is over.
-func (inj *Injection) Finish() {
-	if inj.dir != nil {
-		inj.dir.close()
-		inj.dir = nil
+// Abort takes back an attach that failed or was given up: the PEP 768
+// request is withdrawn, agent.py claimed so that no thread starts the
+// agent later (or, if an agent started, it is told to leave through its
+// socket), and krait's directory removed.
+func (inj *Injection) Abort() {
+	inj.clearPending(inj.proc, inj.py)
+	d := inj.dir
+	if d == nil {
+		return
 	}
+	if d.rename("agent.py", "agent.krait") != nil && same(inj.pid, inj.start) {
+		// The agent has its source: it is starting or up. Closing a
+		// connection to it makes it leave (remove its hooks, its files).
+		for end := time.Now().Add(time.Second); !d.exists("sock") && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if d.check() != nil {
+				break
+			}
+		}
+		if d.exists("sock") {
+			if conn, err := dialPeer(d.sockPath(), inj.pid, time.Second); err == nil {
+				conn.Close()
+			}
+		}
+	}
+	d.remove()
+	d.close()
+	inj.dir = nil
+}
+
+// Finish ends krait's part once a session is over (the agent told to
+// detach, or the connection gone): it waits a little for the agent to
+// remove its directory, then removes what is left of krait's, unless the
+// agent still serves there; and closes the directory.
+func (inj *Injection) Finish() {
+	d := inj.dir
+	if d == nil {
+		return
+	}
+	inj.dir = nil
+	defer d.close()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !same(inj.pid, inj.start) || !d.exists("sock") {
+			break
+		}
+	}
+	if d.exists("sock") && same(inj.pid, inj.start) {
+		return // the agent is still there; it removes its directory when it leaves
+	}
+	d.remove()
 }
 
 // Dial connects to the agent's socket, checks that the process listening

@@ -112,9 +112,8 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	ok := false
 	defer func() {
 		if !ok {
-			inj.clearPending(proc, py)
-			inj.dir.remove()
-			inj.dir.close()
+			inj.proc, inj.py = proc, py
+			inj.Abort()
 		}
 	}()
 	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": 30,

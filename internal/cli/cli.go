@@ -34,6 +34,9 @@ const (
 	ExitNotPython   = 5 // not a Python process
 	ExitUnsupported = 6 // a Python version krait does not know (or attach cannot serve, or the target opted out)
 	ExitInjection   = 7 // attach could not get into the process (no safe thread, timed out)
+	// ExitInterrupted: Ctrl-C, SIGTERM or SIGHUP ended a paused dump or an
+	// attach before it was done (the process was left as it was).
+	ExitInterrupted = 130
 )
 
 const usage = `krait — a debugger for live Python processes
@@ -55,7 +58,7 @@ Commands:
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
 4 permission, 5 not Python, 6 unsupported Python version (or attach
 refused: Python 2, a 3.14+ target that opted out of remote debugging),
-7 attach could not get in (try again).
+7 attach could not get in (try again), 130 interrupted.
 `
 
 // Main runs krait with args (without the program name) and returns the
@@ -178,6 +181,8 @@ func fail(stderr io.Writer, err error) int {
 		return ExitUnsupported
 	case errors.Is(err, agent.ErrNoSafeThread), errors.Is(err, agent.ErrTimeout):
 		return ExitInjection
+	case errors.Is(err, agent.ErrInterrupted):
+		return ExitInterrupted
 	}
 	return ExitError
 }
@@ -292,6 +297,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	defer s.Close() // after detach, or once the process is gone: krait's files go
 	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
 	where := ""
 	if s.Inject.InterpID != 0 {

@@ -7,11 +7,14 @@ package session
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"krait/internal/agent"
@@ -79,8 +82,23 @@ type Breakpoint struct {
 
 // Attach injects the agent into pid and connects to it. interp picks the
 // interpreter to debug (-1: the one running Django, else the main one);
-// method is how the agent gets in (agent.MethodAuto, …).
+// method is how the agent gets in (agent.MethodAuto, …). Ctrl-C, SIGTERM
+// or SIGHUP meanwhile give the attach up (agent.ErrInterrupted) once
+// krait has taken back what it started; any failure leaves nothing of
+// krait's in the process.
 func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	cancel, done := make(chan struct{}), make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-sigs:
+			close(cancel)
+		case <-done:
+		}
+	}()
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err
@@ -90,12 +108,17 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	inj, sock, err := agent.Start(proc, py, interp, method, timeout)
+	inj, sock, err := agent.StartCancel(proc, py, interp, method, timeout, cancel)
 	if err != nil {
 		return nil, err
 	}
 	c, hello, err := inj.Dial(sock)
+	if err == nil && isClosed(cancel) {
+		c.Close()
+		err = agent.ErrInterrupted
+	}
 	if err != nil {
+		inj.Abort()
 		return nil, err
 	}
 	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
@@ -103,6 +126,16 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	s.Backend, _ = hello["backend"].(string)
 	go s.eventLoop()
 	return s, nil
+}
+
+// isClosed says whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func str(m map[string]any, k string) string { v, _ := m[k].(string); return v }
@@ -547,7 +580,8 @@ func (s *Session) Detach() error {
 }
 
 // Close drops the connection without a detach request (the agent cleans
-// up on end of file just the same).
+// up on end of file just the same), and removes what the agent left of
+// krait's directory (everything, if the process died with the agent in it).
 func (s *Session) Close() {
 	s.c.Close()
 	s.Inject.Finish()
