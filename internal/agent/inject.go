@@ -516,8 +516,11 @@ func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
 		if inj.dir.exists("sock") {
 			return inj.dir.sockPath(), nil // a started agent cleared the PEP 768 requests
 		}
+		if !same(inj.pid, inj.start) {
+			return "", fmt.Errorf("process %d: %w while krait attached", inj.pid, target.ErrExited)
+		}
 		if err := inj.dir.check(); errors.Is(err, errDirGone) {
-			return "", fmt.Errorf("the agent exited before it was ready")
+			return "", fmt.Errorf("krait's agent directory %s was removed before the agent was ready (the agent ended, or something cleaned /tmp)", inj.Dir)
 		} else if err != nil {
 			return "", err
 		}

@@ -19,6 +19,7 @@ import (
 
 	"krait/internal/agent"
 	"krait/internal/cpython"
+	"krait/internal/target"
 	"krait/internal/target/live"
 )
 
@@ -119,6 +120,9 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	}
 	if err != nil {
 		inj.Abort()
+		if !proc.Alive() {
+			return nil, fmt.Errorf("process %d: %w while krait attached", pid, target.ErrExited)
+		}
 		return nil, err
 	}
 	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}

@@ -185,6 +185,26 @@ func exitCode(t *testing.T, cmd *exec.Cmd) int {
 	return cmd.ProcessState.ExitCode()
 }
 
+// TestAttachTargetExitsDuringAttach (issue 14): the process exits while
+// krait waits for its agent to start: "process exited", exit 3 (not "the
+// agent exited", exit 1), and krait's directory is gone.
+func TestAttachTargetExitsDuringAttach(t *testing.T) {
+	py := pickPython(t)
+	p := startHolder(t, py, 60)
+	cmd, stderr := startKrait(t, p.pid())
+	time.Sleep(700 * time.Millisecond)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	code := exitCode(t, cmd)
+	if code != exitNoProcess || !strings.Contains(stderr.String(), "process exited") {
+		t.Errorf("krait: exit %d, stderr %q; want exit %d, process exited", code, stderr.String(), exitNoProcess)
+	}
+	checkOneLine(t, "attach to a process that exits", stderr.String())
+	checkNoAgentDir(t, p.pid())
+}
+
 // TestAttachInterrupted (issue 14, item 6): Ctrl-C, SIGTERM or SIGHUP
 // while krait waits for its agent: krait takes the attach back (the agent
 // never starts, its directory goes) and says so, exit 130; the process
