@@ -235,7 +235,8 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 
 // newInjection prepares what both ways in share: the token, the agent's
 // trace configuration, and the private directory holding the owner file
-// and agent.py, made in the target's /tmp race-free (dir.go). Leftovers of
+// and agent.py, made in the target's /tmp race-free (dir.go). A process
+// that runs krait's agent already is refused (ErrBusy), and leftovers of
 // earlier attaches krait can prove are its own are removed first.
 func newInjection(py *cpython.Python, interp int64, method string) (*Injection, error) {
 	tc, err := py.AgentTraceConfig()
@@ -255,7 +256,16 @@ func newInjection(py *cpython.Python, interp int64, method string) (*Injection, 
 	if err != nil {
 		return nil, err
 	}
-	cleanLeftovers(tmp, owner{})
+	known, err := checkNoSession(py, tmp, o)
+	if err != nil {
+		unix.Close(tmp)
+		return nil, err
+	}
+	idle := owner{}
+	if known {
+		idle = o // no agent runs in the target: its abandoned directories can go
+	}
+	cleanLeftovers(tmp, idle)
 	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"owner", o.json()}, {"agent.py", agentSource}})
 	if err != nil {
 		return nil, err

@@ -121,3 +121,16 @@ func onlyOurs(fd int) bool {
 	}
 	return true
 }
+
+// liveSessions returns the agent directories in the target's /tmp (open
+// as tmp) of a session with process pid (started at start) whose agent
+// has its socket: an agent serving, or waiting for its krait.
+func liveSessions(tmp int, pid int, start uint64) (names []string) {
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		var sock unix.Stat_t
+		if o.PID == pid && o.Start == start && unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			names = append(names, name)
+		}
+	})
+	return names
+}

@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// exitInjection: attach could not get in.
+const exitInjection = 7
+
 // agentDirsOf returns the agent directories in /tmp whose owner file
 // names process pid as the target.
 func agentDirsOf(pid int) []string {
@@ -66,6 +69,55 @@ func agentThreads(t *testing.T, pid int) int {
 		}
 	}
 	return n
+}
+
+// TestAttachSecondSession (issue 14, item 8): a second krait attach to a
+// process another krait is debugging is told so in one line, exit 7, at
+// once; the first session carries on (a breakpoint stops, the thread
+// continues) and detaches cleanly, and the process can be attached again.
+func TestAttachSecondSession(t *testing.T) {
+	for _, py := range pythons(t) {
+		if py.minor == "2.7" {
+			continue
+		}
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			pid := srv.p.pid()
+			s := attach(t, pid)
+			s.do(fmt.Sprintf("break views.py:%d", srv.marks["report_call"]))
+
+			began := time.Now()
+			r := krait(t, "attach", strconv.Itoa(pid), "--batch", "-ex", "info threads")
+			took := time.Since(began)
+			if r.code != exitInjection {
+				t.Errorf("%v\nwant exit %d", r, exitInjection)
+			}
+			checkOneLine(t, "second attach", r.stderr)
+			mustMatch(t, "second attach", fmt.Sprintf(`^krait: process %d is already being debugged by krait \(agent thread (\d+|0x[0-9a-f]+)\); detach that session first\n$`, pid), r.stderr)
+			if took > 5*time.Second {
+				t.Errorf("the second attach took %s to find the session", took)
+			}
+
+			out, resp := s.continueWith(srv, "/report?n=2")
+			mustMatch(t, "first session after the second attach", `Breakpoint 1, report \(n=2\)`, out)
+			mustMatch(t, "first session", `(?m)^n = 2$`, s.do("info args"))
+			s.do("delete")
+			s.interrupt("continue", resp)
+			fmt.Fprintf(s.In, "detach\n")
+			mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second))
+			checkClean(t, srv)
+			checkNoAgentDir(t, pid)
+
+			// Once the first session is over, attaching works again.
+			r = krait(t, "attach", strconv.Itoa(pid), "--batch", "-ex", "info threads")
+			if r.code != 0 {
+				t.Errorf("attach after the first session detached: %v", r)
+			}
+			checkClean(t, srv)
+			checkNoAgentDir(t, pid)
+		})
+	}
 }
 
 // TestAttachOtherUser: krait (root) attaches to a process of another
