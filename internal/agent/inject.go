@@ -218,14 +218,17 @@ except BaseException as e:
 
 // loaderCall is one Python statement that runs loaderSource for the agent
 // at path, in a namespace of its own: it binds no name where it runs
-// (__main__, for PyRun_SimpleString).
+// (__main__, for PyRun_SimpleString). The loader's code is named
+// <krait-loader>, as the agent's is <krait-agent>: krait dump knows its
+// frames by that name (and hides the token they hold).
 func loaderCall(path string, cfg map[string]any) (string, error) {
 	js, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
 	lit := func(s string) string { b, _ := json.Marshal(s); return string(b) } // a JSON string literal is a Python one
-	return fmt.Sprintf("__import__('builtins').exec(%s, {'CFG': %s, 'PATH': %s})", lit(loaderSource), lit(string(js)), lit(path)), nil
+	return fmt.Sprintf("(lambda b: b.exec(b.compile(%s, '<krait-loader>', 'exec'), {'CFG': %s, 'PATH': %s}))(__import__('builtins'))",
+		lit(loaderSource), lit(string(js)), lit(path)), nil
 }
 
 // bootstrap is the one statement PyRun_SimpleString runs: load agent.py.

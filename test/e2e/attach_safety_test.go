@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -292,4 +293,78 @@ func TestAttachInterrupted(t *testing.T) {
 			checkNoAgentDir(t, p.pid())
 		})
 	}
+}
+
+// TestDumpHidesToken (issue 14): krait dump --locals of a process with a
+// krait session shows the agent's frames, but never the session's token:
+// every value of krait's own frames that holds it shows as <redacted>.
+func TestDumpHidesToken(t *testing.T) {
+	for _, py := range pythons(t) {
+		if py.minor == "2.7" {
+			continue
+		}
+		py := py
+		t.Run(py.name, func(t *testing.T) { testDumpHidesToken(t, py) })
+	}
+}
+
+func testDumpHidesToken(t *testing.T, py python) {
+	out := filepath.Join(t.TempDir(), "secrets.json")
+	p := start(t, nil, py.path, fixture("secrets_fixture.py"), out)
+	if !p.waitFor(30*time.Second, func() bool { return strings.Contains(p.stdout.String(), "ready") }) {
+		t.Fatalf("the fixture did not start: %s", p.stderr)
+	}
+	s := attach(t, p.pid())
+	js := krait(t, "dump", "--pid", strconv.Itoa(p.pid()), "--locals", "--json")
+	text := krait(t, "dump", "--pid", strconv.Itoa(p.pid()), "--locals", "--width", "0")
+	if js.code != 0 || text.code != 0 {
+		t.Fatalf("%v\n%v", js, text)
+	}
+	// The token, as the process holds it.
+	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var secrets []string
+	if !p.waitFor(10*time.Second, func() bool {
+		data, err := os.ReadFile(out)
+		return err == nil && json.Unmarshal(data, &secrets) == nil
+	}) {
+		t.Fatalf("the fixture did not report: %s", p.stderr)
+	}
+	if len(secrets) == 0 {
+		t.Fatal("the fixture found no token in the agent thread's frames: nothing to check")
+	}
+	for _, sec := range secrets {
+		if strings.Contains(js.stdout, sec) || strings.Contains(text.stdout, sec) {
+			t.Errorf("krait dump --locals shows the session's token %s", sec)
+		}
+	}
+	var res dumpResult
+	if err := json.Unmarshal([]byte(js.stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	agent := res.threadNamed("krait-agent")
+	if agent == nil {
+		t.Fatal("no krait-agent thread in the dump")
+	}
+	own := regexp.MustCompile(`^<krait-(agent|loader)>$`)
+	files, redacted := map[string]bool{}, 0
+	for _, f := range agent.Frames {
+		files[f.File] = true
+		if !own.MatchString(f.File) {
+			continue
+		}
+		for _, l := range f.Locals {
+			redacted += strings.Count(l.Value, "<redacted>")
+			b, _ := json.Marshal(l)
+			redacted += strings.Count(string(b), `"value":"\u003credacted\u003e"`)
+		}
+	}
+	t.Logf("the process holds %d token-like strings; the dump redacted %d values in the agent's frames (%v)", len(secrets), redacted, files)
+	if !files["<krait-agent>"] || !files["<krait-loader>"] || redacted == 0 {
+		t.Errorf("the agent thread's frames: files %v, %d values redacted; want <krait-agent> and <krait-loader> frames with redacted values", files, redacted)
+	}
+	fmt.Fprintf(s.In, "detach\n")
+	s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second)
+	checkNoAgentDir(t, p.pid())
 }
