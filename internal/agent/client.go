@@ -6,9 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Client speaks the agent's protocol (PROTOCOL.md) over its unix socket.
@@ -29,18 +34,10 @@ type Client struct {
 // ended).
 var ErrClosed = errors.New("connection to the agent closed (the process exited or the agent ended)")
 
-// Dial connects to the agent socket and says hello with the token.
-func Dial(sock, token string) (*Client, map[string]any, error) {
-	// The socket file appears at bind(), a moment before listen(): a
-	// refused connection then means "not yet".
-	var conn net.Conn
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		conn, err = net.DialTimeout("unix", sock, 5*time.Second)
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
-			break
-		}
-	}
+// Dial connects to the agent socket, checks that the process listening on
+// it is pid (the target), and only then says hello with the token.
+func Dial(sock, token string, pid int) (*Client, map[string]any, error) {
+	conn, err := dialPeer(sock, pid, 5*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -52,6 +49,74 @@ func Dial(sock, token string) (*Client, map[string]any, error) {
 		return nil, nil, fmt.Errorf("agent hello: %w", err)
 	}
 	return c, hello, nil
+}
+
+// dialPeer connects to the unix socket at sock and checks, with
+// SO_PEERCRED, that the process that listens on it is pid: a socket of
+// any other process, swapped in for the agent's, is refused before
+// anything is sent to it. The socket file appears at bind(), a moment
+// before listen(): a refused connection then means "not yet".
+func dialPeer(sock string, pid int, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	var err error
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		conn, err = net.DialTimeout("unix", sock, timeout)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	peer, err := peerPID(conn)
+	if err == nil && peer != pid && tgid(peer) != pid {
+		err = fmt.Errorf("the agent socket is not process %d's but process %d's; not attaching", pid, peer)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// peerPID returns the process that listens on the other end of a unix
+// socket connection (SO_PEERCRED).
+func peerPID(conn net.Conn) (int, error) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return 0, fmt.Errorf("the agent socket is not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, fmt.Errorf("cannot tell which process listens on the agent socket: %w", cerr)
+	}
+	return int(cred.Pid), nil
+}
+
+// tgid returns the process (thread group) that thread tid belongs to, or
+// 0 if unknown.
+func tgid(tid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 func (c *Client) readLoop() {

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"golang.org/x/sys/unix"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	mrand "math/rand"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -81,6 +81,11 @@ type Injection struct {
 	refused   bool // a thread took the PEP 768 request but no agent started
 	// Note says why krait entered another way than asked for ("" if not).
 	Note string
+
+	dir    *privDir        // the agent's directory, held open until Finish
+	pid    int             // the target
+	start  uint64          // and its start time
+	cancel <-chan struct{} // closed: give up the attach (Ctrl-C, SIGTERM)
 }
 
 // connectTimeout is how long (seconds) a started agent waits for krait to
@@ -94,15 +99,32 @@ const connectTimeout = 10
 // instead (an idle server: every thread blocked in a system call).
 const pep768Grace = time.Second
 
+// ErrInterrupted: krait was told to stop (Ctrl-C, SIGTERM, SIGHUP) while
+// it attached; it took back what it had started.
+var ErrInterrupted = errors.New("interrupted; attach abandoned, nothing of krait's left in the process")
+
 // Start injects the agent (see Inject) and waits up to timeout for its
 // socket. With MethodAuto, a PEP 768 target none of whose threads runs
 // Python within pep768Grace is entered through ptrace instead, which
-// Injection.Note says; a target that opted out is never entered.
+// Injection.Note says; a target that opted out is never entered. On
+// failure nothing of krait's is left: the agent's directory is removed
+// and an agent that started anyway is told to leave.
 func Start(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration) (*Injection, string, error) {
+	return StartCancel(proc, py, interp, method, timeout, nil)
+}
+
+// StartCancel is Start, given up (ErrInterrupted) when cancel is closed:
+// once the process is entered, krait takes the agent back (claims its
+// source, or tells a started agent to leave) and removes its directory.
+func StartCancel(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration, cancel <-chan struct{}) (*Injection, string, error) {
+	if isClosed(cancel) {
+		return nil, "", ErrInterrupted
+	}
 	inj, err := Inject(proc, py, interp, method)
 	if err != nil {
 		return nil, "", err
 	}
+	inj.cancel = cancel
 	auto := method == MethodAuto || method == ""
 	if !auto || inj.Method != MethodPEP768 || timeout <= 2*pep768Grace {
 		sock, err := inj.WaitSocket(timeout)
@@ -112,13 +134,27 @@ func Start(proc *live.Process, py *cpython.Python, interp int64, method string, 
 	if err == nil || !inj.withdrawn || inj.refused {
 		return inj, sock, err
 	}
+	if isClosed(cancel) {
+		return nil, "", ErrInterrupted
+	}
 	inj2, err := injectPtrace(proc, py, interp)
 	if err != nil {
 		return nil, "", fmt.Errorf("no thread ran Python within %s to take the PEP 768 request, and entering through ptrace failed: %w", pep768Grace, err)
 	}
+	inj2.cancel = cancel
 	inj2.Note = fmt.Sprintf("no thread ran Python within %s to take the PEP 768 request", pep768Grace)
 	sock, err = inj2.WaitSocket(timeout - pep768Grace)
 	return inj2, sock, err
+}
+
+// isClosed says whether ch (nil: never) is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func randomHex(n int) string {
@@ -149,35 +185,6 @@ func targetIDs(pid int) (int, int, error) {
 		return 0, 0, fmt.Errorf("process %d: no Uid/Gid in status", pid)
 	}
 	return uid, gid, nil
-}
-
-// prepareDir makes the private directory inside the target's /tmp and puts
-// the agent source there.
-func prepareDir(pid int) (inTarget, onHost string, err error) {
-	uid, gid, err := targetIDs(pid)
-	if err != nil {
-		return "", "", err
-	}
-	inTarget = "/tmp/krait-" + randomHex(8)
-	onHost = fmt.Sprintf("/proc/%d/root%s", pid, inTarget)
-	if err := os.Mkdir(onHost, 0o700); err != nil {
-		return "", "", fmt.Errorf("cannot make the agent directory: %w", err)
-	}
-	fail := func(err error) (string, string, error) {
-		os.RemoveAll(onHost)
-		return "", "", err
-	}
-	if err := os.Chown(onHost, uid, gid); err != nil {
-		return fail(err)
-	}
-	src := filepath.Join(onHost, "agent.py")
-	if err := os.WriteFile(src, agentSource, 0o600); err != nil {
-		return fail(err)
-	}
-	if err := os.Chown(src, uid, gid); err != nil {
-		return fail(err)
-	}
-	return inTarget, onHost, nil
 }
 
 // loaderSource loads the agent in a new daemon thread, "krait-agent", and
@@ -215,14 +222,17 @@ except BaseException as e:
 
 // loaderCall is one Python statement that runs loaderSource for the agent
 // at path, in a namespace of its own: it binds no name where it runs
-// (__main__, for PyRun_SimpleString).
+// (__main__, for PyRun_SimpleString). The loader's code is named
+// <krait-loader>, as the agent's is <krait-agent>: krait dump knows its
+// frames by that name (and hides the token they hold).
 func loaderCall(path string, cfg map[string]any) (string, error) {
 	js, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
 	lit := func(s string) string { b, _ := json.Marshal(s); return string(b) } // a JSON string literal is a Python one
-	return fmt.Sprintf("__import__('builtins').exec(%s, {'CFG': %s, 'PATH': %s})", lit(loaderSource), lit(string(js)), lit(path)), nil
+	return fmt.Sprintf("(lambda b: b.exec(b.compile(%s, '<krait-loader>', 'exec'), {'CFG': %s, 'PATH': %s}))(__import__('builtins'))",
+		lit(loaderSource), lit(string(js)), lit(path)), nil
 }
 
 // bootstrap is the one statement PyRun_SimpleString runs: load agent.py.
@@ -231,17 +241,45 @@ func bootstrap(dir string, cfg map[string]any) (string, error) {
 }
 
 // newInjection prepares what both ways in share: the token, the agent's
-// trace configuration, and the private directory holding agent.py.
+// trace configuration, and the private directory holding the owner file
+// and agent.py, made in the target's /tmp race-free (dir.go). A process
+// that runs krait's agent already is refused (ErrBusy), and leftovers of
+// earlier attaches krait can prove are its own are removed first.
 func newInjection(py *cpython.Python, interp int64, method string) (*Injection, error) {
 	tc, err := py.AgentTraceConfig()
 	if err != nil {
 		return nil, err
 	}
-	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method}
-	inj.Dir, inj.HostDir, err = prepareDir(py.Proc.PID())
+	pid := py.Proc.PID()
+	uid, gid, err := targetIDs(pid)
+	if err != nil {
+		return nil, procErr(pid, "read the status of", err)
+	}
+	o, err := newOwner(pid)
 	if err != nil {
 		return nil, err
 	}
+	tmp, err := openTargetTmp(pid)
+	if err != nil {
+		return nil, err
+	}
+	known, err := checkNoSession(py, tmp, o)
+	if err != nil {
+		unix.Close(tmp)
+		return nil, err
+	}
+	idle := owner{}
+	if known {
+		idle = o // no agent runs in the target: its abandoned directories can go
+	}
+	cleanLeftovers(tmp, idle)
+	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"owner", o.json()}, {"agent.py", agentSource}})
+	if err != nil {
+		return nil, err
+	}
+	inj := &Injection{Token: randomHex(16), tracecfg: tc, Interp: interp, Method: method, dir: d, pid: pid, start: o.Start}
+	inj.Dir = "/tmp/" + d.name
+	inj.HostDir = fmt.Sprintf("/proc/%d/root/tmp/%s", pid, d.name)
 	return inj, nil
 }
 
@@ -296,7 +334,8 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(inj.HostDir)
+			inj.dir.remove()
+			inj.dir.close()
 		}
 	}()
 
@@ -495,34 +534,50 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 // after the chosen thread is sent into the trampoline.
 var hookBeforeEnter, hookAfterEnter func(tid int)
 
-// WaitSocket waits until the agent's socket appears.
+// WaitSocket waits until the agent's socket appears and returns its path
+// (reached through the directory krait holds open). On failure the attach
+// is taken back: nothing of krait's stays in the target.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	sock, err := inj.waitUntil(deadline)
-	if sock != "" || err != nil {
-		return sock, err
+	if sock != "" {
+		return sock, nil
 	}
-	if inj.Method == MethodPEP768 {
-		return inj.withdraw(timeout)
+	if err == nil && inj.Method == MethodPEP768 {
+		sock, err = inj.withdraw(timeout)
+		if sock != "" {
+			return sock, nil
+		}
 	}
-	return "", fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+	if err == nil {
+		err = fmt.Errorf("%w: the agent did not start within %s (thread %d, parked in %s, may be waiting for the GIL)", ErrTimeout, timeout, inj.Thread, inj.Syscall)
+	}
+	inj.Abort()
+	return "", err
 }
 
 // waitUntil polls for the socket, or for the agent's end or load error,
 // until deadline ("" and no error: not yet).
 func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
-	sock := filepath.Join(inj.HostDir, "sock")
+	if inj.dir == nil {
+		return "", errDirGone
+	}
 	for time.Now().Before(deadline) {
-		if _, err := os.Stat(sock); err == nil {
-			return sock, nil // a started agent cleared the PEP 768 requests
+		if isClosed(inj.cancel) {
+			return "", ErrInterrupted
 		}
-		if _, err := os.Stat(inj.HostDir); err != nil {
-			inj.clearPending(inj.proc, inj.py)
-			return "", fmt.Errorf("the agent exited before it was ready")
+		if inj.dir.exists("sock") {
+			return inj.dir.sockPath(), nil // a started agent cleared the PEP 768 requests
 		}
-		if msg, err := os.ReadFile(filepath.Join(inj.HostDir, "error")); err == nil && len(msg) > 0 {
-			inj.clearPending(inj.proc, inj.py)
-			os.RemoveAll(inj.HostDir)
+		if !same(inj.pid, inj.start) {
+			return "", fmt.Errorf("process %d: %w while krait attached", inj.pid, target.ErrExited)
+		}
+		if err := inj.dir.check(); errors.Is(err, errDirGone) {
+			return "", fmt.Errorf("krait's agent directory %s was removed before the agent was ready (the agent ended, or something cleaned /tmp)", inj.Dir)
+		} else if err != nil {
+			return "", err
+		}
+		if msg, err := inj.dir.readFile("error", 4096); err == nil && len(msg) > 0 {
 			return "", fmt.Errorf("krait's agent failed to start in the target: %s", strings.Join(strings.Fields(string(msg)), " "))
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -540,9 +595,9 @@ func (inj *Injection) waitUntil(deadline time.Time) (string, error) {
 func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 	taken := inj.clearPending(inj.proc, inj.py)
 	time.Sleep(100 * time.Millisecond) // a thread that just took it reaches the rename
-	if err := os.Rename(filepath.Join(inj.HostDir, "agent.py"), filepath.Join(inj.HostDir, "agent.krait")); err == nil {
+	if err := inj.dir.rename("agent.py", "agent.krait"); err == nil {
 		time.Sleep(50 * time.Millisecond)
-		os.RemoveAll(inj.HostDir)
+		inj.dir.remove()
 		inj.withdrawn = true
 		if taken > 0 {
 			inj.refused = true
@@ -555,4 +610,61 @@ func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 		return sock, err
 	}
 	return "", fmt.Errorf("%w: the agent did not start within %s", ErrTimeout, timeout)
+}
+
+// Abort takes back an attach that failed or was given up: the PEP 768
+// request is withdrawn, agent.py claimed so that no thread starts the
+// agent later (or, if an agent started, it is told to leave through its
+// socket), and krait's directory removed.
+func (inj *Injection) Abort() {
+	inj.clearPending(inj.proc, inj.py)
+	d := inj.dir
+	if d == nil {
+		return
+	}
+	if d.rename("agent.py", "agent.krait") != nil && same(inj.pid, inj.start) {
+		// The agent has its source: it is starting or up. Closing a
+		// connection to it makes it leave (remove its hooks, its files).
+		for end := time.Now().Add(time.Second); !d.exists("sock") && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if d.check() != nil {
+				break
+			}
+		}
+		if d.exists("sock") {
+			if conn, err := dialPeer(d.sockPath(), inj.pid, time.Second); err == nil {
+				conn.Close()
+			}
+		}
+	}
+	d.remove()
+	d.close()
+	inj.dir = nil
+}
+
+// Finish ends krait's part once a session is over (the agent told to
+// detach, or the connection gone): it waits a little for the agent to
+// remove its directory, then removes what is left of krait's, unless the
+// agent still serves there; and closes the directory.
+func (inj *Injection) Finish() {
+	d := inj.dir
+	if d == nil {
+		return
+	}
+	inj.dir = nil
+	defer d.close()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !same(inj.pid, inj.start) || !d.exists("sock") {
+			break
+		}
+	}
+	if d.exists("sock") && same(inj.pid, inj.start) {
+		return // the agent is still there; it removes its directory when it leaves
+	}
+	d.remove()
+}
+
+// Dial connects to the agent's socket, checks that the process listening
+// is the target, and says hello with the token.
+func (inj *Injection) Dial(sock string) (*Client, map[string]any, error) {
+	return Dial(sock, inj.Token, inj.pid)
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"krait/internal/cpython"
 	"krait/internal/cpython/layout"
 	"krait/internal/target/live"
@@ -48,7 +50,7 @@ open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer os.RemoveAll(inj.HostDir)
+			defer drop(inj)
 			sock, err := inj.WaitSocket(5 * time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -63,6 +65,16 @@ open(sys.argv[1], "w").write("%d %.2f" % (n[0], time.time() - t0))
 			}
 		})
 	}
+}
+
+// drop removes what an injection left in the target's /tmp, the stand-in
+// agents' own files too, through krait's descriptors (so it works after
+// the target exited, when /proc/PID/root is gone).
+func drop(inj *Injection) {
+	if inj.dir != nil {
+		_ = unix.Unlinkat(inj.dir.fd, "ran", 0)
+	}
+	inj.Abort()
 }
 
 type testPython struct{ name, path string }
@@ -167,7 +179,7 @@ print("done", n[0], flush=True)
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer os.RemoveAll(inj.HostDir)
+				defer drop(inj)
 				if inj.Method != MethodPEP768 || inj.Paused > 100*time.Millisecond {
 					t.Errorf("method %s, paused %v: want pep768 and a pause of a few ms at most", inj.Method, inj.Paused)
 				}
@@ -196,7 +208,7 @@ print("done", n[0], flush=True)
 					for _, m := range []string{MethodAuto, MethodPEP768, MethodPtrace} {
 						inj, err := Inject(tg.proc, tg.py, -1, m)
 						if err == nil {
-							os.RemoveAll(inj.HostDir)
+							drop(inj)
 							t.Fatalf("method %s: attached to a target that opted out", m)
 						}
 						if !errors.Is(err, ErrRemoteDebugDisabled) || !strings.Contains(err.Error(), "disable-remote-debug") {
@@ -241,7 +253,7 @@ print("done", flush=True)
 				proc, pyt := tg.proc, tg.py
 				inj, _, err := Start(proc, pyt, -1, MethodAuto, 5*time.Second)
 				if err == nil {
-					os.RemoveAll(inj.HostDir)
+					drop(inj)
 					t.Fatalf("attached (method %s) to a target whose audit hook refuses remote debugger scripts", inj.Method)
 				}
 				if !errors.Is(err, ErrRemoteDebugDisabled) || !strings.Contains(err.Error(), "audit hook") {
@@ -256,7 +268,7 @@ print("done", flush=True)
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer os.RemoveAll(inj.HostDir)
+				defer drop(inj)
 				if inj.Method != MethodPtrace || !strings.Contains(inj.Note, "PEP 768") {
 					t.Errorf("method %s, note %q: want ptrace, saying why", inj.Method, inj.Note)
 				}
@@ -297,7 +309,7 @@ time.sleep(30)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer os.RemoveAll(inj.HostDir)
+			defer drop(inj)
 			sock := filepath.Join(inj.HostDir, "sock")
 			pending := func() (n int) {
 				interps, err := pyt.Interpreters()
@@ -329,20 +341,27 @@ time.sleep(30)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			c, _, err := Dial(sock, inj.Token)
+			c, _, err := Dial(sock, inj.Token, proc.PID())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := c.Call("detach", nil, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
+			// The agent removes its files; krait, once its session is
+			// over, the rest of its directory.
 			for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if _, err := os.Stat(inj.HostDir); os.IsNotExist(err) {
+				if _, err := os.Lstat(sock); os.IsNotExist(err) {
 					break
 				}
 				if time.Now().After(end) {
-					t.Fatal("the agent's directory is still there after detach")
+					t.Fatal("the agent's socket is still there after detach")
 				}
+			}
+			c.Close()
+			inj.Finish()
+			if _, err := os.Stat(inj.HostDir); !os.IsNotExist(err) {
+				t.Errorf("the agent's directory is still there after detach: %v", err)
 			}
 		})
 	}

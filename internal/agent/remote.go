@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"krait/internal/cpython"
@@ -114,8 +112,8 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	ok := false
 	defer func() {
 		if !ok {
-			inj.clearPending(proc, py)
-			os.RemoveAll(inj.HostDir)
+			inj.proc, inj.py = proc, py
+			inj.Abort()
 		}
 	}()
 	cfg := map[string]any{"dir": inj.Dir, "token": inj.Token, "page": nil, "page_size": nil, "trace": inj.tracecfg, "connect_timeout": connectTimeout,
@@ -134,13 +132,7 @@ func injectRemote(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	if int64(len(script)) >= size {
 		return nil, fmt.Errorf("bootstrap path %s is too long for PEP 768 (%d bytes at most)", script, size-1)
 	}
-	hostScript := filepath.Join(inj.HostDir, "bootstrap.py")
-	if err := os.WriteFile(hostScript, []byte(boot), 0o600); err != nil {
-		return nil, err
-	}
-	if uid, gid, err := targetIDs(pid); err != nil {
-		return nil, err
-	} else if err := os.Chown(hostScript, uid, gid); err != nil {
+	if err := inj.dir.create("bootstrap.py", []byte(boot)); err != nil {
 		return nil, err
 	}
 	// The writes go to thread states, which a thread frees when it ends:

@@ -33,7 +33,10 @@ const (
 	ExitPermission  = 4 // not allowed to read or trace it
 	ExitNotPython   = 5 // not a Python process
 	ExitUnsupported = 6 // a Python version krait does not know (or attach cannot serve, or the target opted out)
-	ExitInjection   = 7 // attach could not get into the process (no safe thread, timed out)
+	ExitInjection   = 7 // attach could not get into the process (no safe thread, timed out, another krait's session there)
+	// ExitInterrupted: Ctrl-C, SIGTERM or SIGHUP ended a paused dump or an
+	// attach before it was done (the process was left as it was).
+	ExitInterrupted = 130
 )
 
 const usage = `krait — a debugger for live Python processes
@@ -59,7 +62,8 @@ Commands:
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
 4 permission, 5 not Python, 6 unsupported Python version (or attach
 refused: Python 2, a 3.14+ target that opted out of remote debugging),
-7 attach could not get in (try again).
+7 attach could not get in (try again; or another krait is debugging
+the process), 130 interrupted.
 `
 
 // Main runs krait with args (without the program name) and returns the
@@ -235,8 +239,10 @@ func fail(stderr io.Writer, err error) int {
 		return ExitNotPython
 	case errors.As(err, &unsup), errors.Is(err, agent.ErrUnsupported), errors.Is(err, agent.ErrRemoteDebugDisabled):
 		return ExitUnsupported
-	case errors.Is(err, agent.ErrNoSafeThread), errors.Is(err, agent.ErrTimeout):
+	case errors.Is(err, agent.ErrNoSafeThread), errors.Is(err, agent.ErrTimeout), errors.Is(err, agent.ErrBusy):
 		return ExitInjection
+	case errors.Is(err, agent.ErrInterrupted):
+		return ExitInterrupted
 	}
 	return ExitError
 }
@@ -371,6 +377,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	defer s.Close() // after detach, or once the process is gone: krait's files go
 	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
 	r.OnEnd = func(gone bool) {
 		if gone {

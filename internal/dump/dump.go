@@ -253,8 +253,13 @@ func (rd *Reading) Result() *Result {
 			}
 			for _, f := range t.Frames {
 				jf := &Frame{Function: f.Function, Qualname: f.Qualname, File: f.File, Line: f.Line, Error: f.Err}
+				mine := IsKraitFrame(f.File) // krait's agent: its token is not shown
 				for _, l := range f.Locals {
-					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.ToJSON(l.Value, render.Options{})})
+					v := l.Value
+					if mine {
+						v = redact(v)
+					}
+					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.ToJSON(v, render.Options{})})
 				}
 				jt.Frames = append(jt.Frames, jf)
 			}

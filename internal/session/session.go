@@ -21,6 +21,7 @@ import (
 
 	"krait/internal/agent"
 	"krait/internal/cpython"
+	"krait/internal/target"
 	"krait/internal/target/live"
 )
 
@@ -143,48 +144,58 @@ type Breakpoint struct {
 
 // Attach injects the agent into pid and connects to it. interp picks the
 // interpreter to debug (-1: the one running Django, else the main one);
-// method is how the agent gets in (agent.MethodAuto, …).
+// method is how the agent gets in (agent.MethodAuto, …). Any failure
+// leaves nothing of krait's in the process.
 //
-// A SIGINT, SIGTERM, SIGHUP or SIGQUIT that arrives meanwhile is held off
-// until the attach has finished one way or the other: then a session that
-// came up is detached at once, and Attach returns an *Interrupted. krait is
-// never stopped half-way into the process by a catchable signal (and by
-// SIGKILL the process is left untouched or with the agent on its way,
-// which leaves by itself when nobody connects).
+// SIGINT, SIGTERM, SIGHUP or SIGQUIT meanwhile give the attach up: krait
+// is never stopped half-way into the process by a catchable signal. It
+// takes back what it started (the agent's source claimed or a started
+// agent told to leave, its directory removed) and Attach returns an
+// *Interrupted. (SIGKILL leaves the process untouched or with the agent
+// on its way, which leaves by itself when nobody connects.)
 func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
-	s, err := attach(pid, interp, method, timeout)
-	select {
-	case sig := <-sigs:
-		if s != nil {
+	cancel, done := make(chan struct{}), make(chan struct{})
+	var got os.Signal
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case got = <-sigs:
+			close(cancel)
+		case <-done:
+		}
+	}()
+	s, err := attach(pid, interp, method, timeout, cancel)
+	close(done)
+	<-watched
+	if got != nil {
+		if s != nil { // the signal came as the attach completed
 			s.Detach()
 		}
-		return nil, &Interrupted{Signal: sig.(syscall.Signal), Attached: s != nil, Cause: err}
-	default:
+		return nil, &Interrupted{Signal: got.(syscall.Signal), Cause: err}
 	}
 	return s, err
 }
 
-// Interrupted is an attach cut short by a signal to krait.
+// Interrupted is an attach given up because krait got a signal.
 type Interrupted struct {
-	Signal   syscall.Signal
-	Attached bool  // the agent was up, and has been detached
-	Cause    error // the attach's own error, if it failed anyway
+	Signal syscall.Signal
+	Cause  error // the attach's own error, if it failed anyway
 }
 
 func (e *Interrupted) Error() string {
-	what := "krait had not got in"
-	if e.Attached {
-		what = "krait had got in and detached"
-	} else if e.Cause != nil {
-		what = "the attach failed anyway: " + e.Cause.Error()
+	if e.Cause != nil && !errors.Is(e.Cause, agent.ErrInterrupted) {
+		return fmt.Sprintf("attach interrupted by %s (it failed anyway: %v); nothing of krait's left in the process", unix.SignalName(e.Signal), e.Cause)
 	}
-	return fmt.Sprintf("attach interrupted by %s (%s); the process runs on as before", unix.SignalName(e.Signal), what)
+	return fmt.Sprintf("attach interrupted by %s; nothing of krait's left in the process, which runs on as before", unix.SignalName(e.Signal))
 }
 
-func attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
+func (e *Interrupted) Unwrap() error { return agent.ErrInterrupted }
+
+func attach(pid int, interp int64, method string, timeout time.Duration, cancel chan struct{}) (*Session, error) {
 	proc, err := live.Open(pid)
 	if err != nil {
 		return nil, err
@@ -194,12 +205,20 @@ func attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	if err != nil {
 		return nil, err
 	}
-	inj, sock, err := agent.Start(proc, py, interp, method, timeout)
+	inj, sock, err := agent.StartCancel(proc, py, interp, method, timeout, cancel)
 	if err != nil {
 		return nil, err
 	}
-	c, hello, err := agent.Dial(sock, inj.Token)
+	c, hello, err := inj.Dial(sock)
+	if err == nil && isClosed(cancel) {
+		c.Close()
+		err = agent.ErrInterrupted
+	}
 	if err != nil {
+		inj.Abort()
+		if !proc.Alive() {
+			return nil, fmt.Errorf("process %d: %w while krait attached", pid, target.ErrExited)
+		}
 		return nil, err
 	}
 	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
@@ -208,6 +227,16 @@ func attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 	s.Backend, _ = hello["backend"].(string)
 	go s.eventLoop()
 	return s, nil
+}
+
+// isClosed says whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func str(m map[string]any, k string) string { v, _ := m[k].(string); return v }
@@ -690,6 +719,7 @@ func (s *Session) Detach() error {
 	s.mu.Unlock()
 	_, err := s.c.Call("detach", nil, 5*time.Second)
 	s.c.Close()
+	s.Inject.Finish()
 	if err != nil && !errors.Is(err, agent.ErrClosed) {
 		return err
 	}
@@ -697,8 +727,12 @@ func (s *Session) Detach() error {
 }
 
 // Close drops the connection without a detach request (the agent cleans
-// up on end of file just the same).
-func (s *Session) Close() { s.c.Close() }
+// up on end of file just the same), and removes what the agent left of
+// krait's directory (everything, if the process died with the agent in it).
+func (s *Session) Close() {
+	s.c.Close()
+	s.Inject.Finish()
+}
 
 // ShortFile shortens a path for display when it is long.
 func ShortFile(p string) string {

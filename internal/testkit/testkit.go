@@ -107,8 +107,21 @@ func Attach(t *testing.T, bin string, pid int) *Session {
 		close(s.Lines)
 	}()
 	t.Cleanup(func() {
-		// Killed while a thread is stopped, krait's agent resumes it and
-		// removes itself.
+		// End of input: krait detaches and exits, and the agent leaves
+		// the process with everything of krait's before the test kills
+		// it. (Killed while a thread is stopped, krait's agent resumes it
+		// and removes itself too, unless the process dies first.)
+		in.Close()
+		ended := make(chan struct{})
+		go func() {
+			for range s.Lines { // until krait's output ends
+			}
+			close(ended)
+		}()
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})

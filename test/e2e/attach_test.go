@@ -89,7 +89,9 @@ type session struct{ *testkit.Session }
 
 func attach(t *testing.T, pid int) *session {
 	t.Helper()
-	return &session{testkit.Attach(t, kraitBin, pid)}
+	s := testkit.Attach(t, kraitBin, pid)
+	record(s.Cmd.Process.Pid)
+	return &session{s}
 }
 
 func (s *session) do(cmd string) string { s.T.Helper(); return s.Do(cmd) }

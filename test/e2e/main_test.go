@@ -56,8 +56,80 @@ func run(m *testing.M) int {
 	}
 	defer cleanup()
 	repoRoot, kraitBin = root, bin
-	return m.Run()
+	code := m.Run()
+	// Whatever a test did to its processes (detached, killed krait, killed
+	// the target), nothing of krait's stays in /tmp.
+	if left := agentDirsLeft(); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: krait left agent directories of the tests' processes in /tmp:\n  %s\n", strings.Join(left, "\n  "))
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
 }
+
+// started maps the pid of every process the tests started (targets and
+// krait itself) to its start time: the agent directories in /tmp whose
+// owner file names one of them are the tests'.
+var started sync.Map
+
+// record notes a process the tests started.
+func record(pid int) { started.Store(pid, startTime(pid)) }
+
+// startTime is field 22 of /proc/PID/stat ("" if unreadable).
+func startTime(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if f := strings.Fields(string(stat[i+1:])); i >= 0 && len(f) >= 20 {
+		return f[19]
+	}
+	return ""
+}
+
+// startedAt says whether the tests started process pid at start.
+func startedAt(pid int, start uint64) bool {
+	v, ok := started.Load(pid)
+	return ok && v == strconv.FormatUint(start, 10)
+}
+
+// agentDirsLeft lists the agent directories (/tmp/krait-<16 hex>) whose
+// owner file names a process the tests started, as target or as krait,
+// with what each holds. Other users of /tmp (other test runs) are left
+// out.
+func agentDirsLeft() []string {
+	ents, _ := os.ReadDir("/tmp")
+	var out []string
+	for _, e := range ents {
+		if !agentDirName.MatchString(e.Name()) {
+			continue
+		}
+		dir := filepath.Join("/tmp", e.Name())
+		data, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if err != nil {
+			continue
+		}
+		var o struct {
+			PID, Krait int
+			Start      uint64
+			KraitStart uint64 `json:"krait_start"`
+		}
+		if json.Unmarshal(data, &o) != nil || !startedAt(o.PID, o.Start) && !startedAt(o.Krait, o.KraitStart) {
+			continue
+		}
+		var names []string
+		files, _ := os.ReadDir(dir)
+		for _, f := range files {
+			names = append(names, f.Name())
+		}
+		out = append(out, fmt.Sprintf("%s (target %d, krait %d): %s", dir, o.PID, o.Krait, strings.Join(names, " ")))
+	}
+	return out
+}
+
+var agentDirName = regexp.MustCompile(`^krait-[0-9a-f]{16}$`)
 
 // fixture returns the path of a file under testdata/fixtures.
 func fixture(name string) string {
@@ -95,7 +167,11 @@ func kraitAs(t *testing.T, prefix []string, args ...string) *kraitResult {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		record(cmd.Process.Pid)
+		err = cmd.Wait()
+	}
 	res := &kraitResult{args: args, stdout: stdout.String(), stderr: stderr.String()}
 	var exitErr *exec.ExitError
 	switch {
@@ -303,6 +379,7 @@ func start(t *testing.T, env []string, argv ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %v: %v", argv, err)
 	}
+	record(cmd.Process.Pid)
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)

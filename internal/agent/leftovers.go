@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// abandonedAge is how old an agent directory with no socket, made by a
+// krait that is gone, must be before it counts as abandoned: an agent
+// that starts writes its socket within a second or two.
+const abandonedAge = 2 * time.Minute
+
+// scanDirs looks at every agent directory (krait-<16 hex>) in a target's
+// /tmp, open as tmp, that holds an owner file krait can read and trust:
+// a directory and owner file of the same user, on the same mount as /tmp,
+// written by a krait in this pid namespace. visit gets the directory open
+// (never through a symbolic link), its fstat and its owner; the
+// descriptor is closed after visit returns.
+func scanDirs(tmp int, visit func(name string, fd int, st *unix.Stat_t, o owner)) {
+	dfd, err := unix.Openat(tmp, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(dfd), "tmp")
+	names, _ := f.Readdirnames(-1)
+	f.Close()
+	ns := pidNS()
+	tmpMnt, ok := mountID(tmp)
+	if !ok || ns == 0 {
+		return
+	}
+	for _, name := range names {
+		if !isDirName(name) {
+			continue
+		}
+		fd, err := unix.Openat(tmp, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		func() {
+			defer unix.Close(fd)
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Mode&0o7777 != 0o700 {
+				return
+			}
+			if m, ok := mountID(fd); !ok || m != tmpMnt {
+				return // something mounted there: not a directory krait made
+			}
+			data, ost, err := readFileAt(fd, "owner", 4096)
+			if err != nil || ost.Uid != st.Uid {
+				return
+			}
+			var o owner
+			if json.Unmarshal(data, &o) != nil || o.PID <= 0 || o.PIDNS != ns {
+				return
+			}
+			visit(name, fd, &st, o)
+		}()
+	}
+}
+
+// mountID identifies the mount a descriptor is on (the device number
+// where the kernel does not say).
+func mountID(fd int) (uint64, bool) {
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, false
+	}
+	if stx.Mask&unix.STATX_MNT_ID != 0 {
+		return stx.Mnt_id, true
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor), true
+}
+
+// cleanLeftovers removes from the target's /tmp (open as tmp) the agent
+// directories krait can prove are leftovers, and returns their names:
+// those whose target no longer exists (or is another process with its
+// pid), and those of an attach whose krait is gone and whose agent never
+// served: no socket after abandonedAge, or no socket and no agent thread
+// in idle, the target being attached now (pid, with its start time),
+// known to run no agent. Only the names krait and the agent create are
+// removed, through the directory's descriptor, never following a link.
+func cleanLeftovers(tmp int, idle owner) (removed []string) {
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		stale := !same(o.PID, o.Start)
+		if !stale && !same(o.Krait, o.KraitStart) {
+			var sock unix.Stat_t
+			noSock := unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil
+			old := time.Since(time.Unix(st.Mtim.Unix())) > abandonedAge
+			ours := o.PID == idle.PID && o.Start == idle.Start
+			stale = noSock && (old || ours)
+		}
+		if stale && onlyOurs(fd) && removeDir(tmp, fd, name, st.Dev, st.Ino) {
+			removed = append(removed, name)
+		}
+	})
+	return removed
+}
+
+// onlyOurs says whether directory fd holds nothing but names krait and the
+// agent make (a directory holding anything else is left alone).
+func onlyOurs(fd int) bool {
+	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(dfd), "dir")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return false
+	}
+	for _, n := range names {
+		if !slices.Contains(dirNames, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// liveSessions returns the agent directories in the target's /tmp (open
+// as tmp) of a session with process pid (started at start) whose agent
+// has its socket: an agent serving, or waiting for its krait.
+func liveSessions(tmp int, pid int, start uint64) (names []string) {
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		var sock unix.Stat_t
+		if o.PID == pid && o.Start == start && unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			names = append(names, name)
+		}
+	})
+	return names
+}
