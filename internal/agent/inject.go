@@ -432,6 +432,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		tstate uint64
 	}
 	var cands []cand
+	var why []string // why each thread was passed over, for the error
 	found := false
 	for _, in := range interps {
 		if in.ID != target {
@@ -439,10 +440,16 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		}
 		found = true
 		for _, t := range in.Threads {
-			if t.NativeID == 0 || t.GIL || !p.Holds(t.NativeID) {
+			switch {
+			case t.NativeID == 0:
 				continue
+			case t.GIL:
+				why = append(why, fmt.Sprintf("%d holds the GIL", t.NativeID))
+			case !p.Holds(t.NativeID):
+				why = append(why, fmt.Sprintf("%d did not stop", t.NativeID))
+			default:
+				cands = append(cands, cand{t.NativeID, t.TState})
 			}
-			cands = append(cands, cand{t.NativeID, t.TState})
 		}
 	}
 	if !found {
@@ -457,6 +464,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		c := cd.tid
 		r, err := p.GetRegs(c)
 		if err != nil {
+			why = append(why, fmt.Sprintf("%d: %v", c, err))
 			continue
 		}
 		name, safe := safeSyscalls[r.Orig_rax]
@@ -464,21 +472,31 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		restart := ret == erestartsys || ret == erestartnointr || ret == erestartnohand || ret == erestartRestartblock
 		// -EINTR: the call will return EINTR to its caller anyway (the
 		// interrupt did that, as any signal would); it resumes as is.
-		if !safe || !restart && ret != eintr {
+		switch {
+		case int64(r.Orig_rax) < 0:
+			why = append(why, fmt.Sprintf("%d runs (no system call)", c))
+			continue
+		case !safe:
+			why = append(why, fmt.Sprintf("%d is in system call %d", c, r.Orig_rax))
+			continue
+		case !restart && ret != eintr:
+			why = append(why, fmt.Sprintf("%d is returning from %s", c, name))
 			continue
 		}
 		insn, err := p.ReadMem(r.Rip-2, 2)
 		if err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
+			why = append(why, fmt.Sprintf("%d: no syscall instruction before its rip", c))
 			continue
 		}
 		if !stackRoom(maps, r.Rsp) {
+			why = append(why, fmt.Sprintf("%d: too little stack", c))
 			continue
 		}
 		tid, tstate, saved, inj.Syscall = c, cd.tstate, r, name
 		break
 	}
 	if tid == 0 {
-		return ErrNoSafeThread
+		return fmt.Errorf("%w (last look: %s)", ErrNoSafeThread, strings.Join(why, "; "))
 	}
 	inj.Thread = tid
 
