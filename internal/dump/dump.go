@@ -236,9 +236,13 @@ func (rd *Reading) Result() *Result {
 		state[t.TID] = t
 	}
 	res.Interpreters = len(interps)
+	res.Threads = []*Thread{}
 	for _, in := range interps {
 		for _, t := range in.Threads {
-			jt := &Thread{ThreadID: t.ThreadID, Interpreter: t.Interp, GIL: t.GIL, Error: t.Err}
+			// Frames is [] for a thread with no Python frames (a C thread's
+			// state, one not yet running code, a finalising interpreter):
+			// the contract never has null there.
+			jt := &Thread{ThreadID: t.ThreadID, Interpreter: t.Interp, GIL: t.GIL, Error: t.Err, Frames: []*Frame{}}
 			if t.NativeID != 0 {
 				id := t.NativeID
 				jt.NativeID = &id
