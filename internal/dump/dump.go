@@ -31,6 +31,9 @@ type Options struct {
 	// HoldPause keeps the process paused this long after reading; tests
 	// use it to kill krait mid-pause.
 	HoldPause time.Duration
+	// ShowSecrets shows values under names that look secret (see package
+	// secrets); by default they are <redacted>.
+	ShowSecrets bool
 }
 
 // Result is the JSON contract of krait dump.
@@ -91,6 +94,8 @@ type Reading struct {
 	OSThreads []target.Thread
 	Paused    bool
 	Held      time.Duration
+	// Render says how Result renders values (secrets shown or not).
+	Render render.Options
 }
 
 // ReadOptions says how to read.
@@ -210,6 +215,7 @@ func Take(pid int, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rd.Render.ShowSecrets = opt.ShowSecrets
 	return rd.Result(), nil
 }
 
@@ -219,6 +225,7 @@ func TakeCore(path, sysroot string, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rd.Render.ShowSecrets = opt.ShowSecrets
 	res := rd.Result()
 	res.Core = path
 	return res, nil
@@ -258,7 +265,7 @@ func (rd *Reading) Result() *Result {
 			for _, f := range t.Frames {
 				jf := &Frame{Function: f.Function, Qualname: f.Qualname, File: f.File, Line: f.Line, Error: f.Err}
 				for _, l := range f.Locals {
-					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.ToJSON(l.Value, render.Options{})})
+					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.NamedJSON(l.Name, l.Value, rd.Render, nil)})
 				}
 				jt.Frames = append(jt.Frames, jf)
 			}
