@@ -3,8 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,4 +77,320 @@ func TestFramesNeverNull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCommandHelp: krait CMD --help, krait CMD -h and krait help CMD print
+// that command's help (its own usage line, not the whole usage) on stdout
+// and exit 0; krait help BOGUS is a bad command line.
+func TestCommandHelp(t *testing.T) {
+	all := krait(t, "help").stdout
+	for _, cmd := range []string{"dump", "attach", "ps", "requests", "version"} {
+		want := krait(t, "help", cmd)
+		if want.code != exitOK || !strings.HasPrefix(want.stdout, "Usage:\n  krait "+cmd) || want.stdout == all {
+			t.Errorf("krait help %s: exit %d, stdout %q; want %s's own help", cmd, want.code, want.stdout, cmd)
+			continue
+		}
+		for _, h := range []string{"--help", "-h"} {
+			r := krait(t, cmd, h)
+			if r.code != exitOK || r.stdout != want.stdout || r.stderr != "" {
+				t.Errorf("krait %s %s: exit %d, stdout %q, stderr %q; want the help of krait help %s", cmd, h, r.code, r.stdout, r.stderr, cmd)
+			}
+		}
+	}
+	r := krait(t, "help", "bogus")
+	if r.code != exitUsage {
+		t.Errorf("%v\nwant exit %d", r, exitUsage)
+	}
+	checkOneLine(t, "krait help bogus", r.stderr)
+}
+
+// TestVersion: krait version says krait's own version and the Go version
+// it was built with, and the Python versions it knows; --json too.
+func TestVersion(t *testing.T) {
+	r := krait(t, "version")
+	if r.code != exitOK {
+		t.Fatalf("%v", r)
+	}
+	for _, want := range []string{"krait ", "built with go1.", "Python versions: 2.7, 3.6,", "3.14"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("krait version: no %q in\n%s", want, r.stdout)
+		}
+	}
+	j := krait(t, "version", "--json")
+	var v struct {
+		Version string   `json:"version"`
+		Go      string   `json:"go"`
+		Pythons []string `json:"pythons"`
+	}
+	if err := json.Unmarshal([]byte(j.stdout), &v); err != nil || v.Version == "" || !strings.HasPrefix(v.Go, "go1.") || len(v.Pythons) < 10 {
+		t.Errorf("krait version --json: %v, %+v\n%s", err, v, j.stdout)
+	}
+}
+
+// TestBadFlagValues: a flag given a value it cannot take is a bad command
+// line (exit 2, one line), checked before krait touches any process.
+func TestBadFlagValues(t *testing.T) {
+	for _, args := range [][]string{
+		{"attach", "1", "--method", "bogus"},
+		{"attach", "1", "--interpreter", "-5"},
+		{"attach", "1", "--timeout", "-1s"},
+		{"attach", "1", "--attach-timeout", "0s"},
+		{"attach", "1", "--timeout", "x"},
+		{"requests", "--all", "--interval", "-1s"},
+		{"requests", "--all", "--interval", "0s"},
+		{"dump", "1", "--width", "-3"},
+		{"ps", "--bogus"},
+		{"ps", "extra"},
+		{"requests", "--pid", "1", "--core", "x"},
+	} {
+		r := krait(t, args...)
+		what := "krait " + strings.Join(args, " ")
+		if r.code != exitUsage {
+			t.Errorf("%v\nwant exit %d", r, exitUsage)
+		}
+		checkOneLine(t, what, r.stderr)
+		checkNoPanic(t, what, r.stderr)
+	}
+}
+
+// djangoPython is an interpreter that has Django installed (Debian's
+// python3.11 with python3-django), or the test is skipped.
+func djangoPython(t *testing.T) python {
+	t.Helper()
+	for _, py := range pythons(t) {
+		if exec.Command(py.path, "-c", "import django").Run() == nil {
+			return py
+		}
+	}
+	t.Skip("no interpreter with Django")
+	return python{}
+}
+
+// djangoSite starts testdata/fixtures/django_site.py and returns it and
+// its port.
+func djangoSite(t *testing.T) (*proc, int) {
+	t.Helper()
+	py := djangoPython(t)
+	p := startReady(t, py, nil, fixture("django_site.py"))
+	port := 0
+	for _, l := range strings.Split(p.stdout.String(), "\n") {
+		if v, ok := strings.CutPrefix(l, "port "); ok {
+			port, _ = strconv.Atoi(v)
+		}
+	}
+	if port == 0 {
+		t.Fatalf("django_site.py printed no port: %q", p.stdout.String())
+	}
+	return p, port
+}
+
+// get sends a GET with a cookie and an Authorization header in the
+// background; the channel closes when it is answered.
+func get(t *testing.T, port int, path string) <-chan struct{} {
+	t.Helper()
+	done := make(chan struct{})
+	req, err := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Cookie", "sessionid=cookie-s3cr3t")
+	req.Header.Set("Authorization", "Bearer header-s3cr3t")
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	return done
+}
+
+type requestDoc struct {
+	Requests []struct {
+		PID           int      `json:"pid"`
+		Path          *string  `json:"path"`
+		Query         *string  `json:"query"`
+		View          *string  `json:"view"`
+		ElapsedS      *float64 `json:"elapsed_s"`
+		ElapsedSource *string  `json:"elapsed_source"`
+		Client        *string  `json:"client"`
+	} `json:"requests"`
+}
+
+func str(p *string) string {
+	if p == nil {
+		return "<null>"
+	}
+	return *p
+}
+
+// TestRequestsEstimate: on a server that records no start time (Django's
+// threaded development server, as runserver), krait requests estimates
+// each request's elapsed time from its client socket (the kernel's last
+// receive on that connection, through sock_diag) and says so
+// ("elapsed_source": "socket", "~" in text); a class-based view is named
+// by its class, not View.as_view.<locals>.view; a query-string value that
+// looks secret is <redacted> unless --show-secrets.
+func TestRequestsEstimate(t *testing.T) {
+	p, port := djangoSite(t)
+	start := time.Now()
+	fn := get(t, port, "/slow/?s=4&token=qs-s3cr3t")
+	cbv := get(t, port, "/cbv/?s=4")
+	time.Sleep(1500 * time.Millisecond)
+	pid := strconv.Itoa(p.pid())
+	r := krait(t, "requests", "--pid", pid, "--json")
+	upper := time.Since(start).Seconds()
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	var doc requestDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, r.stdout)
+	}
+	views := map[string]bool{}
+	for _, q := range doc.Requests {
+		views[str(q.View)] = true
+		if q.ElapsedS == nil || str(q.ElapsedSource) != "socket" || *q.ElapsedS < 1.2 || *q.ElapsedS > upper+0.1 {
+			t.Errorf("%s: elapsed_s %v source %s, want an estimate from the socket between 1.2 and %.1f s", str(q.Path), q.ElapsedS, str(q.ElapsedSource), upper)
+		}
+		if q.Client == nil || !strings.HasPrefix(*q.Client, "127.0.0.1:") {
+			t.Errorf("%s: client %s, want 127.0.0.1:PORT", str(q.Path), str(q.Client))
+		}
+		if str(q.Path) == "/slow/" && str(q.Query) != "s=4&token=<redacted>" {
+			t.Errorf("/slow/: query %q, want the token redacted", str(q.Query))
+		}
+	}
+	if len(doc.Requests) != 2 || !views["__main__.slow"] || !views["__main__.SlowView"] {
+		t.Errorf("krait requests: want /slow/ in __main__.slow and /cbv/ in __main__.SlowView; got\n%s", r.stdout)
+	}
+	text := krait(t, "requests", "--pid", pid, "--show-secrets")
+	if !regexp.MustCompile(`(?m)~\d+\.\ds\s+GET\s+/slow/\?s=4&token=qs-s3cr3t\s+__main__\.slow`).MatchString(text.stdout) ||
+		!strings.Contains(text.stdout, "estimated") {
+		t.Errorf("krait requests --show-secrets (text): want ~N.Ns, the token shown and a note on estimates:\n%s", text.stdout)
+	}
+	<-fn
+	<-cbv
+}
+
+// TestDumpSecrets: dump --locals shows values that look secret — a local
+// named password, a dict's "PASSWORD", Django's SECRET_KEY and the
+// database password in settings, the request's Cookie and Authorization
+// headers in request.META, os.environ's *_TOKEN — as <redacted>, in text
+// and JSON; --show-secrets shows them.
+func TestDumpSecrets(t *testing.T) {
+	p, port := djangoSite(t)
+	done := get(t, port, "/slow/?s=4")
+	time.Sleep(time.Second)
+	pid := strconv.Itoa(p.pid())
+	secrets := []string{"local-s3cr3t", "dict-s3cr3t", "settings-s3cr3t", "dbpassword-s3cr3t", "cookie-s3cr3t", "header-s3cr3t", "envtoken-s3cr3t"}
+	for _, args := range [][]string{{"dump", "--pid", pid, "--locals"}, {"dump", "--pid", pid, "--locals", "--json"}} {
+		r := krait(t, args...)
+		if r.code != 0 {
+			t.Fatalf("%v", r)
+		}
+		for _, s := range secrets {
+			if strings.Contains(r.stdout, s) {
+				t.Errorf("krait %s: shows %q", strings.Join(args, " "), s)
+			}
+		}
+		if !strings.Contains(r.stdout, "<redacted>") && !strings.Contains(r.stdout, `\u003credacted\u003e`) {
+			t.Errorf("krait %s: no <redacted> in the output", strings.Join(args, " "))
+		}
+		shown := krait(t, append(args, "--show-secrets")...)
+		for _, s := range []string{"local-s3cr3t", "dict-s3cr3t"} {
+			if !strings.Contains(shown.stdout, s) {
+				t.Errorf("krait %s --show-secrets: does not show %q", strings.Join(args, " "), s)
+			}
+		}
+	}
+	<-done
+}
+
+// TestPauseNote: when a dump or requests pause holds the process longer
+// than 50 ms, the text output says how long; a short one says nothing.
+func TestPauseNote(t *testing.T) {
+	py := pickPython(t)
+	p := startCounter(t, py, "")
+	pid := strconv.Itoa(p.pid())
+	held := regexp.MustCompile(`(?m)^Process held (\d+\.\d)ms while krait read it$`)
+	r := krait(t, "dump", "--pid", pid, "--debug-hold-pause", "120ms")
+	if m := held.FindStringSubmatch(r.stdout); r.code != 0 || m == nil {
+		t.Errorf("krait dump holding 120 ms: no note of the pause:\n%s", r.stdout)
+	} else if ms, _ := strconv.ParseFloat(m[1], 64); ms < 120 || ms > 2000 {
+		t.Errorf("krait dump holding 120 ms: says %s ms", m[1])
+	}
+	if r := krait(t, "dump", "--pid", pid); held.MatchString(r.stdout) {
+		t.Errorf("krait dump (a short pause): notes the pause:\n%s", r.stdout)
+	}
+	r = krait(t, "requests", "--pid", pid, "--debug-hold-pause", "120ms")
+	if !regexp.MustCompile(`(?m)^\(process \d+ was held \d+(\.\d+)?ms while krait read it\)$`).MatchString(r.stdout) {
+		t.Errorf("krait requests holding 120 ms: no note of the pause:\n%s", r.stdout)
+	}
+}
+
+// TestDumpSeveralPIDs: several --pid are dumped in turn (text: one after
+// the other; JSON: one document per line), not just the last; one that
+// fails is reported and the others still dumped, with the failure's exit
+// status.
+func TestDumpSeveralPIDs(t *testing.T) {
+	py := pickPython(t)
+	a, b := startCounter(t, py, ""), startCounter(t, py, "")
+	r := krait(t, "dump", "--pid", strconv.Itoa(a.pid()), "-p", strconv.Itoa(b.pid()))
+	for _, p := range []*proc{a, b} {
+		if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("Process %d:", p.pid())) {
+			t.Errorf("krait dump --pid %d --pid %d: process %d missing (exit %d):\n%s", a.pid(), b.pid(), p.pid(), r.code, r.stdout)
+		}
+	}
+	r = krait(t, "dump", "--pid", strconv.Itoa(a.pid()), "--pid", strconv.Itoa(b.pid()), "--json")
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	var got []int
+	for {
+		var doc struct {
+			PID int `json:"pid"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		got = append(got, doc.PID)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]int{a.pid(), b.pid()}) {
+		t.Errorf("krait dump --json with two --pid: documents for %v, want %v:\n%s", got, []int{a.pid(), b.pid()}, r.stdout)
+	}
+	gone := unusedPID(t)
+	r = krait(t, "dump", "--pid", strconv.Itoa(gone), "--pid", strconv.Itoa(a.pid()))
+	if r.code != exitNoProcess || !strings.Contains(r.stdout, fmt.Sprintf("Process %d:", a.pid())) {
+		t.Errorf("krait dump with a gone pid first: exit %d (want %d) and the other dumped:\n%s\n%s", r.code, exitNoProcess, r.stdout, r.stderr)
+	}
+	checkOneLine(t, "krait dump with a gone pid", r.stderr)
+}
+
+// TestRequestsCore: krait requests --core reads the requests a core file
+// of a server was serving (gcore taken while two were in flight).
+func TestRequestsCore(t *testing.T) {
+	p, port := djangoSite(t)
+	fn := get(t, port, "/slow/?s=3")
+	cbv := get(t, port, "/cbv/?s=3")
+	time.Sleep(time.Second)
+	core := gcore(t, p.pid())
+	r := krait(t, "requests", "--core", core, "--json")
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	var doc requestDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, r.stdout)
+	}
+	views := map[string]bool{}
+	for _, q := range doc.Requests {
+		views[str(q.Path)+" "+str(q.View)] = q.PID == p.pid()
+	}
+	if !views["/slow/ __main__.slow"] || !views["/cbv/ __main__.SlowView"] {
+		t.Errorf("krait requests --core: want /slow/ and /cbv/ of process %d:\n%s", p.pid(), r.stdout)
+	}
+	text := krait(t, "requests", "--core", core)
+	if text.code != 0 || !strings.Contains(text.stdout, "Core file "+core) || !strings.Contains(text.stdout, "/cbv/") {
+		t.Errorf("krait requests --core (text): %v\n%s", text, text.stdout)
+	}
+	<-fn
+	<-cbv
 }
