@@ -1,17 +1,22 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // startReady starts a fixture under py and waits for its "ready" line.
@@ -393,4 +398,209 @@ func TestRequestsCore(t *testing.T) {
 	}
 	<-fn
 	<-cbv
+}
+
+type psDoc struct {
+	Processes []struct {
+		PID     int    `json:"pid"`
+		PPID    int    `json:"ppid"`
+		Server  string `json:"server"`
+		Command string `json:"command"`
+		Error   string `json:"error"`
+	} `json:"processes"`
+}
+
+func psJSON(t *testing.T) psDoc {
+	t.Helper()
+	r := krait(t, "ps", "--json")
+	var doc psDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("krait ps --json: %v (exit %d)\n%s", err, r.code, r.stdout)
+	}
+	return doc
+}
+
+// TestPsServers: krait ps names the processes of uvicorn and hypercorn
+// (a supervisor and its spawned workers), daphne, celery (a worker, its
+// pool child, beat) and uWSGI (master and worker), from their real
+// command lines (testdata/fixtures/server_like.py makes them); PIDs come
+// in numeric order; a command line holding a newline or a tab stays on
+// one line, escaped.
+func TestPsServers(t *testing.T) {
+	py := pickPython(t)
+	dir := t.TempDir()
+	src, err := os.ReadFile(fixture("server_like.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// uWSGI embeds Python in its own executable: a copy of the
+	// interpreter named uwsgi.
+	exe, err := os.ReadFile(py.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uwsgi := filepath.Join(dir, "uwsgi")
+	if err := os.WriteFile(uwsgi, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := []string{"PYTHONHOME=" + filepath.Dir(filepath.Dir(py.path))}
+	type tree struct {
+		p            *proc
+		parent, kids string
+	}
+	trees := []tree{
+		{startReady(t, py, nil, script("uvicorn"), "app:app", "--workers", "2"), "uvicorn master", "uvicorn worker"},
+		{startReady(t, py, nil, script("hypercorn"), "app:app", "-w", "2"), "hypercorn master", "hypercorn worker"},
+		{startReady(t, py, nil, script("daphne"), "proj.asgi:application"), "daphne", ""},
+		{startReady(t, py, nil, script("celery"), "-A", "proj", "worker", "-l", "info"), "celery worker", "celery pool worker"},
+		{startReady(t, py, nil, script("celery"), "-A", "proj", "beat"), "celery beat", ""},
+	}
+	u := start(t, home, uwsgi, fixture("server_like.py"), "uwsgi")
+	if !u.waitFor(30*time.Second, func() bool { _, last := u.stdout.Lines(); return last == "ready" }) {
+		t.Fatalf("the uwsgi-named interpreter did not get ready: %s", u.stderr)
+	}
+	trees = append(trees, tree{u, "uwsgi master", "uwsgi worker"})
+	odd := startReady(t, py, nil, fixture("server_like.py"), "line one\nline two\tafter a tab")
+
+	doc := psJSON(t)
+	byPID := map[int]string{}
+	kids := map[int][]string{}
+	var order []int
+	for _, e := range doc.Processes {
+		byPID[e.PID] = e.Server
+		kids[e.PPID] = append(kids[e.PPID], e.Server)
+		order = append(order, e.PID)
+	}
+	for _, tr := range trees {
+		if got := byPID[tr.p.pid()]; got != tr.parent {
+			t.Errorf("process %d (%s): server %q, want %q", tr.p.pid(), tr.parent, got, tr.parent)
+		}
+		if tr.kids == "" {
+			continue
+		}
+		if len(kids[tr.p.pid()]) == 0 {
+			t.Errorf("%s %d: no children in krait ps", tr.parent, tr.p.pid())
+		}
+		for _, k := range kids[tr.p.pid()] {
+			if k != tr.kids {
+				t.Errorf("a child of %s %d: server %q, want %q", tr.parent, tr.p.pid(), k, tr.kids)
+			}
+		}
+	}
+	if !sort.IntsAreSorted(order) {
+		t.Errorf("krait ps --json: PIDs not in numeric order: %v", order)
+	}
+	text := krait(t, "ps")
+	var textPIDs []int
+	oddLines := 0
+	for _, l := range strings.Split(strings.TrimRight(text.stdout, "\n"), "\n")[1:] {
+		f := strings.Fields(l)
+		n, err := strconv.Atoi(f[0])
+		if err != nil {
+			t.Errorf("krait ps: a line that does not start with a PID: %q", l)
+			continue
+		}
+		textPIDs = append(textPIDs, n)
+		if n == odd.pid() {
+			oddLines++
+			if !strings.Contains(l, `line one\nline two\tafter a tab`) {
+				t.Errorf("krait ps: the newline and tab are not escaped: %q", l)
+			}
+		}
+	}
+	if oddLines != 1 || !sort.IntsAreSorted(textPIDs) {
+		t.Errorf("krait ps: want one line for %d and PIDs in numeric order:\n%s", odd.pid(), text.stdout)
+	}
+}
+
+// TestNotRoot: krait ps and krait requests run as nobody, with a
+// root-owned Python running, name the processes they could not read on
+// stderr (one line, with advice) and exit 4 instead of printing an empty
+// table with exit 0. The advice for a root-owned target says whose it is
+// and mentions kernel.yama.ptrace_scope only where the kernel has Yama.
+func TestNotRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs krait as nobody against a root-owned process")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed: %v", err)
+	}
+	asNobody := []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"}
+	p := startCounter(t, pickPython(t), "")
+	pid := strconv.Itoa(p.pid())
+	_, yama := os.Stat("/proc/sys/kernel/yama/ptrace_scope")
+	for _, args := range [][]string{{"ps"}, {"ps", "--json"}, {"requests", "--all"}, {"requests", "--all", "--json"}, {"requests", "--pid", pid, "--pid", pid}} {
+		r := kraitAs(t, asNobody, args...)
+		what := "as nobody: krait " + strings.Join(args, " ")
+		if r.code != exitPermission {
+			t.Errorf("%s: exit %d, want %d; stderr: %s", what, r.code, exitPermission, r.stderr)
+		}
+		checkOneLine(t, what, r.stderr)
+		checkNoPanic(t, what, r.stderr)
+		if !strings.Contains(r.stderr, "could not be read") || !strings.Contains(r.stderr, pid+" (") || !strings.Contains(r.stderr, "belongs to root") {
+			t.Errorf("%s: stderr does not name process %s and its owner: %q", what, pid, r.stderr)
+		}
+		if strings.Contains(r.stderr, "ptrace_scope") != (yama == nil) {
+			t.Errorf("%s: mentions ptrace_scope: %v, Yama present: %v: %q", what, strings.Contains(r.stderr, "ptrace_scope"), yama == nil, r.stderr)
+		}
+	}
+	r := kraitAs(t, asNobody, "dump", "--pid", pid)
+	if r.code != exitPermission || !strings.Contains(r.stderr, "CAP_SYS_PTRACE") || strings.Contains(r.stderr, "ptrace_scope") != (yama == nil) {
+		t.Errorf("as nobody: krait dump: %v", r)
+	}
+}
+
+// TestWatchRedraws: krait requests --watch at a terminal redraws the
+// table in place (cursor home, clear) on each refresh instead of
+// scrolling; into a pipe it appends, without escape sequences.
+func TestWatchRedraws(t *testing.T) {
+	p := startCounter(t, pickPython(t), "")
+	args := []string{"requests", "--pid", strconv.Itoa(p.pid()), "--watch", "--interval", "200ms", "--nonblocking"}
+	cmd := exec.Command(kraitBin, args...)
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := tty.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	tty.Close()
+	<-done
+	if n := strings.Count(out.String(), "\x1b[H\x1b[2J"); n < 3 || strings.Count(out.String(), "PID") < 3 {
+		t.Errorf("krait %s at a terminal: %d redraws in 1.5 s, want at least 3:\n%q", strings.Join(args, " "), n, out.String())
+	}
+	piped := exec.Command(kraitBin, args...)
+	var buf bytes.Buffer
+	piped.Stdout = &buf
+	if err := piped.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	_ = piped.Process.Kill()
+	_ = piped.Wait()
+	if strings.Contains(buf.String(), "\x1b") || strings.Count(buf.String(), "PID") < 2 {
+		t.Errorf("krait %s into a pipe: want plain refreshes one after the other:\n%q", strings.Join(args, " "), buf.String())
+	}
 }
