@@ -30,6 +30,7 @@ type Info struct {
 	// "uwsgi master", "uwsgi worker", "uwsgi", "uvicorn", "uvicorn master",
 	// "uvicorn worker" (and the same three for hypercorn), "daphne",
 	// "celery worker", "celery pool worker", "celery beat", "celery",
+	// "multiprocessing resource tracker",
 	// "runserver", "apache (embedded mod_wsgi)" or "script".
 	Server string
 	// Group is the mod_wsgi process group or gunicorn's proc_name, when
@@ -182,6 +183,9 @@ func classify(in *Info) (server, group string) {
 			return "celery " + sub, ""
 		}
 		return "celery", ""
+	case "multiprocessing resource tracker":
+		// The helper multiprocessing's spawn starts beside the workers.
+		return prog, ""
 	case "multiprocessing":
 		// uvicorn and hypercorn start their workers with multiprocessing's
 		// spawn: python -c 'from multiprocessing.spawn import spawn_main;
@@ -223,8 +227,15 @@ func program(argv []string) (string, []string) {
 			case strings.HasPrefix(a, "-m") && len(a) > 2:
 				return moduleProgram(a[2:]), argv[i+1:]
 			case a == "-c":
-				if i+1 < len(argv) && strings.Contains(argv[i+1], "multiprocessing") {
-					return "multiprocessing", argv[i+2:]
+				code := ""
+				if i+1 < len(argv) {
+					code = argv[i+1]
+				}
+				switch {
+				case strings.Contains(code, "resource_tracker"):
+					return "multiprocessing resource tracker", nil
+				case strings.Contains(code, "multiprocessing"):
+					return "multiprocessing", nil
 				}
 				return "", nil
 			case a == "-W" || a == "-X" || a == "-Q":
