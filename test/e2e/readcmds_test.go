@@ -615,3 +615,69 @@ func TestWatchRedraws(t *testing.T) {
 		t.Errorf("krait %s into a pipe: want plain refreshes one after the other:\n%q", strings.Join(args, " "), buf.String())
 	}
 }
+
+// TestCoreOtherBuild: a core read against a libpython that is not the
+// build the process ran (upgraded on disk since, or a core from another
+// machine: here --sysroot holds another version's libpython at the
+// path) is refused in one line naming both build ids and --sysroot,
+// instead of "the Python runtime has no interpreter" from reading the
+// runtime at the wrong address.
+func TestCoreOtherBuild(t *testing.T) {
+	libOf := func(pid int) string {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		for _, l := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(l); len(f) >= 6 && strings.Contains(filepath.Base(f[5]), "libpython") {
+				return f[5]
+			}
+		}
+		return ""
+	}
+	var target *proc
+	var lib, other string
+	for _, py := range pythons(t) {
+		if strings.HasPrefix(py.name, "system") {
+			continue
+		}
+		libs, _ := filepath.Glob(filepath.Join(filepath.Dir(filepath.Dir(py.path)), "lib", "libpython*.so.1.0"))
+		if len(libs) == 0 {
+			continue
+		}
+		if target == nil {
+			p := startCounter(t, py, "")
+			if l := libOf(p.pid()); l != "" {
+				target, lib = p, l
+				continue
+			}
+		}
+		if target != nil && libs[0] != lib {
+			other = libs[0]
+			break
+		}
+	}
+	if target == nil || other == "" {
+		t.Skip("needs two pyenv builds with a shared libpython")
+	}
+	core := gcore(t, target.pid())
+	sysroot := t.TempDir()
+	dst := filepath.Join(sysroot, lib)
+	data, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := krait(t, "dump", "--core", core, "--sysroot", sysroot)
+	what := "krait dump --core with another build's libpython in --sysroot"
+	checkOneLine(t, what, r.stderr)
+	checkNoPanic(t, what, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "build id") || !strings.Contains(r.stderr, "--sysroot") || !strings.Contains(r.stderr, dst) {
+		t.Errorf("%s: %v\nwant exit 1 naming %s, the build ids and --sysroot", what, r, dst)
+	}
+	if ok := krait(t, "dump", "--core", core); ok.code != 0 {
+		t.Errorf("the same core with the right files: %v", ok)
+	}
+}
