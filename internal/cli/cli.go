@@ -89,9 +89,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "krait (Python %v)\n", layout.Supported())
-		return ExitOK
-	case "help", "-h", "--help":
+		return runVersion(args[1:], stdout, stderr)
+	case "help":
+		return runHelp(args[1:], stdout, stderr)
+	case "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
 	}
@@ -101,12 +102,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 func runDump(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
-	// Errors are reported below in one line; the flag package's own usage
-	// listing would also show the hidden testing flag.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	pid := fs.Int("pid", 0, "process id to dump")
-	fs.IntVar(pid, "p", 0, "short for --pid")
+	var pids pidList
+	fs.Var(&pids, "pid", "process id to dump (repeatable)")
+	fs.Var(&pids, "p", "short for --pid")
 	locals := fs.Bool("locals", false, "show each frame's arguments and local variables")
 	fs.BoolVar(locals, "l", false, "short for --locals")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -117,69 +115,78 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	corePath := fs.String("core", "", "dump an ELF core file (gcore, a crash) instead of a live process")
 	fs.StringVar(corePath, "c", "", "short for --core")
 	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
+	showSecrets := fs.Bool("show-secrets", false, "show values under names that look secret (by default <redacted>)")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "dump", neg)
 	}
-	parse := func(args []string) int {
-		err := fs.Parse(args)
-		switch {
-		case err == nil:
-			return -1
-		case errors.Is(err, flag.ErrHelp):
-			fmt.Fprint(stdout, usage)
-			return ExitOK
-		}
-		fmt.Fprintf(stderr, "krait dump: %v (see krait help)\n", err)
-		return ExitUsage
-	}
-	if code := parse(args); code >= 0 {
+	if code := parseFlags(fs, "dump", args, stdout, stderr); code >= 0 {
 		return code
 	}
-	pidGiven := isSet(fs, "pid", "p")
+	if pids.bad != "" {
+		return badPID(stderr, "dump", pids.bad)
+	}
 	// The pid may also come first, before the other flags: krait dump PID
 	// --locals.
-	if !pidGiven && fs.NArg() > 0 {
+	if len(pids.pids) == 0 && fs.NArg() > 0 {
 		if n, err := strconv.Atoi(fs.Arg(0)); err == nil {
-			*pid, pidGiven = n, true
-			if code := parse(fs.Args()[1:]); code >= 0 {
+			if n <= 0 {
+				return badPID(stderr, "dump", fs.Arg(0))
+			}
+			pids.pids = append(pids.pids, n)
+			if code := parseFlags(fs, "dump", fs.Args()[1:], stdout, stderr); code >= 0 {
 				return code
+			}
+			if pids.bad != "" {
+				return badPID(stderr, "dump", pids.bad)
 			}
 		}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "krait dump: unexpected argument %q (see krait help)\n", fs.Arg(0))
-		return ExitUsage
+		return usageError(stderr, "dump", "unexpected argument %q", fs.Arg(0))
 	}
-	if pidGiven && *pid <= 0 {
-		return badPID(stderr, "dump", strconv.Itoa(*pid))
+	if *width < 0 {
+		return usageError(stderr, "dump", "bad --width %d (a number of characters, 0 for no limit)", *width)
 	}
-	if *pid <= 0 && *corePath == "" || *pid > 0 && *corePath != "" {
+	if len(pids.pids) == 0 && *corePath == "" || len(pids.pids) > 0 && *corePath != "" {
 		fmt.Fprintln(stderr, "krait dump: give --pid PID or --core FILE")
 		return ExitUsage
 	}
-	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold}
-	var res *dump.Result
-	var err error
-	if *corePath != "" {
-		res, err = dump.TakeCore(*corePath, *sysroot, opts)
-	} else {
-		res, err = dump.Take(*pid, opts)
-	}
-	if err != nil {
-		return fail(stderr, err)
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		if f, ok := stdout.(*os.File); ok && isTerminal(f) {
-			enc.SetIndent("", "  ") // for people; scripts get it compact
+	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets}
+	write := func(res *dump.Result) int {
+		if *asJSON {
+			// One document per process, one per line (indented for people
+			// at a terminal; scripts get it compact).
+			return writeJSON(stdout, stderr, res)
 		}
-		if err := enc.Encode(res); err != nil {
-			return fail(stderr, err)
-		}
+		dump.WriteText(stdout, res, *width)
 		return ExitOK
 	}
-	dump.WriteText(stdout, res, *width)
-	return ExitOK
+	if *corePath != "" {
+		res, err := dump.TakeCore(*corePath, *sysroot, opts)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		return write(res)
+	}
+	// Several processes are dumped in turn; one that fails is reported and
+	// the others are still dumped; the exit status is the first failure's.
+	code := ExitOK
+	for i, pid := range pids.pids {
+		res, err := dump.Take(pid, opts)
+		if err != nil {
+			if c := fail(stderr, err); code == ExitOK {
+				code = c
+			}
+			continue
+		}
+		if i > 0 && !*asJSON {
+			fmt.Fprintln(stdout)
+		}
+		if c := write(res); c != ExitOK {
+			return c
+		}
+	}
+	return code
 }
 
 // badPID reports a process id that is not one (exit 2): 0, negative, or
@@ -295,15 +302,9 @@ func (f stepFlag) Set(v string) error {
 	return nil
 }
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, "; ") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
 // runAttach: krait attach PID [--batch] [-ex CMD]… [-x FILE] [--timeout D].
 func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	pid := fs.Int("pid", 0, "process id to attach to (or give it as an argument)")
 	fs.IntVar(pid, "p", 0, "short for --pid")
 	batch := fs.Bool("batch", false, "run the -ex/-x commands, then detach and exit (as gdb --batch)")
@@ -321,8 +322,8 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	// Accept the PID anywhere among the flags.
 	var rest []string
 	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return ExitUsage
+		if code := parseFlags(fs, "attach", args, stdout, stderr); code >= 0 {
+			return code
 		}
 		if fs.NArg() == 0 {
 			break
@@ -339,11 +340,20 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		}
 		*pid = n
 	case len(rest) > 0 || !pidGiven:
-		fmt.Fprintln(stderr, "usage: krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D]")
-		return ExitUsage
+		return usageError(stderr, "attach", "give one process id")
 	}
 	if *pid <= 0 {
 		return badPID(stderr, "attach", strconv.Itoa(*pid))
+	}
+	switch {
+	case *method != agent.MethodAuto && *method != agent.MethodPEP768 && *method != agent.MethodPtrace:
+		return usageError(stderr, "attach", "bad --method %q (auto, pep768 or ptrace)", *method)
+	case *interp < -1:
+		return usageError(stderr, "attach", "bad --interpreter %d (an interpreter id, as krait dump shows it)", *interp)
+	case *timeout <= 0:
+		return usageError(stderr, "attach", "bad --timeout %v (a positive duration)", *timeout)
+	case *attachTimeout <= 0:
+		return usageError(stderr, "attach", "bad --attach-timeout %v (a positive duration)", *attachTimeout)
 	}
 	// The script: each -ex command, and each -x file's lines (src: which
 	// -x file, 0 for -ex).

@@ -186,7 +186,8 @@ func (f *profFlags) start(cmd string, stderr io.Writer) (*sample.Sampler, *exec.
 		return s, c, -1
 	case *f.all:
 		var pids []int
-		for _, pid := range pythonPIDs() {
+		all, _ := procinfo.Survey(os.Getpid())
+		for _, pid := range all {
 			if *f.server != "" {
 				info, err := procinfo.Read(pid)
 				if err != nil || !strings.Contains(strings.ToLower(info.Server), strings.ToLower(*f.server)) {

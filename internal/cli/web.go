@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +16,8 @@ import (
 	"krait/internal/dump"
 	"krait/internal/inflight"
 	"krait/internal/procinfo"
+	"krait/internal/render"
+	"krait/internal/target"
 )
 
 // psEntry is one process in krait ps's JSON contract.
@@ -58,44 +59,97 @@ func djangoSettings(rd *dump.Reading) *string {
 	return nil
 }
 
-func pythonPIDs() []int {
-	self := os.Getpid()
-	var out []int
-	for _, pid := range procinfo.PIDs() {
-		if pid != self && procinfo.MaybePython(pid) {
-			out = append(out, pid)
-		}
+// unreadable collects the processes krait may not read, to name them on
+// stderr and say so in the exit status.
+type unreadable struct {
+	infos []*procinfo.Info
+}
+
+func (u *unreadable) add(pid int) {
+	in, err := procinfo.Read(pid)
+	if err != nil {
+		in = &procinfo.Info{PID: pid}
 	}
-	return out
+	u.infos = append(u.infos, in)
+}
+
+// report prints one line naming the processes krait could not read, and
+// returns the exit code to end with.
+func (u *unreadable) report(stderr io.Writer, cmd string, code int) int {
+	if len(u.infos) == 0 {
+		return code
+	}
+	sort.Slice(u.infos, func(i, j int) bool { return u.infos[i].PID < u.infos[j].PID })
+	var names []string
+	for i, in := range u.infos {
+		if i == 8 {
+			names = append(names, fmt.Sprintf("and %d more", len(u.infos)-i))
+			break
+		}
+		title := in.Line()
+		if len(title) > 40 {
+			title = title[:37] + "..."
+		}
+		names = append(names, fmt.Sprintf("%d (%s)", in.PID, title))
+	}
+	what := "Python process"
+	if len(u.infos) > 1 {
+		what += "es"
+	}
+	fmt.Fprintf(stderr, "krait %s: %d %s could not be read (permission denied): %s — %s\n", cmd, len(u.infos), what,
+		strings.Join(names, ", "), target.PermissionAdvice(u.infos[0].PID))
+	if code == ExitOK {
+		return ExitPermission
+	}
+	return code
 }
 
 func runPs(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ps", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return ExitUsage
+	fs.BoolVar(asJSON, "j", false, "short for --json")
+	if code := parseFlags(fs, "ps", args, stdout, stderr); code >= 0 {
+		return code
 	}
-	var out []psEntry
-	for _, pid := range pythonPIDs() {
-		info, err := procinfo.Read(pid)
-		if err != nil {
-			continue
-		}
-		e := psEntry{PID: pid, PPID: info.PPID, User: info.User, Server: info.Server, Command: info.Title()}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "ps", "unexpected argument %q", fs.Arg(0))
+	}
+	pids, denied := procinfo.Survey(os.Getpid())
+	var bad unreadable
+	bad.infos = denied
+	out := []psEntry{}
+	entry := func(info *procinfo.Info) psEntry {
+		e := psEntry{PID: info.PID, PPID: info.PPID, User: info.User, Server: info.Server, Command: info.Title()}
 		if info.Group != "" {
 			g := info.Group
 			e.Group = &g
 		}
+		return e
+	}
+	for _, info := range denied {
+		e := entry(info)
+		e.Error = "permission denied"
+		out = append(out, e)
+	}
+	for _, pid := range pids {
+		info, err := procinfo.Read(pid)
+		if err != nil {
+			continue
+		}
+		e := entry(info)
 		// ps reads without pausing anyone: it is a survey.
 		rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead})
 		if err != nil {
-			if strings.Contains(err.Error(), "not a Python process") {
+			switch {
+			case errors.Is(err, cpython.ErrNotPython), errors.Is(err, target.ErrNoProcess), errors.Is(err, target.ErrExited), errors.Is(err, target.ErrZombie):
 				continue
-			}
-			e.Error = err.Error()
-			if errors.Is(err, cpython.ErrNoInterpreter) {
+			case errors.Is(err, target.ErrPermission):
+				bad.infos = append(bad.infos, info)
+				e.Error = "permission denied"
+			case errors.Is(err, cpython.ErrNoInterpreter):
 				e.Error = "Python not initialised in this process"
+			default:
+				e.Error = err.Error()
 			}
 			out = append(out, e)
 			continue
@@ -103,15 +157,16 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		e.PythonVersion = rd.Py.Version.String()
 		e.Threads = len(rd.OSThreads)
 		e.DjangoSettings = djangoSettings(rd)
-		e.BusyThreads = len(inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now()))
+		e.BusyThreads = len(inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}))
 		rd.Proc.Close()
 		out = append(out, e)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	if *asJSON {
-		if out == nil {
-			out = []psEntry{}
+		if code := writeJSON(stdout, stderr, map[string]any{"processes": out}); code != ExitOK {
+			return code
 		}
-		return writeJSON(stdout, stderr, map[string]any{"processes": out})
+		return bad.report(stderr, "ps", ExitOK)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tPPID\tUSER\tPYTHON\tSERVER\tDJANGO\tTHREADS\tBUSY\tCOMMAND")
@@ -120,18 +175,20 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		if e.Group != nil {
 			server += " (" + *e.Group + ")"
 		}
+		server = procinfo.OneLine(server)
 		dj := "-"
 		if e.DjangoSettings != nil {
-			dj = *e.DjangoSettings
+			dj = procinfo.OneLine(*e.DjangoSettings)
 		}
+		cmd := procinfo.OneLine(e.Command)
 		if e.Error != "" {
-			fmt.Fprintf(tw, "%d\t%d\t%s\t?\t%s\t-\t-\t-\t%s  [%s]\n", e.PID, e.PPID, e.User, server, e.Command, e.Error)
+			fmt.Fprintf(tw, "%d\t%d\t%s\t?\t%s\t-\t-\t-\t%s  [%s]\n", e.PID, e.PPID, e.User, server, cmd, procinfo.OneLine(e.Error))
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", e.PID, e.PPID, e.User, e.PythonVersion, server, dj, e.Threads, e.BusyThreads, e.Command)
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", e.PID, e.PPID, e.User, e.PythonVersion, server, dj, e.Threads, e.BusyThreads, cmd)
 	}
 	tw.Flush()
-	return ExitOK
+	return bad.report(stderr, "ps", ExitOK)
 }
 
 func writeJSON(stdout, stderr io.Writer, v any) int {
@@ -145,50 +202,91 @@ func writeJSON(stdout, stderr io.Writer, v any) int {
 	return ExitOK
 }
 
+// pauseNote is how long a read may hold a process before text output says
+// how long it did.
+const pauseNote = 50 * time.Millisecond
+
 func runRequests(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("requests", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var pidFlags multiFlag
-	fs.Var(&pidFlags, "pid", "process id (repeatable)")
+	var pids pidList
+	fs.Var(&pids, "pid", "process id (repeatable)")
+	fs.Var(&pids, "p", "short for --pid")
 	all := fs.Bool("all", false, "every Python process on the host")
+	corePath := fs.String("core", "", "the requests a core file was serving")
+	fs.StringVar(corePath, "c", "", "short for --core")
+	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are")
 	watch := fs.Bool("watch", false, "refresh every --interval until Ctrl-C")
 	interval := fs.Duration("interval", time.Second, "refresh interval with --watch")
 	asJSON := fs.Bool("json", false, "print JSON (one document per refresh with --watch)")
+	fs.BoolVar(asJSON, "j", false, "short for --json")
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the processes")
+	showSecrets := fs.Bool("show-secrets", false, "show values that look secret")
+	hold := fs.Duration("debug-hold-pause", 0, "testing: keep each process paused this long after reading")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "requests", neg)
 	}
-	if err := fs.Parse(args); err != nil {
+	if code := parseFlags(fs, "requests", args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if pids.bad != "" {
+		return badPID(stderr, "requests", pids.bad)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageError(stderr, "requests", "unexpected argument %q", fs.Arg(0))
+	case *interval <= 0:
+		return usageError(stderr, "requests", "bad --interval %v (a positive duration)", *interval)
+	case *corePath != "" && (len(pids.pids) > 0 || *all || *watch):
+		return usageError(stderr, "requests", "--core reads one core file: no --pid, --all or --watch with it")
+	case *corePath == "" && len(pids.pids) == 0 && !*all:
+		fmt.Fprintln(stderr, "krait requests: give --pid PID (repeatable), --all or --core FILE")
 		return ExitUsage
 	}
-	var pids []int
-	for _, p := range pidFlags {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 {
-			return badPID(stderr, "requests", p)
-		}
-		pids = append(pids, n)
+	ropt := render.Options{ShowSecrets: *showSecrets}
+	if *corePath != "" {
+		return requestsFromCore(*corePath, *sysroot, *asJSON, ropt, stdout, stderr)
 	}
-	if *all {
-		pids = append(pids, pythonPIDs()...)
-	}
-	if len(pids) == 0 {
-		fmt.Fprintln(stderr, "krait requests: give --pid PID (repeatable) or --all")
-		return ExitUsage
+	term := false
+	if f, ok := stdout.(*os.File); ok && isTerminal(f) {
+		term = true
 	}
 	firstSeen := map[[2]uint64]time.Time{}
 	for {
 		now := time.Now()
+		list := pids.pids
+		var bad unreadable
+		if *all {
+			// One pass over /proc per refresh.
+			found, denied := procinfo.Survey(os.Getpid())
+			list = append(append([]int{}, list...), found...)
+			bad.infos = denied
+		}
+		code := ExitOK
 		var reqs []*inflight.Request
-		for _, pid := range pids {
-			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead})
+		var held []string
+		for _, pid := range list {
+			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold})
 			if err != nil {
-				if len(pids) == 1 && !*watch {
+				if len(list) == 1 && !*watch && !*all {
 					return fail(stderr, err)
+				}
+				switch {
+				case errors.Is(err, target.ErrPermission):
+					bad.add(pid)
+				case *all && (errors.Is(err, cpython.ErrNotPython) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrExited) ||
+					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter)):
+					// A survey: processes come and go.
+				default:
+					if c := fail(stderr, err); code == ExitOK {
+						code = c
+					}
 				}
 				continue
 			}
-			found := inflight.FromThreads(rd.Py, pid, rd.Interps, now)
+			if rd.Paused && rd.Held > pauseNote {
+				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
+			}
+			found := inflight.FromThreads(rd.Py, pid, rd.Interps, now, ropt)
 			rd.Proc.Close()
 			if info, err := procinfo.Read(pid); err == nil && info.Server != "script" {
 				s := info.Server
@@ -199,6 +297,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 					r.Server = &s
 				}
 			}
+			estimateElapsed(pid, found, now)
 			reqs = append(reqs, found...)
 		}
 		seen := map[[2]uint64]time.Time{}
@@ -212,6 +311,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			if r.ElapsedS == nil && *watch && ok {
 				el := now.Sub(t).Seconds()
 				r.ElapsedS = &el
+				r.ElapsedSource = sp(inflight.ElapsedWatch)
 			}
 		}
 		firstSeen = seen
@@ -225,32 +325,69 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			if reqs == nil {
 				reqs = []*inflight.Request{}
 			}
-			if code := writeJSON(stdout, stderr, map[string]any{"requests": reqs}); code != ExitOK {
-				return code
+			if c := writeJSON(stdout, stderr, map[string]any{"requests": reqs}); c != ExitOK {
+				return c
 			}
 		} else {
 			if *watch {
-				fmt.Fprintf(stdout, "\n%s — %d requests in flight\n", now.Format("15:04:05"), len(reqs))
+				if term {
+					// Redraw in place: home, clear the screen.
+					fmt.Fprint(stdout, "\x1b[H\x1b[2J")
+				} else {
+					fmt.Fprintln(stdout)
+				}
+				fmt.Fprintf(stdout, "%s — %d requests in flight\n", now.Format("15:04:05"), len(reqs))
 			}
 			writeRequests(stdout, reqs)
+			for _, h := range held {
+				fmt.Fprintf(stdout, "(%s while krait read it)\n", h)
+			}
 		}
+		code = bad.report(stderr, "requests", code)
 		if !*watch {
-			return ExitOK
+			return code
 		}
 		time.Sleep(*interval)
 	}
+}
+
+func sp(s string) *string { return &s }
+
+// requestsFromCore: krait requests --core FILE. Elapsed times are as of
+// when the core was written (its modification time).
+func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, stdout, stderr io.Writer) int {
+	rd, err := dump.ReadCore(path, sysroot, dump.ReadOptions{Snapshot: requestRead})
+	if err != nil {
+		return fail(stderr, err)
+	}
+	defer rd.Proc.Close()
+	when := time.Now()
+	if st, err := os.Stat(path); err == nil {
+		when = st.ModTime()
+	}
+	reqs := inflight.FromThreads(rd.Py, rd.Proc.PID(), rd.Interps, when, ropt)
+	if reqs == nil {
+		reqs = []*inflight.Request{}
+	}
+	if asJSON {
+		return writeJSON(stdout, stderr, map[string]any{"requests": reqs})
+	}
+	fmt.Fprintf(stdout, "Core file %s (process %d, written %s)\n", path, rd.Proc.PID(), when.Format(time.RFC3339))
+	writeRequests(stdout, reqs)
+	return ExitOK
 }
 
 func deref(s *string) string {
 	if s == nil {
 		return "-"
 	}
-	return *s
+	return procinfo.OneLine(*s)
 }
 
 func writeRequests(w io.Writer, reqs []*inflight.Request) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	estimated := false
 	for _, r := range reqs {
 		tid := "-"
 		if r.NativeID != nil {
@@ -259,19 +396,27 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 		el := "-"
 		if r.ElapsedS != nil {
 			el = fmt.Sprintf("%.1fs", *r.ElapsedS)
+			if r.ElapsedSource != nil && *r.ElapsedSource != inflight.ElapsedServer {
+				// Not the server's own start time: an estimate.
+				el = "~" + el
+				estimated = true
+			}
 		}
 		path := deref(r.Path)
 		if r.Query != nil && *r.Query != "" {
-			path += "?" + *r.Query
+			path += "?" + deref(r.Query)
 		}
 		sql := "-"
 		if r.SQL != nil {
 			sql = strings.Join(strings.Fields(*r.SQL), " ")
 			if r.SQLParams != nil {
-				sql += "  " + *r.SQLParams
+				sql += "  " + procinfo.OneLine(*r.SQLParams)
 			}
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
 	}
 	tw.Flush()
+	if estimated {
+		fmt.Fprintln(w, "(~: estimated from the client socket's last received data, or since krait first saw the request)")
+	}
 }

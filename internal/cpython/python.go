@@ -5,6 +5,8 @@
 package cpython
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -50,6 +52,72 @@ var ErrNoInterpreter = errors.New("the Python runtime has no interpreter (not in
 
 // ErrNotPython is returned for processes with no CPython runtime.
 var ErrNotPython = errors.New("not a Python process")
+
+// ErrBinaryMismatch: the executable or libpython krait found on disk is
+// not the build the process mapped.
+var ErrBinaryMismatch = errors.New("binary does not match the process")
+
+// shownPath is where krait read a mapped file: the path it opened, unless
+// that is /proc/PID/exe or similar.
+func shownPath(opened, mapped string) string {
+	if opened != "" && !strings.HasPrefix(opened, "/proc/") {
+		return opened
+	}
+	return strings.TrimSuffix(mapped, " (deleted)")
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// mappedBuildID reads the GNU build id from the ELF image mapped at start
+// in the target (its header, program headers and notes sit in the first
+// page, which cores keep too): "" when it cannot be read.
+func mappedBuildID(proc target.Memory, start uint64) string {
+	hdr := make([]byte, 64)
+	if proc.ReadAt(hdr, start) != nil || string(hdr[:4]) != "\x7fELF" || hdr[4] != 2 {
+		return ""
+	}
+	le := binary.LittleEndian
+	phoff, phentsize, phnum := le.Uint64(hdr[0x20:]), uint64(le.Uint16(hdr[0x36:])), uint64(le.Uint16(hdr[0x38:]))
+	if phentsize < 56 || phnum == 0 || phnum > 64 || phoff > 1<<20 {
+		return ""
+	}
+	ph := make([]byte, phentsize*phnum)
+	if proc.ReadAt(ph, start+phoff) != nil {
+		return ""
+	}
+	for i := uint64(0); i < phnum; i++ {
+		e := ph[i*phentsize:]
+		if le.Uint32(e) != 4 { // PT_NOTE
+			continue
+		}
+		off, size := le.Uint64(e[8:]), le.Uint64(e[32:])
+		if size == 0 || size > 4096 || off > 1<<20 {
+			continue
+		}
+		notes := make([]byte, size)
+		if proc.ReadAt(notes, start+off) != nil {
+			continue
+		}
+		for len(notes) >= 12 {
+			namesz, descsz, typ := uint64(le.Uint32(notes)), uint64(le.Uint32(notes[4:])), le.Uint32(notes[8:])
+			nameEnd := 12 + (namesz+3)&^3
+			descEnd := nameEnd + (descsz+3)&^3
+			if descEnd > uint64(len(notes)) || nameEnd+descsz > uint64(len(notes)) {
+				break
+			}
+			if typ == 3 && namesz == 4 && string(notes[12:15]) == "GNU" { // NT_GNU_BUILD_ID
+				return hex.EncodeToString(notes[nameEnd : nameEnd+descsz])
+			}
+			notes = notes[descEnd:]
+		}
+	}
+	return ""
+}
 
 // objectCache keeps parsed binaries by build id (or path) across Opens.
 var objectCache = map[string]*binfmt.Object{}
@@ -104,6 +172,14 @@ func Open(proc target.Process) (*Python, error) {
 		}
 		if !hasRuntime(obj) {
 			continue
+		}
+		// The file must be the one the process mapped: symbols from
+		// another build (a libpython upgraded on disk since the process
+		// started, a core read on another machine) point at the wrong
+		// places and every read after says something misleading.
+		if mapped := mappedBuildID(proc, c.start); mapped != "" && obj.BuildID != "" && mapped != obj.BuildID {
+			return nil, fmt.Errorf("%s is not the file process %d ran (build id %s there, %s in the process): it changed since the process started, or the process ran elsewhere; give --sysroot DIR with the original files: %w",
+				shownPath(opened, c.path), proc.PID(), short(obj.BuildID), short(mapped), ErrBinaryMismatch)
 		}
 		py := &Python{Proc: proc, Binary: obj, Bias: obj.Bias(c.start, c.off), m: newMem(proc), types: map[uint64]*typeInfo{}, values: map[valueKey]*value.Value{}, codes: map[uint64]*code{}}
 		if err := py.init(); err != nil {

@@ -31,6 +31,9 @@ type Options struct {
 	// HoldPause keeps the process paused this long after reading; tests
 	// use it to kill krait mid-pause.
 	HoldPause time.Duration
+	// ShowSecrets shows values under names that look secret (see package
+	// secrets); by default they are <redacted>.
+	ShowSecrets bool
 }
 
 // Result is the JSON contract of krait dump.
@@ -91,6 +94,8 @@ type Reading struct {
 	OSThreads []target.Thread
 	Paused    bool
 	Held      time.Duration
+	// Render says how Result renders values (secrets shown or not).
+	Render render.Options
 }
 
 // ReadOptions says how to read.
@@ -210,6 +215,7 @@ func Take(pid int, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rd.Render.ShowSecrets = opt.ShowSecrets
 	return rd.Result(), nil
 }
 
@@ -219,6 +225,7 @@ func TakeCore(path, sysroot string, opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	rd.Render.ShowSecrets = opt.ShowSecrets
 	res := rd.Result()
 	res.Core = path
 	return res, nil
@@ -236,9 +243,13 @@ func (rd *Reading) Result() *Result {
 		state[t.TID] = t
 	}
 	res.Interpreters = len(interps)
+	res.Threads = []*Thread{}
 	for _, in := range interps {
 		for _, t := range in.Threads {
-			jt := &Thread{ThreadID: t.ThreadID, Interpreter: t.Interp, GIL: t.GIL, Error: t.Err}
+			// Frames is [] for a thread with no Python frames (a C thread's
+			// state, one not yet running code, a finalising interpreter):
+			// the contract never has null there.
+			jt := &Thread{ThreadID: t.ThreadID, Interpreter: t.Interp, GIL: t.GIL, Error: t.Err, Frames: []*Frame{}}
 			if t.NativeID != 0 {
 				id := t.NativeID
 				jt.NativeID = &id
@@ -259,7 +270,7 @@ func (rd *Reading) Result() *Result {
 					if mine {
 						v = redact(v)
 					}
-					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.ToJSON(v, render.Options{})})
+					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.NamedJSON(l.Name, v, rd.Render, nil)})
 				}
 				jt.Frames = append(jt.Frames, jf)
 			}

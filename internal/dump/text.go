@@ -6,6 +6,9 @@ import (
 	"strings"
 )
 
+// PauseNoteMillis: a pause longer than this is shown in text output.
+const PauseNoteMillis = 50
+
 // WriteText prints a dump the way py-spy dump does: a header, then each
 // thread with its frames, innermost first, and locals under their frame.
 func WriteText(w io.Writer, r *Result, width int) {
@@ -16,6 +19,10 @@ func WriteText(w io.Writer, r *Result, width int) {
 	}
 	if r.Interpreters > 1 {
 		fmt.Fprintf(w, "%d interpreters\n", r.Interpreters)
+	}
+	if r.Paused && r.PauseMillis > PauseNoteMillis {
+		// A pause people could notice: say how long the process was held.
+		fmt.Fprintf(w, "Process held %.1fms while krait read it\n", r.PauseMillis)
 	}
 	for _, t := range r.Threads {
 		fmt.Fprintln(w)

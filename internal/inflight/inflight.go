@@ -6,12 +6,14 @@
 package inflight
 
 import (
+	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"krait/internal/cpython"
 	"krait/internal/render"
+	"krait/internal/secrets"
 )
 
 // Request is one request in flight, in the JSON contract of
@@ -27,11 +29,24 @@ type Request struct {
 	Query       *string  `json:"query"`
 	View        *string  `json:"view"`
 	ElapsedS    *float64 `json:"elapsed_s"`
-	SQL         *string  `json:"sql"`
-	SQLParams   *string  `json:"sql_params"`
-	Server      *string  `json:"server"`
+	// ElapsedSource says where ElapsedS comes from: "server" (the
+	// server's own start time, mod_wsgi's), "socket" (an estimate: how
+	// long ago the kernel last received data on the request's client
+	// connection), "watch" (an estimate: since krait requests --watch
+	// first saw it); null with ElapsedS.
+	ElapsedSource *string `json:"elapsed_source"`
+	// Client is the peer of the request's connection ("addr:port", from
+	// REMOTE_ADDR and REMOTE_PORT or the server's client address).
+	Client    *string `json:"client"`
+	SQL       *string `json:"sql"`
+	SQLParams *string `json:"sql_params"`
+	Server    *string `json:"server"`
 	// Key identifies the request across scans (its environ's address).
 	Key uint64 `json:"-"`
+	// RemoteAddr and RemotePort are the client connection's peer, when
+	// known, to find its socket.
+	RemoteAddr string `json:"-"`
+	RemotePort int    `json:"-"`
 	// Function and Line say where the thread is now.
 	Function string `json:"function"`
 	File     string `json:"file"`
@@ -39,17 +54,26 @@ type Request struct {
 }
 
 // LocalNames are the only locals a scan reads.
-var LocalNames = map[string]bool{"environ": true, "sql": true, "params": true, "callback": true}
+var LocalNames = map[string]bool{"environ": true, "sql": true, "params": true, "callback": true, "client_address": true, "addr": true}
+
+// Where ElapsedS comes from.
+const (
+	ElapsedServer = "server"
+	ElapsedSocket = "socket"
+	ElapsedWatch  = "watch"
+)
 
 func sp(s string) *string { return &s }
 
 // FromThreads extracts the requests from a snapshot read with
 // Options{Locals: true, LocalNames: LocalNames}.
-func FromThreads(py *cpython.Python, pid int, interps []*cpython.Interpreter, now time.Time) []*Request {
+// Values are rendered with opt: SQL parameters and query-string values
+// under names that look secret are <redacted> unless opt.ShowSecrets.
+func FromThreads(py *cpython.Python, pid int, interps []*cpython.Interpreter, now time.Time, opt render.Options) []*Request {
 	var out []*Request
 	for _, in := range interps {
 		for _, t := range in.Threads {
-			if r := fromThread(py, t, now); r != nil {
+			if r := fromThread(py, t, now, opt); r != nil {
 				r.PID, r.Interpreter = pid, in.ID
 				out = append(out, r)
 			}
@@ -67,7 +91,7 @@ func local(f cpython.Frame, name string) (cpython.Ref, *cpython.Local, bool) {
 	return cpython.Ref{}, nil, false
 }
 
-func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time) *Request {
+func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time, opt render.Options) *Request {
 	// The WSGI environ closest to the application (innermost frame that
 	// has one).
 	var env cpython.Ref
@@ -104,11 +128,45 @@ func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time) *Request {
 		return nil
 	}
 	r.Method, r.Path, r.Query = get("REQUEST_METHOD"), get("PATH_INFO"), get("QUERY_STRING")
+	if r.Query != nil && !opt.ShowSecrets {
+		r.Query = sp(secrets.Query(*r.Query))
+	}
 	if start := get("mod_wsgi.request_start"); start != nil {
 		if us, err := strconv.ParseInt(*start, 10, 64); err == nil {
 			el := now.Sub(time.UnixMicro(us)).Seconds()
-			r.ElapsedS = &el
+			r.ElapsedS, r.ElapsedSource = &el, sp(ElapsedServer)
 		}
+	}
+	// The client: REMOTE_ADDR and REMOTE_PORT (gunicorn, uWSGI, mod_wsgi,
+	// waitress), else the (host, port) tuple socketserver hands its
+	// handler (runserver, wsgiref) or gunicorn's sync worker its handle().
+	if a := get("REMOTE_ADDR"); a != nil && *a != "" {
+		r.RemoteAddr = *a
+		if p := get("REMOTE_PORT"); p != nil {
+			r.RemotePort, _ = strconv.Atoi(*p)
+		}
+	}
+	if r.RemotePort == 0 {
+		for _, f := range t.Frames {
+			for _, name := range []string{"client_address", "addr"} {
+				if _, l, ok := local(f, name); ok {
+					items := py.Ref(l.Value.Addr).Items(2)
+					if len(items) == 2 {
+						host, ok1 := items[0].Str()
+						port, ok2 := items[1].Int()
+						if ok1 && ok2 && port > 0 && port < 65536 {
+							r.RemoteAddr, r.RemotePort = host, int(port)
+						}
+					}
+				}
+			}
+			if r.RemotePort != 0 {
+				break
+			}
+		}
+	}
+	if r.RemotePort != 0 {
+		r.Client = sp(net.JoinHostPort(r.RemoteAddr, strconv.Itoa(r.RemotePort)))
 	}
 	for _, k := range []string{"SERVER_SOFTWARE", "mod_wsgi.process_group"} {
 		if s := get(k); s != nil && *s != "" {
@@ -121,7 +179,13 @@ func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time) *Request {
 		// into the local `callback`.
 		if f.Qualname == "BaseHandler._get_response" || f.Function == "_get_response" && strings.Contains(f.File, "django/core/handlers") {
 			if _, l, ok := local(f, "callback"); ok {
-				if mod, q, ok := py.Ref(l.Value.Addr).FuncName(); ok {
+				cb := py.Ref(l.Value.Addr)
+				// A class-based view: View.as_view() returns a function
+				// `view` whose view_class attribute is the class.
+				if cls, ok := cb.Attr("view_class"); ok && cls.IsType() {
+					v := cls.ClassName()
+					r.View = &v
+				} else if mod, q, ok := cb.FuncName(); ok {
 					v := q
 					if mod != "" {
 						v = mod + "." + q
@@ -141,7 +205,7 @@ func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time) *Request {
 					r.SQL = &s
 				}
 				if _, p, ok := local(f, "params"); ok {
-					r.SQLParams = sp(render.Repr(p.Value, render.Options{MaxWidth: 2000}))
+					r.SQLParams = sp(render.Repr(p.Value, render.Options{MaxWidth: 2000, ShowSecrets: opt.ShowSecrets}))
 				}
 			}
 		}

@@ -1,17 +1,21 @@
 // Package procinfo says what a process is from /proc alone: its parent,
 // user, command line and which kind of Python server it looks like
 // (gunicorn master or worker, a mod_wsgi daemon and its process group,
-// uWSGI, Django's runserver, a plain script).
+// uWSGI, uvicorn, hypercorn, daphne, celery, Django's runserver, a plain
+// script).
 package procinfo
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Info is what /proc says of one process.
@@ -23,7 +27,11 @@ type Info struct {
 	Cmdline []string
 	Exe     string
 	// Server is "gunicorn master", "gunicorn worker", "mod_wsgi daemon",
-	// "uwsgi", "runserver", "celery" or "script".
+	// "uwsgi master", "uwsgi worker", "uwsgi", "uvicorn", "uvicorn master",
+	// "uvicorn worker" (and the same three for hypercorn), "daphne",
+	// "celery worker", "celery pool worker", "celery beat", "celery",
+	// "multiprocessing resource tracker",
+	// "runserver", "apache (embedded mod_wsgi)" or "script".
 	Server string
 	// Group is the mod_wsgi process group or gunicorn's proc_name, when
 	// the process title shows it.
@@ -64,6 +72,33 @@ func Read(pid int) (*Info, error) {
 // Title is the process title as ps shows it.
 func (in *Info) Title() string { return strings.Join(in.Cmdline, " ") }
 
+// Line is the title on one line: control characters (a newline or tab in
+// an argument) and bytes that are not UTF-8 are shown escaped (\n, \t,
+// \x01), so that a table keeps one line per process.
+func (in *Info) Line() string { return OneLine(in.Title()) }
+
+// OneLine escapes s's control characters and invalid UTF-8.
+func OneLine(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\n':
+			b.WriteString("\\n")
+		case r == '\t':
+			b.WriteString("\\t")
+		case r == '\r':
+			b.WriteString("\\r")
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0x2028 || r == 0x2029:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 func classify(in *Info) (server, group string) {
 	title := in.Title()
 	switch {
@@ -78,31 +113,180 @@ func classify(in *Info) (server, group string) {
 		return "gunicorn master", bracket(title)
 	case strings.HasPrefix(title, "gunicorn: worker"):
 		return "gunicorn worker", bracket(title)
+	case strings.HasPrefix(title, "uWSGI master"), strings.HasPrefix(title, "uWSGI worker"):
+		// uWSGI's own titles (auto-procname).
+		return "uwsgi " + strings.Fields(title)[1], ""
+	case strings.HasPrefix(title, "[celeryd: "), strings.HasPrefix(title, "[celery"):
+		// celery's titles with setproctitle: "[celeryd: NODE:MainProcess]
+		// -active- (worker ...)", "[celeryd: NODE:ForkPoolWorker-1]",
+		// "[celery beat]".
+		switch {
+		case strings.Contains(title, ":MainProcess]"):
+			return "celery worker", nodeName(title)
+		case strings.Contains(title, "PoolWorker"):
+			return "celery pool worker", nodeName(title)
+		case strings.HasPrefix(title, "[celery beat"):
+			return "celery beat", ""
+		}
+		return "celery", ""
 	}
-	base := filepath.Base(in.Exe)
-	if strings.Contains(base, "uwsgi") || strings.Contains(title, "uwsgi") && !strings.Contains(title, "gunicorn") {
-		return "uwsgi", ""
+	if base := filepath.Base(in.Exe); strings.HasPrefix(base, "uwsgi") {
+		// uWSGI forks its workers from the master (the same command line).
+		if parent, err := Read0(in.PPID); err == nil && len(parent) > 0 && strings.Contains(filepath.Base(parent[0]), "uwsgi") {
+			return "uwsgi worker", ""
+		}
+		return "uwsgi master", ""
+	}
+	prog, rest := program(in.Cmdline)
+	parentProg := func() string {
+		parent, err := Read0(in.PPID)
+		if err != nil {
+			return ""
+		}
+		p, _ := program(parent)
+		return p
+	}
+	switch prog {
+	case "gunicorn":
+		// Without setproctitle: a gunicorn process whose parent is a
+		// gunicorn process is a worker.
+		if parentProg() == "gunicorn" {
+			return "gunicorn worker", ""
+		}
+		return "gunicorn master", ""
+	case "uwsgi":
+		if parentProg() == "uwsgi" {
+			return "uwsgi worker", ""
+		}
+		return "uwsgi master", ""
+	case "uvicorn", "hypercorn":
+		// With --workers N the server is a supervisor of N workers.
+		if hasFlag(rest, "--workers", "-w") || hasFlag(rest, "--reload", "") {
+			return prog + " master", ""
+		}
+		return prog, ""
+	case "daphne":
+		return "daphne", ""
+	case "celery":
+		sub := ""
+		for _, a := range rest {
+			if a == "worker" || a == "beat" || a == "flower" || a == "events" {
+				sub = a
+				break
+			}
+		}
+		switch {
+		case sub == "worker" && parentProg() == "celery":
+			// The prefork pool's children are forks of the main process.
+			return "celery pool worker", ""
+		case sub != "":
+			return "celery " + sub, ""
+		}
+		return "celery", ""
+	case "multiprocessing resource tracker":
+		// The helper multiprocessing's spawn starts beside the workers.
+		return prog, ""
+	case "multiprocessing":
+		// uvicorn and hypercorn start their workers with multiprocessing's
+		// spawn: python -c 'from multiprocessing.spawn import spawn_main;
+		// …' --multiprocessing-fork.
+		switch p := parentProg(); p {
+		case "uvicorn", "hypercorn":
+			return p + " worker", ""
+		}
 	}
 	for _, a := range in.Cmdline {
-		if strings.HasSuffix(a, "gunicorn") || strings.Contains(a, "/gunicorn") {
-			// Without setproctitle: a gunicorn process whose parent is a
-			// gunicorn process is a worker.
-			if parent, err := Read0(in.PPID); err == nil && strings.Contains(strings.Join(parent, " "), "gunicorn") {
-				return "gunicorn worker", ""
-			}
-			return "gunicorn master", ""
-		}
 		if a == "runserver" {
 			return "runserver", ""
 		}
-		if strings.HasSuffix(a, "celery") {
-			return "celery", ""
-		}
 	}
+	base := filepath.Base(in.Exe)
 	if strings.Contains(base, "apache") || strings.Contains(base, "httpd") {
 		return "apache (embedded mod_wsgi)", ""
 	}
 	return "script", ""
+}
+
+// program says which program a Python command line runs — the script's or
+// module's name ("gunicorn", "uvicorn", "celery", "manage.py", …; a
+// multiprocessing child is "multiprocessing") — and that program's
+// arguments.
+func program(argv []string) (string, []string) {
+	if len(argv) == 0 {
+		return "", nil
+	}
+	i := 0
+	if base := filepath.Base(argv[0]); strings.HasPrefix(base, "python") || strings.HasPrefix(base, "pypy") {
+		// Skip the interpreter's own options up to the script, -m MODULE
+		// or -c CODE.
+		for i = 1; i < len(argv); i++ {
+			a := argv[i]
+			switch {
+			case a == "-m" && i+1 < len(argv):
+				return moduleProgram(argv[i+1]), argv[i+2:]
+			case strings.HasPrefix(a, "-m") && len(a) > 2:
+				return moduleProgram(a[2:]), argv[i+1:]
+			case a == "-c":
+				code := ""
+				if i+1 < len(argv) {
+					code = argv[i+1]
+				}
+				switch {
+				case strings.Contains(code, "resource_tracker"):
+					return "multiprocessing resource tracker", nil
+				case strings.Contains(code, "multiprocessing"):
+					return "multiprocessing", nil
+				}
+				return "", nil
+			case a == "-W" || a == "-X" || a == "-Q":
+				i++ // the option's value
+			case strings.HasPrefix(a, "-"):
+			default:
+				return scriptProgram(a), argv[i+1:]
+			}
+		}
+		return "", nil
+	}
+	return scriptProgram(argv[0]), argv[1:]
+}
+
+func moduleProgram(m string) string {
+	m, _, _ = strings.Cut(m, ".")
+	return m
+}
+
+// scriptProgram: /venv/bin/gunicorn and gunicorn-3.11 are gunicorn.
+func scriptProgram(path string) string {
+	base := filepath.Base(path)
+	for _, p := range []string{"gunicorn", "uvicorn", "hypercorn", "daphne", "celery", "uwsgi"} {
+		if base == p || strings.HasPrefix(base, p+"-") || strings.HasPrefix(base, p+"3") {
+			return p
+		}
+	}
+	return base
+}
+
+// hasFlag: args hold the long flag (--workers, --workers=4) or the short
+// one.
+func hasFlag(args []string, long, short string) bool {
+	for _, a := range args {
+		if a == long || strings.HasPrefix(a, long+"=") || short != "" && (a == short || strings.HasPrefix(a, short) && len(a) > len(short) && a[len(short)] >= '0' && a[len(short)] <= '9') {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeName is the celery node in "[celeryd: celery@host:MainProcess]".
+func nodeName(title string) string {
+	rest, ok := strings.CutPrefix(title, "[celeryd: ")
+	if !ok {
+		return ""
+	}
+	if i := strings.LastIndexByte(rest, ':'); i > 0 {
+		return rest[:i]
+	}
+	return ""
 }
 
 // Read0 returns a process's command line.
@@ -155,6 +339,8 @@ func PIDs() []int {
 			out = append(out, n)
 		}
 	}
+	// ReadDir sorts by name ("10" before "9"): sort by number.
+	sort.Ints(out)
 	return out
 }
 
@@ -162,21 +348,67 @@ func PIDs() []int {
 // CPython runtime: a libpython is mapped, or the executable's name says
 // python. It is a cheap filter before reading the process.
 func MaybePython(pid int) bool {
-	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	ok, _ := maybePython(pid)
+	return ok
+}
+
+// maybePython is MaybePython, with the error when neither the executable
+// nor the memory map could be read.
+func maybePython(pid int) (bool, error) {
+	exe, exeErr := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if strings.Contains(filepath.Base(exe), "python") {
-		return true
+		return true, nil
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
-		return false
+		if exeErr != nil {
+			return false, exeErr
+		}
+		return false, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "/libpython") {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	if err := sc.Err(); err != nil {
+		return false, err
+	}
+	return false, nil
+}
+
+// Survey goes over /proc once: pids are the processes that may be Python
+// (ascending, without skip), denied those krait may not look into whose
+// command line (readable by anyone) says Python or a Python server.
+func Survey(skip int) (pids []int, denied []*Info) {
+	for _, pid := range PIDs() {
+		if pid == skip {
+			continue
+		}
+		ok, err := maybePython(pid)
+		switch {
+		case ok:
+			pids = append(pids, pid)
+		case err != nil && errors.Is(err, os.ErrPermission):
+			if in, err := Read(pid); err == nil && in.LooksPython() {
+				denied = append(denied, in)
+			}
+		}
+	}
+	return pids, denied
+}
+
+// LooksPython says from the command line alone whether the process runs
+// Python: the program is a python, or a known Python server or tool.
+func (in *Info) LooksPython() bool {
+	if len(in.Cmdline) == 0 {
+		return false
+	}
+	if strings.Contains(filepath.Base(in.Cmdline[0]), "python") {
+		return true
+	}
+	return in.Server != "script" && !strings.HasPrefix(in.Server, "apache")
 }

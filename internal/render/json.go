@@ -3,6 +3,7 @@ package render
 import (
 	"strconv"
 
+	"krait/internal/secrets"
 	"krait/internal/value"
 )
 
@@ -41,6 +42,19 @@ func ToJSON(v *value.Value, opt Options) JSONValue {
 	return toJSON(v, opt, map[*value.Value]bool{})
 }
 
+// NamedJSON is ToJSON for a value held under a name (a local variable, an
+// attribute): a name that looks secret gives <redacted> and nothing of the
+// value but its type, unless opt.ShowSecrets. path may be nil.
+func NamedJSON(name string, v *value.Value, opt Options, path map[*value.Value]bool) JSONValue {
+	if !opt.ShowSecrets && secrets.IsSecret(name) {
+		return JSONValue{Type: TypeName(v), Value: secrets.Redacted}
+	}
+	if path == nil {
+		path = map[*value.Value]bool{}
+	}
+	return toJSON(v, opt, path)
+}
+
 func toJSON(v *value.Value, opt Options, path map[*value.Value]bool) JSONValue {
 	j := JSONValue{Type: TypeName(v), Value: Repr(v, opt)}
 	if v == nil {
@@ -71,7 +85,7 @@ func toJSON(v *value.Value, opt Options, path map[*value.Value]bool) JSONValue {
 		for _, a := range v.Attrs {
 			j.Attributes = append(j.Attributes, JSONAttr{
 				Name:      a.Name,
-				JSONValue: toJSON(a.Value, opt, path),
+				JSONValue: NamedJSON(a.Name, a.Value, opt, path),
 			})
 		}
 		delete(path, v)

@@ -13,8 +13,24 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"krait/internal/secrets"
 	"krait/internal/value"
 )
+
+// SecretKey says whether a dict key is a str (or bytes) whose text looks
+// secret.
+func SecretKey(k *value.Value) bool {
+	if k == nil {
+		return false
+	}
+	switch k.Kind {
+	case value.Str, value.Unicode:
+		return secrets.IsSecret(string(k.Runes))
+	case value.Bytes:
+		return secrets.IsSecret(string(k.Bytes))
+	}
+	return false
+}
 
 // Options controls rendering.
 type Options struct {
@@ -22,6 +38,9 @@ type Options struct {
 	// one is cut so that it takes exactly MaxWidth runes, the last three
 	// being "...". Zero or negative means unlimited.
 	MaxWidth int
+	// ShowSecrets shows the values of dict keys and attributes that look
+	// secret (secrets.IsSecret); by default they render as <redacted>.
+	ShowSecrets bool
 }
 
 // ellipsis ends a repr cut by Options.MaxWidth.
@@ -33,7 +52,7 @@ const ellipsis = "..."
 // (which the readers should have marked with value.Recursive) renders as
 // the Recursive marker of the container met again.
 func Repr(v *value.Value, opt Options) string {
-	w := writer{max: opt.MaxWidth}
+	w := writer{max: opt.MaxWidth, redact: !opt.ShowSecrets}
 	if w.max > 0 {
 		// Stop rendering as soon as the cut is certain.
 		w.stop = w.max + 1
@@ -100,6 +119,8 @@ type writer struct {
 	stop  int
 	// path holds the containers being rendered, to catch Go-level cycles.
 	path map[*value.Value]bool
+	// redact: values under secret-looking keys render as <redacted>.
+	redact bool
 }
 
 func (w *writer) full() bool { return w.stop > 0 && w.runes >= w.stop }
@@ -328,7 +349,14 @@ func (w *writer) container(v *value.Value) {
 			p := v.Pairs[i]
 			w.value(p.Key)
 			w.str(": ")
+			if w.redact && SecretKey(p.Key) {
+				w.str(secrets.Redacted)
+				continue
+			}
 			w.value(p.Value)
+		} else if i == 1 && n == 2 && v.Kind == value.Tuple && w.redact && SecretKey(v.Items[0]) {
+			// A (name, value) pair: a header list's ('Cookie', …).
+			w.str(secrets.Redacted)
 		} else {
 			w.value(v.Items[i])
 		}

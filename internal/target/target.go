@@ -61,7 +61,7 @@ type PermissionError struct {
 }
 
 func (e *PermissionError) Error() string {
-	return fmt.Sprintf("cannot %s process %d: permission denied — run krait as root or as the process's user, or grant CAP_SYS_PTRACE (in Docker: docker run --cap-add SYS_PTRACE; check /proc/sys/kernel/yama/ptrace_scope)", e.Op, e.PID)
+	return fmt.Sprintf("cannot %s process %d: permission denied — %s", e.Op, e.PID, PermissionAdvice(e.PID))
 }
 
 func (e *PermissionError) Unwrap() error { return ErrPermission }

@@ -566,25 +566,26 @@ var psKeys = []string{"pid", "ppid", "user", "python_version", "server", "group"
 
 // request mirrors krait requests --json.
 type request struct {
-	PID         int      `json:"pid"`
-	ThreadID    uint64   `json:"thread_id"`
-	NativeID    *int     `json:"native_id"`
-	ThreadName  *string  `json:"thread_name"`
-	Interpreter int64    `json:"interpreter"`
-	Method      *string  `json:"method"`
-	Path        *string  `json:"path"`
-	Query       *string  `json:"query"`
-	View        *string  `json:"view"`
-	ElapsedS    *float64 `json:"elapsed_s"`
-	SQL         *string  `json:"sql"`
-	SQLParams   *string  `json:"sql_params"`
-	Server      *string  `json:"server"`
-	Function    string   `json:"function"`
-	File        string   `json:"file"`
-	Line        int      `json:"line"`
+	PID           int      `json:"pid"`
+	ThreadID      uint64   `json:"thread_id"`
+	NativeID      *int     `json:"native_id"`
+	ThreadName    *string  `json:"thread_name"`
+	Interpreter   int64    `json:"interpreter"`
+	Method        *string  `json:"method"`
+	Path          *string  `json:"path"`
+	Query         *string  `json:"query"`
+	View          *string  `json:"view"`
+	ElapsedS      *float64 `json:"elapsed_s"`
+	ElapsedSource *string  `json:"elapsed_source"`
+	SQL           *string  `json:"sql"`
+	SQLParams     *string  `json:"sql_params"`
+	Server        *string  `json:"server"`
+	Function      string   `json:"function"`
+	File          string   `json:"file"`
+	Line          int      `json:"line"`
 }
 
-var requestKeys = []string{"pid", "thread_id", "native_id", "thread_name", "interpreter", "method", "path", "query", "view", "elapsed_s", "sql", "sql_params", "server", "function", "file", "line"}
+var requestKeys = []string{"pid", "thread_id", "native_id", "thread_name", "interpreter", "method", "path", "query", "view", "elapsed_s", "elapsed_source", "client", "sql", "sql_params", "server", "function", "file", "line"}
 
 // checkKeys fails unless every object in the JSON array doc[list] has all
 // of keys (null is fine: present and unknown).

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -473,6 +474,11 @@ func checkText(t *testing.T, pid int, tr *truth, res *dumpResult) {
 		}
 		blocks := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n\n")
 		head := strings.Split(blocks[0], "\n")
+		// On a loaded machine the pause may pass 50 ms: the header then
+		// says how long the process was held (TestPauseNote).
+		if len(head) == 3 && regexp.MustCompile(`^Process held \d+\.\dms while krait read it$`).MatchString(head[2]) {
+			head = head[:2]
+		}
 		wantHead := []string{
 			fmt.Sprintf("Process %d: %s", pid, strings.Join(res.Command, " ")),
 			fmt.Sprintf("Python v%s (%s)", tr.Version, res.Binary),

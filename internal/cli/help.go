@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"krait/internal/cpython/layout"
+)
+
+// commandHelp is each command's own help: krait CMD --help and krait help
+// CMD print it on stdout.
+var commandHelp = map[string]string{
+	"dump": `Usage:
+  krait dump --pid PID [--pid PID]... [--locals] [--json] [--nonblocking] [--show-secrets]
+  krait dump PID [--locals] ...
+  krait dump --core FILE [--sysroot DIR] [--locals] [--json] [--show-secrets]
+
+Print every thread's Python stack of a running process (or a core file),
+read from outside: nothing runs in the target.
+
+  -p, --pid PID      the process (repeatable: each is dumped in turn)
+  -l, --locals       each frame's arguments and local variables
+  -j, --json         JSON (one document per process)
+  --nonblocking      read without pausing the process
+  --width N          cut each value in text output to N characters (0: no limit)
+  -c, --core FILE    dump an ELF core file instead (gcore, a crash)
+  --sysroot DIR      with --core: where the core's mapped files are
+  --show-secrets     show values that look secret (by default <redacted>)
+`,
+	"attach": `Usage:
+  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N]
+
+Debug a running process as gdb does: breakpoints, stepping, printing.
+
+  -p, --pid PID          the process (or give it as an argument)
+  --batch                run the -ex/-x commands, then detach and exit
+  -ex CMD                execute a command (repeatable, in order with -x)
+  -x FILE                execute the commands in FILE (repeatable)
+  --timeout D            in batch mode, how long continue/step wait (default 1m0s)
+  --attach-timeout D     how long to wait for the agent to start (default 10s)
+  --method M             auto, pep768 or ptrace: how the agent gets in
+  --interpreter N        the (sub-)interpreter to debug, by id as dump shows it
+`,
+	"ps": `Usage:
+  krait ps [--json]
+
+List the Python processes on this host: server kind (gunicorn, uWSGI,
+uvicorn, hypercorn, daphne, celery, mod_wsgi, runserver), Django settings,
+threads and busy threads. Never pauses anything. Processes krait may not
+read are named on stderr and make the exit status 4.
+
+  -j, --json         JSON
+`,
+	"requests": `Usage:
+  krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking] [--show-secrets]
+  krait requests --core FILE [--sysroot DIR] [--json]
+
+Show the web requests in flight: path, view, elapsed time, the SQL each
+is waiting on.
+
+  -p, --pid PID      a process (repeatable)
+  --all              every Python process on the host
+  -c, --core FILE    the requests a core file was serving
+  --sysroot DIR      with --core: where the core's mapped files are
+  --watch            refresh every --interval until Ctrl-C
+  --interval D       refresh interval with --watch (default 1s)
+  -j, --json         JSON (one document per refresh with --watch)
+  --nonblocking      read without pausing the processes
+  --show-secrets     show query-string values that look secret
+`,
+	"version": `Usage:
+  krait version [--json]
+
+Print krait's version, the Go version it was built with and the Python
+versions it knows.
+`,
+	"help": `Usage:
+  krait help [COMMAND]
+
+Print the usage, or one command's help.
+`,
+}
+
+// commands lists the commands that have help, in usage order.
+var commands = []string{"dump", "attach", "ps", "requests", "version", "help"}
+
+// runHelp: krait help [CMD].
+func runHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	}
+	if h, ok := commandHelp[args[0]]; ok && len(args) == 1 {
+		fmt.Fprint(stdout, h)
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "krait help: no command %q (commands: %s)\n", strings.Join(args, " "), strings.Join(commands, ", "))
+	return ExitUsage
+}
+
+// parseFlags parses args into fs for command cmd: --help prints the
+// command's help (exit 0), a bad flag or value is one line on stderr
+// (exit 2). It returns -1 when parsing succeeded.
+func parseFlags(fs *flag.FlagSet, cmd string, args []string, stdout, stderr io.Writer) int {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return -1
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, commandHelp[cmd])
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "krait %s: %v (see krait help %s)\n", cmd, err, cmd)
+	return ExitUsage
+}
+
+// usageError reports a bad flag value in one line (exit 2).
+func usageError(stderr io.Writer, cmd, format string, a ...any) int {
+	fmt.Fprintf(stderr, "krait %s: %s (see krait help %s)\n", cmd, fmt.Sprintf(format, a...), cmd)
+	return ExitUsage
+}
+
+// versionInfo is krait version's JSON.
+type versionInfo struct {
+	Version  string   `json:"version"`
+	Revision string   `json:"revision,omitempty"`
+	Time     string   `json:"time,omitempty"`
+	Modified bool     `json:"modified,omitempty"`
+	Go       string   `json:"go"`
+	Pythons  []string `json:"pythons"`
+}
+
+func buildVersion() versionInfo {
+	v := versionInfo{Version: "(devel)", Go: runtime.Version(), Pythons: layout.Supported()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
+	}
+	if bi.Main.Version != "" {
+		v.Version = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Revision = s.Value
+		case "vcs.time":
+			v.Time = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	return v
+}
+
+// runVersion: krait version [--json].
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.BoolVar(asJSON, "j", false, "short for --json")
+	if code := parseFlags(fs, "version", args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "version", "unexpected argument %q", fs.Arg(0))
+	}
+	v := buildVersion()
+	if *asJSON {
+		return writeJSON(stdout, stderr, v)
+	}
+	line := "krait " + v.Version
+	if v.Revision != "" {
+		rev := v.Revision
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		line += " (" + rev
+		if v.Time != "" {
+			line += ", " + v.Time
+		}
+		if v.Modified {
+			line += ", modified"
+		}
+		line += ")"
+	}
+	fmt.Fprintf(stdout, "%s\nbuilt with %s %s/%s\nPython versions: %s\n", line, v.Go, runtime.GOOS, runtime.GOARCH, strings.Join(v.Pythons, ", "))
+	return ExitOK
+}
