@@ -3,13 +3,13 @@
 package agent
 
 import (
-	"golang.org/x/sys/unix"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	mrand "math/rand"
 	"os"
 	"runtime"
