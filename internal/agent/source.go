@@ -27,6 +27,7 @@ var agentParts = []string{
 	"monitoring.py",  // sys.monitoring (3.12+)
 	"settrace.py",    // trace functions in thread states (< 3.12)
 	"wrapping.py",    // __code__ wrappers (< 3.12)
+	"signals.py",     // a process told to stop while a thread is held
 	"agent.py",       // the Agent class, and its start
 }
 

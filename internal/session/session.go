@@ -34,14 +34,15 @@ type Session struct {
 
 	c *agent.Client
 
-	mu      sync.Mutex
-	stops   map[int64]*Stop // stopped threads by ident
-	pending []*Stop         // stops not yet reported
-	stopCh  chan struct{}   // signalled on every new stop
-	updates chan struct{}   // signalled on every new stop or note (see Updates)
-	numbers map[int64]int   // gdb-style thread numbers
-	nextNum int
-	Notes   []string // agent notices (resolved breakpoints, errors)
+	mu       sync.Mutex
+	stops    map[int64]*Stop // stopped threads by ident
+	pending  []*Stop         // stops not yet reported
+	stopCh   chan struct{}   // signalled on every new stop
+	updates  chan struct{}   // signalled on every new stop or note (see Updates)
+	loopDone chan struct{}   // closed when the event loop has handled the last event
+	numbers  map[int64]int   // gdb-style thread numbers
+	nextNum  int
+	Notes    []string // agent notices (resolved breakpoints, errors)
 
 	// Selected thread (ident) and frame.
 	Thread int64
@@ -63,24 +64,28 @@ func (s *Session) End() (msg string, gone bool) {
 	default:
 		return "", false
 	}
+	select { // the events that came before the end, handled
+	case <-s.loopDone:
+	case <-time.After(time.Second):
+	}
 	s.mu.Lock()
 	detached, term := s.detached, s.terminating
 	s.mu.Unlock()
 	if detached {
 		return "", false
 	}
+	if term != "" {
+		return fmt.Sprintf("Process %d was told to stop (%s): krait let go of every thread it held and detached, so that it can shut down.\n[Inferior 1 (process %d) detached]", s.PID, term, s.PID), true
+	}
 	// The connection closes as the process exits, a moment before it is
 	// a zombie.
 	alive := s.alive()
-	for t := time.Now(); alive && term == "" && time.Since(t) < 300*time.Millisecond; {
+	for t := time.Now(); alive && time.Since(t) < 300*time.Millisecond; {
 		time.Sleep(10 * time.Millisecond)
 		alive = s.alive()
 	}
 	if !alive {
 		return fmt.Sprintf("[Inferior 1 (process %d) exited]", s.PID), true
-	}
-	if term != "" {
-		return fmt.Sprintf("Process %d was told to stop (%s): krait resumed every thread it held and detached, so that it can shut down.\n[Inferior 1 (process %d) detached]", s.PID, term, s.PID), true
 	}
 	return fmt.Sprintf("The agent in process %d ended; krait is detached.\n[Inferior 1 (process %d) detached]", s.PID, s.PID), false
 }
@@ -221,7 +226,7 @@ func attach(pid int, interp int64, method string, timeout time.Duration, cancel 
 		}
 		return nil, err
 	}
-	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), numbers: map[int64]int{}, nextNum: 1}
+	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), loopDone: make(chan struct{}), numbers: map[int64]int{}, nextNum: 1}
 	s.start, _ = startTime(pid)
 	s.Version, _ = hello["version"].(string)
 	s.Backend, _ = hello["backend"].(string)
@@ -254,6 +259,7 @@ func vars(v any, arg bool) []Var {
 }
 
 func (s *Session) eventLoop() {
+	defer close(s.loopDone)
 	for ev := range s.c.Events {
 		switch str(ev, "event") {
 		case "stop":

@@ -1,13 +1,16 @@
 # agent.py: the Agent class and its start
 
 class Agent(_Serving, _Files, _Breakpoints, _Stopping,
-            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping):
+            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
 
     def __init__(self, cfg, ns):
         self.cfg, self.ns = cfg, ns
         self.dir, self.token = cfg['dir'], str(cfg['token'])
+        self.sig_state = None  # stop signals chained through ours: {signum: (original, ours)}
+        self.sig_box = [self]  # how our signal handlers reach the agent (emptied as it leaves)
+        self.sig_main = self._sig_main_interp()
         self.pid, self.started = os.getpid(), time.time()
         self.lock = threading.RLock()   # breakpoint tables
         self.cv = threading.Condition()  # stopped threads

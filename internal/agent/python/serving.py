@@ -170,7 +170,7 @@ class _Serving(object):
                 del self.pending[:]
                 del self.history[:]  # drop the references krait's $N held
                 self.ccache.clear()
-            steps = [self._uninstall, self._resume_all, self._pep768_withdraw, self._close,
+            steps = [self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
                      lambda: self._exit_hooks(False)]
             if not exiting:
                 steps.append(self._unmap)
@@ -222,7 +222,7 @@ class _Serving(object):
 
     def _at_exit(self):
         try:
-            if os.getpid() == self.pid and not self.closing:
+            if os.getpid() == self.pid and not self.cleaned:
                 self._cleanup(exiting=True)
         except BaseException:
             pass  # never a traceback at the target's exit

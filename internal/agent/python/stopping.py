@@ -64,6 +64,7 @@ class _Stopping(object):
         ev.update(self._where(th.top))
         ev['args'] = self._args(th.top)
         self.send(ev)
+        self._sig_guard()  # a stop signal now lets every thread go
         while True:  # run the jobs posted to this thread until resumed
             try:
                 with self.cv:
