@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"krait/internal/cpython"
 )
 
@@ -48,6 +50,15 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 		if len(ts) == 0 {
 			return true, nil
 		}
+		if len(liveSessions(tmp, o.PID, o.Start)) > 0 {
+			// The agent of a krait that was killed waits for a connection
+			// that will never come: tell it to leave, and wait for it.
+			if n, live := dismissOrphans(tmp, o); n > 0 && !live {
+				deadline = time.Now().Add(busyGrace)
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+		}
 		if len(liveSessions(tmp, o.PID, o.Start)) > 0 || time.Now().After(deadline) {
 			e := &busyError{pid: o.PID}
 			for _, t := range ts {
@@ -61,4 +72,29 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// dismissOrphans tells the agents in target o's /tmp whose krait is dead
+// (no longer running, by pid and start time, in krait's own pid
+// namespace) to leave: an agent whose first connection does not say hello
+// with its token ends its session at once. It reports how many it told,
+// and whether a session of a live krait (or one krait cannot tell about)
+// is there.
+func dismissOrphans(tmp int, o owner) (dismissed int, live bool) {
+	ns := pidNS()
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, d owner) {
+		var sock unix.Stat_t
+		if d.PID != o.PID || d.Start != o.Start || unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return
+		}
+		if d.Krait == 0 || d.PIDNS != ns || same(d.Krait, d.KraitStart) {
+			live = true
+			return
+		}
+		if conn, err := dialPeer(fmt.Sprintf("/proc/self/fd/%d/sock", fd), o.PID, time.Second); err == nil {
+			conn.Close()
+			dismissed++
+		}
+	})
+	return dismissed, live
 }

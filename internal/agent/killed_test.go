@@ -57,7 +57,10 @@ func TestInjectHelperProcess(t *testing.T) {
 		t.Skip("helper process for TestInjectKilled")
 	}
 	pid, _ := strconv.Atoi(pidS)
-	agentSource = []byte(killedAgent)
+	orphan := os.Getenv("KRAIT_INJECT_STAGE") == "orphan"
+	if !orphan {
+		agentSource = []byte(killedAgent)
+	}
 	stall := func(stage string) func(int) {
 		return func(int) {
 			fmt.Printf("stage %s\n", stage)
@@ -87,8 +90,51 @@ func TestInjectHelperProcess(t *testing.T) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
+	if orphan { // the real agent, up and listening, and its krait gone
+		if _, err := inj.WaitSocket(10 * time.Second); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+	}
 	fmt.Println("dir", inj.HostDir)
 	os.Exit(0)
+}
+
+// TestOrphanDismissed: a krait killed after its agent came up but before
+// it connected leaves an agent waiting (10 s) for a connection that will
+// never come. The next attach is not refused as "already being debugged":
+// krait sees that agent's krait is dead, tells the agent to leave, and
+// gets in.
+func TestOrphanDismissed(t *testing.T) {
+	for _, py := range testPythons(t) {
+		py := py
+		if py.name != "3.12" && py.name != "3.11" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			tg := startTarget(t, py.path, nil, nil, killedTarget, 500*time.Millisecond, filepath.Join(t.TempDir(), "stop"))
+			pid := tg.cmd.Process.Pid
+			h := exec.Command(os.Args[0], "-test.run=^TestInjectHelperProcess$")
+			h.Env = append(os.Environ(), "KRAIT_INJECT_PID="+strconv.Itoa(pid), "KRAIT_INJECT_STAGE=orphan")
+			out, err := h.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "dir ") {
+				t.Fatalf("helper: %v: %s", err, out)
+			}
+			start := time.Now()
+			inj, sock, err := Start(tg.proc, tg.py, -1, MethodPtrace, 10*time.Second)
+			if err != nil {
+				t.Fatalf("attach after a killed krait's agent: %v", err)
+			}
+			c, _, err := inj.Dial(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("got in %v after the orphan", time.Since(start).Round(time.Millisecond))
+			c.Call("detach", nil, 5*time.Second)
+			c.Close()
+			inj.Finish()
+		})
+	}
 }
 
 // TestInjectKilled kills the injecting krait (SIGKILL, SIGINT, SIGTERM,
