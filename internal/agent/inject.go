@@ -27,7 +27,7 @@ import (
 type Regs = live.Regs
 
 // ErrNoSafeThread: no thread is parked where injection is safe.
-var ErrNoSafeThread = errors.New("no thread was parked in a system call where krait can safely enter within 5 s (every thread kept running, holding the GIL or waiting on a lock)")
+var ErrNoSafeThread = errors.New("no thread was parked in a system call where krait can safely enter within 10 s (every thread kept running, holding the GIL or waiting on a lock)")
 
 // ErrUnsupported: attach does not work on this target.
 var ErrUnsupported = errors.New("attach is not supported here")
@@ -378,7 +378,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 
 // safeThreadWait is how long the ptrace way in keeps looking for a thread
 // parked in a safe system call in a busy process.
-const safeThreadWait = 5 * time.Second
+const safeThreadWait = 10 * time.Second
 
 // waitSafeCandidate waits (until deadline at most) until /proc says a
 // thread of pid is blocked in one of the safe system calls; it pauses
