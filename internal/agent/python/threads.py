@@ -46,13 +46,25 @@ class _Threads(object):
                 f = th.top
             while f is not None and self._hidden(f):
                 f = f.f_back
-            d = {'id': ident, 'native_id': getattr(t, 'native_id', th and th.native),
+            d = {'id': ident, 'native_id': th.native if th is not None else self._lwp(t),
                  'name': t.name if t is not None else None, 'stopped': th is not None,
                  'reason': th.reason if th else None, 'function': None, 'file': None, 'line': None}
             if f is not None:
                 d.update(self._where(f))
             out.append(d)
         return {'threads': out}
+
+    @staticmethod
+    def _lwp(t):
+        """A running thread's OS thread id. threading caches it when the
+        thread starts, and before 3.14 never renews it after os.fork(): in
+        a forked worker the thread that forked still shows the parent's.
+        That thread is the child's first one, whose id is the pid; it is
+        the only one whose cached id is no thread of this process."""
+        n = getattr(t, 'native_id', None)
+        if n is not None and not os.path.exists('/proc/self/task/%d' % n):
+            return os.getpid()
+        return n
 
     def _resume(self, ths, mode, req=None):
         if mode == 'finish':
