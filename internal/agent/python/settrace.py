@@ -21,7 +21,7 @@ class _Settrace(object):
                 return self.lt
             st = self.steps.get(_ident())
             if st is not None and not self._hidden(frame) and (
-                    st.mode == 'step' or self._relation(frame, st.frame) == 'gone'):
+                    st.mode in ('step', 'interrupt') or self._relation(frame, st.frame) == 'gone'):
                 return self.lt
         except Exception:
             pass

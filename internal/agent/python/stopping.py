@@ -9,23 +9,26 @@ class _Stopping(object):
         for bp in list(bps or ()):
             if not bp.enabled:
                 continue
+            err = None
             if bp.ccode is not None:
                 try:
                     if not eval(bp.ccode, frame.f_globals, frame.f_locals):
                         continue
                 except Exception as e:
-                    self.send({'event': 'error', 'message': 'breakpoint %d: condition %r raised %s' % (
-                        bp.id, bp.cond, exc_line(e))})
+                    err = exc_line(e)  # the thread stops, as gdb's does
             bp.hits += 1
+            if bp.ignore > 0 and err is None:
+                bp.ignore -= 1
+                continue
             if bp.temporary:
                 self._remove(bp)
-            return self._stop(frame, 'breakpoint', bp)
+            return self._stop(frame, 'breakpoint', bp, extra={'cond_error': err} if err else None)
         st = self.steps.get(ident)
         if st is None:
             return
-        if st.mode == 'step':
+        if st.mode in ('step', 'interrupt'):
             if not frame.f_code.co_filename.startswith('<frozen'):
-                self._stop(frame, 'step')
+                self._stop(frame, st.mode if st.mode == 'interrupt' else 'step')
             return
         rel = self._relation(frame, st.frame)
         if rel == 'same':
@@ -48,7 +51,7 @@ class _Stopping(object):
         if st is not None and st.mode == 'finish' and frame is st.frame:
             self._stop(frame, 'finish', None, rv, self._up(frame) or frame)
 
-    def _stop(self, frame, reason, bp=None, rv=_NO, top=None):
+    def _stop(self, frame, reason, bp=None, rv=_NO, top=None, extra=None):
         ident = _ident()
         if self.closing or ident == self.ident or os.getpid() != self.pid:
             return
@@ -63,6 +66,7 @@ class _Stopping(object):
               'return_value': None if rv is _NO else value(rv)}
         ev.update(self._where(th.top))
         ev['args'] = self._args(th.top)
+        ev.update(extra or {})
         self.send(ev)
         while True:  # run the jobs posted to this thread until resumed
             try:
@@ -121,5 +125,5 @@ class _Stopping(object):
 
     def _args(self, f):
         loc = f.f_locals
-        return [dict(name=n, type=type_name(loc[n]), value=render(loc[n], attrs=False))
+        return [dict(name=n, type=type_name(loc[n]), value=REDACTED if _hide(n) else render(loc[n], attrs=False))
                 for n in arg_names(f.f_code) if n in loc]
