@@ -48,6 +48,9 @@ type Session struct {
 	Frame  int
 	// History holds printed values, $1 first.
 	History []string
+	// ShowSecrets shows values under names that look secret (see package
+	// secrets) in Print, Eval, Stack and Locals; else they are <redacted>.
+	ShowSecrets bool
 
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
@@ -120,6 +123,9 @@ type Stop struct {
 	Line       int
 	Args       []Var
 	Return     *Var
+	// CondError is the exception the breakpoint's condition raised (the
+	// thread stops, as gdb's does).
+	CondError string
 }
 
 // Var is a named rendered value.
@@ -140,6 +146,16 @@ type Breakpoint struct {
 	Temporary bool
 	Enabled   bool
 	Hits      int
+	Ignore    int        // crossings still to ignore
+	Warning   string     // e.g. a module-level line that has run already
+	Locations []Location // where it is set, when more than one place (break FUNC)
+}
+
+// Location is one place a breakpoint is set.
+type Location struct {
+	File     string
+	Line     int
+	Function string
 }
 
 // Attach injects the agent into pid and connects to it. interp picks the
@@ -259,7 +275,7 @@ func (s *Session) eventLoop() {
 		case "stop":
 			st := &Stop{Thread: int64(num(ev, "thread")), NativeID: num(ev, "native_id"), ThreadName: str(ev, "thread_name"),
 				Reason: str(ev, "reason"), BP: num(ev, "bp"), Function: str(ev, "function"), File: str(ev, "file"), Line: num(ev, "line"),
-				Args: vars(ev["args"], true)}
+				Args: vars(ev["args"], true), CondError: str(ev, "cond_error")}
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}
@@ -348,8 +364,16 @@ func (s *Session) call(cmd string, args map[string]any) (map[string]any, error) 
 
 func toBP(v any) Breakpoint {
 	m, _ := v.(map[string]any)
-	return Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
-		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits")}
+	bp := Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
+		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits"),
+		Ignore: num(m, "ignore"), Warning: str(m, "warning")}
+	if locs, _ := m["locations"].([]any); len(locs) > 1 {
+		for _, l := range locs {
+			lm, _ := l.(map[string]any)
+			bp.Locations = append(bp.Locations, Location{File: str(lm, "file"), Line: num(lm, "line"), Function: str(lm, "function")})
+		}
+	}
+	return bp
 }
 
 var fileLine = regexp.MustCompile(`^(.+):(\d+)$`)
@@ -424,6 +448,68 @@ func (s *Session) Condition(id int, cond string) error {
 	}
 	_, err := s.call("condition", args)
 	return err
+}
+
+// Ignore makes breakpoint id let the next count crossings go (gdb's ignore).
+func (s *Session) Ignore(id, count int) error {
+	_, err := s.call("ignore", map[string]any{"bp": id, "count": count})
+	return err
+}
+
+// Cancel cancels the step (next, step, finish, until) a thread was resumed
+// with: it runs on and does not stop for it. cancelled says whether a step
+// was still in progress (else the thread had stopped already, or was not
+// stepping).
+func (s *Session) Cancel(thread int64) (cancelled bool, err error) {
+	r, err := s.call("cancel", map[string]any{"thread": thread})
+	if err != nil {
+		return false, err
+	}
+	return flag(r, "cancelled"), nil
+}
+
+// Interrupt asks a running thread (every one, with all) to stop at the
+// next line of Python it runs; the stops arrive as any other. It returns
+// the idents of the threads asked.
+func (s *Session) Interrupt(thread int64, all bool) ([]int64, error) {
+	args := map[string]any{"thread": thread}
+	if all {
+		args["thread"] = nil
+	}
+	r, err := s.call("interrupt", args)
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["threads"].([]any)
+	var out []int64
+	for _, t := range list {
+		n, _ := t.(float64)
+		out = append(out, int64(n))
+	}
+	return out, nil
+}
+
+// SetVar assigns expr's value to name in the selected frame (a local, or a
+// global at module level: gdb's set var). With store the value joins the
+// history (print NAME = EXPR) and its $N is returned.
+func (s *Session) SetVar(name, expr string, store bool) (int, Var, error) {
+	if err := s.needStopped(); err != nil {
+		return 0, Var{}, err
+	}
+	e, err := s.expandHistory(expr)
+	if err != nil {
+		return 0, Var{}, err
+	}
+	r, err := s.call("set_local", map[string]any{"thread": s.Thread, "frame": s.Frame, "name": name, "expr": e, "store": store, "secrets": s.ShowSecrets})
+	if err != nil {
+		return 0, Var{}, err
+	}
+	v := Var{Name: name, Type: str(r, "type"), Value: str(r, "value")}
+	if !store {
+		return 0, v, nil
+	}
+	s.History = append(s.History, v.Value)
+	return len(s.History), v, nil
 }
 
 // Thread is one thread as the agent lists it.
@@ -597,7 +683,7 @@ func (s *Session) Stack() ([]Frame, error) {
 	if err := s.needStopped(); err != nil {
 		return nil, err
 	}
-	r, err := s.call("stack", map[string]any{"thread": s.Thread})
+	r, err := s.call("stack", map[string]any{"thread": s.Thread, "secrets": s.ShowSecrets})
 	if err != nil {
 		return nil, err
 	}
@@ -618,7 +704,7 @@ func (s *Session) LocalsAt(n int) ([]Var, error) {
 	if err := s.needStopped(); err != nil {
 		return nil, err
 	}
-	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n})
+	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n, "secrets": s.ShowSecrets})
 	if err != nil {
 		return nil, err
 	}
@@ -658,6 +744,12 @@ func (s *Session) expandHistory(expr string) (string, error) {
 // compiles a Django QuerySet's SQL without running it (print/sql). The
 // value joins the history; the returned number is its $N.
 func (s *Session) Print(expr, mode string) (int, Var, error) {
+	return s.PrintSecrets(expr, mode, s.ShowSecrets)
+}
+
+// PrintSecrets is Print showing secrets or not, whatever ShowSecrets says
+// (print/s).
+func (s *Session) PrintSecrets(expr, mode string, show bool) (int, Var, error) {
 	if err := s.needStopped(); err != nil {
 		return 0, Var{}, err
 	}
@@ -665,7 +757,7 @@ func (s *Session) Print(expr, mode string) (int, Var, error) {
 	if err != nil {
 		return 0, Var{}, err
 	}
-	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true})
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true, "secrets": show})
 	if err != nil {
 		return 0, Var{}, err
 	}
@@ -684,7 +776,7 @@ func (s *Session) Eval(expr, mode string) (Var, error) {
 	if err != nil {
 		return Var{}, err
 	}
-	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode})
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "secrets": s.ShowSecrets})
 	if err != nil {
 		return Var{}, err
 	}
