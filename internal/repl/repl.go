@@ -406,6 +406,9 @@ func resume(cmd string) func(*REPL, string) error {
 }
 
 func (r *REPL) cmdFinish(arg string) error {
+	if r.S.Stopped() == nil {
+		return session.ErrNotStopped
+	}
 	frames, err := r.S.Stack()
 	if err != nil {
 		return err
@@ -537,6 +540,9 @@ func (r *REPL) cmdBacktrace(arg string) error {
 	frames, err := r.S.Stack()
 	if err != nil {
 		return err
+	}
+	if r.S.Running() {
+		r.printf("(thread %d is running: its stack as read from outside just now)\n", r.S.ThreadNumber(r.S.Thread))
 	}
 	full := false
 	limit := 0

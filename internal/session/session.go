@@ -21,6 +21,7 @@ import (
 
 	"krait/internal/agent"
 	"krait/internal/cpython"
+	"krait/internal/dump"
 	"krait/internal/target"
 	"krait/internal/target/live"
 )
@@ -678,10 +679,25 @@ type Frame struct {
 	Args     []Var
 }
 
-// Stack returns the selected (stopped) thread's stack, innermost first.
+// Stack returns the selected thread's stack, innermost first: from the
+// agent when the thread is stopped, else read from outside as krait dump
+// does (the process paused for the read), a snapshot of a moving stack.
 func (s *Session) Stack() ([]Frame, error) {
-	if err := s.needStopped(); err != nil {
-		return nil, err
+	if s.Stopped() == nil {
+		frames, err := s.outside()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Frame, len(frames))
+		for i, f := range frames {
+			out[i] = Frame{Index: i, Function: f.Function, File: f.File, Line: f.Line}
+			for _, v := range f.Locals {
+				if v.Arg {
+					out[i].Args = append(out[i].Args, v)
+				}
+			}
+		}
+		return out, nil
 	}
 	r, err := s.call("stack", map[string]any{"thread": s.Thread, "secrets": s.ShowSecrets})
 	if err != nil {
@@ -701,8 +717,15 @@ func (s *Session) Locals() ([]Var, error) { return s.LocalsAt(s.Frame) }
 
 // LocalsAt are the arguments and locals of frame n of the selected thread.
 func (s *Session) LocalsAt(n int) ([]Var, error) {
-	if err := s.needStopped(); err != nil {
-		return nil, err
+	if s.Stopped() == nil {
+		frames, err := s.outside()
+		if err != nil {
+			return nil, err
+		}
+		if n < 0 || n >= len(frames) {
+			return nil, fmt.Errorf("No frame at level %d.", n)
+		}
+		return frames[n].Locals, nil
 	}
 	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n, "secrets": s.ShowSecrets})
 	if err != nil {
@@ -710,6 +733,54 @@ func (s *Session) LocalsAt(n int) ([]Var, error) {
 	}
 	return vars(r["locals"], false), nil
 }
+
+// outsideFrame is a frame of a running thread read from outside.
+type outsideFrame struct {
+	Function, File string
+	Line           int
+	Locals         []Var
+}
+
+// outside reads the selected (running) thread's stack and locals from
+// outside the process, as krait dump does: the agent cannot, since the
+// thread is not stopped in it.
+func (s *Session) outside() ([]outsideFrame, error) {
+	if s.Thread == 0 {
+		return nil, errors.New("No thread selected.")
+	}
+	res, err := dump.Take(s.PID, dump.Options{Locals: true, ShowSecrets: s.ShowSecrets})
+	if err != nil {
+		return nil, fmt.Errorf("reading thread %d's stack from outside: %w", s.ThreadNumber(s.Thread), err)
+	}
+	for _, t := range res.Threads {
+		if int64(t.ThreadID) != s.Thread {
+			continue
+		}
+		var out []outsideFrame
+		for _, f := range t.Frames {
+			if dump.IsKraitFrame(f.File) {
+				continue
+			}
+			of := outsideFrame{Function: f.Qualname, File: f.File, Line: f.Line}
+			if of.Function == "" {
+				of.Function = f.Function
+			}
+			for _, l := range f.Locals {
+				of.Locals = append(of.Locals, Var{Name: l.Name, Type: l.Type, Value: l.Value, Arg: l.Arg})
+			}
+			out = append(out, of)
+		}
+		if len(out) == 0 {
+			return nil, errors.New("No stack.")
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("Thread %d has exited.", s.ThreadNumber(s.Thread))
+}
+
+// Running says whether the selected thread runs (not stopped in the
+// agent): its stack comes from outside.
+func (s *Session) Running() bool { return s.Stopped() == nil }
 
 var histRef = regexp.MustCompile(`\$(\$?)(\d*)`)
 
