@@ -171,6 +171,14 @@ type Location struct {
 // *Interrupted. (SIGKILL leaves the process untouched or with the agent
 // on its way, which leaves by itself when nobody connects.)
 func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
+	return AttachForce(pid, interp, method, timeout, false)
+}
+
+// AttachForce is Attach; with force, the agent of an earlier session whose
+// krait is gone (it waits for a connection that will never come) is made
+// to leave first (agent.ReleaseAbandoned). A session whose krait still
+// runs is never disturbed.
+func AttachForce(pid int, interp int64, method string, timeout time.Duration, force bool) (*Session, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
@@ -185,7 +193,14 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 		case <-done:
 		}
 	}()
-	s, err := attach(pid, interp, method, timeout, cancel)
+	var s *Session
+	var err error
+	if force {
+		_, err = agent.ReleaseAbandoned(pid)
+	}
+	if err == nil {
+		s, err = attach(pid, interp, method, timeout, cancel)
+	}
 	close(done)
 	<-watched
 	if got != nil {
