@@ -519,6 +519,13 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 	default:
 		r.printf("%s\n", loc)
 	}
+	if st.LoopTasks >= 0 {
+		tasks := "tasks"
+		if st.LoopTasks == 1 {
+			tasks = "task"
+		}
+		r.printf("[this thread runs an event loop with %d other %s; they wait while it is stopped]\n", st.LoopTasks, tasks)
+	}
 	r.printSourceLine(st.File, st.Line)
 	if st.Return != nil {
 		r.S.History = append(r.S.History, st.Return.Value)

@@ -127,6 +127,10 @@ type Stop struct {
 	// CondError is the exception the breakpoint's condition raised (the
 	// thread stops, as gdb's does).
 	CondError string
+	// LoopTasks is, when the thread runs an asyncio event loop, how many
+	// other tasks that loop has (they wait while it is stopped); -1 when
+	// it runs none.
+	LoopTasks int
 }
 
 // Var is a named rendered value.
@@ -292,6 +296,10 @@ func (s *Session) eventLoop() {
 			st := &Stop{Thread: int64(num(ev, "thread")), NativeID: num(ev, "native_id"), ThreadName: str(ev, "thread_name"),
 				Reason: str(ev, "reason"), BP: num(ev, "bp"), Function: str(ev, "function"), File: str(ev, "file"), Line: num(ev, "line"),
 				Args: vars(ev["args"], true), CondError: str(ev, "cond_error")}
+			st.LoopTasks = -1
+			if n, ok := ev["loop_tasks"].(float64); ok {
+				st.LoopTasks = int(n)
+			}
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +169,69 @@ func TestAttachAgentCommands(t *testing.T) {
 			fmt.Fprintf(s.In, "detach\n")
 			s.readUntil(func(l string) bool { return strings.Contains(l, "detached]") }, 30*time.Second)
 			checkClean(t, srv)
+		})
+	}
+}
+
+// TestAttachAsyncio: a thread stopped in a coroutine says that its event
+// loop's other tasks wait; next over an await lands on the coroutine's
+// next line (not in the event loop's code), and so does a step.
+func TestAttachAsyncio(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor != "3.12" && py.minor != "3.9" && py.minor != "3.11" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state.json")
+			p := start(t, nil, py.path, fixture("aio_server.py"), state)
+			var st struct{ PID int }
+			if !p.waitFor(20*time.Second, func() bool {
+				data, err := os.ReadFile(state)
+				return err == nil && json.Unmarshal(data, &st) == nil
+			}) {
+				t.Fatalf("the program did not start: %s", p.stderr.String())
+			}
+			marks := map[string]int{}
+			data, _ := os.ReadFile(fixture("aio_server.py"))
+			for i, line := range strings.Split(string(data), "\n") {
+				if j := strings.Index(line, "# MARK:"); j >= 0 {
+					marks[strings.TrimSpace(line[j+7:])] = i + 1
+				}
+			}
+			args := []string{"attach", fmt.Sprint(p.pid()), "--batch", "--timeout", "20s",
+				"-ex", fmt.Sprintf("break aio_server.py:%d", marks["aio_await"]), "-ex", "continue", "-ex", "delete"}
+			for i := 0; i < 5; i++ {
+				args = append(args, "-ex", "next")
+			}
+			for i := 0; i < 4; i++ {
+				args = append(args, "-ex", "step")
+			}
+			r := krait(t, args...)
+			if r.code != 0 {
+				t.Fatalf("attach: %v", r)
+			}
+			out := r.stdout
+			mustMatch(t, "stop", fmt.Sprintf(`Breakpoint 1, worker \(\) at .*aio_server\.py:%d\n\[this thread runs an event loop with 12 other tasks; they wait while it is stopped\]\n`, marks["aio_await"]), out)
+			var lines []int
+			for _, m := range regexp.MustCompile(`(?m)^(\S+) \(.*\) at (.*):(\d+)$`).FindAllStringSubmatch(out, -1) {
+				if m[1] == "BaseEventLoop._run_once" || m[1] == "Handle._run" || m[1] == "BaseEventLoop.run_forever" {
+					t.Errorf("a step in the coroutine landed in the event loop's code: %s", m[0])
+				}
+				if m[1] == "worker" && len(lines) < 5 {
+					n, _ := strconv.Atoi(m[3])
+					lines = append(lines, n)
+				}
+			}
+			after := 0
+			for _, n := range lines {
+				if n == marks["aio_after"] {
+					after++
+				}
+			}
+			if len(lines) != 5 || lines[0] != marks["aio_after"] || after < 2 {
+				t.Errorf("next in the coroutine (five times from its await) stopped at lines %v; want each in worker, first at %d, crossing the await twice:\n%s", lines, marks["aio_after"], out)
+			}
 		})
 	}
 }

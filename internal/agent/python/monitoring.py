@@ -19,7 +19,8 @@ class _Monitoring(object):
         mon.register_callback(tid, E.PY_START, self._m_start)
         mon.register_callback(tid, E.PY_RESUME, self._m_start)
         mon.register_callback(tid, E.PY_RETURN, self._m_return)
-        mon.register_callback(tid, E.PY_YIELD, self._m_return)
+        mon.register_callback(tid, E.PY_YIELD, self._m_yield)
+        mon.register_callback(tid, E.PY_UNWIND, self._m_unwind)
 
     def _mon_uninstall(self):
         mon, tid = sys.monitoring, self.tool
@@ -30,7 +31,7 @@ class _Monitoring(object):
             mon.set_local_events(tid, c, 0)
         self.mcodes.clear()
         E = mon.events
-        for e in (E.LINE, E.PY_START, E.PY_RESUME, E.PY_RETURN, E.PY_YIELD):
+        for e in (E.LINE, E.PY_START, E.PY_RESUME, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND):
             mon.register_callback(tid, e, None)
         mon.free_tool_id(tid)
 
@@ -38,7 +39,7 @@ class _Monitoring(object):
         E = sys.monitoring.events
         ev = E.PY_START | E.PY_RESUME if (self.lines or self.pending) else 0
         if self.steps:
-            ev |= E.LINE | E.PY_RETURN | E.PY_YIELD
+            ev |= E.LINE | E.PY_RETURN | E.PY_YIELD | E.PY_UNWIND
         sys.monitoring.set_events(self.tool, ev)
         if restart:
             sys.monitoring.restart_events()
@@ -96,6 +97,20 @@ class _Monitoring(object):
         except Exception:
             pass
         return None
+
+    def _m_yield(self, code, offset, rv):
+        try:
+            if self.steps and not self.closing:
+                self._returned(sys._getframe(1), rv, True)
+        except Exception:
+            pass
+
+    def _m_unwind(self, code, offset, exc):
+        try:
+            if self.steps and not self.closing:
+                self._returned(sys._getframe(1), None)
+        except Exception:
+            pass
 
     def _m_return(self, code, offset, rv):
         try:

@@ -41,6 +41,10 @@ class Stopped(object):
 class Step(object):
     def __init__(self, mode, frame):
         self.mode, self.frame, self.line = mode, frame, frame.f_lineno
+        # In a coroutine, the step waits while it awaits (suspended):
+        # the other tasks' code that runs meanwhile is not where it lands.
+        self.co = bool(frame.f_code.co_flags & CO_AWAITS)
+        self.suspended = False
 
 
 # --------------------------------------------------------------- the agent

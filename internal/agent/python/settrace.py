@@ -21,7 +21,8 @@ class _Settrace(object):
                 return self.lt
             st = self.steps.get(_ident())
             if st is not None and not self._hidden(frame) and (
-                    st.mode in ('step', 'interrupt') or self._relation(frame, st.frame) == 'gone'):
+                    st.mode in ('step', 'interrupt') or frame is st.frame or
+                    self._relation(frame, st.frame) == 'gone'):
                 return self.lt
         except Exception:
             pass
@@ -46,7 +47,7 @@ class _Settrace(object):
                 # would hold it, and the agent, until resumed; the next
                 # 'call' event sets it again).
                 if self.steps and not self.closing:
-                    self._returned(frame, arg)
+                    self._returned(frame, arg, self._yielding(frame))
                 frame.f_trace = None
                 return None
             if self.closing:
@@ -63,6 +64,21 @@ class _Settrace(object):
             return None if self.closing or sys.gettrace() is not self.gt else self.lt
         except Exception:
             return None
+
+    @staticmethod
+    def _yielding(frame):
+        """At a 'return' event: whether a coroutine's frame suspends (at a
+        yield or await) rather than returns or raises."""
+        c = frame.f_code
+        if not c.co_flags & CO_AWAITS:
+            return False
+        try:
+            code, i = c.co_code, frame.f_lasti
+            # Before 3.11 a suspended YIELD_FROM (await) leaves f_lasti on
+            # the instruction before it, to run it again on resuming.
+            return code[i] in _YIELD_OPS or (i + 2 < len(code) and code[i + 2] in _YIELD_OPS)
+        except Exception:
+            return False
 
     def _tr_install(self):
         T = self.T = self.cfg.get('trace')

@@ -26,11 +26,19 @@ class _Stopping(object):
         st = self.steps.get(ident)
         if st is None:
             return
-        if st.mode in ('step', 'interrupt'):
+        if st.mode == 'interrupt':
             if not frame.f_code.co_filename.startswith('<frozen'):
-                self._stop(frame, st.mode if st.mode == 'interrupt' else 'step')
+                self._stop(frame, 'interrupt')
             return
         rel = self._relation(frame, st.frame)
+        if rel == 'gone' and st.suspended:
+            return  # its coroutine awaits: this is another task's code (or the loop's)
+        if rel == 'same':
+            st.suspended = False
+        if st.mode == 'step':
+            if not frame.f_code.co_filename.startswith('<frozen'):
+                self._stop(frame, 'step')
+            return
         if rel == 'same':
             if st.mode == 'next' or (st.mode == 'until' and line > st.line):
                 self._stop(frame, 'until' if st.mode == 'until' else 'step')
@@ -46,9 +54,16 @@ class _Stopping(object):
             f = f.f_back
         return 'gone'
 
-    def _returned(self, frame, rv):
+    def _returned(self, frame, rv, yielded=False):
+        """frame returns, or (yielded) suspends at a yield or await."""
         st = self.steps.get(_ident())
-        if st is not None and st.mode == 'finish' and frame is st.frame:
+        if st is None or frame is not st.frame:
+            return
+        if st.co and yielded:
+            st.suspended = True  # it awaits: the step carries on when it resumes
+            return
+        st.suspended = False
+        if st.mode == 'finish':
             self._stop(frame, 'finish', None, rv, self._up(frame) or frame)
 
     def _stop(self, frame, reason, bp=None, rv=_NO, top=None, extra=None):
@@ -66,6 +81,7 @@ class _Stopping(object):
               'return_value': None if rv is _NO else value(rv)}
         ev.update(self._where(th.top))
         ev['args'] = self._args(th.top)
+        ev['loop_tasks'] = self._loop_tasks()
         ev.update(extra or {})
         self.send(ev)
         while True:  # run the jobs posted to this thread until resumed
@@ -102,6 +118,21 @@ class _Stopping(object):
                     f.f_trace = self.lt
                 f = f.f_back
         self._steps_changed(True)
+
+    @staticmethod
+    def _loop_tasks():
+        """In a thread running an asyncio event loop (this one, stopped):
+        how many other tasks that loop has (they wait while it is
+        stopped); None without a running loop."""
+        aio = sys.modules.get('asyncio')
+        try:
+            loop = aio.events._get_running_loop() if aio is not None else None
+            if loop is None or not hasattr(aio, 'all_tasks'):
+                return None
+            tasks = aio.all_tasks(loop)
+            return len(tasks) - (1 if aio.current_task(loop) in tasks else 0)
+        except Exception:
+            return None
 
     @staticmethod
     def _thread_name(ident):
