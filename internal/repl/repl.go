@@ -96,6 +96,7 @@ func init() {
 		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
 		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
 		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
+		{[]string{"catch"}, "catch raise [TYPE…] | catch uncaught [TYPE…] — stop where an exception (of those classes) is raised, or as it leaves a thread uncaught; catch: list; catch delete [N]", (*REPL).cmdCatch},
 		{[]string{"ignore"}, "ignore N COUNT — let breakpoint N's next COUNT crossings go without stopping", (*REPL).cmdIgnore},
 		{[]string{"interrupt"}, "interrupt [N | -a] — stop the selected running thread (thread N, every thread) at the next line of Python it runs", (*REPL).cmdInterrupt},
 		{[]string{"delete", "d"}, "delete [N…] — delete breakpoints (all without N)", bpCmd("delete")},
@@ -258,6 +259,51 @@ func (r *REPL) setBreak(arg string, temp bool) error {
 		r.printf("warning: %s\n", bp.Warning)
 	}
 	return nil
+}
+
+func (r *REPL) cmdCatch(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) == 0 {
+		cs := r.S.Catchpoints()
+		if len(cs) == 0 {
+			r.printf("No catchpoints.\n")
+		}
+		for _, c := range cs {
+			r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		}
+		return nil
+	}
+	switch f[0] {
+	case "raise", "throw", "uncaught":
+		kind := f[0]
+		if kind == "throw" {
+			kind = "raise"
+		}
+		c, err := r.S.Catch(kind, f[1:])
+		if err != nil {
+			return err
+		}
+		r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		return nil
+	case "delete":
+		id := 0
+		if len(f) > 1 {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return fmt.Errorf("Bad catchpoint argument: '%s'", f[1])
+			}
+			id = n
+		}
+		return r.S.DeleteCatch(id)
+	}
+	return fmt.Errorf("Undefined catch command: \"%s\".  Try \"help catch\".", f[0])
+}
+
+func catchTypes(types []string) string {
+	if len(types) == 0 {
+		return "any exception"
+	}
+	return strings.Join(types, ", ")
 }
 
 func (r *REPL) cmdIgnore(arg string) error {
@@ -508,6 +554,16 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 		}
 		kind := "Breakpoint"
 		r.printf("\n%s %d, %s\n", kind, st.BP, loc)
+	case "exception":
+		what := "raised"
+		if st.CatchKind == "uncaught" {
+			what = "not caught"
+		}
+		exc := ""
+		if st.Exception != nil {
+			exc = st.Exception.Value
+		}
+		r.printf("\nCatchpoint %d (%s), %s %s in %s\n", st.Catch, st.CatchKind, exc, what, loc)
 	case "interrupt":
 		name := ""
 		if st.ThreadName != "" {

@@ -53,6 +53,9 @@ type Session struct {
 	// secrets) in Print, Eval, Stack and Locals; else they are <redacted>.
 	ShowSecrets bool
 
+	catches   []Catchpoint
+	nextCatch int
+
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
 	terminating string // the agent let go because the process was told to stop (the signal)
@@ -127,6 +130,12 @@ type Stop struct {
 	// CondError is the exception the breakpoint's condition raised (the
 	// thread stops, as gdb's does).
 	CondError string
+	// Catch is the catchpoint an exception stop is for (Reason
+	// "exception"), CatchKind "raise" or "uncaught", Exception the
+	// exception (Type, and Value as its constructor call).
+	Catch     int
+	CatchKind string
+	Exception *Var
 	// LoopTasks is, when the thread runs an asyncio event loop, how many
 	// other tasks that loop has (they wait while it is stopped); -1 when
 	// it runs none.
@@ -296,6 +305,10 @@ func (s *Session) eventLoop() {
 			st := &Stop{Thread: int64(num(ev, "thread")), NativeID: num(ev, "native_id"), ThreadName: str(ev, "thread_name"),
 				Reason: str(ev, "reason"), BP: num(ev, "bp"), Function: str(ev, "function"), File: str(ev, "file"), Line: num(ev, "line"),
 				Args: vars(ev["args"], true), CondError: str(ev, "cond_error")}
+			st.Catch, st.CatchKind = num(ev, "catch"), str(ev, "catch_kind")
+			if e, ok := ev["exception"].(map[string]any); ok {
+				st.Exception = &Var{Type: str(e, "type"), Value: str(e, "value")}
+			}
 			st.LoopTasks = -1
 			if n, ok := ev["loop_tasks"].(float64); ok {
 				st.LoopTasks = int(n)
@@ -472,6 +485,70 @@ func (s *Session) Condition(id int, cond string) error {
 	}
 	_, err := s.call("condition", args)
 	return err
+}
+
+// Catchpoint stops threads where an exception is raised (Kind "raise") or
+// as it leaves a thread (Kind "uncaught"), for exceptions of Types (class
+// names; any when empty): the agent's exception stops.
+type Catchpoint struct {
+	ID    int
+	Kind  string
+	Types []string
+}
+
+// Catch adds a catchpoint.
+func (s *Session) Catch(kind string, types []string) (Catchpoint, error) {
+	s.mu.Lock()
+	s.nextCatch++
+	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types}
+	list := append(append([]Catchpoint{}, s.catches...), c)
+	s.mu.Unlock()
+	if err := s.setCatches(list); err != nil {
+		return Catchpoint{}, err
+	}
+	return c, nil
+}
+
+// Catchpoints lists the catchpoints.
+func (s *Session) Catchpoints() []Catchpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Catchpoint{}, s.catches...)
+}
+
+// DeleteCatch removes catchpoint id (0: all).
+func (s *Session) DeleteCatch(id int) error {
+	var list []Catchpoint
+	found := id == 0
+	for _, c := range s.Catchpoints() {
+		if id != 0 && c.ID != id {
+			list = append(list, c)
+		} else {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("No catchpoint number %d.", id)
+	}
+	return s.setCatches(list)
+}
+
+func (s *Session) setCatches(list []Catchpoint) error {
+	filters := []map[string]any{}
+	for _, c := range list {
+		types := c.Types
+		if types == nil {
+			types = []string{}
+		}
+		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types})
+	}
+	if _, err := s.call("exception_filters", map[string]any{"filters": filters}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.catches = list
+	s.mu.Unlock()
+	return nil
 }
 
 // Ignore makes breakpoint id let the next count crossings go (gdb's ignore).

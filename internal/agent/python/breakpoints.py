@@ -219,6 +219,34 @@ class _Breakpoints(object):
     def c_condition(self, req):
         self._bp(req).set_cond(req.get('cond'))
 
+    def c_exception_filters(self, req):
+        """Set where threads stop for exceptions (gdb's catch; a DAP
+        server's exception breakpoints): filters is the whole list, each
+        {"id", "kind": "raise" (where it is raised) | "uncaught" (as it
+        leaves the thread's outermost frame), "types": [class names, or
+        qualified names, matched along the exception's MRO; empty: any]}."""
+        fl = req.get('filters')
+        if type(fl) is not list:
+            raise Err('exception_filters needs filters (a list)')
+        out = []
+        for f in fl:
+            kind = f.get('kind') if type(f) is dict else None
+            names = f.get('types') or [] if type(f) is dict else None
+            if kind not in ('raise', 'uncaught') or type(names) is not list or \
+                    any(type(n) is not str for n in names) or type(f.get('id')) is not int:
+                raise Err('a filter is {"id": N, "kind": "raise" or "uncaught", "types": [names]}')
+            out.append((f['id'], kind, tuple(names)))
+        with self.lock:
+            self.exc_filters = out
+            self.exc_seen.clear()
+        if self.backend == 'settrace':
+            if out:
+                self._install()
+                self._tr_global()
+        elif self.installed:
+            self._mon_events(False)
+        return {'filters': [{'id': i, 'kind': k, 'types': list(t)} for i, k, t in out]}
+
     def c_ignore(self, req):
         n = req.get('count')
         if type(n) is not int or n < 0:

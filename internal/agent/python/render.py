@@ -369,6 +369,16 @@ def value(v):
     return {'type': type_name(v), 'value': render(v)}
 
 
+def exc_value(e):
+    """An exception as its constructor call, from its args (no user
+    __str__ or __repr__ runs): ValueError('bad', 3)."""
+    try:
+        args = BaseException.args.__get__(e)
+        return '%s(%s)' % (_tqual(type(e)), ', '.join(render(a, 1, False) for a in args[:10]))
+    except Exception:
+        return '<%s>' % type_name(e)
+
+
 def exc_line(e):
     try:
         msg = str(e)

@@ -24,6 +24,11 @@ class _Settrace(object):
                     st.mode in ('step', 'interrupt') or frame is st.frame or
                     self._relation(frame, st.frame) == 'gone'):
                 return self.lt
+            if self.exc_filters and not self._hidden(frame):
+                # Exception events only: no line events in this frame.
+                if hasattr(frame, 'f_trace_lines'):
+                    frame.f_trace_lines = False
+                return self.lt
         except Exception:
             pass
         return None
@@ -52,7 +57,14 @@ class _Settrace(object):
                 return None
             if self.closing:
                 return None
-            if event == 'line':
+            if event == 'exception':
+                if self.exc_filters:
+                    tb = arg[2]
+                    if tb is not None and tb.tb_next is None:  # where it is raised
+                        self._exception(frame, arg[1], 'raise')
+                    if self._outermost(frame):  # it may still catch it
+                        self._exception(frame, arg[1], 'uncaught')
+            elif event == 'line':
                 ident, c = _ident(), frame.f_code
                 bl = self.lines.get(self.fcache.get(c.co_filename) or self._abs(c.co_filename))
                 line = frame.f_lineno

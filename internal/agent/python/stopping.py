@@ -116,8 +116,43 @@ class _Stopping(object):
             while f is not None:  # line events in the callers too
                 if f.f_trace is None and not self._hidden(f):
                     f.f_trace = self.lt
+                if hasattr(f, 'f_trace_lines'):
+                    f.f_trace_lines = True  # traced for exceptions only, until now
                 f = f.f_back
         self._steps_changed(True)
+
+    def _exception(self, frame, exc, kind):
+        """exc is raised in frame (kind 'raise'), or leaves the thread's
+        outermost frame (kind 'uncaught'): stop if a filter wants it."""
+        ident = _ident()
+        if ident == self.ident or ident in self.stopped or self.closing or os.getpid() != self.pid or \
+                self._hidden(frame):
+            return  # (a stopped thread raises in what krait evaluates there: not a stop)
+        if kind == 'uncaught':
+            if self.exc_seen.get(ident) == id(exc):
+                return  # stopped for it already, in the frame it left first
+        hit = None
+        for fid, k, names in list(self.exc_filters):
+            if k == kind and (not names or any(_tname(c) in names or _cls_name(c) in names
+                                               for c in _tmro(type(exc)))):
+                hit = fid
+                break
+        if hit is None:
+            return
+        if kind == 'uncaught':
+            self.exc_seen[ident] = id(exc)
+        self._stop(frame, 'exception', extra={'catch': hit, 'catch_kind': kind,
+                                              'exception': {'type': _cls_name(type(exc)), 'value': exc_value(exc)}})
+
+    @staticmethod
+    def _outermost(f):
+        """Whether f is the thread's outermost frame of its own code: no
+        caller, or called by threading.Thread's run or bootstrap."""
+        b = f.f_back
+        if b is None:
+            return True
+        T = threading.Thread
+        return b.f_code is T.run.__code__ or b.f_code is getattr(T._bootstrap_inner, '__code__', None)
 
     @staticmethod
     def _loop_tasks():
