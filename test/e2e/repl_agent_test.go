@@ -194,7 +194,7 @@ func TestAttachAgentCommands(t *testing.T) {
 func TestAttachAsyncio(t *testing.T) {
 	for _, py := range pythons(t) {
 		py := py
-		if py.minor != "3.12" && py.minor != "3.9" && py.minor != "3.11" {
+		if py.minor != "3.12" && py.minor != "3.9" && py.minor != "3.11" && py.minor != "3.14" {
 			continue
 		}
 		t.Run(py.name, func(t *testing.T) {
