@@ -19,9 +19,13 @@ var ErrBusy = errors.New("already being debugged by krait")
 type busyError struct {
 	pid     int
 	threads []string
+	gone    bool // the krait of that session is gone (its agent waits for it)
 }
 
 func (e *busyError) Error() string {
+	if e.gone {
+		return fmt.Sprintf("process %d is already being debugged by krait (agent thread %s), whose krait is gone; krait attach --force makes that agent leave", e.pid, strings.Join(e.threads, ", "))
+	}
 	return fmt.Sprintf("process %d is already being debugged by krait (agent thread %s); detach that session first", e.pid, strings.Join(e.threads, ", "))
 }
 
@@ -60,7 +64,7 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 			}
 		}
 		if len(liveSessions(tmp, o.PID, o.Start)) > 0 || time.Now().After(deadline) {
-			e := &busyError{pid: o.PID}
+			e := &busyError{pid: o.PID, gone: abandonedOnly(tmp, o.PID, o.Start)}
 			for _, t := range ts {
 				if t.NativeID != 0 {
 					e.threads = append(e.threads, fmt.Sprint(t.NativeID))
@@ -97,4 +101,77 @@ func dismissOrphans(tmp int, o owner) (dismissed int, live bool) {
 		}
 	})
 	return dismissed, live
+}
+
+// liveKraitError names the krait whose session --force will not end.
+type liveKraitError struct {
+	pid, krait int
+}
+
+func (e *liveKraitError) Error() string {
+	return fmt.Sprintf("process %d is being debugged by krait (process %d), which is still running; detach that session first (--force only ends a session whose krait is gone)", e.pid, e.krait)
+}
+
+func (e *liveKraitError) Unwrap() error { return ErrBusy }
+
+// abandonedOnly says whether every session with a socket for process pid
+// (started at start) was made by a krait that is gone (and there is one).
+func abandonedOnly(tmp int, pid int, start uint64) bool {
+	dead, alive := 0, 0
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		var sock unix.Stat_t
+		if o.PID != pid || o.Start != start || unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			return
+		}
+		if same(o.Krait, o.KraitStart) {
+			alive++
+		} else {
+			dead++
+		}
+	})
+	return dead > 0 && alive == 0
+}
+
+// ReleaseAbandoned is attach --force: it makes the agent of a session
+// whose krait is gone leave process pid. Such an agent waits for a
+// connection that will never come (its krait died before connecting);
+// krait connects to its socket (checking with SO_PEERCRED that the target
+// listens on it) and closes without a word, which the agent takes, as any
+// end of connection, as its cue to clean up and leave. It never touches
+// the session of a krait that still runs (a *liveKraitError, ErrBusy),
+// nor a directory it cannot trust (see scanDirs). It returns how many
+// agents it told to leave; attach then waits for them to go (busyGrace).
+func ReleaseAbandoned(pid int) (int, error) {
+	start, alive := procStart(pid)
+	if !alive {
+		return 0, nil
+	}
+	tmp, err := openTargetTmp(pid)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(tmp)
+	var live *liveKraitError
+	released := 0
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		var sock unix.Stat_t
+		if o.PID != pid || o.Start != start || unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil ||
+			sock.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return
+		}
+		if same(o.Krait, o.KraitStart) {
+			live = &liveKraitError{pid: pid, krait: o.Krait}
+			return
+		}
+		conn, err := dialPeer(fmt.Sprintf("/proc/self/fd/%d/sock", fd), pid, time.Second)
+		if err != nil {
+			return
+		}
+		conn.Close()
+		released++
+	})
+	if live != nil {
+		return released, live
+	}
+	return released, nil
 }

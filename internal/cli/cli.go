@@ -44,7 +44,7 @@ const usage = `krait — a debugger for live Python processes
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
   krait dump --core FILE [--sysroot DIR] [--locals] [--json]
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace]
+  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
@@ -315,6 +315,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
+	force := fs.Bool("force", false, "when another krait's session is in the process but that krait is gone, make its agent leave and attach (a session whose krait runs is never disturbed)")
 	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14), pep768, or ptrace; a target that opted out of remote debugging is refused either way")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "attach", neg)
@@ -378,7 +379,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	s, err := session.Attach(*pid, *interp, *method, *attachTimeout)
+	s, err := session.AttachForce(*pid, *interp, *method, *attachTimeout, *force)
 	var intr *session.Interrupted
 	if errors.As(err, &intr) {
 		fmt.Fprintf(stderr, "krait: %v\n", err)

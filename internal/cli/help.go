@@ -33,7 +33,7 @@ read from outside: nothing runs in the target.
   --show-secrets     show values that look secret (by default <redacted>)
 `,
 	"attach": `Usage:
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N]
+  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N] [--force]
 
 Debug a running process as gdb does: breakpoints, stepping, printing.
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -95,6 +96,9 @@ func init() {
 		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
 		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
 		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
+		{[]string{"catch"}, "catch raise [TYPE…] | catch uncaught [TYPE…] — stop where an exception (of those classes) is raised, or as it leaves a thread uncaught; catch: list; catch delete [N]", (*REPL).cmdCatch},
+		{[]string{"ignore"}, "ignore N COUNT — let breakpoint N's next COUNT crossings go without stopping", (*REPL).cmdIgnore},
+		{[]string{"interrupt"}, "interrupt [N | -a] — stop the selected running thread (thread N, every thread) at the next line of Python it runs", (*REPL).cmdInterrupt},
 		{[]string{"delete", "d"}, "delete [N…] — delete breakpoints (all without N)", bpCmd("delete")},
 		{[]string{"disable"}, "disable N… — disable breakpoints", bpCmd("disable")},
 		{[]string{"enable"}, "enable N… — enable breakpoints", bpCmd("enable")},
@@ -111,7 +115,8 @@ func init() {
 		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
 		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame", (*REPL).cmdInfo},
-		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
+		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/s EXPR shows values under secret-looking names (else <redacted>); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
+		{[]string{"set"}, "set var NAME = EXPR — assign to a local of the selected frame; set print secrets on|off — show values under secret-looking names in print, info locals and bt (off: <redacted>)", (*REPL).cmdSet},
 		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
 		{[]string{"thread", "t"}, "thread [N] — select thread N / show the selected thread", (*REPL).cmdThread},
 		{[]string{"detach"}, "detach — remove krait from the process and leave", (*REPL).cmdDetach},
@@ -241,9 +246,164 @@ func (r *REPL) setBreak(arg string, temp bool) error {
 	if bp.Function != "" {
 		fn = " (" + bp.Function + ")"
 	}
-	r.printf("%s %d at %s:%d%s\n", kind, bp.ID, bp.File, bp.Line, fn)
+	if len(bp.Locations) > 1 {
+		// gdb: "Breakpoint 1 at 0x1139: handle. (3 locations)"
+		r.printf("%s %d at %s:%d: %s. (%d locations)\n", kind, bp.ID, bp.File, bp.Line, loc, len(bp.Locations))
+	} else {
+		r.printf("%s %d at %s:%d%s\n", kind, bp.ID, bp.File, bp.Line, fn)
+	}
 	if bp.Moved {
 		r.printf("(line %s has no code; moved to line %d)\n", loc[strings.LastIndexByte(loc, ':')+1:], bp.Line)
+	}
+	if bp.Warning != "" {
+		r.printf("warning: %s\n", bp.Warning)
+	}
+	return nil
+}
+
+func (r *REPL) cmdCatch(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) == 0 {
+		cs := r.S.Catchpoints()
+		if len(cs) == 0 {
+			r.printf("No catchpoints.\n")
+		}
+		for _, c := range cs {
+			r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		}
+		return nil
+	}
+	switch f[0] {
+	case "raise", "throw", "uncaught":
+		kind := f[0]
+		if kind == "throw" {
+			kind = "raise"
+		}
+		c, err := r.S.Catch(kind, f[1:])
+		if err != nil {
+			return err
+		}
+		r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		return nil
+	case "delete":
+		id := 0
+		if len(f) > 1 {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				return fmt.Errorf("Bad catchpoint argument: '%s'", f[1])
+			}
+			id = n
+		}
+		return r.S.DeleteCatch(id)
+	}
+	return fmt.Errorf("Undefined catch command: \"%s\".  Try \"help catch\".", f[0])
+}
+
+func catchTypes(types []string) string {
+	if len(types) == 0 {
+		return "any exception"
+	}
+	return strings.Join(types, ", ")
+}
+
+func (r *REPL) cmdIgnore(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) == 0 {
+		return fmt.Errorf("Argument required (a breakpoint number).")
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return fmt.Errorf("Bad breakpoint argument: '%s'", f[0])
+	}
+	if len(f) < 2 {
+		return fmt.Errorf("Second argument (specified ignore-count) is missing.")
+	}
+	c, err := strconv.Atoi(f[1])
+	if err != nil {
+		return fmt.Errorf("Invalid number \"%s\".", f[1])
+	}
+	if c < 0 {
+		c = 0
+	}
+	if err := r.S.Ignore(n, c); err != nil {
+		return err
+	}
+	switch c {
+	case 0:
+		r.printf("Will stop next time breakpoint %d is reached.\n", n)
+	case 1:
+		r.printf("Will ignore next crossing of breakpoint %d.\n", n)
+	default:
+		r.printf("Will ignore next %d crossings of breakpoint %d.\n", c, n)
+	}
+	return nil
+}
+
+// cmdInterrupt is gdb's interrupt in non-stop mode: the thread stops at
+// the next line of Python it runs (a thread blocked in a call stops when
+// the call returns). krait waits a moment for the stops, then they are
+// announced as they come.
+func (r *REPL) cmdInterrupt(arg string) error {
+	arg = strings.TrimSpace(arg)
+	all := arg == "-a"
+	thread := r.S.Thread
+	if arg != "" && !all {
+		n, err := strconv.Atoi(arg)
+		if err != nil {
+			return fmt.Errorf("Invalid thread ID: %s", arg)
+		}
+		ts, err := r.S.Threads()
+		if err != nil {
+			return err
+		}
+		thread = 0
+		for _, t := range ts {
+			if t.Number == n {
+				thread = t.Ident
+			}
+		}
+		if thread == 0 {
+			return fmt.Errorf("Invalid thread ID: %d", n)
+		}
+	} else if !all {
+		if thread == 0 {
+			return fmt.Errorf("No thread selected.")
+		}
+		if r.S.Stopped() != nil {
+			return fmt.Errorf("The selected thread is stopped already.")
+		}
+	}
+	asked, err := r.S.Interrupt(thread, all)
+	if err != nil {
+		return err
+	}
+	if len(asked) == 0 {
+		r.printf("No running thread to interrupt.\n")
+		return nil
+	}
+	left := map[int64]bool{}
+	for _, t := range asked {
+		left[t] = true
+	}
+	deadline := time.After(time.Second)
+	for len(left) > 0 {
+		select {
+		case <-r.S.Updates():
+		case <-deadline:
+			for t := range left {
+				r.printf("Thread %d runs no Python line yet (blocked in a call); it stops at its next one.\n", r.S.ThreadNumber(t))
+			}
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+		for {
+			st := r.S.NextStop()
+			if st == nil {
+				break
+			}
+			delete(left, st.Thread)
+			r.reportStop(st, false)
+		}
 	}
 	return nil
 }
@@ -272,25 +432,29 @@ func (r *REPL) cmdContinue(arg string) error {
 	if r.S.HasPendingStop() {
 		// A thread stopped since the last report: report it rather than
 		// run on past it.
-		return r.wait()
+		return r.wait(0)
 	}
 	if err := r.S.Resume("continue", true); err != nil {
 		return err
 	}
 	r.printf("Continuing.\n")
-	return r.wait()
+	return r.wait(0)
 }
 
 func resume(cmd string) func(*REPL, string) error {
 	return func(r *REPL, arg string) error {
+		thread := r.S.Thread
 		if err := r.S.Resume(cmd, false); err != nil {
 			return err
 		}
-		return r.wait()
+		return r.wait(thread)
 	}
 }
 
 func (r *REPL) cmdFinish(arg string) error {
+	if r.S.Stopped() == nil {
+		return session.ErrNotStopped
+	}
 	frames, err := r.S.Stack()
 	if err != nil {
 		return err
@@ -303,8 +467,10 @@ func (r *REPL) cmdFinish(arg string) error {
 }
 
 // wait waits for the next stop and reports it. Ctrl-C stops waiting (the
-// process keeps running).
-func (r *REPL) wait() error {
+// process keeps running); when the wait is for a step of thread stepping
+// (next, step, finish, until), Ctrl-C also cancels that step in the agent,
+// so that the thread does not stop for it later, unseen.
+func (r *REPL) wait(stepping int64) error {
 	cancel := make(chan struct{})
 	sig := r.intr
 	if sig == nil {
@@ -329,6 +495,17 @@ func (r *REPL) wait() error {
 	st, err := r.S.WaitStop(timeout, cancel)
 	if err != nil {
 		return err
+	}
+	if st == nil && stepping != 0 {
+		cancelled, err := r.S.Cancel(stepping)
+		if err != nil {
+			return err
+		}
+		if cancelled || !r.S.HasPendingStop() {
+			r.printf("\nQuit: the step is cancelled; thread %d runs on (breakpoints stay set).\n", r.S.ThreadNumber(stepping))
+			return nil
+		}
+		st = r.S.NextStop() // it stopped as the step was cancelled: report it
 	}
 	if st == nil {
 		r.printf("\nStopped waiting; the process keeps running (breakpoints stay set).\n")
@@ -372,12 +549,38 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 	loc := fmt.Sprintf("%s (%s) at %s:%d", st.Function, argsText(st.Args), st.File, st.Line)
 	switch st.Reason {
 	case "breakpoint":
+		if st.CondError != "" {
+			r.printf("Error in testing condition for breakpoint %d: %s\n", st.BP, st.CondError)
+		}
 		kind := "Breakpoint"
 		r.printf("\n%s %d, %s\n", kind, st.BP, loc)
+	case "exception":
+		what := "raised"
+		if st.CatchKind == "uncaught" {
+			what = "not caught"
+		}
+		exc := ""
+		if st.Exception != nil {
+			exc = st.Exception.Value
+		}
+		r.printf("\nCatchpoint %d (%s), %s %s in %s\n", st.Catch, st.CatchKind, exc, what, loc)
+	case "interrupt":
+		name := ""
+		if st.ThreadName != "" {
+			name = fmt.Sprintf(" %q", st.ThreadName)
+		}
+		r.printf("\nThread %d%s stopped.\n%s\n", n, name, loc)
 	case "finish":
 		r.printf("%s\n", loc)
 	default:
 		r.printf("%s\n", loc)
+	}
+	if st.LoopTasks >= 0 {
+		tasks := "tasks"
+		if st.LoopTasks == 1 {
+			tasks = "task"
+		}
+		r.printf("[this thread runs an event loop with %d other %s; they wait while it is stopped]\n", st.LoopTasks, tasks)
 	}
 	r.printSourceLine(st.File, st.Line)
 	if st.Return != nil {
@@ -400,6 +603,9 @@ func (r *REPL) cmdBacktrace(arg string) error {
 	frames, err := r.S.Stack()
 	if err != nil {
 		return err
+	}
+	if r.S.Running() {
+		r.printf("(thread %d is running: its stack as read from outside just now)\n", r.S.ThreadNumber(r.S.Thread))
 	}
 	full := false
 	limit := 0
@@ -531,7 +737,16 @@ func (r *REPL) infoBreakpoints() error {
 		} else if b.Function != "" {
 			what = fmt.Sprintf("in %s at %s:%d", b.Function, b.File, b.Line)
 		}
+		if len(b.Locations) > 1 {
+			what = "<MULTIPLE>"
+		}
 		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, "breakpoint", disp, enb, what)
+		for i, l := range b.Locations {
+			r.printf("%-7s %-14s %-4s %-3s in %s at %s:%d\n", fmt.Sprintf("%d.%d", b.ID, i+1), "", "", enb, l.Function, l.File, l.Line)
+		}
+		if b.Ignore > 0 {
+			r.printf("\tWill ignore next %d crossings of breakpoint.\n", b.Ignore)
+		}
 		if b.Cond != "" {
 			r.printf("\tstop only if %s\n", b.Cond)
 		}
@@ -595,12 +810,16 @@ func (r *REPL) infoThreads() error {
 }
 
 func (r *REPL) cmdPrint(arg string) error {
-	mode := "safe"
+	mode, show := "safe", r.S.ShowSecrets
 	if strings.HasPrefix(arg, "/") {
 		f := strings.SplitN(arg, " ", 2)
 		switch f[0] {
 		case "/r":
 			mode = "repr"
+		case "/s":
+			show = true
+		case "/rs", "/sr":
+			mode, show = "repr", true
 		case "/sql":
 			mode = "sql"
 		default:
@@ -618,12 +837,47 @@ func (r *REPL) cmdPrint(arg string) error {
 		}
 		arg = "$"
 	}
-	n, v, err := r.S.Print(arg, mode)
+	var n int
+	var v session.Var
+	var err error
+	if m := assignment.FindStringSubmatch(arg); m != nil && mode == "safe" {
+		n, v, err = r.S.SetVar(m[1], strings.TrimSpace(m[2]), true) // print NAME = EXPR
+	} else {
+		n, v, err = r.S.PrintSecrets(arg, mode, show)
+	}
 	if err != nil {
 		return err
 	}
 	r.printf("$%d = %s\n", n, v.Value)
 	return nil
+}
+
+// assignment matches NAME = EXPR (not ==).
+var assignment = regexp.MustCompile(`^([A-Za-z_][A-Za-z_0-9]*)\s*=([^=].*)$`)
+
+// cmdSet is gdb's set: set var NAME = EXPR, set print secrets on|off.
+func (r *REPL) cmdSet(arg string) error {
+	f := strings.Fields(arg)
+	if len(f) > 0 && (f[0] == "var" || f[0] == "variable") {
+		m := assignment.FindStringSubmatch(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(arg), f[0])))
+		if m == nil {
+			return fmt.Errorf("Argument required (NAME = EXPRESSION).")
+		}
+		_, _, err := r.S.SetVar(m[1], strings.TrimSpace(m[2]), false)
+		return err
+	}
+	if m := assignment.FindStringSubmatch(strings.TrimSpace(arg)); m != nil && f[0] != "print" {
+		_, _, err := r.S.SetVar(m[1], strings.TrimSpace(m[2]), false)
+		return err
+	}
+	switch {
+	case len(f) == 3 && f[0] == "print" && f[1] == "secrets" && (f[2] == "on" || f[2] == "off"):
+		r.S.ShowSecrets = f[2] == "on"
+		return nil
+	case len(f) >= 2 && f[0] == "print" && f[1] == "secrets":
+		return fmt.Errorf("\"on\" or \"off\" expected.")
+	}
+	return fmt.Errorf("Undefined set command: \"%s\".  Try \"help set\".", arg)
 }
 
 func (r *REPL) cmdList(arg string) error {

@@ -21,6 +21,7 @@ import (
 
 	"krait/internal/agent"
 	"krait/internal/cpython"
+	"krait/internal/dump"
 	"krait/internal/target"
 	"krait/internal/target/live"
 )
@@ -49,6 +50,12 @@ type Session struct {
 	Frame  int
 	// History holds printed values, $1 first.
 	History []string
+	// ShowSecrets shows values under names that look secret (see package
+	// secrets) in Print, Eval, Stack and Locals; else they are <redacted>.
+	ShowSecrets bool
+
+	catches   []Catchpoint
+	nextCatch int
 
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
@@ -125,6 +132,19 @@ type Stop struct {
 	Line       int
 	Args       []Var
 	Return     *Var
+	// CondError is the exception the breakpoint's condition raised (the
+	// thread stops, as gdb's does).
+	CondError string
+	// Catch is the catchpoint an exception stop is for (Reason
+	// "exception"), CatchKind "raise" or "uncaught", Exception the
+	// exception (Type, and Value as its constructor call).
+	Catch     int
+	CatchKind string
+	Exception *Var
+	// LoopTasks is, when the thread runs an asyncio event loop, how many
+	// other tasks that loop has (they wait while it is stopped); -1 when
+	// it runs none.
+	LoopTasks int
 }
 
 // Var is a named rendered value.
@@ -145,6 +165,16 @@ type Breakpoint struct {
 	Temporary bool
 	Enabled   bool
 	Hits      int
+	Ignore    int        // crossings still to ignore
+	Warning   string     // e.g. a module-level line that has run already
+	Locations []Location // where it is set, when more than one place (break FUNC)
+}
+
+// Location is one place a breakpoint is set.
+type Location struct {
+	File     string
+	Line     int
+	Function string
 }
 
 // Attach injects the agent into pid and connects to it. interp picks the
@@ -159,6 +189,14 @@ type Breakpoint struct {
 // *Interrupted. (SIGKILL leaves the process untouched or with the agent
 // on its way, which leaves by itself when nobody connects.)
 func Attach(pid int, interp int64, method string, timeout time.Duration) (*Session, error) {
+	return AttachForce(pid, interp, method, timeout, false)
+}
+
+// AttachForce is Attach; with force, the agent of an earlier session whose
+// krait is gone (it waits for a connection that will never come) is made
+// to leave first (agent.ReleaseAbandoned). A session whose krait still
+// runs is never disturbed.
+func AttachForce(pid int, interp int64, method string, timeout time.Duration, force bool) (*Session, error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
@@ -173,7 +211,14 @@ func Attach(pid int, interp int64, method string, timeout time.Duration) (*Sessi
 		case <-done:
 		}
 	}()
-	s, err := attach(pid, interp, method, timeout, cancel)
+	var s *Session
+	var err error
+	if force {
+		_, err = agent.ReleaseAbandoned(pid)
+	}
+	if err == nil {
+		s, err = attach(pid, interp, method, timeout, cancel)
+	}
 	close(done)
 	<-watched
 	if got != nil {
@@ -265,7 +310,15 @@ func (s *Session) eventLoop() {
 		case "stop":
 			st := &Stop{Thread: int64(num(ev, "thread")), NativeID: num(ev, "native_id"), ThreadName: str(ev, "thread_name"),
 				Reason: str(ev, "reason"), BP: num(ev, "bp"), Function: str(ev, "function"), File: str(ev, "file"), Line: num(ev, "line"),
-				Args: vars(ev["args"], true)}
+				Args: vars(ev["args"], true), CondError: str(ev, "cond_error")}
+			st.Catch, st.CatchKind = num(ev, "catch"), str(ev, "catch_kind")
+			if e, ok := ev["exception"].(map[string]any); ok {
+				st.Exception = &Var{Type: str(e, "type"), Value: str(e, "value")}
+			}
+			st.LoopTasks = -1
+			if n, ok := ev["loop_tasks"].(float64); ok {
+				st.LoopTasks = int(n)
+			}
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}
@@ -354,8 +407,16 @@ func (s *Session) call(cmd string, args map[string]any) (map[string]any, error) 
 
 func toBP(v any) Breakpoint {
 	m, _ := v.(map[string]any)
-	return Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
-		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits")}
+	bp := Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
+		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits"),
+		Ignore: num(m, "ignore"), Warning: str(m, "warning")}
+	if locs, _ := m["locations"].([]any); len(locs) > 1 {
+		for _, l := range locs {
+			lm, _ := l.(map[string]any)
+			bp.Locations = append(bp.Locations, Location{File: str(lm, "file"), Line: num(lm, "line"), Function: str(lm, "function")})
+		}
+	}
+	return bp
 }
 
 var fileLine = regexp.MustCompile(`^(.+):(\d+)$`)
@@ -430,6 +491,132 @@ func (s *Session) Condition(id int, cond string) error {
 	}
 	_, err := s.call("condition", args)
 	return err
+}
+
+// Catchpoint stops threads where an exception is raised (Kind "raise") or
+// as it leaves a thread (Kind "uncaught"), for exceptions of Types (class
+// names; any when empty): the agent's exception stops.
+type Catchpoint struct {
+	ID    int
+	Kind  string
+	Types []string
+}
+
+// Catch adds a catchpoint.
+func (s *Session) Catch(kind string, types []string) (Catchpoint, error) {
+	s.mu.Lock()
+	s.nextCatch++
+	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types}
+	list := append(append([]Catchpoint{}, s.catches...), c)
+	s.mu.Unlock()
+	if err := s.setCatches(list); err != nil {
+		return Catchpoint{}, err
+	}
+	return c, nil
+}
+
+// Catchpoints lists the catchpoints.
+func (s *Session) Catchpoints() []Catchpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Catchpoint{}, s.catches...)
+}
+
+// DeleteCatch removes catchpoint id (0: all).
+func (s *Session) DeleteCatch(id int) error {
+	var list []Catchpoint
+	found := id == 0
+	for _, c := range s.Catchpoints() {
+		if id != 0 && c.ID != id {
+			list = append(list, c)
+		} else {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("No catchpoint number %d.", id)
+	}
+	return s.setCatches(list)
+}
+
+func (s *Session) setCatches(list []Catchpoint) error {
+	filters := []map[string]any{}
+	for _, c := range list {
+		types := c.Types
+		if types == nil {
+			types = []string{}
+		}
+		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types})
+	}
+	if _, err := s.call("exception_filters", map[string]any{"filters": filters}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.catches = list
+	s.mu.Unlock()
+	return nil
+}
+
+// Ignore makes breakpoint id let the next count crossings go (gdb's ignore).
+func (s *Session) Ignore(id, count int) error {
+	_, err := s.call("ignore", map[string]any{"bp": id, "count": count})
+	return err
+}
+
+// Cancel cancels the step (next, step, finish, until) a thread was resumed
+// with: it runs on and does not stop for it. cancelled says whether a step
+// was still in progress (else the thread had stopped already, or was not
+// stepping).
+func (s *Session) Cancel(thread int64) (cancelled bool, err error) {
+	r, err := s.call("cancel", map[string]any{"thread": thread})
+	if err != nil {
+		return false, err
+	}
+	return flag(r, "cancelled"), nil
+}
+
+// Interrupt asks a running thread (every one, with all) to stop at the
+// next line of Python it runs; the stops arrive as any other. It returns
+// the idents of the threads asked.
+func (s *Session) Interrupt(thread int64, all bool) ([]int64, error) {
+	args := map[string]any{"thread": thread}
+	if all {
+		args["thread"] = nil
+	}
+	r, err := s.call("interrupt", args)
+	if err != nil {
+		return nil, err
+	}
+	list, _ := r["threads"].([]any)
+	var out []int64
+	for _, t := range list {
+		n, _ := t.(float64)
+		out = append(out, int64(n))
+	}
+	return out, nil
+}
+
+// SetVar assigns expr's value to name in the selected frame (a local, or a
+// global at module level: gdb's set var). With store the value joins the
+// history (print NAME = EXPR) and its $N is returned.
+func (s *Session) SetVar(name, expr string, store bool) (int, Var, error) {
+	if err := s.needStopped(); err != nil {
+		return 0, Var{}, err
+	}
+	e, err := s.expandHistory(expr)
+	if err != nil {
+		return 0, Var{}, err
+	}
+	r, err := s.call("set_local", map[string]any{"thread": s.Thread, "frame": s.Frame, "name": name, "expr": e, "store": store, "secrets": s.ShowSecrets})
+	if err != nil {
+		return 0, Var{}, err
+	}
+	v := Var{Name: name, Type: str(r, "type"), Value: str(r, "value")}
+	if !store {
+		return 0, v, nil
+	}
+	s.History = append(s.History, v.Value)
+	return len(s.History), v, nil
 }
 
 // Thread is one thread as the agent lists it.
@@ -598,12 +785,27 @@ type Frame struct {
 	Args     []Var
 }
 
-// Stack returns the selected (stopped) thread's stack, innermost first.
+// Stack returns the selected thread's stack, innermost first: from the
+// agent when the thread is stopped, else read from outside as krait dump
+// does (the process paused for the read), a snapshot of a moving stack.
 func (s *Session) Stack() ([]Frame, error) {
-	if err := s.needStopped(); err != nil {
-		return nil, err
+	if s.Stopped() == nil {
+		frames, err := s.outside()
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Frame, len(frames))
+		for i, f := range frames {
+			out[i] = Frame{Index: i, Function: f.Function, File: f.File, Line: f.Line}
+			for _, v := range f.Locals {
+				if v.Arg {
+					out[i].Args = append(out[i].Args, v)
+				}
+			}
+		}
+		return out, nil
 	}
-	r, err := s.call("stack", map[string]any{"thread": s.Thread})
+	r, err := s.call("stack", map[string]any{"thread": s.Thread, "secrets": s.ShowSecrets})
 	if err != nil {
 		return nil, err
 	}
@@ -621,15 +823,70 @@ func (s *Session) Locals() ([]Var, error) { return s.LocalsAt(s.Frame) }
 
 // LocalsAt are the arguments and locals of frame n of the selected thread.
 func (s *Session) LocalsAt(n int) ([]Var, error) {
-	if err := s.needStopped(); err != nil {
-		return nil, err
+	if s.Stopped() == nil {
+		frames, err := s.outside()
+		if err != nil {
+			return nil, err
+		}
+		if n < 0 || n >= len(frames) {
+			return nil, fmt.Errorf("No frame at level %d.", n)
+		}
+		return frames[n].Locals, nil
 	}
-	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n})
+	r, err := s.call("locals", map[string]any{"thread": s.Thread, "frame": n, "secrets": s.ShowSecrets})
 	if err != nil {
 		return nil, err
 	}
 	return vars(r["locals"], false), nil
 }
+
+// outsideFrame is a frame of a running thread read from outside.
+type outsideFrame struct {
+	Function, File string
+	Line           int
+	Locals         []Var
+}
+
+// outside reads the selected (running) thread's stack and locals from
+// outside the process, as krait dump does: the agent cannot, since the
+// thread is not stopped in it.
+func (s *Session) outside() ([]outsideFrame, error) {
+	if s.Thread == 0 {
+		return nil, errors.New("No thread selected.")
+	}
+	res, err := dump.Take(s.PID, dump.Options{Locals: true, ShowSecrets: s.ShowSecrets})
+	if err != nil {
+		return nil, fmt.Errorf("reading thread %d's stack from outside: %w", s.ThreadNumber(s.Thread), err)
+	}
+	for _, t := range res.Threads {
+		if int64(t.ThreadID) != s.Thread {
+			continue
+		}
+		var out []outsideFrame
+		for _, f := range t.Frames {
+			if dump.IsKraitFrame(f.File) {
+				continue
+			}
+			of := outsideFrame{Function: f.Qualname, File: f.File, Line: f.Line}
+			if of.Function == "" {
+				of.Function = f.Function
+			}
+			for _, l := range f.Locals {
+				of.Locals = append(of.Locals, Var{Name: l.Name, Type: l.Type, Value: l.Value, Arg: l.Arg})
+			}
+			out = append(out, of)
+		}
+		if len(out) == 0 {
+			return nil, errors.New("No stack.")
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("Thread %d has exited.", s.ThreadNumber(s.Thread))
+}
+
+// Running says whether the selected thread runs (not stopped in the
+// agent): its stack comes from outside.
+func (s *Session) Running() bool { return s.Stopped() == nil }
 
 var histRef = regexp.MustCompile(`\$(\$?)(\d*)`)
 
@@ -664,6 +921,12 @@ func (s *Session) expandHistory(expr string) (string, error) {
 // compiles a Django QuerySet's SQL without running it (print/sql). The
 // value joins the history; the returned number is its $N.
 func (s *Session) Print(expr, mode string) (int, Var, error) {
+	return s.PrintSecrets(expr, mode, s.ShowSecrets)
+}
+
+// PrintSecrets is Print showing secrets or not, whatever ShowSecrets says
+// (print/s).
+func (s *Session) PrintSecrets(expr, mode string, show bool) (int, Var, error) {
 	if err := s.needStopped(); err != nil {
 		return 0, Var{}, err
 	}
@@ -671,7 +934,7 @@ func (s *Session) Print(expr, mode string) (int, Var, error) {
 	if err != nil {
 		return 0, Var{}, err
 	}
-	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true})
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "store": true, "secrets": show})
 	if err != nil {
 		return 0, Var{}, err
 	}
@@ -690,7 +953,7 @@ func (s *Session) Eval(expr, mode string) (Var, error) {
 	if err != nil {
 		return Var{}, err
 	}
-	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode})
+	r, err := s.call("eval", map[string]any{"thread": s.Thread, "frame": s.Frame, "expr": e, "mode": mode, "secrets": s.ShowSecrets})
 	if err != nil {
 		return Var{}, err
 	}

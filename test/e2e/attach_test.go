@@ -46,7 +46,7 @@ func startAttachServer(t *testing.T, py python) *attachServer {
 		t.Fatalf("server did not start: %s", p.stderr.String())
 	}
 	s := &attachServer{p: p, port: st.Port, views: st.Views, marks: map[string]int{}}
-	for _, f := range []string{"shop/views.py", "shop/later.py"} {
+	for _, f := range []string{"shop/views.py", "shop/later.py", "shop/steps.py"} {
 		data, err := os.ReadFile(fixture(f))
 		if err != nil {
 			t.Fatal(err)
@@ -204,7 +204,10 @@ func testAttach(t *testing.T, py python) {
 
 	// Threads: select a running one (nothing to inspect), then back.
 	mustMatch(t, "thread 2", `\[Switching to thread 2 .*\] \(running\)`, s.do("thread 2"))
-	mustMatch(t, "locals of a running thread", `The selected thread is not stopped\.`, s.do("info locals"))
+	// A running thread's stack and locals are read from outside.
+	mustMatch(t, "bt of a running thread", `\(thread 2 is running: its stack as read from outside just now\)\n#0\s+counter \(\) at .*attach_server\.py:\d+`, s.do("bt"))
+	mustMatch(t, "locals of a running thread", `^No locals\.`, strings.TrimSpace(s.do("info locals")))
+	mustMatch(t, "print in a running thread", `The selected thread is not stopped\.`, s.do("print 1"))
 	mustMatch(t, "thread 1", `#0\s+report \(n=3\)`, s.do("thread 1"))
 
 	// Frames: up, down, frame N, locals of an outer frame, list.

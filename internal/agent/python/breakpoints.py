@@ -9,6 +9,14 @@ class _Breakpoints(object):
             bp.moved = line != bp.req
             if bp in self.pending:
                 self.pending.remove(bp)
+            bp.locs = [(path, line, func)]
+            self.lines.setdefault(path, {}).setdefault(line, []).append(bp)
+        self._changed(path)
+
+    def _arm_more(self, bp, path, line, func):
+        """One more location of bp (break FUNC matching several functions)."""
+        with self.lock:
+            bp.locs.append((path, line, func))
             self.lines.setdefault(path, {}).setdefault(line, []).append(bp)
         self._changed(path)
 
@@ -32,15 +40,17 @@ class _Breakpoints(object):
                 if bp in self.pending:
                     self.pending.remove(bp)
                 return
-            at = self.lines.get(bp.file, {})
-            lst = at.get(bp.line, [])
-            if bp in lst:
-                lst.remove(bp)
-            if not lst:
-                at.pop(bp.line, None)
-            if not at:
-                self.lines.pop(bp.file, None)
-        self._changed(bp.file)
+            for path, line, _ in bp.locs:
+                at = self.lines.get(path, {})
+                lst = at.get(line, [])
+                if bp in lst:
+                    lst.remove(bp)
+                if not lst:
+                    at.pop(line, None)
+                if not at:
+                    self.lines.pop(path, None)
+        for path in sorted(set(l[0] for l in bp.locs)):
+            self._changed(path)
 
     def _bp(self, req):
         bp = self.bps.get(req.get('bp'))
@@ -76,18 +86,92 @@ class _Breakpoints(object):
             found = self._match(spec, self._files())
             if len(found) > 1:
                 raise Err('%s is ambiguous: %s' % (spec, ', '.join(found)))
-            return {'bp': self._add(spec, line, req, found and found[0]).js()}
+            bp = self._add(spec, line, req, found and found[0])
+        bp.warning = self._ran_already(bp)
+        return {'bp': bp.js()}
+
+    def _ran_already(self, bp):
+        """A warning for a breakpoint at module level of a module that
+        has been imported and whose body no thread runs now: that line
+        runs again only if the module is executed again (a reload)."""
+        if bp.pending or bp.function != '<module>':
+            return None
+        for m in list(sys.modules.values()):
+            f = module_file(m, self.mcache)
+            if f is None or self._abs(f) != bp.file:
+                continue
+            for fr in sys._current_frames().values():
+                while fr is not None:
+                    if fr.f_code.co_name == '<module>' and self._abs(fr.f_code.co_filename) == bp.file:
+                        return None  # its body runs now (an import in progress)
+                    fr = fr.f_back
+            return ('line %d is module-level code of %s, which has run already: it runs again only '
+                    'if the module is executed again (a reload)' % (bp.line, _oga(m, '__dict__').get('__name__')))
+        return None
 
     def c_break_func(self, req):
         name = req.get('name')
         if type(name) is not str or not name:
             raise Err('break_func needs name')
-        code = self._find_func(name.split('.'))
-        path = self._abs(code.co_filename)
+        codes = self._find_funcs(name.split('.'))
         with self.lock:
-            bp = self._add(path, code.co_firstlineno, req, path)
+            bp = None
+            for code in codes:
+                path = self._abs(code.co_filename)
+                if bp is None:
+                    bp = self._add(path, code.co_firstlineno, req, path)
+                else:
+                    self._arm_more(bp, path, *self._resolve(path, code.co_firstlineno))
         bp.moved = False
         return {'bp': bp.js()}
+
+    def _find_funcs(self, parts):
+        """The code objects of every function parts names, as gdb does:
+        each function or method of a loaded module whose qualified name,
+        after its module's name, ends with them ("handle" is handle,
+        A.handle and B.handle; "views.A.handle" only the one). Read from
+        module and class dicts (staticmethod, classmethod, property,
+        decorators' __wrapped__): no code runs."""
+        found, seen, n = [], set(), 0
+        for m in list(sys.modules.values()):
+            if not issubclass(type(m), types.ModuleType):
+                continue
+            try:
+                md = _oga(m, '__dict__')
+                mname = md.get('__name__')
+                if type(mname) is not str:
+                    continue
+                todo = [(v, 1) for v in list(md.values())]
+            except Exception:
+                continue
+            while todo and n < 200000:
+                obj, depth = todo.pop()
+                n += 1
+                t = type(obj)
+                if t in (staticmethod, classmethod):
+                    todo.append((getattr(obj, '__func__', None), depth))
+                elif t is property:
+                    todo.append((obj.fget, depth))
+                elif t is _FUNC:
+                    inner = obj.__dict__.get('__wrapped__')
+                    if type(inner) is _FUNC and depth < 8:
+                        todo.append((inner, depth + 1))
+                    c = obj.__code__
+                    if c.co_filename == WRAPPER_FILE:  # ours (settrace backend): the function's own code
+                        wr = self.wrapped.get(id(obj))
+                        c = wr[1] if wr else None
+                    q = obj.__qualname__.split('.')
+                    full = mname.split('.') + q
+                    if c is not None and id(c) not in seen and obj.__module__ == mname and \
+                            full[-len(parts):] == parts and '<locals>' not in q:
+                        seen.add(id(c))
+                        found.append(c)
+                elif issubclass(t, type) and depth < 4 and _tdict(obj).get('__module__') == mname:
+                    todo.extend((v, depth + 1) for v in list(_tdict(obj).values()))
+        if not found:
+            return [self._find_func(parts)]
+        found.sort(key=lambda c: (self._abs(c.co_filename), c.co_firstlineno))
+        return found
 
     def _find_func(self, parts):
         def attr(o, n):  # static lookup: no __getattr__, no descriptors run
@@ -117,7 +201,7 @@ class _Breakpoints(object):
                 obj = obj.__wrapped__
             if type(obj) is _FUNC:
                 return obj.__code__
-        raise Err('no function %s' % '.'.join(parts))
+        raise Err('Function "%s" not defined.' % '.'.join(parts))
 
     def c_delete(self, req):
         if req.get('bp') is None:
@@ -134,6 +218,40 @@ class _Breakpoints(object):
 
     def c_condition(self, req):
         self._bp(req).set_cond(req.get('cond'))
+
+    def c_exception_filters(self, req):
+        """Set where threads stop for exceptions (gdb's catch; a DAP
+        server's exception breakpoints): filters is the whole list, each
+        {"id", "kind": "raise" (where it is raised) | "uncaught" (as it
+        leaves the thread's outermost frame), "types": [class names, or
+        qualified names, matched along the exception's MRO; empty: any]}."""
+        fl = req.get('filters')
+        if type(fl) is not list:
+            raise Err('exception_filters needs filters (a list)')
+        out = []
+        for f in fl:
+            kind = f.get('kind') if type(f) is dict else None
+            names = f.get('types') or [] if type(f) is dict else None
+            if kind not in ('raise', 'uncaught') or type(names) is not list or \
+                    any(type(n) is not str for n in names) or type(f.get('id')) is not int:
+                raise Err('a filter is {"id": N, "kind": "raise" or "uncaught", "types": [names]}')
+            out.append((f['id'], kind, tuple(names)))
+        with self.lock:
+            self.exc_filters = out
+            self.exc_seen.clear()
+        if self.backend == 'settrace':
+            if out:
+                self._install()
+                self._tr_global()
+        elif self.installed:
+            self._mon_events(False)
+        return {'filters': [{'id': i, 'kind': k, 'types': list(t)} for i, k, t in out]}
+
+    def c_ignore(self, req):
+        n = req.get('count')
+        if type(n) is not int or n < 0:
+            raise Err('ignore needs count >= 0')
+        self._bp(req).ignore = n
 
     def c_breakpoints(self, req):
         return {'bps': [self.bps[k].js() for k in sorted(self.bps)]}

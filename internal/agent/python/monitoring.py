@@ -19,7 +19,9 @@ class _Monitoring(object):
         mon.register_callback(tid, E.PY_START, self._m_start)
         mon.register_callback(tid, E.PY_RESUME, self._m_start)
         mon.register_callback(tid, E.PY_RETURN, self._m_return)
-        mon.register_callback(tid, E.PY_YIELD, self._m_return)
+        mon.register_callback(tid, E.PY_YIELD, self._m_yield)
+        mon.register_callback(tid, E.PY_UNWIND, self._m_unwind)
+        mon.register_callback(tid, E.RAISE, self._m_raise)
 
     def _mon_uninstall(self):
         mon, tid = sys.monitoring, self.tool
@@ -30,7 +32,7 @@ class _Monitoring(object):
             mon.set_local_events(tid, c, 0)
         self.mcodes.clear()
         E = mon.events
-        for e in (E.LINE, E.PY_START, E.PY_RESUME, E.PY_RETURN, E.PY_YIELD):
+        for e in (E.LINE, E.PY_START, E.PY_RESUME, E.PY_RETURN, E.PY_YIELD, E.PY_UNWIND, E.RAISE):
             mon.register_callback(tid, e, None)
         mon.free_tool_id(tid)
 
@@ -38,7 +40,9 @@ class _Monitoring(object):
         E = sys.monitoring.events
         ev = E.PY_START | E.PY_RESUME if (self.lines or self.pending) else 0
         if self.steps:
-            ev |= E.LINE | E.PY_RETURN | E.PY_YIELD
+            ev |= E.LINE | E.PY_RETURN | E.PY_YIELD | E.PY_UNWIND
+        for _, kind, _ in self.exc_filters:
+            ev |= E.RAISE if kind == 'raise' else E.PY_UNWIND
         sys.monitoring.set_events(self.tool, ev)
         if restart:
             sys.monitoring.restart_events()
@@ -96,6 +100,32 @@ class _Monitoring(object):
         except Exception:
             pass
         return None
+
+    def _m_yield(self, code, offset, rv):
+        try:
+            if self.steps and not self.closing:
+                self._returned(sys._getframe(1), rv, True)
+        except Exception:
+            pass
+
+    def _m_unwind(self, code, offset, exc):
+        try:
+            if self.closing:
+                return
+            f = sys._getframe(1)
+            if self.steps:
+                self._returned(f, None)
+            if self.exc_filters and self._outermost(f):
+                self._exception(f, exc, 'uncaught')
+        except Exception:
+            pass
+
+    def _m_raise(self, code, offset, exc):
+        try:
+            if self.exc_filters and not self.closing:
+                self._exception(sys._getframe(1), exc, 'raise')
+        except Exception:
+            pass
 
     def _m_return(self, code, offset, rv):
         try:

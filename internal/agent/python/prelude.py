@@ -51,12 +51,15 @@ _NO = object()
 MAX_ITEMS, MAX_STR, MAX_DEPTH = 100, 1000, 3
 CO_OPTIMIZED, CO_NEWLOCALS, CO_VARARGS, CO_VARKEYWORDS, CO_NESTED = 0x1, 0x2, 0x4, 0x8, 0x10
 CO_SUSPENDS = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async generator
+CO_AWAITS = 0x80 | 0x100 | 0x200  # coroutine, iterable coroutine, async generator: a step stays in them across await
 _COMPREHENSIONS = ('<listcomp>', '<dictcomp>', '<setcomp>', '<genexpr>')
 _CODE, _FUNC = types.CodeType, types.FunctionType
 _GENS = {types.GeneratorType: 'gi_code', types.CoroutineType: 'cr_code',
          types.AsyncGeneratorType: 'ag_code'}
 _VP = ctypes.c_void_p
 _DISABLE = getattr(getattr(sys, 'monitoring', None), 'DISABLE', None)
+_YIELD_OPS = frozenset(__import__('opcode').opmap[n] for n in ('YIELD_VALUE', 'YIELD_FROM', 'SEND')
+                       if n in __import__('opcode').opmap)
 SEND_TIMEOUT = 10  # seconds a write to krait may block
 
 

@@ -9,6 +9,9 @@ class Bp(object):
         self.id, self.spec, self.req, self.line = id, spec, line, line
         self.file, self.moved, self.function, self.pending = spec, False, None, True
         self.cond, self.ccode, self.temporary, self.enabled, self.hits = None, None, temporary, True, 0
+        self.ignore = 0     # crossings still to ignore (gdb's ignore)
+        self.locs = []      # [(file, line, function)] once armed: one, or several (break FUNC)
+        self.warning = None
         self.set_cond(cond)
 
     def set_cond(self, cond):
@@ -20,7 +23,9 @@ class Bp(object):
     def js(self):
         return {'id': self.id, 'file': self.file, 'line': self.line, 'moved': self.moved,
                 'function': self.function, 'pending': self.pending, 'cond': self.cond,
-                'temporary': self.temporary, 'enabled': self.enabled, 'hits': self.hits}
+                'temporary': self.temporary, 'enabled': self.enabled, 'hits': self.hits,
+                'ignore': self.ignore, 'warning': self.warning,
+                'locations': [{'file': f, 'line': l, 'function': q} for f, l, q in self.locs]}
 
 
 class Stopped(object):
@@ -36,6 +41,10 @@ class Stopped(object):
 class Step(object):
     def __init__(self, mode, frame):
         self.mode, self.frame, self.line = mode, frame, frame.f_lineno
+        # In a coroutine, the step waits while it awaits (suspended):
+        # the other tasks' code that runs meanwhile is not where it lands.
+        self.co = bool(frame.f_code.co_flags & CO_AWAITS)
+        self.suspended = False
 
 
 # --------------------------------------------------------------- the agent

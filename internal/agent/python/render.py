@@ -41,6 +41,111 @@ def _instance_dict(v):
 
 _ELIDED = {list: '[...]', tuple: '(...)', frozenset: 'frozenset({...})'}
 
+# Secrets: values stored under names that look secret render as
+# <redacted>, by the rule of krait's Go package internal/secrets (its
+# lists, copied here; TestSecretsRule checks that both agree), unless
+# the thread renders for a request that asked for them (print/s).
+REDACTED = '<redacted>'
+_SEC_EXACT = frozenset([
+    'HTTP_COOKIE', 'HTTP_AUTHORIZATION', 'HTTP_PROXY_AUTHORIZATION', 'AUTHORIZATION', 'PROXY_AUTHORIZATION',
+    'COOKIE', 'COOKIES', 'SET_COOKIE', 'HTTP_X_API_KEY', 'DATABASE_URL', 'REDIS_URL', 'BROKER_URL',
+    'CELERY_BROKER_URL', 'CACHE_URL', 'AMQP_URL', 'MONGO_URL', 'MONGODB_URI', 'SENTRY_DSN'])
+_SEC_WORDS = ('SECRET', 'PASSWORD', 'PASSWD', 'PASSPHRASE', 'TOKEN', 'CREDENTIAL', 'PRIVATE', 'SIGNATURE',
+              'APIKEY', 'SESSIONID')
+_SEC_WHOLE = frozenset(['KEY', 'DSN', 'AUTH', 'COOKIE', 'PWD', 'PASS'])
+_SEC_DESCRIBING = frozenset([
+    'NAME', 'NAMES', 'PREFIX', 'FUNCTION', 'FUNC', 'HASHERS', 'VALIDATORS', 'TIMEOUT', 'AGE', 'LENGTH', 'LEN',
+    'PATH', 'FILE', 'DOMAIN', 'HTTPONLY', 'SECURE', 'SAMESITE', 'BACKEND', 'BACKENDS', 'CLASS', 'MODEL',
+    'URL_NAME', 'HEADER', 'ENABLED', 'REQUIRED', 'USED', 'COUNT', 'FIELD', 'FIELDS', 'TYPE'])
+_SEC_KEYS = frozenset(['PRIMARY', 'FOREIGN', 'CACHE', 'SORT', 'PK', 'FK', 'DICT', 'LOOKUP', 'PARTITION', 'HASH',
+                       'ROW', 'MAP', 'GROUP'])
+_SEC_SEPS = frozenset('_-. :/')
+_SHOW_SECRETS = set()  # idents of threads rendering for a request that shows secrets
+
+
+def _name_words(name):
+    words, cur, prev = [], [], ''
+    for ch in name:
+        if ch in _SEC_SEPS:
+            if cur:
+                words.append(''.join(cur).upper())
+            cur = []
+        else:
+            if ch.isupper() and prev.islower() and cur:
+                words.append(''.join(cur).upper())
+                cur = []
+            cur.append(ch)
+        prev = ch
+    if cur:
+        words.append(''.join(cur).upper())
+    return words
+
+
+def secret_name(name):
+    """Whether a value stored under name looks secret (internal/secrets)."""
+    if type(name) is not str:
+        return False
+    if name.upper() in _SEC_EXACT:
+        return True
+    words = _name_words(name)
+    if not words:
+        return False
+    if len(words) > 1 and words[-1] in _SEC_DESCRIBING:
+        return False
+    for w in words:
+        for s in _SEC_WORDS:
+            if s in w:
+                return True
+    if len(words) < 2 or words[0] in _SEC_KEYS:
+        return False
+    for w in words:
+        if w in _SEC_WHOLE or (w.endswith('KEY') and len(w) > 3 and not w.endswith('MONKEY')):
+            return True
+    return False
+
+
+def _hide(name):
+    return secret_name(name) and _ident() not in _SHOW_SECRETS
+
+
+class _Secrets(object):
+    """with _Secrets(show): what this thread renders in the block shows
+    secrets iff show."""
+
+    def __init__(self, show):
+        self.show, self.had = bool(show), False
+
+    def __enter__(self):
+        self.had = _ident() in _SHOW_SECRETS
+        (_SHOW_SECRETS.add if self.show else _SHOW_SECRETS.discard)(_ident())
+
+    def __exit__(self, *exc):
+        (_SHOW_SECRETS.add if self.had else _SHOW_SECRETS.discard)(_ident())
+
+
+def named_value(name, v):
+    """value(v) for a value stored under name (a local, an argument)."""
+    if _hide(name):
+        return {'type': type_name(v), 'value': REDACTED}
+    return value(v)
+
+
+def expr_name(expr):
+    """The name an expression reads last (settings.SECRET_KEY, env['TOKEN'],
+    password): print redacts its value as it would that name's."""
+    e = expr.strip()
+    if e.endswith(']'):
+        e = e[:-1].strip()
+        if len(e) >= 2 and e[-1] in '\'"':
+            q = e[-1]
+            i = e.rfind(q, 0, len(e) - 1)
+            return e[i + 1:-1] if i >= 0 and e[:i].rstrip().endswith('[') else None
+        return None
+    i = len(e)
+    while i > 0 and (e[i - 1].isalnum() or e[i - 1] == '_'):
+        i -= 1
+    return e[i:] or None
+
 
 def render(v, depth=0, attrs=True, path=None):
     """repr() for exact builtin types, a structural form for the rest."""
@@ -76,7 +181,7 @@ def _render_container(v, t, depth, path):
                 break
             if t is dict:
                 items.append(render(it[0], depth + 1, False, path) + ': ' +
-                             render(it[1], depth + 1, False, path))
+                             (REDACTED if _hide(it[0]) else render(it[1], depth + 1, False, path)))
             else:
                 items.append(render(it, depth + 1, False, path))
     finally:
@@ -242,7 +347,7 @@ def _render_object(v, t, depth, attrs, path):
                 parts.append('...')
                 break
             name = k if type(k) is str else render(k, MAX_DEPTH, False)
-            parts.append('%s = %s' % (name, render(val, depth + 1, False, path)))
+            parts.append('%s = %s' % (name, REDACTED if _hide(k) else render(val, depth + 1, False, path)))
     except Exception:
         pass
     return head + ' {' + ', '.join(parts) + '}'
@@ -262,6 +367,16 @@ def _sql(v):
 
 def value(v):
     return {'type': type_name(v), 'value': render(v)}
+
+
+def exc_value(e):
+    """An exception as its constructor call, from its args (no user
+    __str__ or __repr__ runs): ValueError('bad', 3)."""
+    try:
+        args = BaseException.args.__get__(e)
+        return '%s(%s)' % (_tqual(type(e)), ', '.join(render(a, 1, False) for a in args[:10]))
+    except Exception:
+        return '<%s>' % type_name(e)
 
 
 def exc_line(e):

@@ -115,7 +115,7 @@ class _Serving(object):
         if self.backend != 'settrace' or self.closing:
             return
         with self.lock:
-            need = bool(self.lines or self.pending or self.steps or self.stopped)
+            need = bool(self.lines or self.pending or self.steps or self.stopped or self.exc_filters)
         try:
             if need:
                 self._install()
@@ -169,6 +169,7 @@ class _Serving(object):
                 self.lines.clear()
                 del self.pending[:]
                 del self.history[:]  # drop the references krait's $N held
+                self.exc_filters = []
                 self.ccache.clear()
             steps = [self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
                      lambda: self._exit_hooks(False)]

@@ -21,7 +21,13 @@ class _Settrace(object):
                 return self.lt
             st = self.steps.get(_ident())
             if st is not None and not self._hidden(frame) and (
-                    st.mode == 'step' or self._relation(frame, st.frame) == 'gone'):
+                    st.mode in ('step', 'interrupt') or frame is st.frame or
+                    self._relation(frame, st.frame) == 'gone'):
+                return self.lt
+            if self.exc_filters and not self._hidden(frame):
+                # Exception events only: no line events in this frame.
+                if hasattr(frame, 'f_trace_lines'):
+                    frame.f_trace_lines = False
                 return self.lt
         except Exception:
             pass
@@ -46,12 +52,19 @@ class _Settrace(object):
                 # would hold it, and the agent, until resumed; the next
                 # 'call' event sets it again).
                 if self.steps and not self.closing:
-                    self._returned(frame, arg)
+                    self._returned(frame, arg, self._yielding(frame))
                 frame.f_trace = None
                 return None
             if self.closing:
                 return None
-            if event == 'line':
+            if event == 'exception':
+                if self.exc_filters:
+                    tb = arg[2]
+                    if tb is not None and tb.tb_next is None:  # where it is raised
+                        self._exception(frame, arg[1], 'raise')
+                    if self._outermost(frame):  # it may still catch it
+                        self._exception(frame, arg[1], 'uncaught')
+            elif event == 'line':
                 ident, c = _ident(), frame.f_code
                 bl = self.lines.get(self.fcache.get(c.co_filename) or self._abs(c.co_filename))
                 line = frame.f_lineno
@@ -63,6 +76,21 @@ class _Settrace(object):
             return None if self.closing or sys.gettrace() is not self.gt else self.lt
         except Exception:
             return None
+
+    @staticmethod
+    def _yielding(frame):
+        """At a 'return' event: whether a coroutine's frame suspends (at a
+        yield or await) rather than returns or raises."""
+        c = frame.f_code
+        if not c.co_flags & CO_AWAITS:
+            return False
+        try:
+            code, i = c.co_code, frame.f_lasti
+            # Before 3.11 a suspended YIELD_FROM (await) leaves f_lasti on
+            # the instruction before it, to run it again on resuming.
+            return code[i] in _YIELD_OPS or (i + 2 < len(code) and code[i + 2] in _YIELD_OPS)
+        except Exception:
+            return False
 
     def _tr_install(self):
         T = self.T = self.cfg.get('trace')

@@ -9,25 +9,36 @@ class _Stopping(object):
         for bp in list(bps or ()):
             if not bp.enabled:
                 continue
+            err = None
             if bp.ccode is not None:
                 try:
                     if not eval(bp.ccode, frame.f_globals, frame.f_locals):
                         continue
                 except Exception as e:
-                    self.send({'event': 'error', 'message': 'breakpoint %d: condition %r raised %s' % (
-                        bp.id, bp.cond, exc_line(e))})
+                    err = exc_line(e)  # the thread stops, as gdb's does
             bp.hits += 1
+            if bp.ignore > 0 and err is None:
+                bp.ignore -= 1
+                continue
             if bp.temporary:
                 self._remove(bp)
-            return self._stop(frame, 'breakpoint', bp)
+            return self._stop(frame, 'breakpoint', bp, extra={'cond_error': err} if err else None)
         st = self.steps.get(ident)
         if st is None:
             return
+        if st.mode == 'interrupt':
+            if not frame.f_code.co_filename.startswith('<frozen'):
+                self._stop(frame, 'interrupt')
+            return
+        rel = self._relation(frame, st.frame)
+        if rel == 'gone' and st.suspended:
+            return  # its coroutine awaits: this is another task's code (or the loop's)
+        if rel == 'same':
+            st.suspended = False
         if st.mode == 'step':
             if not frame.f_code.co_filename.startswith('<frozen'):
                 self._stop(frame, 'step')
             return
-        rel = self._relation(frame, st.frame)
         if rel == 'same':
             if st.mode == 'next' or (st.mode == 'until' and line > st.line):
                 self._stop(frame, 'until' if st.mode == 'until' else 'step')
@@ -43,12 +54,19 @@ class _Stopping(object):
             f = f.f_back
         return 'gone'
 
-    def _returned(self, frame, rv):
+    def _returned(self, frame, rv, yielded=False):
+        """frame returns, or (yielded) suspends at a yield or await."""
         st = self.steps.get(_ident())
-        if st is not None and st.mode == 'finish' and frame is st.frame:
+        if st is None or frame is not st.frame:
+            return
+        if st.co and yielded:
+            st.suspended = True  # it awaits: the step carries on when it resumes
+            return
+        st.suspended = False
+        if st.mode == 'finish':
             self._stop(frame, 'finish', None, rv, self._up(frame) or frame)
 
-    def _stop(self, frame, reason, bp=None, rv=_NO, top=None):
+    def _stop(self, frame, reason, bp=None, rv=_NO, top=None, extra=None):
         ident = _ident()
         if self.closing or ident == self.ident or os.getpid() != self.pid:
             return
@@ -63,6 +81,8 @@ class _Stopping(object):
               'return_value': None if rv is _NO else value(rv)}
         ev.update(self._where(th.top))
         ev['args'] = self._args(th.top)
+        ev['loop_tasks'] = self._loop_tasks()
+        ev.update(extra or {})
         self.send(ev)
         self._sig_guard()  # a stop signal now lets every thread go
         while True:  # run the jobs posted to this thread until resumed
@@ -97,8 +117,58 @@ class _Stopping(object):
             while f is not None:  # line events in the callers too
                 if f.f_trace is None and not self._hidden(f):
                     f.f_trace = self.lt
+                if hasattr(f, 'f_trace_lines'):
+                    f.f_trace_lines = True  # traced for exceptions only, until now
                 f = f.f_back
         self._steps_changed(True)
+
+    def _exception(self, frame, exc, kind):
+        """exc is raised in frame (kind 'raise'), or leaves the thread's
+        outermost frame (kind 'uncaught'): stop if a filter wants it."""
+        ident = _ident()
+        if ident == self.ident or ident in self.stopped or self.closing or os.getpid() != self.pid or \
+                self._hidden(frame):
+            return  # (a stopped thread raises in what krait evaluates there: not a stop)
+        if kind == 'uncaught':
+            if self.exc_seen.get(ident) == id(exc):
+                return  # stopped for it already, in the frame it left first
+        hit = None
+        for fid, k, names in list(self.exc_filters):
+            if k == kind and (not names or any(_tname(c) in names or _cls_name(c) in names
+                                               for c in _tmro(type(exc)))):
+                hit = fid
+                break
+        if hit is None:
+            return
+        if kind == 'uncaught':
+            self.exc_seen[ident] = id(exc)
+        self._stop(frame, 'exception', extra={'catch': hit, 'catch_kind': kind,
+                                              'exception': {'type': _cls_name(type(exc)), 'value': exc_value(exc)}})
+
+    @staticmethod
+    def _outermost(f):
+        """Whether f is the thread's outermost frame of its own code: no
+        caller, or called by threading.Thread's run or bootstrap."""
+        b = f.f_back
+        if b is None:
+            return True
+        T = threading.Thread
+        return b.f_code is T.run.__code__ or b.f_code is getattr(T._bootstrap_inner, '__code__', None)
+
+    @staticmethod
+    def _loop_tasks():
+        """In a thread running an asyncio event loop (this one, stopped):
+        how many other tasks that loop has (they wait while it is
+        stopped); None without a running loop."""
+        aio = sys.modules.get('asyncio')
+        try:
+            loop = aio.events._get_running_loop() if aio is not None else None
+            if loop is None or not hasattr(aio, 'all_tasks'):
+                return None
+            tasks = aio.all_tasks(loop)
+            return len(tasks) - (1 if aio.current_task(loop) in tasks else 0)
+        except Exception:
+            return None
 
     @staticmethod
     def _thread_name(ident):
@@ -122,5 +192,5 @@ class _Stopping(object):
 
     def _args(self, f):
         loc = f.f_locals
-        return [dict(name=n, type=type_name(loc[n]), value=render(loc[n], attrs=False))
+        return [dict(name=n, type=type_name(loc[n]), value=REDACTED if _hide(n) else render(loc[n], attrs=False))
                 for n in arg_names(f.f_code) if n in loc]

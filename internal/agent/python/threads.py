@@ -46,13 +46,25 @@ class _Threads(object):
                 f = th.top
             while f is not None and self._hidden(f):
                 f = f.f_back
-            d = {'id': ident, 'native_id': getattr(t, 'native_id', th and th.native),
+            d = {'id': ident, 'native_id': th.native if th is not None else self._lwp(t),
                  'name': t.name if t is not None else None, 'stopped': th is not None,
                  'reason': th.reason if th else None, 'function': None, 'file': None, 'line': None}
             if f is not None:
                 d.update(self._where(f))
             out.append(d)
         return {'threads': out}
+
+    @staticmethod
+    def _lwp(t):
+        """A running thread's OS thread id. threading caches it when the
+        thread starts, and before 3.14 never renews it after os.fork(): in
+        a forked worker the thread that forked still shows the parent's.
+        That thread is the child's first one, whose id is the pid; it is
+        the only one whose cached id is no thread of this process."""
+        n = getattr(t, 'native_id', None)
+        if n is not None and not os.path.exists('/proc/self/task/%d' % n):
+            return os.getpid()
+        return n
 
     def _resume(self, ths, mode, req=None):
         if mode == 'finish':
@@ -85,6 +97,81 @@ class _Threads(object):
     def c_finish(self, req):
         return self._resume([self._thread(req)], 'finish', req)
 
+    def c_cancel(self, req):
+        """Cancel a step in progress (Ctrl-C during next): the thread runs
+        on and does not stop for it."""
+        t = req.get('thread')
+        with self.cv:
+            st = self.steps.pop(t, None)
+            th = self.stopped.get(t)
+            if th is not None and th.resume and th.resume[0] != 'continue':
+                th.resume = ('continue', None)  # resumed, not yet on its way
+                st = st or th
+        if st is not None:
+            self._steps_changed(False)
+        return {'cancelled': st is not None, 'stopped': t in self.stopped and th is None}
+
+    def c_interrupt(self, req):
+        """Stop a running thread (all of them without thread) at the next
+        line of Python it runs."""
+        t = req.get('thread')
+        frames = sys._current_frames()
+        if t is not None and (t not in frames or t == self.ident):
+            raise Err('no thread %s runs Python' % (t,))
+        idents = [i for i in ([t] if t is not None else sorted(frames))
+                  if i != self.ident and i not in self.stopped]
+        if self.backend == 'settrace' and idents:
+            self._install()
+        with self.cv:
+            for i in idents:
+                self.steps[i] = Step('interrupt', frames[i])
+        if self.backend == 'settrace':
+            for i in idents:  # trace it, with line events in the frames it runs now
+                self._tr_thread(i)
+                f = frames[i]
+                while f is not None:
+                    if f.f_trace is None and not self._hidden(f):
+                        f.f_trace = self.lt
+                    f = f.f_back
+        self._steps_changed(True)
+        return {'threads': idents}
+
+    def c_set_local(self, req):
+        """name = expr in a stopped thread's frame (gdb's set var): a local
+        (or cell) of the frame, a global at module level."""
+        th = self._thread(req)
+        f = self._frame(th, req)
+        name, expr = req.get('name'), req.get('expr')
+        if type(name) is not str or not name.isidentifier() or type(expr) is not str:
+            raise Err('set_local needs name and expr')
+        history = self.history
+
+        def run(th):
+            try:
+                loc = dict(f.f_locals)
+                loc['__krait_h'] = history
+                v = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
+            except BaseException as e:
+                raise Err(exc_line(e))
+            c = f.f_code
+            if f.f_locals is f.f_globals:
+                f.f_globals[name] = v
+            elif name not in c.co_varnames + c.co_cellvars + c.co_freevars:
+                raise Err('No symbol "%s" in current context.' % name)
+            elif sys.version_info >= (3, 13):
+                f.f_locals[name] = v  # PEP 667: writes through to the frame
+            else:
+                # The frame's dict, fresh from its fast locals, then back
+                # (clear=0: the others keep their values).
+                f.f_locals[name] = v
+                fn = ctypes.PyDLL(None).PyFrame_LocalsToFast
+                fn.argtypes, fn.restype = [ctypes.py_object, ctypes.c_int], None
+                fn(f, 0)
+            if req.get('store'):
+                history.append(v)
+            return named_value(name, v)
+        return self._in_thread(th, self._shown(req, run))
+
     def c_stack(self, req):
         def run(th):
             out, f = [], th.top
@@ -95,7 +182,7 @@ class _Threads(object):
                 out.append(d)
                 f = self._up(f)
             return out
-        return {'frames': self._in_thread(self._thread(req), run)}
+        return {'frames': self._in_thread(self._thread(req), self._shown(req, run))}
 
     def c_locals(self, req):
         th = self._thread(req)
@@ -113,9 +200,9 @@ class _Threads(object):
                 if n in seen or n not in loc or len(out) >= 500:
                     continue
                 seen.add(n)
-                out.append(dict(name=n, arg=n in args, **value(loc[n])))
+                out.append(dict(name=n, arg=n in args, **named_value(n, loc[n])))
             return out
-        return {'locals': self._in_thread(th, run)}
+        return {'locals': self._in_thread(th, self._shown(req, run))}
 
     def c_eval(self, req):
         th = self._thread(req)
@@ -133,15 +220,26 @@ class _Threads(object):
                 if req.get('store'):
                     history.append(v)
                 if mode == 'safe':
-                    return value(v)
+                    return named_value(expr_name(expr), v)
                 if mode == 'sql':
                     return {'type': 'sql', 'value': _sql(v)}
+                if _hide(expr_name(expr)):
+                    return {'type': type_name(v), 'value': REDACTED}
                 return {'type': type_name(v), 'value': repr(v)[:100000]}
             except Err:
                 raise
             except BaseException as e:
                 raise Err(exc_line(e))
-        return self._in_thread(th, run)
+        return self._in_thread(th, self._shown(req, run))
+
+    @staticmethod
+    def _shown(req, fn):
+        """fn, rendering secrets as the request says (secrets: true shows
+        them)."""
+        def run(th):
+            with _Secrets(req.get('secrets') is True):
+                return fn(th)
+        return run
 
     def c_source(self, req):
         spec, line, count = req.get('file'), req.get('line') or 1, req.get('count') or 10

@@ -158,7 +158,7 @@ class _Wrapping(object):
         while the body of a module holding breakpoints still runs (its
         functions are not all defined yet)."""
         with self.lock:
-            if not self.glob or self.pending or self.T.get('thread_id') is None:
+            if not self.glob or self.pending or self.exc_filters or self.T.get('thread_id') is None:
                 return
             for f in sys._current_frames().values():
                 while f is not None:
