@@ -87,7 +87,10 @@ def wrapper_code(c):
 
 
 def bind_wrapper(w, hook):
-    consts = tuple(hook if (type(k) is str and k == _WSENT) else k for k in w.co_consts)
+    # A list first: tuple(generator) resizes the tuple as it goes, which
+    # fails (SystemError) if any other thread meanwhile holds a reference to
+    # it (a heap walk in the application, say).
+    consts = tuple([hook if (type(k) is str and k == _WSENT) else k for k in w.co_consts])
     if hasattr(w, 'replace'):
         return w.replace(co_consts=consts)
     return _CODE(w.co_argcount, w.co_kwonlyargcount, w.co_nlocals, w.co_stacksize, w.co_flags,
