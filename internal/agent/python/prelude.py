@@ -39,6 +39,7 @@ import json
 import linecache
 import os
 import select
+import signal
 import socket
 import sys
 import threading
