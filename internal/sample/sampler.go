@@ -52,7 +52,10 @@ type Request struct {
 	Age    time.Duration // since krait first saw it
 }
 
-// Sampler samples a set of processes.
+// Sampler samples a set of processes. Without NonBlocking it keeps each
+// process's threads seized from its first sample to the end of Run
+// (live.Holder); a caller that started a target itself must not wait for
+// it meanwhile, as its wait would take the threads' ptrace stops.
 type Sampler struct {
 	opt Options
 	// Warn prints one line about a process that cannot be read.
@@ -78,6 +81,7 @@ type Sampler struct {
 type proc struct {
 	pid     int
 	lp      *live.Process
+	hold    *live.Holder // threads kept seized across samples (pausing mode)
 	py      *cpython.Python
 	sr      *cpython.StackReader
 	names   map[uint64]string
@@ -258,11 +262,20 @@ func (s *Sampler) Rate() float64 {
 }
 
 func (p *proc) close() {
+	p.release()
 	for tid, f := range p.stat {
 		f.close()
 		delete(p.stat, tid)
 	}
 	p.lp.Close()
+}
+
+// release lets the process's threads go (detaches them).
+func (p *proc) release() {
+	if p.hold != nil {
+		p.hold.Close()
+		p.hold = nil
+	}
 }
 
 // scan opens pending processes and, with Subprocesses, finds new children.
@@ -378,6 +391,7 @@ func (s *Sampler) round() {
 			s.errors.Add(1)
 			if gone(p, err) {
 				p.gone, p.info.Exited = true, true
+				p.release()
 			} else if p.info.Error == "" {
 				p.info.Error = err.Error()
 			}
@@ -493,15 +507,20 @@ func (s *Sampler) sampleProc(p *proc, now time.Time) ([]Request, error) {
 			attrs = p.attributeAll(threads, now)
 		}
 	} else {
-		pause, perr := live.Pause(p.pid, 200*time.Millisecond)
-		if perr != nil {
+		// The threads stay seized from the first sample to the end:
+		// a sample is an interrupt, a wait and a resume per thread.
+		if p.hold == nil {
+			p.hold = live.Hold(p.pid)
+		}
+		if perr := p.hold.Stop(200 * time.Millisecond); perr != nil {
+			p.hold.Cont()
 			return nil, perr
 		}
 		threads, err = p.sr.Sample(osThreads)
 		if err == nil {
 			attrs = p.attributeAll(threads, now)
 		}
-		pause.Release()
+		p.hold.Cont()
 	}
 	if err != nil {
 		return nil, err
