@@ -166,3 +166,35 @@ func TestRecordHold(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordCodeReuse: code objects freed and others allocated at the same
+// addresses (exec in a loop, alternating two function names) are told
+// apart: both names get their share, on every interpreter, in both modes.
+func TestRecordCodeReuse(t *testing.T) {
+	for _, py := range pythons(t) {
+		t.Run(py.name, func(t *testing.T) {
+			p := start(t, nil, py.path, fixture("codereuse_fixture.py"))
+			if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
+				t.Fatalf("fixture did not start: %s", p.stderr)
+			}
+			for _, mode := range [][]string{nil, {"--nonblocking"}} {
+				args := append([]string{"record", "--pid", strconv.Itoa(p.pid()), "--duration", "1.5", "-f", "raw", "-o", "-"}, mode...)
+				r := krait(t, args...)
+				if r.code != 0 {
+					t.Fatalf("%v", r)
+				}
+				st := collapsed(t, r.stdout)
+				alpha, all := share(st, `;alpha \(`)
+				gamma, _ := share(st, `;gamma \(`)
+				t.Logf("%v: %d samples, alpha %.2f gamma %.2f", mode, all, alpha, gamma)
+				if alpha+gamma < 0.5 {
+					t.Errorf("%v: alpha+gamma only %.2f of %d samples:\n%s", mode, alpha+gamma, all, r.stdout)
+					continue
+				}
+				if f := alpha / (alpha + gamma); f < 0.2 || f > 0.8 {
+					t.Errorf("%v: alpha %.2f gamma %.2f: want about half each (a code object cached under its old name?)\n%s", mode, alpha, gamma, r.stdout)
+				}
+			}
+		})
+	}
+}
