@@ -41,7 +41,9 @@ type topView struct {
 
 func runTop(args []string, stdout, stderr io.Writer) int {
 	f := newProfFlags("top")
-	delay := f.fs.Duration("delay", time.Second, "refresh interval")
+	delayFlag := durationFlag{time.Second}
+	f.fs.Var(&delayFlag, "delay", "refresh interval: seconds or e.g. 500ms (default 1s)")
+	delay := &delayFlag.d
 	if code := f.parse("top", args, stdout, stderr); code >= 0 {
 		return code
 	}
