@@ -3,10 +3,15 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -291,4 +296,118 @@ func childPIDs(pid int) []int {
 		}
 	}
 	return out
+}
+
+// TestRecordWSGI: samples inside a plain WSGI app's request (no Django;
+// wsgiref here, gunicorn's workers the same way) are charged to the app
+// callable as the view, with the request's method and PATH_INFO as the
+// route; the slow path gets most of them.
+func TestRecordWSGI(t *testing.T) {
+	py := pickPython(t)
+	if py.minor == "2.7" {
+		t.Skip("the fixture's wsgiref server is Python 3")
+	}
+	p := start(t, nil, py.path, fixture("wsgi_app.py"))
+	var port string
+	if !p.waitFor(30*time.Second, func() bool {
+		_, last := p.stdout.Lines()
+		port = strings.TrimPrefix(last, "port ")
+		return strings.HasPrefix(last, "port ")
+	}) {
+		t.Fatalf("wsgi fixture did not start: %s", p.stderr)
+	}
+	t.Run("wsgiref", func(t *testing.T) { checkWSGI(t, p.pid(), port, false) })
+	t.Run("gunicorn", func(t *testing.T) {
+		// Debian's gunicorn (scripts/stack-deps.sh installs it).
+		const gpy = "/usr/bin/python3.11"
+		if err := exec.Command(gpy, "-c", "import gunicorn").Run(); err != nil {
+			if os.Getenv("KRAIT_REQUIRE_DJANGO_STACK") == "1" {
+				t.Fatalf("gunicorn for %s is missing: %v", gpy, err)
+			}
+			t.Skipf("gunicorn for %s is missing: %v", gpy, err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gport := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		g := start(t, nil, gpy, "-m", "gunicorn", "--chdir", filepath.Dir(fixture("wsgi_app.py")), "-w", "1", "-b", "127.0.0.1:"+gport, "wsgi_app:application")
+		// The worker holds the output pipes: stop the master gracefully
+		// (it stops its worker) before the default kill.
+		t.Cleanup(func() {
+			_ = syscall.Kill(g.pid(), syscall.SIGTERM)
+			g.waitFor(10*time.Second, func() bool { return false })
+		})
+		ok := g.waitFor(30*time.Second, func() bool {
+			resp, err := http.Get("http://127.0.0.1:" + gport + "/fast")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		})
+		if !ok {
+			t.Fatalf("gunicorn did not start: %s", g.stderr)
+		}
+		checkWSGI(t, g.pid(), gport, true)
+	})
+}
+
+// checkWSGI records pid (with --subprocesses for a server's master) while
+// a client hits /slow and /fast on port, and checks the attribution to
+// the app callable (wsgi_app.application when imported by name).
+func checkWSGI(t *testing.T, pid int, port string, master bool) {
+	app := `(__main__|wsgi_app)\.application`
+	var extra []string
+	if master {
+		extra = []string{"--subprocesses"}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, path := range []string{"/slow", "/fast"} {
+		wg.Add(1)
+		go func(url string) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if resp, err := http.Get(url); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}("http://127.0.0.1:" + port + path)
+	}
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "wsgi.txt")
+	r := krait(t, append([]string{"record", "--pid", strconv.Itoa(pid), "--duration", "2", "--by", "view", "-f", "raw", "-o", raw}, extra...)...)
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	data, _ := os.ReadFile(raw)
+	st := collapsed(t, string(data))
+	view, all := share(st, `^view `+app+`;`)
+	slow, _ := share(st, `^view `+app+`;.*;slow_work \(`)
+	t.Logf("%d samples: view %.2f, slow_work %.2f", all, view, slow)
+	if view < 0.6 || slow < 0.4 {
+		t.Errorf("samples not charged to the WSGI app (view %.2f, slow_work %.2f of %d):\n%s", view, slow, all, data)
+	}
+	prof := filepath.Join(dir, "wsgi.pprof")
+	if r := krait(t, append([]string{"record", "--pid", strconv.Itoa(pid), "--duration", "2", "-f", "pprof", "-o", prof}, extra...)...); r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	tags, err := exec.Command("go", "tool", "pprof", "-tags", prof).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof -tags: %v\n%s", err, tags)
+	}
+	for _, want := range []string{"/slow", "GET", ".application"} {
+		if !strings.Contains(string(tags), want) {
+			t.Errorf("pprof labels lack %q:\n%s", want, tags)
+		}
+	}
 }
