@@ -372,7 +372,7 @@ func descendants(pids []int) []int {
 	return out
 }
 
-// round samples every process once.
+// round samples every process once, all of them at the same time.
 func (s *Sampler) round() {
 	s.mu.Lock()
 	procs := make([]*proc, 0, len(s.order))
@@ -383,9 +383,29 @@ func (s *Sampler) round() {
 	}
 	s.mu.Unlock()
 	now := time.Now()
+	// Every process at once: stopping one waits for each of its threads
+	// to be scheduled, and on a busy host those waits overlap.
+	type res struct {
+		reqs []Request
+		err  error
+	}
+	results := make([]res, len(procs))
+	if len(procs) == 1 {
+		results[0].reqs, results[0].err = s.sampleProc(procs[0], now)
+	} else {
+		var wg sync.WaitGroup
+		for i, p := range procs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i].reqs, results[i].err = s.sampleProc(p, now)
+			}()
+		}
+		wg.Wait()
+	}
 	var cur []Request
-	for _, p := range procs {
-		reqs, err := s.sampleProc(p, now)
+	for i, p := range procs {
+		reqs, err := results[i].reqs, results[i].err
 		if err != nil {
 			p.info.Errors++
 			s.errors.Add(1)

@@ -34,10 +34,13 @@ def work(i):
         c[i] += 1
 
 
-def recurse(level, depth, i, arrived):
+def recurse(level, depth, i, arrived, go):
     if level < depth:
-        return recurse(level + 1, depth, i, arrived)
+        return recurse(level + 1, depth, i, arrived, go)
     arrived.release()
+    # Work only once every thread is at depth: CPU-bound threads would
+    # slow down the start of the others.
+    go.wait()
     work(i)
 
 
@@ -46,13 +49,15 @@ def main():
     depth = int(sys.argv[2]) if len(sys.argv) > 2 else 30
     parent = os.getppid()
     arrived = threading.Semaphore(0)
+    go = threading.Event()
     for i in range(n):
         counts.append(0)
-        t = threading.Thread(target=recurse, args=(1, depth, i, arrived), name="worker-%d" % i)
+        t = threading.Thread(target=recurse, args=(1, depth, i, arrived, go), name="worker-%d" % i)
         t.daemon = True
         t.start()
     for _ in range(n):
         arrived.acquire()
+    go.set()
     out = sys.stdout
     try:
         out.write("READY %d\n" % os.getpid())
