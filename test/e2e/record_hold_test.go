@@ -142,6 +142,27 @@ func TestRecordHold(t *testing.T) {
 		checkRunsFree(t, p, "after record")
 	})
 
+	t.Run("dump meanwhile", func(t *testing.T) {
+		// A process has one tracer: a pausing dump while record holds
+		// the threads says so (exit 4, one line); --nonblocking works.
+		p := startHold(t)
+		cmd, stderr := startRecord(t, p.pid(), "--rate", "100")
+		time.Sleep(700 * time.Millisecond)
+		r := krait(t, "dump", "--pid", strconv.Itoa(p.pid()))
+		if r.code != 4 || !strings.Contains(r.stderr, "already traced by process "+strconv.Itoa(cmd.Process.Pid)) || !strings.Contains(r.stderr, "--nonblocking") {
+			t.Errorf("dump while record holds the process: %v", r)
+		}
+		checkOneLine(t, "dump while record holds the process", r.stderr)
+		if r := krait(t, "dump", "--pid", strconv.Itoa(p.pid()), "--nonblocking"); r.code != 0 || !strings.Contains(r.stdout, "spin") {
+			t.Errorf("dump --nonblocking while record holds the process: %v", r)
+		}
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("record: %v\n%s", err, stderr)
+		}
+		checkRunsFree(t, p, "after record")
+	})
+
 	t.Run("threads come and go", func(t *testing.T) {
 		p := startHold(t)
 		out := t.TempDir() + "/churn.txt"
