@@ -228,7 +228,7 @@ func (h *Holder) stop(timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			break
 		}
-		if spins++; spins < 50 {
+		if spins++; spins < 4 {
 			runtime.Gosched()
 		} else {
 			time.Sleep(20 * time.Microsecond)
