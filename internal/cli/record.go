@@ -291,10 +291,6 @@ func runRecord(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, f.dur.d)
 		defer cancel()
 	}
-	childDone := make(chan struct{})
-	if child != nil {
-		go func() { _ = child.Wait(); close(childDone) }()
-	}
 	progressDone := make(chan struct{})
 	progressStopped := make(chan struct{})
 	if isTerminal(os.Stderr) {
@@ -308,11 +304,11 @@ func runRecord(args []string, stdout, stderr io.Writer) int {
 	<-progressStopped
 	stop()
 	if child != nil {
+		// Reaped only now: a wait of krait's while the sampler holds the
+		// command's threads would take their ptrace stops (the kernel
+		// reports a tracee's stops to any wait of its tracer's process).
 		// The command goes on if recording stopped first (--duration).
-		select {
-		case <-childDone:
-		default:
-		}
+		go func() { _ = child.Wait() }()
 	}
 	p := s.Profile()
 	procs := s.Procs()

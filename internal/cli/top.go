@@ -41,7 +41,9 @@ type topView struct {
 
 func runTop(args []string, stdout, stderr io.Writer) int {
 	f := newProfFlags("top")
-	delay := f.fs.Duration("delay", time.Second, "refresh interval")
+	delayFlag := durationFlag{time.Second}
+	f.fs.Var(&delayFlag, "delay", "refresh interval: seconds or e.g. 500ms (default 1s)")
+	delay := &delayFlag.d
 	if code := f.parse("top", args, stdout, stderr); code >= 0 {
 		return code
 	}
@@ -61,11 +63,16 @@ func runTop(args []string, stdout, stderr io.Writer) int {
 		ctx, c2 = context.WithTimeout(ctx, f.dur.d)
 		defer c2()
 	}
-	if child != nil {
-		go func() { _ = child.Wait() }()
-	}
 	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
+	go func() {
+		s.Run(ctx)
+		// Not waited for while sampled: krait's own wait would take the
+		// stops of the threads the sampler holds (see sample.Sampler).
+		if child != nil {
+			go func() { _ = child.Wait() }()
+		}
+		close(done)
+	}()
 	out, isFile := stdout.(*os.File)
 	if *f.asJSON || !isFile || !isTerminal(out) {
 		return topJSON(ctx, s, stdout, stderr, *delay, *f.by == "view", done)

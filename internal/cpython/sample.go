@@ -26,6 +26,10 @@ type StackFrame struct {
 	Code uint64
 	Info *CodeInfo
 	Line int
+	// pos is where the frame was in its code (f_lasti or the
+	// instruction pointer), to find the line again if the code object
+	// cached at Code turns out to be another one.
+	pos uint64
 }
 
 // StackThread is one thread of a sample: no locals, no values.
@@ -66,7 +70,13 @@ type sampledCode struct {
 	info  *CodeInfo
 	c     *code
 	lines map[int]int // bytecode offset → line
+	sig   codeSig
 }
+
+// codeSig is what tells a code object from another one later allocated at
+// the same address: its type and the objects its name, qualified name,
+// file name and line table point to, and its first line.
+type codeSig [6]uint64
 
 // NewStackReader prepares fast stack reads of py's process.
 func (py *Python) NewStackReader() *StackReader {
@@ -207,6 +217,7 @@ func (sr *StackReader) Sample(osThreads []target.Thread) ([]*StackThread, error)
 	}
 	sr.nativeIDs(threads, osThreads)
 	sr.walk(threads, cur)
+	sr.checkCodes(threads)
 	return threads, nil
 }
 
@@ -355,6 +366,90 @@ func (sr *StackReader) walk(threads []*StackThread, cur []uint64) {
 
 var unknownCode = &CodeInfo{Name: "???", Qualname: "???", File: "?"}
 
+// sigSpan is how many bytes of a code object hold its codeSig fields.
+func (sr *StackReader) sigSpan() int {
+	L := sr.py.L
+	return span(8, L.CodeName, L.CodeQualname, L.CodeFilename, L.CodeLinetable, L.CodeFirstlineno)
+}
+
+func (sr *StackReader) sigOf(b []byte) codeSig {
+	L := sr.py.L
+	return codeSig{field(b, 8), field(b, L.CodeName), field(b, L.CodeQualname), field(b, L.CodeFilename),
+		field(b, L.CodeLinetable), uint64(field32(b, L.CodeFirstlineno))}
+}
+
+// checkCodes makes sure that the code objects cached by address are still
+// the ones at those addresses: a code object freed and another allocated
+// in its place (code made by exec or compile in a loop, a module
+// reloaded) would otherwise be shown under the old one's name. It reads
+// the signature fields of every code object of this sample in one call and
+// decodes again the ones that changed, fixing their frames.
+func (sr *StackReader) checkCodes(threads []*StackThread) {
+	var addrs []uint64
+	seen := map[uint64]bool{}
+	for _, t := range threads {
+		for _, f := range t.Frames {
+			if f.Code != 0 && !seen[f.Code] {
+				seen[f.Code] = true
+				addrs = append(addrs, f.Code)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	n := sr.sigSpan()
+	store := make([]byte, n*len(addrs))
+	bufs := make([][]byte, len(addrs))
+	for i := range bufs {
+		bufs[i] = store[i*n : (i+1)*n]
+	}
+	errs := sr.readv(bufs, addrs)
+	stale := map[uint64]*sampledCode{}
+	for i, a := range addrs {
+		sc := sr.codes[a]
+		if sc == nil || errs[i] != nil || sr.sigOf(bufs[i]) == sc.sig {
+			continue
+		}
+		delete(sr.codes, a)
+		nc, err := sr.code(a)
+		if err != nil {
+			nc = nil
+		}
+		stale[a] = nc
+	}
+	if len(stale) == 0 {
+		return
+	}
+	for _, t := range threads {
+		for k := range t.Frames {
+			f := &t.Frames[k]
+			nc, ok := stale[f.Code]
+			if !ok {
+				continue
+			}
+			if nc == nil {
+				f.Info, f.Line = unknownCode, 0
+				continue
+			}
+			f.Info, f.Line = nc.info, sr.lineAt(nc, f.pos)
+		}
+	}
+}
+
+// lineAt is the line of a frame at pos (see StackFrame.pos) in c.
+func (sr *StackReader) lineAt(c *sampledCode, pos uint64) int {
+	L := sr.py.L
+	if L.Frames == layout.FrameObjects {
+		lasti := int32(pos)
+		if lasti < 0 {
+			return c.c.firstLine
+		}
+		return c.line(L.LineTable, int(int64(lasti)*L.LastiUnit))
+	}
+	return c.line(L.LineTable, int((int64(pos)-int64(c.c.codeStart))/2*2))
+}
+
 func (sr *StackReader) code(addr uint64) (*sampledCode, error) {
 	if c, ok := sr.codes[addr]; ok {
 		return c, nil
@@ -364,6 +459,9 @@ func (sr *StackReader) code(addr uint64) (*sampledCode, error) {
 		return nil, err
 	}
 	sc := &sampledCode{c: c, lines: map[int]int{}, info: &CodeInfo{Name: c.name, Qualname: c.qualname, File: c.file, FirstLine: c.firstLine}}
+	if b, err := sr.py.m.bytes(addr, sr.sigSpan()); err == nil {
+		sc.sig = sr.sigOf(b)
+	}
 	// Line tables are not needed once decoded for the offsets seen; keep
 	// them (bounded by the code objects sampled).
 	sr.codes[addr] = sc
@@ -388,12 +486,8 @@ func (sr *StackReader) frameObject(addr uint64, b []byte) (*StackFrame, error) {
 	if err != nil {
 		return nil, err
 	}
-	lasti := int32(field32(b, L.FrameLasti))
-	line := c.c.firstLine
-	if lasti >= 0 {
-		line = c.line(L.LineTable, int(int64(lasti)*L.LastiUnit))
-	}
-	return &StackFrame{Addr: addr, Code: codeAddr, Info: c.info, Line: line}, nil
+	pos := uint64(field32(b, L.FrameLasti))
+	return &StackFrame{Addr: addr, Code: codeAddr, Info: c.info, Line: sr.lineAt(c, pos), pos: pos}, nil
 }
 
 func (sr *StackReader) interpreterFrame(addr uint64, b []byte) (*StackFrame, error) {
@@ -417,7 +511,7 @@ func (sr *StackReader) interpreterFrame(addr uint64, b []byte) (*StackFrame, err
 	if unit < c.c.firstTraceable && owner != L.OwnerGenerator {
 		return nil, nil // incomplete frame
 	}
-	return &StackFrame{Addr: addr, Code: codeAddr, Info: c.info, Line: c.line(L.LineTable, int(unit*2))}, nil
+	return &StackFrame{Addr: addr, Code: codeAddr, Info: c.info, Line: c.line(L.LineTable, int(unit*2)), pos: instr}, nil
 }
 
 // ThreadNames reads threading's thread names of every interpreter, by

@@ -57,9 +57,95 @@ func (p *proc) attributeAll(threads []*cpython.StackThread, now time.Time) []att
 	return out
 }
 
+// wsgiFrame finds, for a WSGI app that is not Django, the innermost frame
+// of the server calling it: gunicorn's worker handle_request (the app in
+// self.wsgi, the request in environ) or wsgiref's BaseHandler.run (the app
+// in application, the request in self.environ).
+func wsgiFrame(frames []cpython.StackFrame) (int, string, bool) {
+	for i, f := range frames {
+		switch {
+		case f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/"):
+			return i, "gunicorn", true
+		case f.Info.Name == "run" && strings.HasSuffix(f.Info.File, "wsgiref/handlers.py"):
+			return i, "wsgiref", true
+		}
+	}
+	return 0, "", false
+}
+
+// attributeWSGI charges a sample inside a plain WSGI app's request to the
+// app callable (as the view) and the request's method and PATH_INFO (as
+// the route), read once per request.
+func (p *proc) attributeWSGI(t *cpython.StackThread, i int, server string, now time.Time) attribution {
+	f := t.Frames[i]
+	var env, app uint64
+	if server == "gunicorn" {
+		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "environ", "self")
+		if err != nil || addrs[0] == 0 || addrs[1] == 0 {
+			return attribution{view: "(wsgi request)", first: now}
+		}
+		env = addrs[0]
+		p.py.FreshRead()
+		if a, ok := p.py.Ref(addrs[1]).Attr("wsgi"); ok {
+			app = a.Addr
+		}
+	} else {
+		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "application", "self")
+		if err != nil || addrs[0] == 0 || addrs[1] == 0 {
+			return attribution{view: "(wsgi request)", first: now}
+		}
+		app = addrs[0]
+		p.py.FreshRead()
+		if e, ok := p.py.Ref(addrs[1]).Attr("environ"); ok && !e.IsNone() {
+			env = e.Addr
+		}
+	}
+	old := p.reqs[t.TState]
+	if old != nil && old.frame == f.Addr && old.request == env && old.callback == app {
+		return old.attribution
+	}
+	st := &reqState{frame: f.Addr, request: env, callback: app}
+	st.first = now
+	if old != nil && old.frame == f.Addr && old.request == env {
+		st.first = old.first
+	}
+	if env != 0 {
+		e := p.py.Ref(env)
+		if m, ok := e.DictGet("REQUEST_METHOD"); ok {
+			st.method, _ = m.Str()
+		}
+		if r, ok := e.DictGet("PATH_INFO"); ok {
+			st.route, _ = r.Str()
+		}
+	}
+	if app != 0 {
+		a := p.py.Ref(app)
+		if mod, q, ok := a.FuncName(); ok {
+			st.view = q
+			if mod != "" {
+				st.view = mod + "." + q
+			}
+		} else if mod, q := a.Type(); q != "" {
+			// A callable object: its class.
+			st.view = q
+			if mod != "" && mod != "builtins" {
+				st.view = mod + "." + q
+			}
+		}
+	}
+	if st.view == "" {
+		st.view = "(wsgi request)"
+	}
+	p.reqs[t.TState] = st
+	return st.attribution
+}
+
 func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 	i, ok := handlerFrame(t.Frames)
 	if !ok {
+		if j, server, ok := wsgiFrame(t.Frames); ok {
+			return p.attributeWSGI(t, j, server, now)
+		}
 		delete(p.reqs, t.TState)
 		return noRequest
 	}

@@ -52,7 +52,10 @@ type Request struct {
 	Age    time.Duration // since krait first saw it
 }
 
-// Sampler samples a set of processes.
+// Sampler samples a set of processes. Without NonBlocking it keeps each
+// process's threads seized from its first sample to the end of Run
+// (live.Holder); a caller that started a target itself must not wait for
+// it meanwhile, as its wait would take the threads' ptrace stops.
 type Sampler struct {
 	opt Options
 	// Warn prints one line about a process that cannot be read.
@@ -78,6 +81,7 @@ type Sampler struct {
 type proc struct {
 	pid     int
 	lp      *live.Process
+	hold    *live.Holder // threads kept seized across samples (pausing mode)
 	py      *cpython.Python
 	sr      *cpython.StackReader
 	names   map[uint64]string
@@ -258,11 +262,20 @@ func (s *Sampler) Rate() float64 {
 }
 
 func (p *proc) close() {
+	p.release()
 	for tid, f := range p.stat {
 		f.close()
 		delete(p.stat, tid)
 	}
 	p.lp.Close()
+}
+
+// release lets the process's threads go (detaches them).
+func (p *proc) release() {
+	if p.hold != nil {
+		p.hold.Close()
+		p.hold = nil
+	}
 }
 
 // scan opens pending processes and, with Subprocesses, finds new children.
@@ -359,7 +372,7 @@ func descendants(pids []int) []int {
 	return out
 }
 
-// round samples every process once.
+// round samples every process once, all of them at the same time.
 func (s *Sampler) round() {
 	s.mu.Lock()
 	procs := make([]*proc, 0, len(s.order))
@@ -370,14 +383,35 @@ func (s *Sampler) round() {
 	}
 	s.mu.Unlock()
 	now := time.Now()
+	// Every process at once: stopping one waits for each of its threads
+	// to be scheduled, and on a busy host those waits overlap.
+	type res struct {
+		reqs []Request
+		err  error
+	}
+	results := make([]res, len(procs))
+	if len(procs) == 1 {
+		results[0].reqs, results[0].err = s.sampleProc(procs[0], now)
+	} else {
+		var wg sync.WaitGroup
+		for i, p := range procs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i].reqs, results[i].err = s.sampleProc(p, now)
+			}()
+		}
+		wg.Wait()
+	}
 	var cur []Request
-	for _, p := range procs {
-		reqs, err := s.sampleProc(p, now)
+	for i, p := range procs {
+		reqs, err := results[i].reqs, results[i].err
 		if err != nil {
 			p.info.Errors++
 			s.errors.Add(1)
 			if gone(p, err) {
 				p.gone, p.info.Exited = true, true
+				p.release()
 			} else if p.info.Error == "" {
 				p.info.Error = err.Error()
 			}
@@ -493,15 +527,20 @@ func (s *Sampler) sampleProc(p *proc, now time.Time) ([]Request, error) {
 			attrs = p.attributeAll(threads, now)
 		}
 	} else {
-		pause, perr := live.Pause(p.pid, 200*time.Millisecond)
-		if perr != nil {
+		// The threads stay seized from the first sample to the end:
+		// a sample is an interrupt, a wait and a resume per thread.
+		if p.hold == nil {
+			p.hold = live.Hold(p.pid)
+		}
+		if perr := p.hold.Stop(200 * time.Millisecond); perr != nil {
+			p.hold.Cont()
 			return nil, perr
 		}
 		threads, err = p.sr.Sample(osThreads)
 		if err == nil {
 			attrs = p.attributeAll(threads, now)
 		}
-		pause.Release()
+		p.hold.Cont()
 	}
 	if err != nil {
 		return nil, err

@@ -53,6 +53,30 @@ func firstInt(s string) (int, bool) {
 	return n, err == nil
 }
 
+// tracedAdvice says, when pid is already traced by another process (krait
+// record or top, which hold the threads between samples; gdb; strace),
+// that this is why it cannot be traced now: a process has one tracer at a
+// time. "" when it is not traced.
+func tracedAdvice(pid int) string {
+	tp, ok := firstInt(statusFields(pid, "TracerPid")["TracerPid"])
+	if !ok || tp == 0 {
+		return ""
+	}
+	// TracerPid is the tracing thread: name its process.
+	if tg, ok := firstInt(statusFields(tp, "Tgid")["Tgid"]); ok && tg > 0 {
+		tp = tg
+	}
+	if tp == os.Getpid() {
+		return ""
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tp))
+	name := strings.TrimSpace(string(comm))
+	if name == "" {
+		name = "?"
+	}
+	return fmt.Sprintf("it is already traced by process %d (%s), and a process has one tracer at a time: use --nonblocking, or stop that one first", tp, name)
+}
+
 // PermissionAdvice says why krait (as it runs now) may not read or trace
 // pid and what would let it: another user's process wants root, that user
 // or CAP_SYS_PTRACE; the caller's own process under Yama

@@ -61,6 +61,11 @@ type PermissionError struct {
 }
 
 func (e *PermissionError) Error() string {
+	if e.Op == "ptrace" {
+		if adv := tracedAdvice(e.PID); adv != "" {
+			return fmt.Sprintf("cannot %s process %d: %s", e.Op, e.PID, adv)
+		}
+	}
 	return fmt.Sprintf("cannot %s process %d: permission denied — %s", e.Op, e.PID, PermissionAdvice(e.PID))
 }
 
