@@ -198,7 +198,20 @@ func TestInjectKilled(t *testing.T) {
 				}
 				done := len(got) > 0 && strings.HasPrefix(got[len(got)-1], "dir ")
 				if stage == "after" || done {
+					// The agent sent on its way runs, before the next krait
+					// could take its directory for a dead krait's leftover.
 					runs++
+					for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+						data, _ := os.ReadFile(log)
+						if n := len(strings.Fields(string(data))); n >= runs {
+							runs = n
+							break
+						}
+						if time.Now().After(end) {
+							t.Errorf("the agent sent on its way (stage %q, %v) did not run", stage, sig)
+							break
+						}
+					}
 				}
 				// The target runs on, not stopped, not traced.
 				time.Sleep(50 * time.Millisecond)

@@ -43,6 +43,7 @@ func TestSoak(t *testing.T) {
 		attached   int
 		hits       int
 		killed     int
+		refused    int // attaches that found no safe thread in time
 		failedRuns []string
 	}
 	var workers []*worker
@@ -138,6 +139,14 @@ func TestSoak(t *testing.T) {
 					if strings.Contains(stderr.String(), "no thread stopped within") {
 						break
 					}
+					// A worker busy every instant (a sync worker under this
+					// load) may offer no safe thread within 10 s: krait
+					// says so and leaves it as it was. Counted, reported,
+					// not harm.
+					if strings.Contains(stderr.String(), "no thread was parked in a system call") {
+						w.refused++
+						break
+					}
 					w.failedRuns = append(w.failedRuns, fmt.Sprintf("%v: %s%s", err, stdout.String(), stderr.String()))
 				}
 				if strings.Contains(stdout.String(), "Breakpoint 1, orders") {
@@ -153,9 +162,12 @@ func TestSoak(t *testing.T) {
 	}
 	elapsed := time.Since(began)
 	// Agents whose krait was killed leave by themselves (end of their
-	// connection, or 10 s without one); then one clean session per
-	// worker, which also clears what killed attaches left behind.
+	// connection, or 10 s without one). Then, the load stopped, one clean
+	// session per worker, which also clears what killed attaches left
+	// behind (a directory with agent.py, from a krait killed before its
+	// thread was sent).
 	time.Sleep(12 * time.Second)
+	stopClients()
 	for _, w := range workers {
 		res := krait(t, "attach", strconv.Itoa(w.pid), "--batch", "-ex", "info threads")
 		if res.code != 0 {
@@ -163,7 +175,6 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	stopClients()
 
 	leftovers := map[string]bool{}
 	for _, w := range workers {
@@ -203,6 +214,7 @@ func TestSoak(t *testing.T) {
 		Cycles    int    `json:"cycles"`
 		Hits      int    `json:"hits"`
 		Killed    int    `json:"killed"`
+		Refused   int    `json:"refused_no_safe_thread"`
 		RSSBefore int64  `json:"rss_before_kib"`
 		RSSAfter  int64  `json:"rss_after_kib"`
 	}
@@ -215,9 +227,9 @@ func TestSoak(t *testing.T) {
 		Workers   []wrep  `json:"workers"`
 	}{Cycles: done, Seconds: elapsed.Seconds(), Requests: ok.Load() + failed.Load(), Failed: failed.Load(), Leftovers: len(left)}
 	for _, w := range workers {
-		rep.Workers = append(rep.Workers, wrep{w.srv.name, w.pid, w.attached + w.killed, w.hits, w.killed, w.rssBefore >> 10, w.rssAfter >> 10})
-		t.Logf("%-18s worker %-7d cycles %3d (hit %3d, krait killed %2d)  RSS %6d → %6d KiB",
-			w.srv, w.pid, w.attached+w.killed, w.hits, w.killed, w.rssBefore>>10, w.rssAfter>>10)
+		rep.Workers = append(rep.Workers, wrep{w.srv.name, w.pid, w.attached + w.killed, w.hits, w.killed, w.refused, w.rssBefore >> 10, w.rssAfter >> 10})
+		t.Logf("%-18s worker %-7d cycles %3d (hit %3d, krait killed %2d, no safe thread %2d)  RSS %6d → %6d KiB",
+			w.srv, w.pid, w.attached+w.killed, w.hits, w.killed, w.refused, w.rssBefore>>10, w.rssAfter>>10)
 	}
 	t.Logf("%d cycles in %s; %d requests, %d failed; %d left in /tmp", done, elapsed.Round(time.Second), rep.Requests, rep.Failed, len(left))
 	if f := os.Getenv("KRAIT_SOAK_REPORT"); f != "" {
