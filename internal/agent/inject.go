@@ -273,6 +273,7 @@ func newInjection(py *cpython.Python, interp int64, method string) (*Injection, 
 		idle = o // no agent runs in the target: its abandoned directories can go
 	}
 	cleanLeftovers(tmp, idle)
+	cleanUnfinished(tmp)
 	d, err := makePrivDir(tmp, uid, gid, []dirFile{{"owner", o.json()}, {"agent.py", agentSource}})
 	if err != nil {
 		return nil, err

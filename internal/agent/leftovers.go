@@ -134,3 +134,68 @@ func liveSessions(tmp int, pid int, start uint64) (names []string) {
 	})
 	return names
 }
+
+// unfinishedAge is how old an agent directory with no owner written yet
+// must be before krait takes it for the remains of a krait killed while it
+// made the directory (that takes it microseconds).
+const unfinishedAge = 10 * time.Second
+
+// cleanUnfinished removes from the target's /tmp (open as tmp) the agent
+// directories a krait was killed while making: named and made as krait
+// makes them (0700, on /tmp's own mount), older than unfinishedAge, with
+// no owner written yet (none, or empty) and nothing in them but empty
+// files of the names krait makes. They hold nothing of anybody's.
+func cleanUnfinished(tmp int) (removed []string) {
+	dfd, err := unix.Openat(tmp, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(dfd), "tmp")
+	names, _ := f.Readdirnames(-1)
+	f.Close()
+	tmpMnt, ok := mountID(tmp)
+	if !ok {
+		return nil
+	}
+	for _, name := range names {
+		if !isDirName(name) {
+			continue
+		}
+		fd, err := unix.Openat(tmp, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Mode&0o7777 == 0o700 &&
+			time.Since(time.Unix(st.Mtim.Unix())) > unfinishedAge && unfinished(fd) {
+			if m, ok := mountID(fd); ok && m == tmpMnt && removeDir(tmp, fd, name, st.Dev, st.Ino) {
+				removed = append(removed, name)
+			}
+		}
+		unix.Close(fd)
+	}
+	return removed
+}
+
+// unfinished says whether directory fd holds only empty regular files of
+// the names krait makes (so no owner written yet).
+func unfinished(fd int) bool {
+	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(dfd), "dir")
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return false
+	}
+	for _, n := range names {
+		var st unix.Stat_t
+		if !slices.Contains(dirNames, n) || unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW) != nil ||
+			st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
+			return false
+		}
+	}
+	return true
+}
