@@ -364,7 +364,9 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		err = inj.enter(p, py, fn, osThreads, maps)
 		p.Release()
 		inj.Paused += p.Held
-		if errors.Is(err, ErrNoSafeThread) && time.Now().Before(deadline) {
+		// A pointer read while the process ran (thread names, code objects
+		// read before the pause) may be stale by the time it holds: look again.
+		if (errors.Is(err, ErrNoSafeThread) || errors.Is(err, target.ErrBadAddress)) && time.Now().Before(deadline) {
 			time.Sleep(time.Duration(5+mrand.Intn(20)) * time.Millisecond) // the process runs meanwhile
 			continue
 		}
