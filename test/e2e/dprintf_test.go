@@ -298,3 +298,36 @@ func readQuiet(s *session, quiet time.Duration, fn func(string)) {
 		}
 	}
 }
+
+// TestTerminalDprintf: at a terminal, dprintf lines are printed as
+// threads pass, while the user sits at the prompt (no command typed),
+// and the prompt comes back after them; Ctrl-D detaches.
+func TestTerminalDprintf(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor != "3.12" && py.minor != "3.9" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			s := startPTY(t, t.TempDir(), 120, "attach", fmt.Sprint(srv.p.pid()))
+			at := s.waitFor(0, "(krait) ", 30*time.Second)
+			s.typeKeys(fmt.Sprintf(`dprintf probe.py:%d,"tick %%d %%r\n",i,obj[1]`+"\r", srv.marks["tick"]))
+			at = s.waitFor(at, "Dprintf 1 at ", 10*time.Second)
+			at = s.waitFor(at, "(krait) ", 10*time.Second)
+			want := ticks(t, srv, 2, 7)
+			for _, w := range want {
+				at = s.waitFor(at, fmt.Sprintf(" tick %s '%s'", w[0], w[1]), 15*time.Second)
+			}
+			at = s.waitFor(at, "(krait) ", 5*time.Second)
+			s.typeKeys("\x04")
+			s.waitFor(at, "detached]", 10*time.Second)
+			select {
+			case <-s.done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("krait did not leave after Ctrl-D:\n%s", s.text()[at:])
+			}
+			checkClean(t, srv)
+		})
+	}
+}
