@@ -45,6 +45,9 @@ class _Events(object):
             if len(buf) < EV_MAX:
                 buf.append(ev)
                 return
+            if os.getpid() != self.pid:  # a forked child: no agent thread flushes its copy
+                buf.clear()
+                return
             k = ev.get('kind')
             with self.ev_dlock:
                 d = self.ev_dropped
