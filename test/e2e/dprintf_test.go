@@ -103,6 +103,14 @@ func testDprintf(t *testing.T, py python) {
 		t.Errorf("line %q, want text %q", lines[0], w)
 	}
 
+	// A condition that raises: said on the line; the thread goes on.
+	s.do("condition 2 nosuch > 1")
+	ticks(t, srv, 1, 31)
+	lines = dprintfLines(t, s, 1, "<error in")
+	if w := "<error in dprintf 2's condition: NameError: name 'nosuch' is not defined>"; !strings.HasSuffix(lines[0], "] "+w) {
+		t.Errorf("line %q, want text %q", lines[0], w)
+	}
+
 	// delete: no more lines.
 	s.do("delete")
 	ticks(t, srv, 3, 40)
