@@ -207,6 +207,18 @@ func TestAttachDprintfBatch(t *testing.T) {
 			if printed < 50 || len(got) != printed {
 				t.Errorf("%d lines, %d of them of the %d calls made; output:\n%s", len(got), printed, len(all), r.stdout)
 			}
+			first, last := -1, -1 // between the first call printed and the last, every one is
+			for i, w := range all {
+				if got["tick "+w[0]+" "+w[1]] {
+					if first < 0 {
+						first = i
+					}
+					last = i
+				}
+			}
+			if first >= 0 && last-first+1 != printed {
+				t.Errorf("calls %d to %d: %d printed", first, last, printed)
+			}
 			mustMatch(t, "batch detach", `\[Inferior 1 \(process \d+\) detached\]\s*$`, r.stdout)
 			checkClean(t, srv)
 		})
