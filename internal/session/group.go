@@ -70,6 +70,9 @@ type Inferior struct {
 	g   *Group
 	bps map[int]int // group breakpoint id → the agent's
 	hb  chan struct{} // kicks the heartbeat keeper (gunicorn workers)
+	// readConf: the watchdogs' settings were read from the process at a
+	// stop (WatchdogsAt).
+	readConf bool
 }
 
 type groupBP struct {
@@ -137,6 +140,7 @@ func (g *Group) add(s *Session) *Inferior {
 		g.arm(inf, b)
 	}
 	g.mu.Lock()
+	g.known[s.PID] = true
 	inf.Num = g.nextInf
 	g.nextInf++
 	g.infs = append(g.infs, inf)
@@ -233,16 +237,23 @@ func (g *Group) follow() {
 }
 
 // attachNew attaches to a new worker; it may still be starting (not yet
-// Python), so it is tried for a few seconds.
+// Python, or importing the application), so it is tried for up to 30 s,
+// in short tries: each try reads the process afresh (a try that began as
+// the worker imported its application did not see it go idle in its
+// accept loop later).
 func (g *Group) attachNew(pid int) {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	try := g.opt.Timeout
+	if try <= 0 || try > 2*time.Second {
+		try = 2 * time.Second
+	}
 	for {
 		select {
 		case <-g.quit:
 			return
 		default:
 		}
-		s, err := AttachForce(pid, g.opt.Interp, g.opt.Method, g.opt.Timeout, false)
+		s, err := AttachForce(pid, g.opt.Interp, g.opt.Method, try, false)
 		if err == nil {
 			select {
 			case <-g.quit: // detached meanwhile

@@ -87,6 +87,9 @@ func seconds(v string) (time.Duration, bool) {
 func gunicornWatchdogs(in *procinfo.Info) []Watchdog {
 	timeout := 30 * time.Second
 	src := "gunicorn's default"
+	// The master's command line, unless setproctitle replaced it (then
+	// the first stop reads the worker's own configuration: see
+	// Inferior.WatchdogsAt).
 	if args, err := procinfo.Read0(in.PPID); err == nil {
 		if v, ok := flagValue(args, "--timeout", "-t"); ok {
 			if d, ok := seconds(v); ok {
@@ -94,14 +97,63 @@ func gunicornWatchdogs(in *procinfo.Info) []Watchdog {
 			}
 		}
 	}
-	if timeout == 0 { // --timeout 0: no heartbeat check
-		return nil
+	return []Watchdog{gunicornWatchdog(in.PID, timeout, src)}
+}
+
+func gunicornWatchdog(pid int, timeout time.Duration, src string) Watchdog {
+	if heartbeatFile(pid) == "" {
+		return Watchdog{Name: "gunicorn timeout", Timeout: timeout, What: fmt.Sprintf("the arbiter kills this worker %s after its last heartbeat (%s); krait found no heartbeat file to keep", Secs(timeout), src)}
 	}
-	what := fmt.Sprintf("the arbiter kills a worker whose heartbeat is older than %s (%s); krait keeps the heartbeat while a thread is stopped", timeout, src)
-	if heartbeatFile(in.PID) == "" {
-		return []Watchdog{{Name: "gunicorn timeout", Timeout: timeout, What: fmt.Sprintf("the arbiter kills this worker %s after its last heartbeat (%s); krait found no heartbeat file to keep", timeout, src)}}
+	return Watchdog{Name: "gunicorn timeout", Timeout: timeout, Held: true,
+		What: fmt.Sprintf("the arbiter kills a worker whose heartbeat is older than %s (%s); krait keeps the heartbeat while a thread is stopped", Secs(timeout), src)}
+}
+
+// Secs writes a duration in seconds, as servers' settings give them:
+// "30s", "0.5s".
+func Secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" }
+
+// WatchdogsAt are the inferior's watchdogs as they stand at a stop of
+// thread (selected in the session). A gunicorn worker's timeout is read
+// once, at its first stop, from the worker itself (self.cfg.timeout in a
+// frame of gunicorn's worker class): its settings may come from a
+// configuration file, and its master's command line is often its title.
+func (inf *Inferior) WatchdogsAt() []Watchdog {
+	inf.g.mu.Lock()
+	list := append([]Watchdog(nil), inf.Watchdogs...)
+	done := inf.readConf
+	inf.readConf = true
+	inf.g.mu.Unlock()
+	if done || inf.Server != "gunicorn worker" || inf.S.Stopped() == nil {
+		return list
 	}
-	return []Watchdog{{Name: "gunicorn timeout", Timeout: timeout, Held: true, What: what}}
+	frames, err := inf.S.Stack()
+	if err != nil {
+		return list
+	}
+	for _, f := range frames {
+		if !strings.Contains(f.File, "/gunicorn/workers/") || len(f.Args) == 0 || f.Args[0].Name != "self" {
+			continue
+		}
+		r, err := inf.S.call("eval", map[string]any{"thread": inf.S.Thread, "frame": f.Index, "expr": "self.cfg.timeout", "mode": "safe"})
+		if err != nil {
+			break
+		}
+		if d, ok := seconds(str(r, "value")); ok {
+			for i, w := range list {
+				if w.Name == "gunicorn timeout" {
+					list[i] = gunicornWatchdog(inf.PID, d, "the worker's configuration")
+				}
+			}
+			if d == 0 {
+				list = nil
+			}
+			inf.g.mu.Lock()
+			inf.Watchdogs = list
+			inf.g.mu.Unlock()
+		}
+		break
+	}
+	return list
 }
 
 // heartbeatFile is the /proc path of a gunicorn worker's heartbeat file
@@ -249,7 +301,7 @@ func modWSGIWatchdogs(in *procinfo.Info) []Watchdog {
 		sock, src = d, "socket-timeout"
 	}
 	out = append(out, Watchdog{Name: "mod_wsgi socket-timeout", Timeout: sock,
-		What: fmt.Sprintf("Apache gives up waiting for this request's response after %s without data (%s); the client gets an error", sock, src)})
+		What: fmt.Sprintf("Apache gives up waiting for this request's response after %s without data (%s); the client gets an error", Secs(sock), src)})
 	return out
 }
 
