@@ -68,7 +68,7 @@ type Inferior struct {
 	Watchdogs []Watchdog
 
 	g   *Group
-	bps map[int]int // group breakpoint id → the agent's
+	bps map[int]int   // group breakpoint id → the agent's
 	hb  chan struct{} // kicks the heartbeat keeper (gunicorn workers)
 	// readConf: the watchdogs' settings were read from the process at a
 	// stop (WatchdogsAt).
