@@ -118,6 +118,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(corePath, "c", "", "short for --core")
 	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
 	showSecrets := fs.Bool("show-secrets", false, "show values under names that look secret (by default <redacted>)")
+	all := fs.Bool("all", false, "every Python process krait ps finds")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "dump", neg)
 	}
@@ -149,10 +150,23 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	if *width < 0 {
 		return usageError(stderr, "dump", "bad --width %d (a number of characters, 0 for no limit)", *width)
 	}
+	if *all {
+		if len(pids.pids) > 0 || *corePath != "" {
+			return usageError(stderr, "dump", "--all goes without --pid and --core")
+		}
+		pids.pids, _ = procinfo.Survey(os.Getpid())
+		if len(pids.pids) == 0 {
+			fmt.Fprintln(stderr, "krait dump: no Python process found")
+			return ExitNoProcess
+		}
+	}
 	if len(pids.pids) == 0 && *corePath == "" || len(pids.pids) > 0 && *corePath != "" {
-		fmt.Fprintln(stderr, "krait dump: give --pid PID or --core FILE")
+		fmt.Fprintln(stderr, "krait dump: give --pid PID, --all or --core FILE")
 		return ExitUsage
 	}
+	// A server's master (gunicorn arbiter, Apache parent, …) stands for
+	// its workers.
+	pids.pids, _ = expandServers(pids.pids)
 	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets}
 	write := func(res *dump.Result) int {
 		if *asJSON {
