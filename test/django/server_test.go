@@ -1,12 +1,14 @@
 package djangoe2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -280,4 +282,40 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 	if now := currentWorkers(t, c.Process.Pid); len(now) != 1 || now[0] != worker {
 		t.Errorf("the worker %d was replaced: workers now %v", worker, now)
 	}
+}
+
+// TestServerPID: krait dump and krait requests take a server's master for
+// its workers: the Apache parent's dump is its mod_wsgi daemons', and a
+// request parked in a gunicorn sync worker is found through the arbiter's
+// PID.
+func TestServerPID(t *testing.T) {
+	st := needStack(t)
+	main, sub := st.server(t, "krait-main"), st.server(t, "krait-sub")
+	out := kraitOK(t, "dump", "--pid", strconv.Itoa(main.parent), "--json")
+	var got []int
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var d dumpResult
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("krait dump --json: %v\n%s", err, short(out))
+		}
+		got = append(got, d.PID)
+	}
+	want := append(append([]int{}, main.workers...), sub.workers...)
+	sort.Ints(got)
+	sort.Ints(want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("krait dump --pid %d (Apache's parent) dumped %v, want its daemons %v", main.parent, got, want)
+	}
+
+	srv := st.server(t, "krait-sync")
+	st.settle(t)
+	p := st.park(t, []*server{srv}, "/slow/?s=3", "pg_sleep(3")
+	reqs := decodeRequests(t, kraitOK(t, "requests", "--pid", strconv.Itoa(srv.parent), "--json"))
+	if len(reqs) != 1 || !contains(currentWorkers(t, srv.parent), reqs[0].PID) {
+		t.Errorf("krait requests --pid %d (the arbiter): want the parked request in one of its workers, have %d requests", srv.parent, len(reqs))
+		for _, r := range reqs {
+			t.Logf("request in process %d", r.PID)
+		}
+	}
+	p[srv].wait(t, 30*time.Second)
 }
