@@ -252,6 +252,12 @@ func modWSGIWatchdogs(in *procinfo.Info) []Watchdog {
 	if !filepath.IsAbs(conf) {
 		conf = filepath.Join(root, conf)
 	}
+	return modWSGIConf(conf, root, in.Group)
+}
+
+// modWSGIConf reads the watchdogs of mod_wsgi daemon group from Apache's
+// configuration file conf (relative includes from root).
+func modWSGIConf(conf, root, group string) []Watchdog {
 	var lines []string
 	readApacheConf(conf, root, &lines, 0)
 	apacheTimeout := 60 * time.Second
@@ -269,7 +275,7 @@ func modWSGIWatchdogs(in *procinfo.Info) []Watchdog {
 				}
 			}
 		case "wsgidaemonprocess":
-			if len(f) > 1 && f[1] == in.Group {
+			if len(f) > 1 && f[1] == group {
 				opts = map[string]string{}
 				for _, o := range f[2:] {
 					if k, v, ok := strings.Cut(o, "="); ok {

@@ -228,6 +228,7 @@ func continueUntilStop(t *testing.T, s *session, url string) string {
 				got = append(got, l)
 				if stopLine.MatchString(l) {
 					out := strings.Join(got, "\n") + "\n" + s.Output("continue", marker, 60*time.Second)
+					t.Logf("(krait) continue, requests until a stop\n%s", short(out))
 					return out
 				}
 			case <-tick:
