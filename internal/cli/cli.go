@@ -560,7 +560,11 @@ func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr
 		fmt.Fprintf(stdout, "Following server %d%s: its new workers are attached and get the breakpoints as they start.\n", m, title)
 	}
 	if g.Server() {
-		fmt.Fprintf(stdout, "%d processes; info inferiors lists them, inferior N selects one. Breakpoints apply to all.\n", attached)
+		what := fmt.Sprintf("%d processes", attached)
+		if attached == 1 {
+			what = "1 process"
+		}
+		fmt.Fprintf(stdout, "%s; info inferiors lists them, inferior N selects one. Breakpoints apply to all.\n", what)
 	}
 	return g, ExitOK
 }

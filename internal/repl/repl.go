@@ -501,7 +501,7 @@ func (r *REPL) cmdInferior(arg string) error {
 // process: server, group, interpreter, threads and stopped threads.
 func (r *REPL) infoInferiors() error {
 	sel := r.G.Selected()
-	r.printf("  Num  Description       Server           Group            Python   Threads  Stopped\n")
+	r.printf("  Num  Description       Server           Group            Python             Threads  Stopped\n")
 	for _, inf := range r.G.Inferiors() {
 		cur := " "
 		if inf == sel {
@@ -527,7 +527,7 @@ func (r *REPL) infoInferiors() error {
 		if inf.S.Inject != nil && inf.S.Inject.InterpID != 0 {
 			py += fmt.Sprintf(" (interp %d)", inf.S.Inject.InterpID)
 		}
-		r.printf("%s %-4d %-17s %-16s %-16s %-8s %-8s %d\n", cur, inf.Num, fmt.Sprintf("process %d", inf.PID), server, group, py, threads, stopped)
+		r.printf("%s %-4d %-17s %-16s %-16s %-18s %-8s %d\n", cur, inf.Num, fmt.Sprintf("process %d", inf.PID), server, group, py, threads, stopped)
 	}
 	return nil
 }
