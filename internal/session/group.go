@@ -126,7 +126,7 @@ func (g *Group) Attach(pid int) (*Inferior, error) {
 func (g *Group) Add(s *Session) *Inferior { return g.add(s) }
 
 func (g *Group) add(s *Session) *Inferior {
-	inf := &Inferior{PID: s.PID, S: s, g: g, bps: map[int]int{}}
+	inf := &Inferior{PID: s.PID, S: s, g: g, bps: map[int]int{}, hb: make(chan struct{}, 1)}
 	if in, err := procinfo.Read(s.PID); err == nil {
 		inf.Server, inf.Group = in.Server, in.Group
 	}

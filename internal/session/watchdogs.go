@@ -187,7 +187,6 @@ func startHeartbeat(inf *Inferior) {
 	if !keep {
 		return
 	}
-	inf.hb = make(chan struct{}, 1)
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -206,9 +205,6 @@ func startHeartbeat(inf *Inferior) {
 }
 
 func (inf *Inferior) heartbeatNow() {
-	if inf.hb == nil {
-		return
-	}
 	select {
 	case inf.hb <- struct{}{}:
 	default:
