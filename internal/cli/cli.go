@@ -539,7 +539,7 @@ func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr
 			paused = fmt.Sprintf("%s in %d pauses", paused, s.Inject.Tries)
 		}
 		what := ""
-		if g.Server() && inf.Server != "" {
+		if g.Server() && inf.Server != "" && inf.Server != "script" {
 			what = fmt.Sprintf(", %s", inf.Server)
 			if inf.Group != "" {
 				what += " " + inf.Group
