@@ -53,6 +53,9 @@ type REPL struct {
 	ended sync.Once
 	rl    *readline.Instance // the line editor, at a terminal
 	outMu sync.Mutex
+	// told: queued stops of other processes already mentioned at the
+	// prompt.
+	told map[*session.Stop]bool
 }
 
 // sayEnd prints why the session ended by itself, once, and reports
@@ -205,7 +208,23 @@ func (r *REPL) flush(stops bool) {
 		r.printf("%s\n", n)
 	}
 	for stops {
-		inf, st := r.G.NextStop()
+		var only *session.Inferior
+		if sel := r.G.Selected(); r.G.Server() && sel != nil && sel.S.HasStops() {
+			// A thread of the selected process is being examined: the
+			// stops of other processes wait to be reported in order by
+			// continue (gdb's all-stop); each is mentioned once.
+			only = sel
+			for _, q := range r.G.Queued() {
+				if q.Inf != sel && !r.told[q.Stop] {
+					if r.told == nil {
+						r.told = map[*session.Stop]bool{}
+					}
+					r.told[q.Stop] = true
+					r.printf("%s has stopped too (%s at %s:%d); continue reports it\n", q.Inf.Label(), stopWhat(q.Stop), q.Stop.File, q.Stop.Line)
+				}
+			}
+		}
+		inf, st := r.G.NextStopOf(only)
 		if st == nil {
 			r.sync()
 			return
@@ -213,6 +232,17 @@ func (r *REPL) flush(stops bool) {
 		r.S = inf.S
 		r.reportStop(st, true)
 	}
+}
+
+// stopWhat names why a thread stopped, briefly.
+func stopWhat(st *session.Stop) string {
+	switch st.Reason {
+	case "breakpoint":
+		return fmt.Sprintf("breakpoint %d", st.BP)
+	case "exception":
+		return fmt.Sprintf("catchpoint %d", st.Catch)
+	}
+	return st.Reason
 }
 
 // sync makes S the selected inferior's session (the selection changes

@@ -492,12 +492,50 @@ func (g *Group) stopped(inf *Inferior, st *Stop) {
 
 // NextStop returns the oldest stop not yet reported, of any inferior, and
 // selects its inferior and thread.
-func (g *Group) NextStop() (*Inferior, *Stop) {
+func (g *Group) NextStop() (*Inferior, *Stop) { return g.NextStopOf(nil) }
+
+// QueuedStop is a stop not yet reported.
+type QueuedStop struct {
+	Inf  *Inferior
+	Stop *Stop
+}
+
+// Queued lists the stops not yet reported, oldest first.
+func (g *Group) Queued() []QueuedStop {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	var out []QueuedStop
+	for _, q := range g.pending {
+		if !g.live(q.inf) {
+			continue
+		}
+		s := q.inf.S
+		s.mu.Lock()
+		for _, st := range s.pending {
+			if st == q.st && s.stops[st.Thread] == st {
+				out = append(out, QueuedStop{q.inf, st})
+				break
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// NextStopOf is NextStop for the stops of inf only (any, with nil); the
+// others stay queued in their order.
+func (g *Group) NextStopOf(only *Inferior) (*Inferior, *Stop) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var keep []queuedStop
+	defer func() { g.pending = append(keep, g.pending...) }()
 	for len(g.pending) > 0 {
 		q := g.pending[0]
 		g.pending = g.pending[1:]
+		if only != nil && q.inf != only {
+			keep = append(keep, q)
+			continue
+		}
 		s := q.inf.S
 		s.mu.Lock()
 		found := false
