@@ -238,14 +238,15 @@ func (g *Group) follow() {
 
 // attachNew attaches to a new worker; it may still be starting (not yet
 // Python, or importing the application), so it is tried for up to 30 s,
-// in short tries: each try reads the process afresh (a try that began as
-// the worker imported its application did not see it go idle in its
-// accept loop later).
+// in tries of a second: each try reads the process afresh (within one try,
+// a worker seen holding the GIL as it imported its application was still
+// seen so once idle in its accept loop: the attach's retries reuse what
+// they read).
 func (g *Group) attachNew(pid int) {
 	deadline := time.Now().Add(30 * time.Second)
 	try := g.opt.Timeout
-	if try <= 0 || try > 2*time.Second {
-		try = 2 * time.Second
+	if try <= 0 || try > time.Second {
+		try = time.Second
 	}
 	for {
 		select {
