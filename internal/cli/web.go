@@ -262,7 +262,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	firstSeen := map[[2]uint64]time.Time{}
 	for {
 		now := time.Now()
-		list := pids.pids
+		// A server's master stands for its workers (found again at each
+		// refresh: new workers appear).
+		list, _ := expandServers(pids.pids)
 		var bad unreadable
 		if *all {
 			// One pass over /proc per refresh.
