@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -86,6 +87,9 @@ func probeClient(t *testing.T, fx *agentFixture) {
 					t.Fatalf("event time %v", ev["time"])
 				}
 				vals := ev["values"].([]any)
+				if ty := fmt.Sprint(ev["types"]); ty != "[int str tuple <nil> float bool list]" {
+					t.Fatalf("types %s", ty)
+				}
 				got[vals[0].([]any)[1].(string)] = vals
 			}
 		case <-deadline:

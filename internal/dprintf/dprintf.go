@@ -257,24 +257,26 @@ func (f *Format) Modes() []string {
 
 // Value is one argument's value as the agent sends it: Kind "str" (Text
 // the string itself), "int", "bool", "float" (Text its repr), "other" (the
-// safe rendering) or "error" (Text "<error: …>"); Type its type's name.
+// safe rendering) or "error" (Text "<error: …>"); Type its type's name
+// (the event's "types").
 type Value struct {
 	Kind, Text, Type string
 }
 
-// Values reads an event's "values".
-func Values(v any) []Value {
-	list, _ := v.([]any)
+// Values reads an event's "values" and "types".
+func Values(values, types any) []Value {
+	list, _ := values.([]any)
+	tl, _ := types.([]any)
 	out := make([]Value, 0, len(list))
-	for _, it := range list {
+	for i, it := range list {
 		pair, _ := it.([]any)
 		var val Value
 		if len(pair) >= 2 {
 			val.Kind, _ = pair[0].(string)
 			val.Text, _ = pair[1].(string)
 		}
-		if len(pair) >= 3 {
-			val.Type, _ = pair[2].(string)
+		if i < len(tl) {
+			val.Type, _ = tl[i].(string)
 		}
 		out = append(out, val)
 	}

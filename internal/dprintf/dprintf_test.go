@@ -96,7 +96,7 @@ print(json.dumps(out))
 		t.Fatal(err)
 	}
 	for _, c := range cases {
-		f, e, val := c[0].(string), c[1].(string), Values([]any{c[2]})[0]
+		f, e, val := c[0].(string), c[1].(string), Values([]any{c[2].([]any)[:2]}, []any{c[2].([]any)[2]})[0]
 		pf, err := ParseFormat(f)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)

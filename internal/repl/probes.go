@@ -122,7 +122,7 @@ func (r *REPL) dprintfLine(out *strings.Builder, inf *session.Inferior, ev map[s
 	case f == nil:
 		text = fmt.Sprintf("<dprintf %d>", int(id))
 	default:
-		text = strings.TrimSuffix(f.Sprint(dprintf.Values(ev["values"])), "\n")
+		text = strings.TrimSuffix(f.Sprint(dprintf.Values(ev["values"], ev["types"])), "\n")
 	}
 	if name != "" {
 		name = fmt.Sprintf(" %q", name)

@@ -85,13 +85,13 @@ type groupBP struct {
 	Temp    bool
 	Enabled bool
 	Printf  *Printf  // a dprintf's (nil: a breakpoint)
-	Modes   []string // a dprintf's argument modes (Session.Dprintf)
+	Modes   []string // a dprintf's argument modes (Session.DprintfCond)
 }
 
 // set sets b in inf's process.
 func (b *groupBP) set(inf *Inferior) (Breakpoint, error) {
 	if b.Printf != nil {
-		return inf.S.Dprintf(b.Spec, b.Cond, b.Printf.Format, b.Printf.Args, b.Modes)
+		return inf.S.DprintfCond(b.Spec, b.Cond, b.Printf.Format, b.Printf.Args, b.Modes)
 	}
 	return inf.S.Break(b.Spec, b.Cond, b.Temp)
 }
@@ -631,7 +631,7 @@ func (g *Group) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 	return g.setBP(&groupBP{Spec: spec, Cond: cond, Temp: temporary, Enabled: true})
 }
 
-// Dprintf sets a dprintf (see Session.Dprintf) in every inferior, as
+// Dprintf sets a dprintf (see Session.DprintfCond) in every inferior, as
 // Break sets a breakpoint; its events come through Probes.
 func (g *Group) Dprintf(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
 	return g.setBP(&groupBP{Spec: spec, Cond: cond, Enabled: true, Printf: &Printf{Format: format, Args: exprs}, Modes: modes})

@@ -484,10 +484,16 @@ func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 // thread passes there, the agent evaluates exprs in its frame and sends a
 // "dprintf" probe event (Probes) with their values rendered safely, and
 // the thread goes on. format is kept for the listing (Breakpoint.Dprintf);
-// the front end formats the line (package dprintf). modes says, per
-// expression, "value" (a str's own text, a number's digits) or "repr" (as
-// print renders it); nil: every one "value".
-func (s *Session) Dprintf(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
+// the front end formats the line (package dprintf). Every value is sent
+// in mode "value" (DprintfCond).
+func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, error) {
+	return s.DprintfCond(spec, "", format, exprs, nil)
+}
+
+// DprintfCond is Dprintf with a condition (cond, "" for none) and, per
+// expression, its mode: "value" (a str's own text, a number's digits) or
+// "repr" (as print renders it); nil: every one "value".
+func (s *Session) DprintfCond(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
 	if exprs == nil {
 		exprs = []string{}
 	}

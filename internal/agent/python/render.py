@@ -392,26 +392,27 @@ class _Budget(set):
 
 
 def printf_value(v, hide, rep):
-    """A dprintf argument for krait's formatting: [kind, text, type name],
-    kind "str" (text: the string itself), "int", "bool", "float" (text: its
-    repr), "other" (the safe rendering, as print's; always with rep, for
-    %r) or "error"; text at most PRINTF_MAX characters."""
+    """A dprintf argument for krait's formatting: [kind, text], kind "str"
+    (text: the string itself), "int", "bool", "float" (text: its repr),
+    "other" (the safe rendering, as print's; always with rep, for %r) or
+    "error"; text at most PRINTF_MAX characters. (Its type's name goes
+    in the event's "types".)"""
     try:
         if hide:  # the expression reads a name that looks secret (printf_hide)
-            return ['other', REDACTED, type_name(v)]
+            return ['other', REDACTED]
         t = type(v)
         if not rep:
             if t is str:
-                return ['str', v[:PRINTF_MAX], 'str']
+                return ['str', v[:PRINTF_MAX]]
             if (t is int and v.bit_length() <= 12000) or t is bool or t is float:
-                return [_tname(t), repr(v), _tname(t)]
+                return [_tname(t), repr(v)]
         # As print renders it, visiting at most PRINTF_VISITS values (a
         # dprintf runs in the application's thread, at every crossing).
         b = _Budget()
         b.left = PRINTF_VISITS
-        return ['other', render(v, 0, True, b)[:PRINTF_MAX], type_name(v)]
+        return ['other', render(v, 0, True, b)[:PRINTF_MAX]]
     except Exception as e:
-        return ['error', '<error: %s>' % exc_line(e), type_name(v)]
+        return ['error', '<error: %s>' % exc_line(e)]
 
 
 def printf_hide(expr):

@@ -58,20 +58,24 @@ class _Stopping(object):
         ident = _ident()
         if ident == self.ident or self.closing or os.getpid() != self.pid:
             return
-        vals = []
+        vals, types = [], []
         if err is None:
             _, _, codes, hide, rep = bp.printf
             g = frame.f_globals
             loc = frame.f_locals if codes else None
             for i, c in enumerate(codes):
                 try:
-                    vals.append(printf_value(eval(c, g, loc), hide[i], rep[i]))
+                    v = eval(c, g, loc)
                 except Exception as ex:
-                    vals.append(['error', '<error: %s>' % exc_line(ex), None])
+                    vals.append(['error', '<error: %s>' % exc_line(ex)])
+                    types.append(None)
+                    continue
+                vals.append(printf_value(v, hide[i], rep[i]))
+                types.append(type_name(v))
         t = threading._active.get(ident)
         ev = {'kind': 'dprintf', 'bp': bp.id, 'time': time.time(), 'thread': ident,
               'native_id': _native() if _native else None, 'thread_name': t.name if t is not None else None,
-              'values': vals}
+              'values': vals, 'types': types}
         if err is not None:
             ev['cond_error'] = err
         self.ev_put(ev)
