@@ -3,9 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,6 +226,33 @@ func TestAttachDprintfBatch(t *testing.T) {
 			mustMatch(t, "batch detach", `\[Inferior 1 \(process \d+\) detached\]\s*$`, r.stdout)
 			checkClean(t, srv)
 		})
+	}
+	// Ctrl-C ends --duration sooner: krait detaches as at its end.
+	for _, py := range pythons(t) {
+		if py.minor != "3.12" {
+			continue
+		}
+		srv := startAttachServer(t, py)
+		cmd := exec.Command(kraitBin, "attach", fmt.Sprint(srv.p.pid()), "--batch", "--duration", "60s",
+			"-ex", fmt.Sprintf(`dprintf probe.py:%d,"tick %%d\n",i`, srv.marks["tick"]))
+		var out lineBuffer // (written by exec's goroutine while the test reads it)
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		record(cmd.Process.Pid)
+		start := time.Now()
+		srv.p.waitFor(30*time.Second, func() bool { return strings.Contains(out.String(), "Dprintf 1 at") })
+		ticks(t, srv, 3, 1)
+		time.Sleep(500 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		if err != nil || time.Since(start) > 30*time.Second {
+			t.Errorf("after Ctrl-C: %v after %v\n%s", err, time.Since(start), out.String())
+		}
+		mustMatch(t, "Ctrl-C", `(?s)\] tick 3\n.*\[Inferior 1 \(process \d+\) detached\]\s*$`, out.String())
+		checkClean(t, srv)
+		break
 	}
 	if r := krait(t, "attach", "1", "--duration", "2s"); r.code != 2 || !strings.Contains(r.stderr, "--duration needs --batch") {
 		t.Errorf("--duration without --batch: %v", r)
