@@ -39,7 +39,15 @@ func TestTablesMatchDWARF(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			off, dbg, err := FromDWARF(ix)
+			var more []*binfmt.StructIndex
+			if ext, err := PrefixExtension(p, "_asyncio"); err == nil {
+				aix, err := binfmt.OpenStructIndex(ext)
+				if err != nil {
+					t.Fatal(err)
+				}
+				more = append(more, aix)
+			}
+			off, dbg, err := FromDWARF(ix, more...)
 			if err != nil {
 				t.Fatal(err)
 			}
