@@ -203,7 +203,7 @@ func (py *Python) setMembers(s uint64) []uint64 {
 		return nil
 	}
 	r := &reader{py: py, lim: Limits{Items: maxTasks}}
-	if t.kind == kindSet {
+	if t.kind == kindSet || t.kind == kindFrozenSet {
 		items, _, err := r.setItems(s)
 		if err != nil {
 			return nil
@@ -327,9 +327,21 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 	}
 	t.Awaiting, t.Awaits = py.describeWaiter(waiter, t.Stack)
 	// A TaskGroup's __aexit__ (and its _aexit, 3.14) waits for the
-	// group's tasks.
+	// group's tasks; asyncio.wait for those it was given.
 	groups := map[uint64]bool{}
 	for _, f := range t.Stack {
+		if f.Function == "_wait" && strings.HasSuffix(f.File, filepath.Join("asyncio", "tasks.py")) {
+			var tasks []uint64
+			for _, m := range py.setMembers(py.frameLocal(f, "fs")) {
+				if py.isTask(m) {
+					tasks = append(tasks, m)
+				}
+			}
+			if len(tasks) > 0 {
+				t.Awaits = append(t.Awaits, tasks...)
+				t.Awaiting = fmt.Sprintf("wait for %d tasks", len(tasks))
+			}
+		}
 		if (f.Function == "__aexit__" || f.Function == "_aexit") && strings.HasSuffix(f.File, filepath.Join("asyncio", "taskgroups.py")) {
 			self := py.frameLocal(f, "self")
 			if groups[self] {
@@ -584,6 +596,14 @@ func (py *Python) runningLoop(t *Thread) uint64 {
 		}
 	}
 	return 0
+}
+
+// FrameLocal reads one local variable of a frame read earlier (a
+// thread's or a task's), whether or not the read that found the frame
+// read its locals.
+func (py *Python) FrameLocal(f Frame, name string) (Ref, bool) {
+	a := py.frameLocal(f, name)
+	return Ref{py: py, Addr: a}, a != 0
 }
 
 // frameLocal reads one local of a frame read earlier (0 when unbound).
