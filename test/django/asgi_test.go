@@ -1,0 +1,135 @@
+package djangoe2e
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRequestsASGI: uvicorn serves Django 5.2's ASGI application; its
+// async view /aslow/ is parked twice, once in PostgreSQL through
+// sync_to_async (?db=8) and once on an HTTP call to the venv's gunicorn
+// (?http=8, itself parked in PostgreSQL). krait requests finds both
+// requests from uvicorn's asyncio tasks: method, path, query, view, the
+// event loop's thread, the task handling each and what it awaits, the SQL
+// the sync_to_async thread runs for the first; the text output has a TASK
+// column; krait dump shows the tasks under the loop's thread.
+func TestRequestsASGI(t *testing.T) {
+	st := needStack(t)
+	url := st.env["KRAIT_UVICORN_URL"]
+	pid, err := strconv.Atoi(st.env["KRAIT_UVICORN_PID"])
+	if url == "" || err != nil {
+		t.Fatalf("scripts/stack.sh env: KRAIT_UVICORN_URL=%q KRAIT_UVICORN_PID=%q", url, st.env["KRAIT_UVICORN_PID"])
+	}
+	st.settle(t)
+	off := st.logOffset(t)
+	db := getAsync(t, url+"/aslow/?db=8")
+	st.waitStatement(t, off, "krait-asgi", "pg_sleep(8", 20*time.Second)
+	up := getAsync(t, url+"/aslow/?http=8")
+	st.waitStatement(t, off, "krait-venv", "pg_sleep(8", 20*time.Second)
+
+	before := time.Now()
+	out := kraitOK(t, "requests", "--pid", strconv.Itoa(pid), "--json")
+	t.Logf("krait requests --pid %d --json\n%s", pid, out)
+	checkKeys(t, "krait requests --json", out, "requests", append(requestKeys, "task", "task_id", "awaiting"))
+	byQuery := map[string]*request{}
+	for _, r := range decodeRequests(t, out) {
+		byQuery[deref(r.Query)] = r
+	}
+	for _, q := range []string{"db=8", "http=8"} {
+		r := byQuery[q]
+		if r == nil {
+			t.Errorf("no request ?%s in krait's answer", q)
+			continue
+		}
+		eq := func(field string, got *string, want string) {
+			t.Helper()
+			if got == nil || *got != want {
+				t.Errorf("?%s: %s = %s, want %q", q, field, deref(got), want)
+			}
+		}
+		eq("method", r.Method, "GET")
+		eq("path", r.Path, "/aslow/")
+		eq("view", r.View, "shop.views.aslow")
+		if r.PID != pid || r.NativeID == nil || *r.NativeID != pid {
+			t.Errorf("?%s: pid %d native_id %v, want uvicorn's main thread %d (its event loop)", q, r.PID, r.NativeID, pid)
+		}
+		if r.Task == nil || r.TaskID == nil || *r.TaskID == 0 {
+			t.Errorf("?%s: task %s task_id %v, want the task handling it", q, deref(r.Task), r.TaskID)
+		}
+		if r.Client == nil || !strings.HasPrefix(*r.Client, "127.0.0.1:") {
+			t.Errorf("?%s: client %s, want 127.0.0.1:PORT", q, deref(r.Client))
+		}
+		if r.ElapsedS == nil || *r.ElapsedS < 0 || *r.ElapsedS > time.Since(db.start).Seconds()+1 {
+			t.Errorf("?%s: elapsed_s %v, want the time since it was sent", q, r.ElapsedS)
+		}
+	}
+	if r := byQuery["db=8"]; r != nil {
+		if r.SQL == nil || !strings.Contains(*r.SQL, "pg_sleep") || r.SQLParams == nil || !regexp.MustCompile(`^\[8(\.0)?\]$`).MatchString(*r.SQLParams) {
+			t.Errorf("?db=8: sql %s params %s, want the pg_sleep statement sync_to_async runs, with [8.0]", deref(r.SQL), deref(r.SQLParams))
+		}
+		if !strings.HasSuffix(r.File, "django/db/backends/utils.py") {
+			t.Errorf("?db=8: at %s (%s:%d), want in django/db/backends/utils.py (the sync_to_async thread)", r.Function, r.File, r.Line)
+		}
+		if r.Awaiting == nil || !strings.HasPrefix(*r.Awaiting, "sync_to_async in thread ") {
+			t.Errorf("?db=8: awaiting %s, want sync_to_async in thread N", deref(r.Awaiting))
+		}
+	}
+	if r := byQuery["http=8"]; r != nil {
+		if r.SQL != nil {
+			t.Errorf("?http=8: sql %s, want none (it waits on an HTTP call)", deref(r.SQL))
+		}
+		if r.Awaiting == nil || !strings.HasPrefix(*r.Awaiting, "stream ") {
+			t.Errorf("?http=8: awaiting %s, want a stream read", deref(r.Awaiting))
+		}
+		if !strings.HasSuffix(r.File, "asyncio/streams.py") {
+			t.Errorf("?http=8: at %s (%s:%d), want in asyncio/streams.py", r.Function, r.File, r.Line)
+		}
+	}
+
+	text := kraitOK(t, "requests", "--pid", strconv.Itoa(pid))
+	t.Logf("krait requests --pid %d\n%s", pid, text)
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if h := strings.Join(strings.Fields(lines[0]), " "); h != "PID TID TASK ELAPSED METHOD PATH VIEW SQL" {
+		t.Errorf("text output: header %q, want PID TID TASK ELAPSED METHOD PATH VIEW SQL", lines[0])
+	}
+	if !strings.Contains(text, "/aslow/?http=8") || !strings.Contains(text, "(awaiting stream ") {
+		t.Errorf("text output lacks the ?http=8 request awaiting a stream")
+	}
+
+	var d struct {
+		Threads []struct {
+			NativeID *int `json:"native_id"`
+			Tasks    []struct {
+				Stack []struct {
+					Function string `json:"function"`
+				} `json:"stack"`
+			} `json:"tasks"`
+		} `json:"threads"`
+	}
+	kraitJSON(t, &d, "dump", "--pid", strconv.Itoa(pid), "--json")
+	views := 0
+	for _, th := range d.Threads {
+		for _, task := range th.Tasks {
+			for _, f := range task.Stack {
+				if f.Function == "aslow" {
+					views++
+					if th.NativeID == nil || *th.NativeID != pid {
+						t.Errorf("dump: a task in aslow under thread %v, want the main thread %d", th.NativeID, pid)
+					}
+				}
+			}
+		}
+	}
+	if views != 2 {
+		t.Errorf("dump: %d tasks in the view aslow, want 2", views)
+	}
+	t.Logf("checked in %s", time.Since(before).Round(time.Millisecond))
+	for _, p := range []*pending{db, up} {
+		if body := p.wait(t, 60*time.Second); !strings.Contains(body, `"orders"`) {
+			t.Errorf("%s answered %q", p.url, body)
+		}
+	}
+}
