@@ -183,7 +183,8 @@ func (py *Python) Snapshot(opt Options) ([]*Interpreter, error) {
 // Prepare reads, without any pause, what a following paused Snapshot
 // would otherwise read while the process is held and that does not change
 // under it: thread names (threading._active, a walk over sys.modules) and
-// the code objects of every frame (names, files, line tables). The pause
+// the code objects of every frame (names, files, line tables), asyncio
+// tasks' included. The pause
 // then covers only the frames and values themselves. It resets the memory
 // cache afterwards, so the snapshot reads memory fresh.
 func (py *Python) Prepare() {
@@ -199,8 +200,11 @@ func (py *Python) Prepare() {
 	for _, in := range interps {
 		py.names[in.Addr] = py.threadNames(in.Addr)
 		for _, t := range in.Threads {
-			_, _ = py.Frames(t.TState, false, Limits{}, py.codes)
+			t.Frames, _ = py.Frames(t.TState, false, Limits{}, py.codes)
 		}
+		// And the code objects of asyncio tasks' coroutines, and the
+		// types of their objects.
+		_, _ = py.Tasks(in, false, Limits{})
 	}
 }
 
