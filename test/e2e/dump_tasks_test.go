@@ -109,8 +109,11 @@ func testDumpTasks(t *testing.T, py python) {
 				t.Errorf("text dump lacks %q:\n%s", want, r.stdout)
 			}
 		}
+		if py.minor != "3.6" && !strings.Contains(r.stdout, "awaiting sock_recv <_asyncio.Future pending") {
+			t.Errorf("text dump lacks the task reading a socket:\n%s", r.stdout)
+		}
 		if tr.Threads["main"].Tasks[0].Name != nil {
-			for _, want := range []string{`└── Task "main" (0x`, `├── Task "waiter" (0x`, `└── Task "sleeper" (0x`, `Task "blocker" (0x`} {
+			for _, want := range []string{`└── Task "main" (0x`, `├── Task "waiter" (0x`, `└── Task "sleeper" (0x`, `Task "blocker" (0x`, `Task "reader" (0x`} {
 				if !strings.Contains(r.stdout, want) {
 					t.Errorf("text dump lacks %q:\n%s", want, r.stdout)
 				}
