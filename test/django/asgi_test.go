@@ -1,6 +1,9 @@
 package djangoe2e
 
 import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,12 +13,13 @@ import (
 
 // TestRequestsASGI: uvicorn serves Django 5.2's ASGI application; its
 // async view /aslow/ is parked twice, once in PostgreSQL through
-// sync_to_async (?db=8) and once on an HTTP call to the venv's gunicorn
-// (?http=8, itself parked in PostgreSQL). krait requests finds both
+// sync_to_async (?db=10) and once on an HTTP call to the venv's gunicorn
+// (?http=10, itself parked in PostgreSQL). krait requests finds both
 // requests from uvicorn's asyncio tasks: method, path, query, view, the
 // event loop's thread, the task handling each and what it awaits, the SQL
 // the sync_to_async thread runs for the first; the text output has a TASK
-// column; krait dump shows the tasks under the loop's thread.
+// column; krait dump shows the tasks under the loop's thread; and
+// krait requests --core finds the same in a gcore of uvicorn.
 func TestRequestsASGI(t *testing.T) {
 	st := needStack(t)
 	url := st.env["KRAIT_UVICORN_URL"]
@@ -25,10 +29,10 @@ func TestRequestsASGI(t *testing.T) {
 	}
 	st.settle(t)
 	off := st.logOffset(t)
-	db := getAsync(t, url+"/aslow/?db=8")
-	st.waitStatement(t, off, "krait-asgi", "pg_sleep(8", 20*time.Second)
-	up := getAsync(t, url+"/aslow/?http=8")
-	st.waitStatement(t, off, "krait-venv", "pg_sleep(8", 20*time.Second)
+	db := getAsync(t, url+"/aslow/?db=10")
+	st.waitStatement(t, off, "krait-asgi", "pg_sleep(10", 20*time.Second)
+	up := getAsync(t, url+"/aslow/?http=10")
+	st.waitStatement(t, off, "krait-venv", "pg_sleep(10", 20*time.Second)
 
 	before := time.Now()
 	out := kraitOK(t, "requests", "--pid", strconv.Itoa(pid), "--json")
@@ -38,7 +42,7 @@ func TestRequestsASGI(t *testing.T) {
 	for _, r := range decodeRequests(t, out) {
 		byQuery[deref(r.Query)] = r
 	}
-	for _, q := range []string{"db=8", "http=8"} {
+	for _, q := range []string{"db=10", "http=10"} {
 		r := byQuery[q]
 		if r == nil {
 			t.Errorf("no request ?%s in krait's answer", q)
@@ -66,26 +70,26 @@ func TestRequestsASGI(t *testing.T) {
 			t.Errorf("?%s: elapsed_s %v, want the time since it was sent", q, r.ElapsedS)
 		}
 	}
-	if r := byQuery["db=8"]; r != nil {
-		if r.SQL == nil || !strings.Contains(*r.SQL, "pg_sleep") || r.SQLParams == nil || !regexp.MustCompile(`^\[8(\.0)?\]$`).MatchString(*r.SQLParams) {
-			t.Errorf("?db=8: sql %s params %s, want the pg_sleep statement sync_to_async runs, with [8.0]", deref(r.SQL), deref(r.SQLParams))
+	if r := byQuery["db=10"]; r != nil {
+		if r.SQL == nil || !strings.Contains(*r.SQL, "pg_sleep") || r.SQLParams == nil || !regexp.MustCompile(`^\[10(\.0)?\]$`).MatchString(*r.SQLParams) {
+			t.Errorf("?db=10: sql %s params %s, want the pg_sleep statement sync_to_async runs, with [10.0]", deref(r.SQL), deref(r.SQLParams))
 		}
 		if !strings.HasSuffix(r.File, "django/db/backends/utils.py") {
-			t.Errorf("?db=8: at %s (%s:%d), want in django/db/backends/utils.py (the sync_to_async thread)", r.Function, r.File, r.Line)
+			t.Errorf("?db=10: at %s (%s:%d), want in django/db/backends/utils.py (the sync_to_async thread)", r.Function, r.File, r.Line)
 		}
 		if r.Awaiting == nil || !strings.HasPrefix(*r.Awaiting, "sync_to_async in thread ") {
-			t.Errorf("?db=8: awaiting %s, want sync_to_async in thread N", deref(r.Awaiting))
+			t.Errorf("?db=10: awaiting %s, want sync_to_async in thread N", deref(r.Awaiting))
 		}
 	}
-	if r := byQuery["http=8"]; r != nil {
+	if r := byQuery["http=10"]; r != nil {
 		if r.SQL != nil {
-			t.Errorf("?http=8: sql %s, want none (it waits on an HTTP call)", deref(r.SQL))
+			t.Errorf("?http=10: sql %s, want none (it waits on an HTTP call)", deref(r.SQL))
 		}
 		if r.Awaiting == nil || !strings.HasPrefix(*r.Awaiting, "stream ") {
-			t.Errorf("?http=8: awaiting %s, want a stream read", deref(r.Awaiting))
+			t.Errorf("?http=10: awaiting %s, want a stream read", deref(r.Awaiting))
 		}
 		if !strings.HasSuffix(r.File, "asyncio/streams.py") {
-			t.Errorf("?http=8: at %s (%s:%d), want in asyncio/streams.py", r.Function, r.File, r.Line)
+			t.Errorf("?http=10: at %s (%s:%d), want in asyncio/streams.py", r.Function, r.File, r.Line)
 		}
 	}
 
@@ -95,8 +99,8 @@ func TestRequestsASGI(t *testing.T) {
 	if h := strings.Join(strings.Fields(lines[0]), " "); h != "PID TID TASK ELAPSED METHOD PATH VIEW SQL" {
 		t.Errorf("text output: header %q, want PID TID TASK ELAPSED METHOD PATH VIEW SQL", lines[0])
 	}
-	if !strings.Contains(text, "/aslow/?http=8") || !strings.Contains(text, "(awaiting stream ") {
-		t.Errorf("text output lacks the ?http=8 request awaiting a stream")
+	if !strings.Contains(text, "/aslow/?http=10") || !strings.Contains(text, "(awaiting stream ") {
+		t.Errorf("text output lacks the ?http=10 request awaiting a stream")
 	}
 
 	var d struct {
@@ -127,6 +131,27 @@ func TestRequestsASGI(t *testing.T) {
 		t.Errorf("dump: %d tasks in the view aslow, want 2", views)
 	}
 	t.Logf("checked in %s", time.Since(before).Round(time.Millisecond))
+
+	// The same from a core of uvicorn.
+	gcore, err := exec.LookPath("gcore")
+	if err != nil {
+		t.Fatalf("gcore (gdb) is needed: %v", err)
+	}
+	prefix := filepath.Join(t.TempDir(), "core")
+	if out, err := exec.Command(gcore, "-o", prefix, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Fatalf("gcore: %v\n%s", err, out)
+	}
+	out = kraitOK(t, "requests", "--core", fmt.Sprintf("%s.%d", prefix, pid), "--json")
+	fromCore := map[string]*request{}
+	for _, r := range decodeRequests(t, out) {
+		fromCore[deref(r.Query)] = r
+	}
+	for _, q := range []string{"db=10", "http=10"} {
+		r := fromCore[q]
+		if r == nil || deref(r.View) != "shop.views.aslow" || r.TaskID == nil || byQuery[q] == nil || *r.TaskID != *byQuery[q].TaskID {
+			t.Errorf("krait requests --core: ?%s missing, or not the view and task found live:\n%s", q, out)
+		}
+	}
 	for _, p := range []*pending{db, up} {
 		if body := p.wait(t, 60*time.Second); !strings.Contains(body, `"orders"`) {
 			t.Errorf("%s answered %q", p.url, body)
