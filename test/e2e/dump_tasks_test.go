@@ -126,6 +126,11 @@ func testDumpTasks(t *testing.T, py python) {
 			t.Errorf("dump --locals shows no task's local delay: 3600:\n%s", r.stdout)
 		}
 	})
+	t.Run("nonblocking", func(t *testing.T) {
+		// Nothing changes in the fixture: the same without a pause.
+		d := tasksJSON(t, "dump", "--pid", pid, "--json", "--nonblocking")
+		checkTasks(t, &tr, d)
+	})
 	if coreTaskVersions[py.minor] || coreTaskVersions[py.name] {
 		t.Run("core", func(t *testing.T) {
 			gcore, err := exec.LookPath("gcore")
