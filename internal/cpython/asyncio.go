@@ -580,14 +580,28 @@ func (py *Python) atYieldFrom(frame uint64) bool {
 	return err == nil && op == L.YieldFromOpcode
 }
 
-// runningLoop finds the event loop a thread runs: the thread state's
-// running loop where the version keeps one (3.13+), else the self of a
-// BaseEventLoop.run_forever frame on its stack.
+// runningLoop finds the event loop a thread runs: where the _asyncio
+// module keeps the running loop of each thread (its thread state on
+// 3.13+, the thread state's dict on 3.7–3.12), else the self of a
+// BaseEventLoop.run_forever frame on its stack (3.6, asyncio without its
+// C module).
 func (py *Python) runningLoop(t *Thread) uint64 {
 	L := py.L
 	if L.TstateAsyncioLoop >= 0 {
 		if l := py.objAt(t.TState, L.TstateAsyncioLoop); l != 0 {
 			return l
+		}
+	}
+	if L.RunningLoopKey != "" && L.TstateDict >= 0 {
+		if d := py.objAt(t.TState, L.TstateDict); d != 0 {
+			if l, ok := py.dictGetStr(d, L.RunningLoopKey); ok && !py.Ref(l).IsNone() {
+				if tp, err := py.typeOf(l); err == nil && strings.HasSuffix(tp.name, "RunningLoopHolder") {
+					l = py.objAt(l, L.RunningLoopHolder)
+				}
+				if l != 0 {
+					return l
+				}
+			}
 		}
 	}
 	for _, f := range t.Frames {

@@ -149,6 +149,9 @@ type Layout struct {
 	// 3.14+ are in linked lists (TaskNode, *AsyncioTasksHead).
 	AsyncioTaskSets       []string
 	AsyncioAllTasksSymbol string
+	// RunningLoopKey is the key of the running loop in a thread state's
+	// dict (3.7–3.12; "" where the version keeps it elsewhere).
+	RunningLoopKey string
 	// YieldFromOpcode is the opcode at which a frame object suspended in
 	// an await waits (≤3.10; 0: not checked).
 	YieldFromOpcode byte
@@ -248,6 +251,9 @@ func For(v Version) (*Layout, error) {
 	}
 	if !l.Py2 && !at(3, 11) {
 		l.YieldFromOpcode = 72
+	}
+	if at(3, 7) && !at(3, 13) {
+		l.RunningLoopKey = "__asyncio_running_event_loop__"
 	}
 	if at(3, 13) {
 		l.CheckFrameState, l.FrameStateYieldFrom = true, -1

@@ -99,6 +99,10 @@ type Offsets struct {
 	TaskCoro      int64 `c:"TaskObj.task_coro"`
 	TaskName      int64 `c:"TaskObj.task_name"`
 	TaskNode      int64 `c:"TaskObj.task_node"`
+	// The running loop of a thread on 3.7–3.12: in its thread state's
+	// dict, under RunningLoopKey, in a holder up to 3.11.
+	TstateDict        int64 `c:"_ts.dict"`
+	RunningLoopHolder int64 `c:"PyRunningLoopHolder.rl_loop"`
 	// Where 3.14+ links C tasks: per thread state, and per interpreter
 	// for tasks whose thread has gone.
 	TstateAsyncioTasksHead int64 `c:"_PyThreadStateImpl.asyncio_tasks_head"`
