@@ -82,6 +82,15 @@ func (py *Python) Tasks(in *Interpreter, locals bool, lim Limits) ([]*Task, erro
 				}
 			}
 		}
+		if class, attr, ok := strings.Cut(L.AsyncioPyTaskSet, "."); ok {
+			if c, ok := py.dictGetStr(md, class); ok {
+				if s, ok := py.Ref(c).ClassAttr(attr); ok {
+					for _, a := range py.setMembers(s.Addr) {
+						add(a)
+					}
+				}
+			}
+		}
 	}
 	if L.AsyncioAllTasksSymbol != "" {
 		if a, ok := py.extSymbol("_asyncio", L.AsyncioAllTasksSymbol); ok {
@@ -305,11 +314,17 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 		name = py.objAt(a, L.TaskName)
 		t.State = py.futureState(a, L.TaskState)
 	} else {
-		t.Loop = py.attrAddr(a, "_loop")
 		coro = py.attrAddr(a, "_coro")
 		waiter = py.attrAddr(a, "_fut_waiter")
 		name = py.attrAddr(a, "_name")
-		t.State = py.futureState(a, -1)
+		if py.isCFuture(a) {
+			// A Python task class on the C Future (3.6's _PyTask).
+			t.Loop = py.objAt(a, L.FutLoop)
+			t.State = py.futureState(a, L.FutState)
+		} else {
+			t.Loop = py.attrAddr(a, "_loop")
+			t.State = py.futureState(a, -1)
+		}
 	}
 	if name != 0 {
 		r := py.Ref(name)

@@ -149,6 +149,9 @@ type Layout struct {
 	// 3.14+ are in linked lists (TaskNode, *AsyncioTasksHead).
 	AsyncioTaskSets       []string
 	AsyncioAllTasksSymbol string
+	// AsyncioPyTaskSet names the class attribute of asyncio.tasks that
+	// holds pure-Python tasks ("_PyTask._all_tasks", 3.6).
+	AsyncioPyTaskSet string
 	// RunningLoopKey is the key of the running loop in a thread state's
 	// dict (3.7–3.12; "" where the version keeps it elsewhere).
 	RunningLoopKey string
@@ -248,6 +251,7 @@ func For(v Version) (*Layout, error) {
 		l.AsyncioTaskSets = []string{"_all_tasks"}
 	case at(3, 6):
 		l.AsyncioAllTasksSymbol = "all_tasks"
+		l.AsyncioPyTaskSet = "_PyTask._all_tasks"
 	}
 	if !l.Py2 && !at(3, 11) {
 		l.YieldFromOpcode = 72
