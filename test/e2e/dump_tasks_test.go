@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,7 +63,8 @@ var coreTaskVersions = map[string]bool{"3.6": true, "3.10": true, "3.12": true, 
 // TestDumpTasks dumps aio_tasks.py under every interpreter with asyncio
 // and compares each loop's tasks — names, states, coroutine stacks and
 // who awaits whom — with what the fixture computed inside itself; on a
-// few versions from a core too.
+// few versions from a core too; on 3.14 against CPython's own
+// `python -m asyncio ps` of the same process.
 func TestDumpTasks(t *testing.T) {
 	sem := make(chan struct{}, 2)
 	for _, py := range pythons(t) {
@@ -131,6 +133,9 @@ func testDumpTasks(t *testing.T, py python) {
 		d := tasksJSON(t, "dump", "--pid", pid, "--json", "--nonblocking")
 		checkTasks(t, &tr, d)
 	})
+	if py.minor == "3.14" {
+		t.Run("asyncio_ps", func(t *testing.T) { checkAsyncioPS(t, py, pid) })
+	}
 	if coreTaskVersions[py.minor] || coreTaskVersions[py.name] {
 		t.Run("core", func(t *testing.T) {
 			gcore, err := exec.LookPath("gcore")
@@ -265,4 +270,45 @@ func strp(s *string) string {
 		return "null"
 	}
 	return strconv.Quote(*s)
+}
+
+// asyncioPSRow is one row of `python -m asyncio ps PID` (3.14): a task
+// id and the id of a task awaiting it (0x0: none).
+var asyncioPSRow = regexp.MustCompile(`^\s*\d+\s+0x([0-9a-f]+)\s.*\s0x([0-9a-f]+)\s*$`)
+
+// checkAsyncioPS compares krait's tasks and awaited_by with what CPython's
+// own tool (3.14, `python -m asyncio ps`) reads from the same process.
+func checkAsyncioPS(t *testing.T, py python, pid string) {
+	out, err := exec.Command(py.path, "-m", "asyncio", "ps", pid).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python -m asyncio ps: %v\n%s", err, out)
+	}
+	d := tasksJSON(t, "dump", "--pid", pid, "--json")
+	byID := map[uint64]taskEntry{}
+	for _, th := range d.Threads {
+		for _, task := range th.Tasks {
+			byID[task.ID] = task
+		}
+	}
+	rows := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		m := asyncioPSRow.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		rows++
+		id, _ := strconv.ParseUint(m[1], 16, 64)
+		awaiter, _ := strconv.ParseUint(m[2], 16, 64)
+		task, ok := byID[id]
+		switch {
+		case !ok:
+			t.Errorf("asyncio ps lists task %#x, krait does not", id)
+		case awaiter != 0 && !containsID(task.AwaitedBy, awaiter):
+			t.Errorf("asyncio ps: task %s awaited by %#x; krait: by %v", taskLabel(task), awaiter, task.AwaitedBy)
+		}
+	}
+	if rows == 0 {
+		t.Fatalf("no task rows in python -m asyncio ps:\n%s", out)
+	}
+	t.Logf("%d rows of python -m asyncio ps agree", rows)
 }
