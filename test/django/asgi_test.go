@@ -14,8 +14,9 @@ import (
 // TestRequestsASGI: uvicorn serves Django 5.2's ASGI application; its
 // async view /aslow/ is parked twice, once in PostgreSQL through
 // sync_to_async (?db=10) and once on an HTTP call to the venv's gunicorn
-// (?http=10, itself parked in PostgreSQL). krait requests finds both
-// requests from uvicorn's asyncio tasks: method, path, query, view, the
+// (?http=10, itself parked in PostgreSQL); and the sync view /slow/ is
+// parked too (Django runs it through sync_to_async). krait requests finds
+// the requests from uvicorn's asyncio tasks: method, path, query, view, the
 // event loop's thread, the task handling each and what it awaits, the SQL
 // the sync_to_async thread runs for the first; the text output has a TASK
 // column; krait dump shows the tasks under the loop's thread; and
@@ -33,6 +34,10 @@ func TestRequestsASGI(t *testing.T) {
 	st.waitStatement(t, off, "krait-asgi", "pg_sleep(10", 20*time.Second)
 	up := getAsync(t, url+"/aslow/?http=10")
 	st.waitStatement(t, off, "krait-venv", "pg_sleep(10", 20*time.Second)
+	// A sync view under ASGI: Django runs it through sync_to_async.
+	off2 := st.logOffset(t)
+	syncView := getAsync(t, url+"/slow/?s=9")
+	st.waitStatement(t, off2, "krait-asgi", "pg_sleep(9", 20*time.Second)
 
 	before := time.Now()
 	out := kraitOK(t, "requests", "--pid", strconv.Itoa(pid), "--json")
@@ -80,6 +85,11 @@ func TestRequestsASGI(t *testing.T) {
 		if r.Awaiting == nil || !strings.HasPrefix(*r.Awaiting, "sync_to_async in thread ") {
 			t.Errorf("?db=10: awaiting %s, want sync_to_async in thread N", deref(r.Awaiting))
 		}
+	}
+	if r := byQuery["s=9"]; r == nil {
+		t.Errorf("no request /slow/?s=9 (a sync view under ASGI) in krait's answer")
+	} else if deref(r.View) != "shop.views.slow" || deref(r.Path) != "/slow/" || r.TaskID == nil || r.SQL == nil || !strings.Contains(*r.SQL, "pg_sleep") {
+		t.Errorf("/slow/?s=9 under ASGI: view %s path %s task %v sql %s, want shop.views.slow, its task and the pg_sleep", deref(r.View), deref(r.Path), r.TaskID, deref(r.SQL))
 	}
 	if r := byQuery["http=10"]; r != nil {
 		if r.SQL != nil {
@@ -156,5 +166,8 @@ func TestRequestsASGI(t *testing.T) {
 		if body := p.wait(t, 60*time.Second); !strings.Contains(body, `"orders"`) {
 			t.Errorf("%s answered %q", p.url, body)
 		}
+	}
+	if body := syncView.wait(t, 60*time.Second); !strings.HasPrefix(body, "slept 9") {
+		t.Errorf("%s answered %q", syncView.url, body)
 	}
 }
