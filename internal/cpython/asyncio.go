@@ -357,6 +357,14 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 				t.Awaiting = fmt.Sprintf("wait for %d tasks", len(tasks))
 			}
 		}
+		if f.Function == "wait_for" && strings.HasSuffix(f.File, filepath.Join("asyncio", "tasks.py")) {
+			if fut := py.frameLocal(f, "fut"); fut != 0 && py.isTask(fut) {
+				t.Awaits = append(t.Awaits, fut)
+				if t.Awaiting == "" || strings.HasPrefix(t.Awaiting, "<") {
+					t.Awaiting = "wait_for task " + py.taskLabel(fut)
+				}
+			}
+		}
 		if (f.Function == "__aexit__" || f.Function == "_aexit") && strings.HasSuffix(f.File, filepath.Join("asyncio", "taskgroups.py")) {
 			self := py.frameLocal(f, "self")
 			if groups[self] {
@@ -370,6 +378,17 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 			}
 		}
 	}
+	// One edge per awaited task (a task met through its future and a
+	// frame too).
+	seen := map[uint64]bool{}
+	uniq := t.Awaits[:0]
+	for _, a := range t.Awaits {
+		if !seen[a] {
+			seen[a] = true
+			uniq = append(uniq, a)
+		}
+	}
+	t.Awaits = uniq
 	return t
 }
 
