@@ -208,6 +208,13 @@ func writeJSON(stdout, stderr io.Writer, v any) int {
 	return ExitOK
 }
 
+// starting says whether pid started within the last few seconds: a survey
+// that finds it half-way through loading its Python passes it over.
+func starting(pid int) bool {
+	age, err := procinfo.Age(pid)
+	return err == nil && age < 5*time.Second
+}
+
 // pauseNote is how long a read may hold a process before text output says
 // how long it did.
 const pauseNote = 50 * time.Millisecond
@@ -259,7 +266,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	firstSeen := map[[2]uint64]time.Time{}
 	for {
 		now := time.Now()
-		list := pids.pids
+		// A server's master stands for its workers (found again at each
+		// refresh: new workers appear).
+		list, _ := expandServers(pids.pids)
 		var bad unreadable
 		if *all {
 			// One pass over /proc per refresh.
@@ -281,8 +290,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 				case errors.Is(err, target.ErrPermission):
 					bad.add(pid)
 				case *all && (errors.Is(err, cpython.ErrNotPython) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrExited) ||
-					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter)):
-					// A survey: processes come and go.
+					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter) || starting(pid)):
+					// A survey: processes come and go (and one that has
+					// just started may not have loaded its Python yet).
 				default:
 					if c := fail(stderr, err); code == ExitOK {
 						code = c
