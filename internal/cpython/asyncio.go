@@ -26,10 +26,11 @@ type Task struct {
 	// coroutine, the coroutine it awaits, and so on.
 	Stack []Frame
 	// Awaiting says what the innermost await waits on ("sleep(3600)",
-	// "task Task-2", "gather of 2 tasks", "<_asyncio.Future pending>").
+	// `task "Task-2" (0x…)`, "gather of 2", "<_asyncio.Future pending at
+	// 0x…>").
 	Awaiting string
 	// Awaits are the tasks this task waits for (directly, through a
-	// gather or a TaskGroup).
+	// gather, asyncio.wait, wait_for or a TaskGroup).
 	Awaits []uint64
 	Err    string
 }
@@ -122,6 +123,9 @@ func (py *Python) Tasks(in *Interpreter, locals bool, lim Limits) ([]*Task, erro
 		}
 		out = append(out, py.readTask(a, running, locals, lim))
 	}
+	if len(addrs) >= maxTasks {
+		return out, fmt.Errorf("krait reads at most %d tasks of an interpreter; the others are not shown", maxTasks)
+	}
 	return out, nil
 }
 
@@ -176,6 +180,9 @@ func (py *Python) extension(name string) (*binfmt.Object, uint64, bool) {
 		obj, err := openObject(opened, m.Path)
 		if err != nil {
 			continue
+		}
+		if id := mappedBuildID(py.Proc, m.Start); id != "" && obj.BuildID != "" && id != obj.BuildID {
+			continue // another build than the process mapped: its addresses would mislead
 		}
 		e := extObject{obj: obj, bias: obj.Bias(m.Start, m.Offset)}
 		py.exts[name] = e
