@@ -352,7 +352,7 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 	// group's tasks; asyncio.wait for those it was given.
 	groups := map[uint64]bool{}
 	for _, f := range t.Stack {
-		if f.Function == "_wait" && strings.HasSuffix(f.File, filepath.Join("asyncio", "tasks.py")) {
+		if f.Function == "_wait" && inAsyncio(f, "tasks.py") {
 			var tasks []uint64
 			for _, m := range py.setMembers(py.frameLocal(f, "fs")) {
 				if py.isTask(m) {
@@ -364,7 +364,7 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 				t.Awaiting = fmt.Sprintf("wait for %d tasks", len(tasks))
 			}
 		}
-		if f.Function == "wait_for" && strings.HasSuffix(f.File, filepath.Join("asyncio", "tasks.py")) {
+		if f.Function == "wait_for" && inAsyncio(f, "tasks.py") {
 			if fut := py.frameLocal(f, "fut"); fut != 0 && py.isTask(fut) {
 				t.Awaits = append(t.Awaits, fut)
 				if t.Awaiting == "" || strings.HasPrefix(t.Awaiting, "<") {
@@ -372,7 +372,7 @@ func (py *Python) readTask(a uint64, running map[uint64]bool, locals bool, lim L
 				}
 			}
 		}
-		if (f.Function == "__aexit__" || f.Function == "_aexit") && strings.HasSuffix(f.File, filepath.Join("asyncio", "taskgroups.py")) {
+		if (f.Function == "__aexit__" || f.Function == "_aexit") && inAsyncio(f, "taskgroups.py") {
 			self := py.frameLocal(f, "self")
 			if groups[self] {
 				continue
@@ -420,16 +420,16 @@ func (py *Python) describeWaiter(w uint64, stack []Frame) (string, []uint64) {
 	desc := fmt.Sprintf("<%s.%s %s at 0x%x>", mod, qual, state, w)
 	if len(stack) > 0 {
 		f := stack[0]
-		if f.Function == "sleep" && strings.HasSuffix(f.File, filepath.Join("asyncio", "tasks.py")) {
+		if f.Function == "sleep" && inAsyncio(f, "tasks.py") {
 			if d := py.frameLocal(f, "delay"); d != 0 {
 				return "sleep(" + py.numberText(d) + ")", nil
 			}
 			return "sleep", nil
 		}
-		if strings.HasSuffix(f.File, filepath.Join("asyncio", "selector_events.py")) && strings.HasPrefix(f.Function, "sock_") {
+		if inAsyncio(f, "selector_events.py") && strings.HasPrefix(f.Function, "sock_") {
 			return f.Function + " " + desc, nil
 		}
-		if strings.HasSuffix(f.File, filepath.Join("asyncio", "streams.py")) {
+		if inAsyncio(f, "streams.py") {
 			return "stream " + f.Function + " " + desc, nil
 		}
 	}
@@ -646,7 +646,7 @@ func (py *Python) runningLoop(t *Thread) uint64 {
 		}
 	}
 	for _, f := range t.Frames {
-		if f.Function == "run_forever" && strings.HasSuffix(f.File, filepath.Join("asyncio", "base_events.py")) {
+		if f.Function == "run_forever" && inAsyncio(f, "base_events.py") {
 			return py.frameLocal(f, "self")
 		}
 	}
@@ -686,4 +686,9 @@ func (py *Python) numberText(a uint64) string {
 		}
 	}
 	return "?"
+}
+
+// inAsyncio says whether a frame runs code of asyncio's module file.
+func inAsyncio(f Frame, file string) bool {
+	return strings.HasSuffix(f.File, "/asyncio/"+file)
 }

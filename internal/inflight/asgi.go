@@ -3,7 +3,6 @@ package inflight
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -40,7 +39,7 @@ func fromTasks(py *cpython.Python, in *cpython.Interpreter, opt render.Options) 
 			byLoop[t.Loop] = t
 		}
 		for _, f := range t.Frames {
-			if f.Function == "thread_handler" && strings.HasSuffix(f.File, filepath.Join("asgiref", "sync.py")) {
+			if f.Function == "thread_handler" && strings.HasSuffix(f.File, "/asgiref/sync.py") {
 				if c, ok := py.FrameLocal(f, "task_context"); ok {
 					byContext[c.Addr] = t
 				}
@@ -61,12 +60,12 @@ func fromTasks(py *cpython.Python, in *cpython.Interpreter, opt render.Options) 
 					}
 				}
 			}
-			if f.Function == "_get_response_async" && strings.Contains(f.File, filepath.Join("django", "core", "handlers")) {
+			if f.Function == "_get_response_async" && strings.Contains(f.File, "/django/core/handlers/") {
 				if cb, ok := py.FrameLocal(f, "callback"); ok {
 					c.view = viewName(cb)
 				}
 			}
-			if f.Function == "__call__" && strings.HasSuffix(f.File, filepath.Join("asgiref", "sync.py")) {
+			if f.Function == "__call__" && strings.HasSuffix(f.File, "/asgiref/sync.py") {
 				if tc, ok := py.FrameLocal(f, "task_context"); ok && c.sync == nil {
 					c.sync = byContext[tc.Addr]
 				}
