@@ -35,7 +35,7 @@ type psEntry struct {
 	Error          string  `json:"error,omitempty"`
 }
 
-var requestRead = cpython.Options{Locals: true, LocalNames: inflight.LocalNames,
+var requestRead = cpython.Options{Locals: true, LocalNames: inflight.LocalNames, Tasks: true,
 	Limits: cpython.Limits{Items: 50, Chars: 4096, Depth: 2}}
 
 // djangoSettings reads settings.SETTINGS_MODULE from django.conf in any of
@@ -159,7 +159,11 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		e.PythonVersion = rd.Py.Version.String()
 		e.Threads = len(rd.OSThreads)
 		e.DjangoSettings = djangoSettings(rd)
-		e.BusyThreads = len(inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}))
+		busy := map[uint64]bool{} // an event loop's thread serves many ASGI requests
+		for _, r := range inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}) {
+			busy[r.ThreadID] = true
+		}
+		e.BusyThreads = len(busy)
 		rd.Proc.Close()
 		out = append(out, e)
 	})
@@ -402,7 +406,16 @@ func deref(s *string) string {
 
 func writeRequests(w io.Writer, reqs []*inflight.Request) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	// ASGI requests are handled by asyncio tasks: a TASK column then.
+	tasks := false
+	for _, r := range reqs {
+		tasks = tasks || r.Task != nil
+	}
+	if tasks {
+		fmt.Fprintln(tw, "PID\tTID\tTASK\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	} else {
+		fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	}
 	estimated := false
 	for _, r := range reqs {
 		tid := "-"
@@ -429,7 +442,14 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 				sql += "  " + procinfo.OneLine(*r.SQLParams)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+		if sql == "-" && r.Awaiting != nil {
+			sql = "(awaiting " + procinfo.OneLine(*r.Awaiting) + ")"
+		}
+		if tasks {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, deref(r.Task), el, deref(r.Method), path, deref(r.View), sql)
+		} else {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+		}
 	}
 	tw.Flush()
 	if estimated {
