@@ -315,12 +315,19 @@ func (r *REPL) setBreak(arg string, temp bool) error {
 func (r *REPL) cmdCatch(arg string) error {
 	f := strings.Fields(arg)
 	if len(f) == 0 {
-		cs := r.S.Catchpoints()
-		if len(cs) == 0 {
-			r.printf("No catchpoints.\n")
+		bps, err := r.G.Breakpoints()
+		if err != nil {
+			return err
 		}
-		for _, c := range cs {
-			r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		n := 0
+		for _, b := range bps {
+			if c := b.Catch; c != nil {
+				r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+				n++
+			}
+		}
+		if n == 0 {
+			r.printf("No catchpoints.\n")
 		}
 		return nil
 	}
@@ -330,22 +337,46 @@ func (r *REPL) cmdCatch(arg string) error {
 		if kind == "throw" {
 			kind = "raise"
 		}
-		c, err := r.S.Catch(kind, f[1:])
+		b, err := r.G.Catch(kind, f[1:])
 		if err != nil {
 			return err
 		}
-		r.printf("Catchpoint %d (%s %s)\n", c.ID, c.Kind, catchTypes(c.Types))
+		r.printf("Catchpoint %d (%s %s)\n", b.ID, b.Catch.Kind, catchTypes(b.Catch.Types))
 		return nil
 	case "delete":
-		id := 0
-		if len(f) > 1 {
-			n, err := strconv.Atoi(f[1])
-			if err != nil {
-				return fmt.Errorf("Bad catchpoint argument: '%s'", f[1])
-			}
-			id = n
+		// The catchpoints given, or all of them (not the breakpoints).
+		bps, err := r.G.Breakpoints()
+		if err != nil {
+			return err
 		}
-		return r.S.DeleteCatch(id)
+		var ids []int
+		for _, a := range f[1:] {
+			n, err := strconv.Atoi(a)
+			if err != nil {
+				return fmt.Errorf("Bad catchpoint argument: '%s'", a)
+			}
+			ids = append(ids, n)
+		}
+		if len(ids) == 0 {
+			for _, b := range bps {
+				if b.Catch != nil {
+					ids = append(ids, b.ID)
+				}
+			}
+		}
+		for _, id := range ids {
+			isCatch := false
+			for _, b := range bps {
+				isCatch = isCatch || b.ID == id && b.Catch != nil
+			}
+			if !isCatch {
+				return fmt.Errorf("No catchpoint number %d.", id)
+			}
+			if err := r.G.BPCommand("delete", id); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return fmt.Errorf("Undefined catch command: \"%s\".  Try \"help catch\".", f[0])
 }
@@ -892,6 +923,16 @@ func (r *REPL) infoBreakpoints() error {
 		if b.Dprintf != nil {
 			kind = "dprintf"
 		}
+		if c := b.Catch; c != nil {
+			// gdb: "2       catchpoint     keep y   exception throw"
+			kind, what = "catchpoint", "exception "+c.Kind
+			if len(c.Types) > 0 {
+				what += " " + strings.Join(c.Types, ", ")
+			}
+			if c.Kind == "raise" && len(c.Types) == 0 {
+				what = "exception raise (any exception)"
+			}
+		}
 		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, kind, disp, enb, what)
 		for i, l := range b.Locations {
 			r.printf("%-7s %-14s %-4s %-3s in %s at %s:%d\n", fmt.Sprintf("%d.%d", b.ID, i+1), "", "", enb, l.Function, l.File, l.Line)
@@ -907,7 +948,11 @@ func (r *REPL) infoBreakpoints() error {
 			if b.Hits == 1 {
 				times = "time"
 			}
-			r.printf("\tbreakpoint already hit %d %s\n", b.Hits, times)
+			what := "breakpoint"
+			if b.Catch != nil {
+				what = "catchpoint"
+			}
+			r.printf("\t%s already hit %d %s\n", what, b.Hits, times)
 		}
 		if b.Dprintf != nil {
 			r.printf("        printf \"%s\"%s\n", cEscape(b.Dprintf.Format), strings.Join(append([]string{""}, b.Dprintf.Args...), ","))

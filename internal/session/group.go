@@ -86,10 +86,18 @@ type groupBP struct {
 	Enabled bool
 	Printf  *Printf  // a dprintf's (nil: a breakpoint)
 	Modes   []string // a dprintf's argument modes (Session.DprintfCond)
+	// Catch is a catchpoint's kind and classes (nil: a breakpoint), and
+	// Hits its stops in every process (the agent counts a breakpoint's).
+	Catch *Catchpoint
+	Hits  int
 }
 
 // set sets b in inf's process.
 func (b *groupBP) set(inf *Inferior) (Breakpoint, error) {
+	if b.Catch != nil {
+		c, err := inf.S.Catch(b.Catch.Kind, b.Catch.Types)
+		return Breakpoint{ID: c.ID}, err
+	}
 	if b.Printf != nil {
 		return inf.S.DprintfCond(b.Spec, b.Cond, b.Printf.Format, b.Printf.Args, b.Modes)
 	}
@@ -178,8 +186,19 @@ func (g *Group) arm(inf *Inferior, b groupBP) {
 	inf.bps[b.ID] = bp.ID
 	g.mu.Unlock()
 	if !b.Enabled {
-		_ = inf.S.BPCommand("disable", bp.ID)
+		_ = b.command(inf, "disable", bp.ID)
 	}
+}
+
+// command runs delete/enable/disable on b's number aid in inf's process.
+func (b *groupBP) command(inf *Inferior, cmd string, aid int) error {
+	if b.Catch == nil {
+		return inf.S.BPCommand(cmd, aid)
+	}
+	if cmd == "delete" {
+		return inf.S.DeleteCatch(aid)
+	}
+	return inf.S.EnableCatch(aid, cmd == "enable")
 }
 
 func (g *Group) breakpoints() []groupBP {
@@ -438,7 +457,7 @@ func (g *Group) TakeNotes() []string {
 		for _, n := range inf.S.TakeNotes() {
 			if m := resolvedNote.FindStringSubmatch(n); m != nil {
 				id, _ := strconv.Atoi(m[1])
-				gid := g.groupID(inf, id)
+				gid := g.groupID(inf, id, false)
 				g.mu.Lock()
 				seen := g.resolved[gid]
 				g.resolved[gid] = true
@@ -457,26 +476,47 @@ func (g *Group) TakeNotes() []string {
 	return out
 }
 
-// groupID is the group's number of inf's agent breakpoint id (id itself
-// if it is none of the group's).
-func (g *Group) groupID(inf *Inferior, id int) int {
+// groupID is the group's number of inf's agent breakpoint (catch false)
+// or catchpoint (catch true) id (id itself if it is none of the group's).
+func (g *Group) groupID(inf *Inferior, id int, catch bool) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for gid, aid := range inf.bps {
-		if aid == id {
+		if aid == id && g.isCatch(gid) == catch {
 			return gid
 		}
 	}
 	return id
 }
 
-// translate gives a stop the group's breakpoint number; a temporary
-// breakpoint hit in one process is deleted in the others.
+// isCatch says whether group number gid is a catchpoint's (g.mu held).
+func (g *Group) isCatch(gid int) bool {
+	for _, b := range g.bps {
+		if b.ID == gid {
+			return b.Catch != nil
+		}
+	}
+	return false
+}
+
+// translate gives a stop the group's breakpoint or catchpoint number; a
+// temporary breakpoint hit in one process is deleted in the others.
 func (g *Group) translate(inf *Inferior, st *Stop) {
+	if st.Reason == "exception" && st.Catch != 0 {
+		st.Catch = g.groupID(inf, st.Catch, true)
+		g.mu.Lock()
+		for _, b := range g.bps {
+			if b.ID == st.Catch {
+				b.Hits++
+			}
+		}
+		g.mu.Unlock()
+		return
+	}
 	if st.Reason != "breakpoint" || st.BP == 0 {
 		return
 	}
-	gid := g.groupID(inf, st.BP)
+	gid := g.groupID(inf, st.BP, false)
 	st.BP = gid
 	g.mu.Lock()
 	var temp bool
@@ -489,7 +529,7 @@ func (g *Group) translate(inf *Inferior, st *Stop) {
 	}
 	g.mu.Unlock()
 	if temp {
-		go g.deleteBP(gid, inf)
+		go g.deleteBP(groupBP{ID: gid}, inf)
 	}
 }
 
@@ -631,6 +671,12 @@ func (g *Group) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 	return g.setBP(&groupBP{Spec: spec, Cond: cond, Temp: temporary, Enabled: true})
 }
 
+// Catch sets a catchpoint (see Session.Catch) in every inferior: it is
+// numbered with the breakpoints, as gdb numbers them.
+func (g *Group) Catch(kind string, types []string) (Breakpoint, error) {
+	return g.setBP(&groupBP{Enabled: true, Catch: &Catchpoint{Kind: kind, Types: types}})
+}
+
 // Dprintf sets a dprintf (see Session.DprintfCond) in every inferior, as
 // Break sets a breakpoint; its events come through Probes.
 func (g *Group) Dprintf(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
@@ -645,7 +691,7 @@ func (g *Group) setBP(b *groupBP) (Breakpoint, error) {
 	if sel == nil {
 		return Breakpoint{}, agent.ErrClosed
 	}
-	if n, err := strconv.Atoi(spec); err == nil {
+	if n, err := strconv.Atoi(spec); err == nil && b.Catch == nil {
 		f, err := sel.S.frameFile()
 		if err != nil {
 			return Breakpoint{}, err
@@ -691,7 +737,12 @@ func (g *Group) setBP(b *groupBP) (Breakpoint, error) {
 	for _, f := range failed {
 		g.note(fmt.Sprintf("breakpoint %d not set in %s", b.ID, f))
 	}
-	out.ID = b.ID
+	out.ID, out.Enabled = b.ID, true
+	if b.Catch != nil {
+		c := *b.Catch
+		c.ID = b.ID
+		out.Catch = &c
+	}
 	return out, nil
 }
 
@@ -737,7 +788,13 @@ func (g *Group) BPCommand(cmd string, id int) error {
 			g.mu.Lock()
 			g.bps = nil
 			g.mu.Unlock()
-			err := g.each(0, func(inf *Inferior, _ int) error { return inf.S.BPCommand("delete", 0) })
+			err := g.each(0, func(inf *Inferior, _ int) error {
+				err := inf.S.BPCommand("delete", 0)
+				if cerr := inf.S.DeleteCatch(0); err == nil {
+					err = cerr
+				}
+				return err
+			})
 			g.mu.Lock()
 			for _, inf := range g.infs {
 				inf.bps = map[int]int{}
@@ -745,36 +802,35 @@ func (g *Group) BPCommand(cmd string, id int) error {
 			g.mu.Unlock()
 			return err
 		}
+		var del groupBP
 		g.mu.Lock()
 		for i, b := range g.bps {
 			if b.ID == id {
+				del = *b
 				g.bps = append(g.bps[:i], g.bps[i+1:]...)
 				break
 			}
 		}
 		g.mu.Unlock()
-		return g.deleteBP(id, nil)
+		return g.deleteBP(del, nil)
 	}
+	b := g.find(id)
 	g.mu.Lock()
-	for _, b := range g.bps {
-		if b.ID == id {
-			b.Enabled = cmd == "enable"
-		}
-	}
+	b.Enabled = cmd == "enable"
 	g.mu.Unlock()
-	return g.each(id, func(inf *Inferior, aid int) error { return inf.S.BPCommand(cmd, aid) })
+	return g.each(id, func(inf *Inferior, aid int) error { return b.command(inf, cmd, aid) })
 }
 
-// deleteBP deletes group breakpoint id from every inferior but except.
-func (g *Group) deleteBP(id int, except *Inferior) error {
-	return g.each(id, func(inf *Inferior, aid int) error {
+// deleteBP deletes group breakpoint b from every inferior but except.
+func (g *Group) deleteBP(b groupBP, except *Inferior) error {
+	return g.each(b.ID, func(inf *Inferior, aid int) error {
 		g.mu.Lock()
-		delete(inf.bps, id)
+		delete(inf.bps, b.ID)
 		g.mu.Unlock()
 		if inf == except {
 			return nil
 		}
-		return inf.S.BPCommand("delete", aid)
+		return b.command(inf, "delete", aid)
 	})
 }
 
@@ -786,6 +842,9 @@ func (g *Group) Condition(id int, cond string) error {
 	if b == nil {
 		return fmt.Errorf("No breakpoint number %d.", id)
 	}
+	if b.Catch != nil {
+		return fmt.Errorf("Catchpoint %d takes no condition: name the exception classes (catch raise TYPE…).", id)
+	}
 	g.mu.Lock()
 	b.Cond = cond
 	g.mu.Unlock()
@@ -795,8 +854,12 @@ func (g *Group) Condition(id int, cond string) error {
 // Ignore lets group breakpoint id's next count crossings go, in each
 // process (each counts its own).
 func (g *Group) Ignore(id, count int) error {
-	if g.find(id) == nil {
+	b := g.find(id)
+	if b == nil {
 		return fmt.Errorf("No breakpoint number %d.", id)
+	}
+	if b.Catch != nil {
+		return fmt.Errorf("Catchpoint %d cannot ignore crossings.", id)
 	}
 	return g.each(id, func(inf *Inferior, aid int) error { return inf.S.Ignore(aid, count) })
 }
@@ -827,6 +890,12 @@ func (g *Group) Breakpoints() ([]Breakpoint, error) {
 	}
 	var out []Breakpoint
 	for _, b := range bps {
+		if b.Catch != nil {
+			c := *b.Catch
+			c.ID, c.Disabled = b.ID, !b.Enabled
+			out = append(out, Breakpoint{ID: b.ID, Enabled: b.Enabled, Hits: b.Hits, Catch: &c})
+			continue
+		}
 		var agg Breakpoint
 		have := false
 		hits := 0

@@ -87,7 +87,7 @@ func (g *Group) forward(inf *Inferior, ch chan<- ProbeBatch) {
 	for b := range inf.S.Probes() {
 		for _, ev := range b.Events {
 			if id, ok := ev["bp"].(float64); ok && ev["kind"] == "dprintf" {
-				ev["bp"] = float64(g.groupID(inf, int(id)))
+				ev["bp"] = float64(g.groupID(inf, int(id), false))
 			}
 		}
 		ch <- ProbeBatch{Inf: inf, ProbeBatch: b}

@@ -171,6 +171,7 @@ type Breakpoint struct {
 	Warning   string     // e.g. a module-level line that has run already
 	Locations []Location // where it is set, when more than one place (break FUNC)
 	Dprintf   *Printf    // a dprintf's format and arguments (nil: a breakpoint)
+	Catch     *Catchpoint // a catchpoint's kind and classes (nil: a breakpoint)
 }
 
 // Printf is what a dprintf prints: gdb's "FORMAT",ARG... (the arguments
@@ -585,9 +586,10 @@ func (s *Session) Condition(id int, cond string) error {
 // as it leaves a thread (Kind "uncaught"), for exceptions of Types (class
 // names; any when empty): the agent's exception stops.
 type Catchpoint struct {
-	ID    int
-	Kind  string
-	Types []string
+	ID       int
+	Kind     string
+	Types    []string
+	Disabled bool
 }
 
 // Catch adds a catchpoint.
@@ -627,9 +629,27 @@ func (s *Session) DeleteCatch(id int) error {
 	return s.setCatches(list)
 }
 
+// EnableCatch enables or disables catchpoint id.
+func (s *Session) EnableCatch(id int, on bool) error {
+	list := s.Catchpoints()
+	found := false
+	for i := range list {
+		if list[i].ID == id {
+			list[i].Disabled, found = !on, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("No catchpoint number %d.", id)
+	}
+	return s.setCatches(list)
+}
+
 func (s *Session) setCatches(list []Catchpoint) error {
 	filters := []map[string]any{}
 	for _, c := range list {
+		if c.Disabled {
+			continue
+		}
 		types := c.Types
 		if types == nil {
 			types = []string{}

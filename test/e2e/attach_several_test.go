@@ -73,11 +73,20 @@ func TestAttachSeveral(t *testing.T) {
 	mustMatch(t, "info breakpoints", `(?m)^2\s+breakpoint\s+keep y\s+in report at `, out)
 	mustMatch(t, "info breakpoints", `stop only if n == 7`, out)
 	mustMatch(t, "info breakpoints", `breakpoint already hit 1 time`, out)
+	// A catchpoint is numbered with the breakpoints and set in both
+	// processes: it stops the other one.
+	mustMatch(t, "catch", `^Catchpoint 3 \(raise ValueError\)$`, strings.TrimSpace(s.do("catch raise ValueError")))
+	out, respFail := s.continueWith(b, "/steps/fail?kind=x")
+	mustMatch(t, "catch stop", fmt.Sprintf(`\[process %d\] Catchpoint 3 \(raise\), ValueError`, b.p.pid()), out)
+	if body := <-resp7; body == nil {
+		t.Errorf("the request continued failed")
+	}
+	s.do("delete 3")
 	fmt.Fprintf(s.In, "detach\n")
 	out = s.ReadUntilEnd(30 * time.Second)
 	mustMatch(t, "detach", fmt.Sprintf(`\[Inferior 1 \(process %d\) detached\]\n\[Inferior 2 \(process %d\) detached\]`, a.p.pid(), b.p.pid()), out)
-	if body := <-resp7; body == nil {
-		t.Errorf("the held request failed")
+	if body := <-respFail; body == nil || body["caught"] != "1" {
+		t.Errorf("the held request failed: %v", body)
 	}
 	for _, srv := range []*attachServer{a, b} {
 		if st := srv.get(t, "/status"); st == nil || regexp.MustCompile(`krait`).MatchString(fmt.Sprint(st["threads"])) {
