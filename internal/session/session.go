@@ -167,10 +167,10 @@ type Breakpoint struct {
 	Temporary bool
 	Enabled   bool
 	Hits      int
-	Ignore    int        // crossings still to ignore
-	Warning   string     // e.g. a module-level line that has run already
-	Locations []Location // where it is set, when more than one place (break FUNC)
-	Dprintf   *Printf    // a dprintf's format and arguments (nil: a breakpoint)
+	Ignore    int         // crossings still to ignore
+	Warning   string      // e.g. a module-level line that has run already
+	Locations []Location  // where it is set, when more than one place (break FUNC)
+	Dprintf   *Printf     // a dprintf's format and arguments (nil: a breakpoint)
 	Catch     *Catchpoint // a catchpoint's kind and classes (nil: a breakpoint)
 }
 
