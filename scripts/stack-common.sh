@@ -6,8 +6,9 @@ STACK_DIR="${KRAIT_STACK_DIR:-/tmp/krait-stack}"
 STACK_CACHE="${KRAIT_STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/krait-stack}"
 PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
 VENV_PY_VERSION="${KRAIT_STACK_VENV_PYTHON:-3.12}"
-VENV_DIR="$STACK_CACHE/venv-py$VENV_PY_VERSION-django5.2"
-VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache gunicorn setproctitle)
+# Named for its requirements: stacks of other requirements keep their own.
+VENV_DIR="$STACK_CACHE/venv-py$VENV_PY_VERSION-django5.2-redis"
+VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache redis gunicorn setproctitle)
 
 # venv_base_python prints the pyenv interpreter the venv is built from: the
 # newest $PYENV_ROOT/versions/$VENV_PY_VERSION.* (or exactly that version).

@@ -281,7 +281,7 @@ func (p *proc) release() {
 // scan opens pending processes and, with Subprocesses, finds new children.
 func (s *Sampler) scan() {
 	if s.opt.Subprocesses {
-		for _, pid := range descendants(s.rootsAndProcs()) {
+		for _, pid := range Descendants(s.rootsAndProcs()) {
 			s.Add(pid)
 		}
 	}
@@ -330,8 +330,8 @@ func (s *Sampler) rootsAndProcs() []int {
 	return out
 }
 
-// descendants lists every living descendant of pids, from /proc.
-func descendants(pids []int) []int {
+// Descendants lists every living descendant of pids, from /proc.
+func Descendants(pids []int) []int {
 	children := map[int][]int{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {

@@ -45,6 +45,9 @@ type Session struct {
 	nextNum  int
 	Notes    []string // agent notices (resolved breakpoints, errors)
 
+	events  chan Events // the agent's event stream (see Events)
+	evLost  int64       // batches lost because nobody read Events in time
+
 	// Selected thread (ident) and frame.
 	Thread int64
 	Frame  int
@@ -271,7 +274,7 @@ func attach(pid int, interp int64, method string, timeout time.Duration, cancel 
 		}
 		return nil, err
 	}
-	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), loopDone: make(chan struct{}), numbers: map[int64]int{}, nextNum: 1}
+	s := &Session{PID: pid, Inject: inj, c: c, stops: map[int64]*Stop{}, stopCh: make(chan struct{}, 1), updates: make(chan struct{}, 1), loopDone: make(chan struct{}), events: make(chan Events, 256), numbers: map[int64]int{}, nextNum: 1}
 	s.start, _ = startTime(pid)
 	s.Version, _ = hello["version"].(string)
 	s.Backend, _ = hello["backend"].(string)
@@ -337,6 +340,27 @@ func (s *Session) eventLoop() {
 			s.note(fmt.Sprintf("Breakpoint %d resolved at %s:%d", bp.ID, bp.File, bp.Line))
 		case "error":
 			s.note(str(ev, "message"))
+		case "events":
+			b := Events{Dropped: map[string]int64{}}
+			list, _ := ev["events"].([]any)
+			for _, e := range list {
+				if m, ok := e.(map[string]any); ok {
+					b.Events = append(b.Events, m)
+				}
+			}
+			if d, ok := ev["dropped"].(map[string]any); ok {
+				for k, v := range d {
+					n, _ := v.(float64)
+					b.Dropped[k] += int64(n)
+				}
+			}
+			select {
+			case s.events <- b:
+			default:
+				s.mu.Lock()
+				s.evLost += int64(len(b.Events))
+				s.mu.Unlock()
+			}
 		case "terminating":
 			s.mu.Lock()
 			s.terminating = str(ev, "signal")

@@ -55,7 +55,9 @@ class _Serving(object):
     def _serve(self, conn):
         buf, hello, last = b'', False, time.time()
         while not self.closing:
-            r, _, _ = select.select([conn], [], [], 0.5)
+            r, _, _ = select.select([conn], [], [], EV_TICK if self.ev_on else 0.5)
+            if self.ev_on:
+                self._ev_flush()
             if time.time() - last >= 1:
                 last = time.time()
                 self._periodic()
@@ -171,7 +173,7 @@ class _Serving(object):
                 del self.history[:]  # drop the references krait's $N held
                 self.exc_filters = []
                 self.ccache.clear()
-            steps = [self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
+            steps = [self._ct_stop, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
                      lambda: self._exit_hooks(False)]
             if not exiting:
                 steps.append(self._unmap)

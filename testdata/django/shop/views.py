@@ -6,7 +6,7 @@ import threading
 import time
 
 import django
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection
 from django.db.models import Count, Sum
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
@@ -14,7 +14,8 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from shop.models import Order
+from shop.models import Category, Customer, Order
+from shop.signals import CITIES_KEY
 
 CACHE_KEY = "order-summary"
 
@@ -121,9 +122,15 @@ def slow(request):
     return HttpResponse("slept %g\n" % seconds, content_type="text/plain")
 
 
+def _cache(request):
+    """The cache alias ?alias= names (default: "default")."""
+    return caches[request.GET.get("alias") or "default"]
+
+
 def cached(request):
     """A summary computed once and cached forever: it is never invalidated,
     so it goes stale as orders change (the "stale data" scenario)."""
+    cache = _cache(request)
     summary = cache.get(CACHE_KEY)
     hit = summary is not None
     if not hit:
@@ -136,3 +143,43 @@ def cached(request):
         }
         cache.set(CACHE_KEY, summary, timeout=None)
     return JsonResponse(dict(summary, cache_hit=hit))
+
+
+def cities(request):
+    """Customers per city, cached; shop.signals deletes the entry whenever
+    a customer is saved: correctly invalidated."""
+    cache = _cache(request)
+    data = cache.get(CITIES_KEY)
+    hit = data is not None
+    if not hit:
+        data = {}
+        for c in Customer.objects.values("city").annotate(n=Count("id")).order_by("city"):
+            data[c["city"]] = c["n"]
+        cache.set(CITIES_KEY, data, timeout=None)
+    return JsonResponse({"cities": data, "cache_hit": hit})
+
+
+def categories(request):
+    """The category names, cached for an hour; nobody writes that table."""
+    cache = _cache(request)
+    names = cache.get("categories")
+    hit = names is not None
+    if not hit:
+        names = [c.name for c in Category.objects.all()]
+        cache.set("categories", names, timeout=3600)
+    return JsonResponse({"categories": names, "cache_hit": hit})
+
+
+def touch(request):
+    """Writes: the first order's note and the first customer (POST only).
+    The order summary cached by cached() is not invalidated; the customer
+    counts are (post_save)."""
+    if request.method != "POST":
+        return HttpResponse("POST only\n", status=405, content_type="text/plain")
+    stamp = timezone.now().isoformat()
+    order = Order.objects.order_by("id").first()
+    order.note = "touched " + stamp
+    order.save(update_fields=["note"])
+    customer = Customer.objects.order_by("id").first()
+    customer.save()
+    return JsonResponse({"order": order.pk, "customer": customer.pk, "at": stamp, "pid": os.getpid()})

@@ -51,6 +51,18 @@ CACHES = {
     }
 }
 
+if env("KRAIT_REDIS_PORT"):
+    # Django 4+ has its own Redis backend; Django 3.2 uses django-redis.
+    import django
+
+    CACHES["redis"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache"
+        if django.VERSION >= (4, 0)
+        else "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:%s/0" % env("KRAIT_REDIS_PORT"),
+        "KEY_PREFIX": "shopsite",
+    }
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

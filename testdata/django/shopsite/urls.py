@@ -9,4 +9,7 @@ urlpatterns = [
     path("stream/", views.stream),
     path("slow/", views.slow),
     path("cached/", views.cached),
+    path("cities/", views.cities),
+    path("categories/", views.categories),
+    path("touch/", views.touch),
 ]
