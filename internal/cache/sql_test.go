@@ -40,8 +40,8 @@ func TestTables(t *testing.T) {
 
 func TestFoldKey(t *testing.T) {
 	for in, want := range map[string]string{
-		"product:17:price":     "product:<n>:price",
-		"order-summary":        "order-summary",
+		"product:17:price": "product:<n>:price",
+		"order-summary":    "order-summary",
 		"template.cache.sidebar.d41d8cd98f00b204e9800998ecf8427e": "template.cache.sidebar.<hash>",
 		"user:0b5d1b9e-2d7c-4f5e-9a7c-5f2b3c4d5e6f":               "user:<uuid>",
 		"deadbeefdeadbeefdead":                                    "deadbeefdeadbeefdead",

@@ -45,8 +45,8 @@ type Session struct {
 	nextNum  int
 	Notes    []string // agent notices (resolved breakpoints, errors)
 
-	events  chan Events // the agent's event stream (see Events)
-	evLost  int64       // batches lost because nobody read Events in time
+	events chan Events // the agent's event stream (see Events)
+	evLost int64       // batches lost because nobody read Events in time
 
 	// Selected thread (ident) and frame.
 	Thread int64
