@@ -46,7 +46,7 @@ type cacheTracer struct {
 	order   []int
 	events  []cache.Event
 	dropped int64
-	seen    map[int]bool
+	seen    map[int]bool // pids tried (add's goroutine only)
 
 	timeout time.Duration
 	evOut   io.Writer // --events: each event as a JSON line
@@ -163,43 +163,31 @@ func (t *cacheTracer) take(pid int, b session.Events) {
 	}
 }
 
-// add traces pids not seen yet, in parallel; returns those traced and the
-// first error of the others (quiet ones left out when quiet).
+// add traces pids not seen yet, one after the other; returns those traced
+// and the first error of the others (quiet ones left out when quiet).
 func (t *cacheTracer) add(pids []int, quiet bool) (traced []int, firstErr error) {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for _, pid := range pids {
-		t.mu.Lock()
 		if t.seen[pid] {
-			t.mu.Unlock()
 			continue
 		}
 		t.seen[pid] = true
-		t.mu.Unlock()
-		wg.Add(1)
-		go func(pid int) {
-			defer wg.Done()
-			p, err := t.trace(pid)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if quiet && quietCacheError(err) {
-					return
-				}
-				if firstErr == nil {
-					firstErr = err
-				}
-				t.warn(fmt.Sprintf("process %d: %v", pid, err))
-			} else {
-				traced = append(traced, pid)
+		p, err := t.trace(pid)
+		if err != nil {
+			if quiet && quietCacheError(err) {
+				continue
 			}
-			t.mu.Lock()
-			t.procs[pid] = p
-			t.order = append(t.order, pid)
-			t.mu.Unlock()
-		}(pid)
+			if firstErr == nil {
+				firstErr = err
+			}
+			t.warn(fmt.Sprintf("process %d: %v", pid, err))
+		} else {
+			traced = append(traced, pid)
+		}
+		t.mu.Lock()
+		t.procs[pid] = p
+		t.order = append(t.order, pid)
+		t.mu.Unlock()
 	}
-	wg.Wait()
 	sort.Ints(traced)
 	return traced, firstErr
 }

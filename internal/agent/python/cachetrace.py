@@ -7,6 +7,13 @@ CT_KEY_MAX = 250    # characters of a key
 CT_MARK = '_krait_cachetrace'  # on our wrappers: one left by an earlier agent is seen through
 CT_PAGE = ('views.decorators.cache.cache_page.', 'views.decorators.cache.cache_header.')
 _CT_NOSIZE = ('django.db.models.query',)  # pickling these would run queries: no size
+# BaseCache's parameters, for backends whose methods take (*args, **kwargs) (django-redis)
+CT_PARAMS = {'get': ('key', 'default', 'version'), 'set': ('key', 'value', 'timeout', 'version'),
+             'add': ('key', 'value', 'timeout', 'version'), 'delete': ('key', 'version'),
+             'get_many': ('keys', 'version'), 'set_many': ('data', 'timeout', 'version'),
+             'delete_many': ('keys', 'version'), 'incr': ('key', 'delta', 'version'),
+             'decr': ('key', 'delta', 'version'), 'touch': ('key', 'timeout', 'version'), 'clear': (),
+             'get_or_set': ('key', 'default', 'timeout', 'version')}
 
 
 class _CtState(object):
@@ -162,9 +169,13 @@ class _CacheTrace(object):
     @staticmethod
     def _ct_cache_wrapper(orig, op, box):
         try:
-            names = list(__import__('inspect').signature(orig).parameters)[1:]
+            ps = list(__import__('inspect').signature(orig).parameters.values())[1:]
+            names = [p.name for p in ps]
+            if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name in ('args', 'kwargs') for p in ps) \
+                    and not set(CT_PARAMS[op]) <= set(names):
+                names = list(CT_PARAMS[op])
         except Exception:
-            names = []
+            names = list(CT_PARAMS[op])
 
         def krait_cache_op(obj, *args, **kwargs):
             for a in box:

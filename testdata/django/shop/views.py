@@ -183,3 +183,30 @@ def touch(request):
     customer = Customer.objects.order_by("id").first()
     customer.save()
     return JsonResponse({"order": order.pk, "customer": customer.pk, "at": stamp, "pid": os.getpid()})
+
+
+def hooks(request):
+    """What krait cache wraps, as this process has it now: every attribute
+    of the cache backend classes, the database wrapper classes,
+    CursorWrapper and BaseHandler (name -> the function's qualified name),
+    and the threads; a test compares it before and after krait."""
+    from django.conf import settings
+    from django.core.handlers.base import BaseHandler
+    from django.db import connections
+    from django.db.backends.utils import CursorWrapper
+    from django.utils.module_loading import import_string
+
+    classes = [import_string(c["BACKEND"]) for c in settings.CACHES.values()]
+    classes += [type(connections[a]) for a in settings.DATABASES]
+    classes += [CursorWrapper, BaseHandler]
+    out = {}
+    for cls in classes:
+        attrs = {}
+        for k, v in sorted(vars(cls).items()):
+            attrs[k] = getattr(v, "__qualname__", type(v).__name__)
+        out[cls.__module__ + "." + cls.__qualname__] = attrs
+    return JsonResponse({
+        "pid": os.getpid(),
+        "classes": out,
+        "threads": sorted(t.name for t in threading.enumerate()),
+    })

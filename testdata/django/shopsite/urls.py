@@ -12,4 +12,5 @@ urlpatterns = [
     path("cities/", views.cities),
     path("categories/", views.categories),
     path("touch/", views.touch),
+    path("hooks/", views.hooks),
 ]
