@@ -18,6 +18,7 @@ var agentParts = []string{
 	"render.py",      // safe rendering
 	"codes.py",       // code objects, the __code__ wrapper
 	"records.py",     // Err, Bp, Stopped, Step
+	"events.py",      // probe events: bounded buffer, flushed by the agent thread
 	"serving.py",     // the agent thread: socket, requests, cleanup
 	"files.py",       // paths, compiled line tables
 	"breakpoints.py", // break, delete, pending breakpoints
@@ -28,7 +29,6 @@ var agentParts = []string{
 	"settrace.py",    // trace functions in thread states (< 3.12)
 	"wrapping.py",    // __code__ wrappers (< 3.12)
 	"signals.py",     // a process told to stop while a thread is held
-	"events.py",      // the non-blocking event stream
 	"cachetrace.py",  // krait cache: Django cache operations, SQL, commits
 	"agent.py",       // the Agent class, and its start
 }

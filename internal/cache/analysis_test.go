@@ -11,8 +11,6 @@ type stream struct {
 	t   float64
 }
 
-func (s *stream) at(t float64) *stream { s.t = t; return s }
-
 func (s *stream) add(e Event) *stream {
 	if e.Time == 0 {
 		e.Time = s.t

@@ -119,31 +119,19 @@ func (t *cacheTracer) trace(pid int) (*cacheProc, error) {
 // read takes p's events until its session ends.
 func (t *cacheTracer) read(p *cacheProc) {
 	defer close(p.readerD)
-	for {
-		select {
-		case b := <-p.s.Events():
-			t.take(p.PID, b)
-		case <-p.s.Done():
-			for { // what was already on its way
-				select {
-				case b := <-p.s.Events():
-					t.take(p.PID, b)
-				case <-time.After(200 * time.Millisecond):
-					return
-				}
-			}
-		}
+	for b := range p.s.Probes() {
+		t.take(p.PID, b)
 	}
 }
 
-func (t *cacheTracer) take(pid int, b session.Events) {
+func (t *cacheTracer) take(pid int, b agent.ProbeBatch) {
 	evs := make([]cache.Event, 0, len(b.Events))
 	for _, m := range b.Events {
 		evs = append(evs, cache.FromMap(pid, m))
 	}
 	var n int64
 	for _, d := range b.Dropped {
-		n += d
+		n += int64(d)
 	}
 	t.mu.Lock()
 	t.events = append(t.events, evs...)
@@ -210,19 +198,9 @@ func (t *cacheTracer) finish() {
 			if msg, gone := p.s.End(); msg != "" {
 				p.Exited = gone
 			} else {
-				_, _ = p.s.Call("cache_stop", nil) // flushes what was buffered
-				// The flushed events come before the reply, through the
-				// session's event loop: give them a moment.
-				quiet := time.NewTimer(300 * time.Millisecond)
-				for waiting := true; waiting; {
-					select {
-					case b := <-p.s.Events():
-						t.take(p.PID, b)
-						quiet.Reset(300 * time.Millisecond)
-					case <-quiet.C:
-						waiting = false
-					}
-				}
+				// What the agent buffered comes before its reply, then the
+				// end of the connection closes Probes (read drains it).
+				_, _ = p.s.Call("cache_stop", nil)
 				_ = p.s.Detach()
 			}
 			p.s.Close()

@@ -110,7 +110,7 @@ class _CacheTrace(object):
             self._ct_stop()
             raise
         info['wrapped'] = len(st.wrapped)
-        self.ev_on = True
+        self.ev_use('cache', True)
         return info
 
     def c_cache_stop(self, req):
@@ -138,11 +138,7 @@ class _CacheTrace(object):
         st.via.clear()
         st.objs = None
         st.aliases.clear()
-        self.ev_on = False
-        try:
-            self._ev_flush()
-        except Exception:
-            pass
+        self.ev_use('cache', False)  # what is queued goes before the reply to cache_stop
 
     def _ct_wrap(self, st, cls, name, make):
         own = cls.__dict__.get(name, _NO)

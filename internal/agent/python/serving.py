@@ -55,9 +55,9 @@ class _Serving(object):
     def _serve(self, conn):
         buf, hello, last = b'', False, time.time()
         while not self.closing:
-            r, _, _ = select.select([conn], [], [], EV_TICK if self.ev_on else 0.5)
-            if self.ev_on:
-                self._ev_flush()
+            r, _, _ = select.select([conn], [], [], self._ev_timeout(0.5))
+            if hello and not self._ev_flush():
+                return
             if time.time() - last >= 1:
                 last = time.time()
                 self._periodic()
@@ -104,6 +104,8 @@ class _Serving(object):
             # Before the reply: a breakpoint krait reports as set must
             # already be armed on every thread.
             self._sync()
+            # Events queued before the command took effect come first.
+            self._ev_flush(True)
         self.send(reply)
         if after is not None:
             after()
@@ -131,6 +133,9 @@ class _Serving(object):
             data = (json.dumps(msg) + '\n').encode('utf-8')
         except Exception as e:
             data = (json.dumps({'id': msg.get('id'), 'ok': False, 'error': exc_line(e)}) + '\n').encode()
+        return self._send_data(data)
+
+    def _send_data(self, data):
         with self.wlock:
             if self.conn is None:
                 return False
@@ -173,8 +178,8 @@ class _Serving(object):
                 del self.history[:]  # drop the references krait's $N held
                 self.exc_filters = []
                 self.ccache.clear()
-            steps = [self._ct_stop, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
-                     lambda: self._exit_hooks(False)]
+            steps = [self._ct_stop, self._ev_clear, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw,
+                     self._close, lambda: self._exit_hooks(False)]
             if not exiting:
                 steps.append(self._unmap)
             for step in steps:
