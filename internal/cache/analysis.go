@@ -255,44 +255,62 @@ func Analyze(events []Event, now float64) *Report {
 		}
 		return r.end, true
 	}
+	// byTable indexes the live entries by input table; cands are the
+	// entries waiting for their writer to finish.
+	byTable := map[string]map[*entry]bool{}
+	cands := map[*entry]bool{}
 	settle := func(t float64) {
-		for _, en := range entries {
-			if en.cand == nil {
-				continue
-			}
+		for en := range cands {
 			if end, ok := writerDone(en.cand); ok && end <= t {
+				delete(cands, en)
 				confirm(en)
 			}
 		}
 	}
+	// drop takes en out of the live entries (deleted, replaced, expired
+	// at t).
+	drop := func(en *entry, t float64) {
+		if en.stale != nil {
+			tt := t
+			en.gone = &tt
+		}
+		delete(entries, en.id)
+		delete(cands, en)
+		for _, tb := range en.inputs {
+			delete(byTable[tb], en)
+		}
+	}
+	// expired: an entry past its timeout is gone (a later get misses).
+	expired := func(en *entry, t float64) bool {
+		if en.ttl != nil && *en.ttl > 0 && en.setAt+*en.ttl < t {
+			drop(en, en.setAt+*en.ttl)
+			return true
+		}
+		return false
+	}
 	commit := func(ws []write, at float64) {
 		for _, w := range ws {
 			rep.Writes++
-			for _, en := range entries {
-				if en.cand != nil || en.stale != nil || en.setAt >= at {
-					continue
-				}
-				if tbl := common(en.inputs, w.tables); tbl != "" {
+			for _, tbl := range w.tables {
+				for en := range byTable[tbl] {
+					if en.cand != nil || en.stale != nil || en.setAt >= at || expired(en, at) {
+						continue
+					}
 					c := &candidate{w: w, at: at, table: tbl}
 					if w.ev.Req == 0 {
 						c.deadline = at + Grace.Seconds()
 					}
 					en.cand = c
+					cands[en] = true
 				}
 			}
 		}
 	}
 	// remove: the key was deleted or set again.
 	remove := func(id string, t float64) {
-		en := entries[id]
-		if en == nil {
-			return
+		if en := entries[id]; en != nil && !expired(en, t) {
+			drop(en, t)
 		}
-		if en.stale != nil {
-			tt := t
-			en.gone = &tt
-		}
-		delete(entries, id)
 	}
 	entryID := func(e Event) string {
 		k := e.FKey
@@ -304,6 +322,7 @@ func Analyze(events []Event, now float64) *Report {
 		}
 		return e.Alias + "|" + k
 	}
+	parsed := map[string]struct{ read, written []string }{}
 	n := 0
 	for _, e := range evs {
 		settle(e.Time)
@@ -317,7 +336,12 @@ func Analyze(events []Event, now float64) *Report {
 			}
 		case "sql":
 			rep.SQL++
-			read, written := Tables(e.SQL)
+			tt, ok := parsed[e.SQL] // statements repeat (parameters apart)
+			if !ok {
+				tt.read, tt.written = Tables(e.SQL)
+				parsed[e.SQL] = tt
+			}
+			read, written := tt.read, tt.written
 			t := th(e)
 			for _, tb := range read {
 				t.tables = addUniq(t.tables, tb)
@@ -356,7 +380,7 @@ func Analyze(events []Event, now float64) *Report {
 				p.Gets++
 				if e.Hit != nil && *e.Hit {
 					p.Hits++
-					if en := entries[id]; en != nil {
+					if en := entries[id]; en != nil && !expired(en, e.Time) {
 						switch {
 						case en.stale != nil:
 							en.stale.hits = append(en.stale.hits, e)
@@ -389,6 +413,12 @@ func Analyze(events []Event, now float64) *Report {
 					en.never = e.TTL == nil
 				}
 				entries[id] = en
+				for _, tb := range en.inputs {
+					if byTable[tb] == nil {
+						byTable[tb] = map[*entry]bool{}
+					}
+					byTable[tb][en] = true
+				}
 			case "delete", "delete_many":
 				p.Deletes++
 				remove(id, e.Time)
@@ -397,22 +427,10 @@ func Analyze(events []Event, now float64) *Report {
 				remove(id, e.Time)
 			case "clear":
 				p.Deletes++
-				for k, en := range entries {
+				for _, en := range entries {
 					if en.set.Alias == e.Alias && (en.set.PID == e.PID || !strings.Contains(strings.ToLower(e.Back), "locmem")) {
-						remove(k, e.Time)
+						drop(en, e.Time)
 					}
-				}
-			}
-		}
-		// An entry past its timeout is gone (a later get misses).
-		if e.Kind == "cache" {
-			for k, en := range entries {
-				if en.ttl != nil && *en.ttl > 0 && en.setAt+*en.ttl < e.Time {
-					if en.stale != nil {
-						x := en.setAt + *en.ttl
-						en.gone = &x
-					}
-					delete(entries, k)
 				}
 			}
 		}
@@ -522,17 +540,6 @@ func addUniq(list []string, s string) []string {
 		}
 	}
 	return append(list, s)
-}
-
-func common(a, b []string) string {
-	for _, x := range a {
-		for _, y := range b {
-			if x == y {
-				return x
-			}
-		}
-	}
-	return ""
 }
 
 // ---------------------------------------------------------------- keys
