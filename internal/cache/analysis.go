@@ -50,6 +50,49 @@ type Event struct {
 	SQL    string
 	DB     string
 	Atomic bool
+	Ver    any // the version asked for (nil: the alias's)
+}
+
+// Alias is what the agent says of a cache alias at cache_start.
+type Alias struct {
+	Backend   string
+	KeyPrefix string
+	Version   any
+	OwnKeys   bool // a KEY_FUNCTION of its own: the agent sends the final keys
+}
+
+// Complete fills in what the agent leaves out of each event to keep them
+// small: the backend class, and the final key Django's default key
+// function makes ("PREFIX:VERSION:KEY").
+func Complete(e *Event, aliases map[string]Alias) {
+	a, ok := aliases[e.Alias]
+	if !ok || e.Kind != "cache" {
+		return
+	}
+	if e.Back == "" {
+		e.Back = a.Backend
+	}
+	if e.FKey == "" && e.Key != "" && !a.OwnKeys {
+		v := e.Ver
+		if v == nil {
+			v = a.Version
+		}
+		e.FKey = a.KeyPrefix + ":" + jsonScalar(v) + ":" + e.Key
+	}
+}
+
+// jsonScalar is a JSON number or string as Python's "%s" shows it.
+func jsonScalar(v any) string {
+	switch x := v.(type) {
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1e15 {
+			return fmt.Sprintf("%d", int64(x))
+		}
+		return fmt.Sprint(x)
+	case nil:
+		return "None"
+	}
+	return fmt.Sprint(v)
 }
 
 // FromMap reads an event as the agent sent it.
@@ -77,6 +120,10 @@ func FromMap(pid int, m map[string]any) Event {
 		}
 	}
 	e.Atomic, _ = m["atomic"].(bool)
+	e.Ver = m["v"]
+	if ns, ok := m["ns"].(float64); ok {
+		e.US = ns / 1000
+	}
 	if e.Kind == "sql" {
 		if end := f("end"); end > 0 {
 			e.Time = end // a statement counts as run when it returned

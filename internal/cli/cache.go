@@ -36,6 +36,8 @@ type cacheProc struct {
 
 	s       *session.Session
 	readerD chan struct{}
+	aliases map[string]cache.Alias
+	reqs    map[int64][2]string // request id -> method, path (read's goroutine only)
 }
 
 // cacheTracer attaches to the workers, starts tracing in each and
@@ -98,12 +100,19 @@ func (t *cacheTracer) trace(pid int) (*cacheProc, error) {
 		return p, err
 	}
 	p.Django, _ = res["django"].(string)
+	p.aliases, p.reqs = map[string]cache.Alias{}, map[int64][2]string{}
 	for _, k := range []string{"aliases", "databases"} {
 		list, _ := res[k].([]any)
 		for _, it := range list {
 			if m, ok := it.(map[string]any); ok {
 				if k == "aliases" {
 					p.Caches = append(p.Caches, m)
+					name, _ := m["alias"].(string)
+					a := cache.Alias{Version: m["version"]}
+					a.Backend, _ = m["backend"].(string)
+					a.KeyPrefix, _ = m["key_prefix"].(string)
+					a.OwnKeys, _ = m["key_function"].(bool)
+					p.aliases[name] = a
 				} else {
 					p.Databases = append(p.Databases, m)
 				}
@@ -120,14 +129,38 @@ func (t *cacheTracer) trace(pid int) (*cacheProc, error) {
 func (t *cacheTracer) read(p *cacheProc) {
 	defer close(p.readerD)
 	for b := range p.s.Probes() {
-		t.take(p.PID, b)
+		t.take(p, b)
 	}
 }
 
-func (t *cacheTracer) take(pid int, b agent.ProbeBatch) {
+func (t *cacheTracer) take(p *cacheProc, b agent.ProbeBatch) {
+	pid := p.PID
 	evs := make([]cache.Event, 0, len(b.Events))
 	for _, m := range b.Events {
-		evs = append(evs, cache.FromMap(pid, m))
+		e := cache.FromMap(pid, m)
+		cache.Complete(&e, p.aliases)
+		switch {
+		case e.Kind == "req" && e.Phase == "start":
+			p.reqs[e.Req] = [2]string{e.Method, e.Path}
+		case e.Kind == "req" && e.Phase == "end":
+			delete(p.reqs, e.Req)
+		case e.Req != 0:
+			if r, ok := p.reqs[e.Req]; ok {
+				e.Method, e.Path = r[0], r[1]
+			}
+		}
+		if t.evOut != nil { // the stream shows each event complete
+			if e.Back != "" {
+				m["backend"] = e.Back
+			}
+			if e.FKey != "" {
+				m["fkey"] = e.FKey
+			}
+			if e.Method != "" && e.Kind != "req" {
+				m["method"], m["path"] = e.Method, e.Path
+			}
+		}
+		evs = append(evs, e)
 	}
 	var n int64
 	for _, d := range b.Dropped {

@@ -32,6 +32,7 @@ class _CtState(object):
         self.skip = ()       # path prefixes of Django and cache libraries: not the application's frames
         self.stop = ()       # path prefixes of the server: no application frame above
         self.default = None  # django's DEFAULT_TIMEOUT
+        self.custom = set()  # aliases with their own KEY_FUNCTION: events carry the final key
         self.info = None
 
 
@@ -76,7 +77,13 @@ class _CacheTrace(object):
             st.aliases[alias] = (cls, conf)
             if cls not in classes:
                 classes.append(cls)
-            info['aliases'].append({'alias': alias, 'backend': cls.__module__ + '.' + cls.__name__})
+            # What krait needs to make the final keys itself (Django's
+            # default key function): events then carry only the user's key.
+            info['aliases'].append({'alias': alias, 'backend': cls.__module__ + '.' + cls.__name__,
+                                    'key_prefix': conf.get('KEY_PREFIX', ''), 'version': conf.get('VERSION', 1),
+                                    'key_function': bool(conf.get('KEY_FUNCTION'))})
+            if conf.get('KEY_FUNCTION'):
+                st.custom.add(alias)
         dbclasses = []
         for alias, conf in sorted(settings.DATABASES.items()):
             cls = load_backend(conf['ENGINE']).DatabaseWrapper
@@ -244,13 +251,12 @@ class _CacheTrace(object):
         return v if type(v) is str else None
 
     def _ct_ctx(self, st, ident, ev):
-        """The request in flight on this thread, into ev."""
+        """The request in flight on this thread, into ev (its method and
+        path krait has from the request's start)."""
         r = st.reqs.get(ident)
         if r is not None:
             ev['req'] = r[0]
             ev['view'] = self._ct_view(r[1])
-            ev['method'] = r[1].method
-            ev['path'] = r[1].path
 
     def _ct_sql(self, orig, many, cur, args, kwargs):
         t0 = time.time()
@@ -346,8 +352,9 @@ class _CacheTrace(object):
     def _ct_record(self, st, op, obj, b, r, hit, t0, us, ident):
         alias = self._ct_alias(st, obj)
         cls = type(obj)
-        base = {'kind': 'cache', 'op': op, 'alias': alias, 'backend': cls.__module__ + '.' + cls.__name__,
-                'thread': ident, 't': t0, 'us': round(us, 1)}
+        base = {'kind': 'cache', 'op': op, 'alias': alias, 'thread': ident, 't': t0, 'ns': int(us * 1000)}
+        if alias == '?':
+            base['backend'] = cls.__module__ + '.' + cls.__name__
         via = st.via.get(ident)
         if via:
             base['via'] = via
@@ -356,6 +363,9 @@ class _CacheTrace(object):
         if f:
             base['file'], base['line'] = f, line
         version = b.get('version')
+        if version is not None:
+            base['v'] = version
+        own = alias == '?' or alias in st.custom
         if op in ('set', 'add', 'touch', 'set_many', 'get_or_set'):
             t = b.get('timeout', st.default)
             if t is st.default:
@@ -378,9 +388,9 @@ class _CacheTrace(object):
                 if n >= 1000:
                     break
             if evs:
-                per = round(us / len(evs), 1)
+                per = int(us * 1000 / len(evs))
                 for ev in evs:
-                    ev['us'] = per
+                    ev['ns'] = per
         elif op == 'clear':
             evs.append(base)
         else:
@@ -398,15 +408,17 @@ class _CacheTrace(object):
             if k is None:
                 self.ev_put(ev)
                 continue
-            try:
-                fk = obj.make_key(k, version=version)
-                ev['fkey'] = str(fk)[:CT_KEY_MAX]
-            except Exception:
-                pass
-            ks = k if type(k) is str else repr(k)
+            if own:
+                try:
+                    ev['fkey'] = str(obj.make_key(k, version=version))[:CT_KEY_MAX]
+                except Exception:
+                    pass
+            ks = k if type(k) is str else str(k)
             ev['key'] = ks[:CT_KEY_MAX]
-            if ks.startswith(CT_PAGE) and 'path' in ev:
-                ev['url'] = ev.get('method', '') + ' ' + ev['path']
+            if ks.startswith(CT_PAGE):
+                r = st.reqs.get(ident)
+                if r is not None:
+                    ev['url'] = '%s %s' % (r[1].method, r[1].path)
             self.ev_put(ev)
 
     def _ct_alias(self, st, obj):

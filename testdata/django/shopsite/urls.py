@@ -13,4 +13,5 @@ urlpatterns = [
     path("categories/", views.categories),
     path("touch/", views.touch),
     path("hooks/", views.hooks),
+    path("cacheloop/", views.cacheloop),
 ]
