@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -397,5 +398,21 @@ func TestCacheEvents(t *testing.T) {
 	}
 	if !strings.Contains(k.stderr.String(), "KEY PATTERN") {
 		t.Errorf("no report on stderr:\n%s", k.stderr.String())
+	}
+}
+
+// TestCacheWatch: --watch shows the summary live (stdout not a terminal:
+// one block per second, "----" between them).
+func TestCacheWatch(t *testing.T) {
+	st := needStack(t)
+	srv := st.server(t, "krait-venv")
+	k := startCache(t, append(pidArgs("--pid", srv.workers), "--watch", "--duration", "4")...)
+	mustGet(t, srv.url+"/categories/?alias=local")
+	if err := k.cmd.Wait(); err != nil {
+		t.Fatalf("krait cache --watch --duration: %v\n%s", err, k.stderr.String())
+	}
+	out := k.stdout.String()
+	if !strings.Contains(out, "----\nkrait cache: 1 processes") || !regexp.MustCompile(`(?m)^categories\s+local\s+1\s`).MatchString(out) {
+		t.Errorf("krait cache --watch:\n%s", out)
 	}
 }
