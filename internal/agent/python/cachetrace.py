@@ -47,6 +47,9 @@ class _CacheTrace(object):
     # each class had (nothing, or its own attribute), unless someone
     # replaced our wrapper since (theirs stays; ours is inert). A wrapper
     # never raises anything of its own and calls the original exactly once.
+    # In a child forked while tracing (a gunicorn master with its app
+    # preloaded forking a worker) the inherited wrappers only pass calls
+    # on; a later krait cache in that child wraps the originals again.
 
     def c_cache_start(self, req):
         if self.ct is not None:
@@ -180,36 +183,46 @@ class _CacheTrace(object):
         except Exception:
             names = list(CT_PARAMS[op])
 
+        pid = os.getpid()
+
         def krait_cache_op(obj, *args, **kwargs):
-            for a in box:
-                return a._ct_cache(orig, op, names, obj, args, kwargs)
+            if box and os.getpid() == pid:  # (a forked child inherits the wrapper, not the agent)
+                for a in box:
+                    return a._ct_cache(orig, op, names, obj, args, kwargs)
             return orig(obj, *args, **kwargs)
         return krait_cache_op
 
     @staticmethod
     def _ct_sql_wrapper(orig, op, box):
-        many = op == 'executemany'
+        many, pid = op == 'executemany', os.getpid()
 
         def krait_sql(cur, *args, **kwargs):
-            for a in box:
-                return a._ct_sql(orig, many, cur, args, kwargs)
+            if box and os.getpid() == pid:
+                for a in box:
+                    return a._ct_sql(orig, many, cur, args, kwargs)
             return orig(cur, *args, **kwargs)
         return krait_sql
 
     @staticmethod
     def _ct_tx_wrapper(orig, op, box):
+        pid = os.getpid()
+
         def krait_tx(conn, *args, **kwargs):
             r = orig(conn, *args, **kwargs)
-            for a in box:
-                a._ct_tx(op, conn)
+            if box and os.getpid() == pid:
+                for a in box:
+                    a._ct_tx(op, conn)
             return r
         return krait_tx
 
     @staticmethod
     def _ct_req_wrapper(orig, op, box):
+        pid = os.getpid()
+
         def krait_request(handler, request, *args, **kwargs):
-            for a in box:
-                return a._ct_request(orig, handler, request, args, kwargs)
+            if box and os.getpid() == pid:
+                for a in box:
+                    return a._ct_request(orig, handler, request, args, kwargs)
             return orig(handler, request, *args, **kwargs)
         return krait_request
 
