@@ -44,7 +44,7 @@ const usage = `krait — a debugger for live Python processes
 Usage:
   krait dump --pid PID [--locals] [--json] [--nonblocking]
   krait dump --core FILE [--sysroot DIR] [--locals] [--json]
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
+  krait attach PID [--batch [--duration D]] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
@@ -306,7 +306,7 @@ func (f stepFlag) Set(v string) error {
 	return nil
 }
 
-// runAttach: krait attach PID [--batch] [-ex CMD]… [-x FILE] [--timeout D].
+// runAttach: krait attach PID [--batch [--duration D]] [-ex CMD]… [-x FILE] [--timeout D].
 func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	pid := fs.Int("pid", 0, "process id to attach to (or give it as an argument)")
@@ -317,6 +317,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs.Var(stepFlag{&steps, false}, "ex", "execute a command (repeatable)")
 	fs.Var(stepFlag{&steps, true}, "x", "execute commands from a file (repeatable)")
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
+	duration := fs.Duration("duration", 0, "in batch mode, after the commands, keep printing dprintf output for this long, then detach (Ctrl-C ends it sooner)")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
 	force := fs.Bool("force", false, "when another krait's session is in the process but that krait is gone, make its agent leave and attach (a session whose krait runs is never disturbed)")
@@ -359,6 +360,10 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "attach", "bad --timeout %v (a positive duration)", *timeout)
 	case *attachTimeout <= 0:
 		return usageError(stderr, "attach", "bad --attach-timeout %v (a positive duration)", *attachTimeout)
+	case *duration < 0:
+		return usageError(stderr, "attach", "bad --duration %v (a positive duration)", *duration)
+	case isSet(fs, "duration") && !*batch:
+		return usageError(stderr, "attach", "--duration needs --batch (interactively, detach when you are done)")
 	}
 	// The script: each -ex command, and each -x file's lines (src: which
 	// -x file, 0 for -ex).
@@ -441,6 +446,12 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *batch {
+		if *duration > 0 {
+			r.Collect(*duration)
+			if ended, _ := r.Ended(); ended { // the process exited meanwhile, or the agent let go
+				return exitedCode(*pid, code)
+			}
+		}
 		r.Flush()
 		if err := r.Exec("detach"); err != nil {
 			return fail(stderr, err)

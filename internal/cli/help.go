@@ -33,12 +33,14 @@ read from outside: nothing runs in the target.
   --show-secrets     show values that look secret (by default <redacted>)
 `,
 	"attach": `Usage:
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N] [--force]
+  krait attach PID [--batch [--duration D]] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N] [--force]
 
 Debug a running process as gdb does: breakpoints, stepping, printing.
 
   -p, --pid PID          the process (or give it as an argument)
   --batch                run the -ex/-x commands, then detach and exit
+  --duration D           with --batch, keep printing dprintf output for D after
+                         the commands, then detach (Ctrl-C ends it sooner)
   -ex CMD                execute a command (repeatable, in order with -x)
   -x FILE                execute the commands in FILE (repeatable)
   --timeout D            in batch mode, how long continue/step wait (default 1m0s)

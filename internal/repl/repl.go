@@ -50,6 +50,7 @@ type REPL struct {
 	ended sync.Once
 	rl    *readline.Instance // the line editor, at a terminal
 	outMu sync.Mutex
+	pr    probes // dprintfs
 }
 
 // sayEnd prints why the session ended by itself, once, and reports
@@ -65,6 +66,10 @@ func (r *REPL) sayEnd() (ended, gone bool) {
 	r.quit = true
 	return true, gone
 }
+
+// Ended says, once, why the session ended by itself (the process
+// exited, or the agent let go), and whether it has.
+func (r *REPL) Ended() (ended, gone bool) { return r.sayEnd() }
 
 // watch says at once when the session ends by itself (the process exits,
 // or the agent lets go), even while the REPL waits for input.
@@ -95,6 +100,7 @@ func init() {
 	commands = []command{
 		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
 		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
+		{[]string{"dprintf"}, "dprintf LOCATION,\"FORMAT\",ARG... — print FORMAT (C printf: %d %s %x %f…; %r: the value as print shows it) with the ARGs' values each time a thread passes LOCATION, without stopping it; a breakpoint for delete, condition, ignore, disable", (*REPL).cmdDprintf},
 		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
 		{[]string{"catch"}, "catch raise [TYPE…] | catch uncaught [TYPE…] — stop where an exception (of those classes) is raised, or as it leaves a thread uncaught; catch: list; catch delete [N]", (*REPL).cmdCatch},
 		{[]string{"ignore"}, "ignore N COUNT — let breakpoint N's next COUNT crossings go without stopping", (*REPL).cmdIgnore},
@@ -740,7 +746,11 @@ func (r *REPL) infoBreakpoints() error {
 		if len(b.Locations) > 1 {
 			what = "<MULTIPLE>"
 		}
-		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, "breakpoint", disp, enb, what)
+		kind := "breakpoint"
+		if b.Dprintf != nil {
+			kind = "dprintf"
+		}
+		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, kind, disp, enb, what)
 		for i, l := range b.Locations {
 			r.printf("%-7s %-14s %-4s %-3s in %s at %s:%d\n", fmt.Sprintf("%d.%d", b.ID, i+1), "", "", enb, l.Function, l.File, l.Line)
 		}
@@ -756,6 +766,9 @@ func (r *REPL) infoBreakpoints() error {
 				times = "time"
 			}
 			r.printf("\tbreakpoint already hit %d %s\n", b.Hits, times)
+		}
+		if b.Dprintf != nil {
+			r.printf("        printf \"%s\"%s\n", cEscape(b.Dprintf.Format), strings.Join(append([]string{""}, b.Dprintf.Args...), ","))
 		}
 	}
 	return nil
@@ -972,6 +985,7 @@ func (r *REPL) cmdDetach(arg string) error {
 		return nil
 	}
 	err := r.S.Detach()
+	r.waitProbes() // what the agent sent before it left
 	r.printf("[Inferior 1 (process %d) detached]\n", r.S.PID)
 	return err
 }

@@ -148,7 +148,7 @@ func (c completer) Do(line []rune, pos int) ([][]rune, int) {
 				}
 			}
 		}
-	case isOneOf(fields[0], "break", "b", "br", "tbreak", "list", "l"):
+	case isOneOf(fields[0], "break", "b", "br", "tbreak", "dprintf", "list", "l"):
 		cands = c.r.knownFiles()
 	}
 	sort.Strings(cands)

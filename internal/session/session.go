@@ -458,12 +458,20 @@ func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 // thread passes there, the agent evaluates exprs in its frame and sends a
 // "dprintf" probe event (Probes) with their values rendered safely, and
 // the thread goes on. format is kept for the listing (Breakpoint.Dprintf);
-// the front end formats the line (package dprintf).
-func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, error) {
+// the front end formats the line (package dprintf). modes says, per
+// expression, "value" (a str's own text, a number's digits) or "repr" (as
+// print renders it); nil: every one "value".
+func (s *Session) Dprintf(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
 	if exprs == nil {
 		exprs = []string{}
 	}
-	args := map[string]any{"format": format, "args": exprs}
+	if modes == nil {
+		modes = []string{}
+	}
+	args := map[string]any{"format": format, "args": exprs, "modes": modes}
+	if cond != "" {
+		args["cond"] = cond
+	}
 	if _, err := s.location(spec, args); err != nil { // the agent tells a location by its fields
 		return Breakpoint{}, err
 	}

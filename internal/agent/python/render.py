@@ -368,22 +368,23 @@ def _sql(v):
 PRINTF_MAX = 2000  # characters of a dprintf value
 
 
-def printf_value(v, hide):
-    """A dprintf argument for krait's formatting: [kind, text], kind
-    "str" (text: the string itself), "int", "bool", "float" (text: its
-    repr), "other" (the safe rendering, one level less deep than print's)
-    or "error"; text at most PRINTF_MAX characters."""
+def printf_value(v, hide, rep):
+    """A dprintf argument for krait's formatting: [kind, text, type name],
+    kind "str" (text: the string itself), "int", "bool", "float" (text: its
+    repr), "other" (the safe rendering, as print's; always with rep, for
+    %r) or "error"; text at most PRINTF_MAX characters."""
     try:
         if hide:  # the expression reads a name that looks secret (printf_hide)
-            return ['other', REDACTED]
+            return ['other', REDACTED, type_name(v)]
         t = type(v)
-        if t is str:
-            return ['str', v[:PRINTF_MAX]]
-        if (t is int and v.bit_length() <= 12000) or t is bool or t is float:
-            return [_tname(t), repr(v)]
-        return ['other', render(v)[:PRINTF_MAX]]
+        if not rep:
+            if t is str:
+                return ['str', v[:PRINTF_MAX], 'str']
+            if (t is int and v.bit_length() <= 12000) or t is bool or t is float:
+                return [_tname(t), repr(v), _tname(t)]
+        return ['other', render(v)[:PRINTF_MAX], type_name(v)]
     except Exception as e:
-        return ['error', '<error: %s>' % exc_line(e)]
+        return ['error', '<error: %s>' % exc_line(e), type_name(v)]
 
 
 def printf_hide(expr):
