@@ -54,7 +54,6 @@ type cacheTracer struct {
 	evOut   io.Writer // --events: each event as a JSON line
 	evMu    sync.Mutex
 	warn    func(string)
-	stop    chan struct{}
 }
 
 // cacheReport is krait cache --json.
@@ -200,7 +199,11 @@ func (t *cacheTracer) add(pids []int, quiet bool) (traced []int, firstErr error)
 			if firstErr == nil {
 				firstErr = err
 			}
-			t.warn(fmt.Sprintf("process %d: %v", pid, err))
+			msg := err.Error()
+			if !strings.Contains(msg, fmt.Sprintf("process %d", pid)) {
+				msg = fmt.Sprintf("process %d: %s", pid, msg)
+			}
+			t.warn(msg)
 		} else {
 			traced = append(traced, pid)
 		}
@@ -326,7 +329,7 @@ func runCache(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "cache", "--events and --watch both write to stdout: give one")
 	}
 	warn := func(msg string) { fmt.Fprintf(stderr, "krait cache: %s\n", msg) }
-	t := &cacheTracer{procs: map[int]*cacheProc{}, seen: map[int]bool{}, timeout: *attachTimeout, warn: warn, stop: make(chan struct{})}
+	t := &cacheTracer{procs: map[int]*cacheProc{}, seen: map[int]bool{}, timeout: *attachTimeout, warn: warn}
 	if *events {
 		t.evOut = stdout
 	}
@@ -407,8 +410,8 @@ loop:
 		CacheOps: r.CacheOps, SQL: r.SQL, Writes: r.Writes, Requests: r.Requests}
 	t.mu.Lock()
 	for _, pid := range t.order {
-		if p := t.procs[pid]; p.s != nil {
-			rep.Processes = append(rep.Processes, p)
+		if p := t.procs[pid]; p.s != nil || p.Error != "" {
+			rep.Processes = append(rep.Processes, p) // traced, or not with why
 		}
 	}
 	t.mu.Unlock()
@@ -422,7 +425,13 @@ loop:
 	if *asJSON {
 		return writeJSON(out, stderr, rep)
 	}
-	fmt.Fprintf(out, "krait cache: %d process%s traced for %s, %d events dropped\n\n", len(rep.Processes), plural(len(rep.Processes), "es"),
+	n := 0
+	for _, p := range rep.Processes {
+		if p.Error == "" {
+			n++
+		}
+	}
+	fmt.Fprintf(out, "krait cache: %d process%s traced for %s, %d events dropped\n\n", n, plural(n, "es"),
 		time.Since(start).Round(100*time.Millisecond), dropped)
 	cache.WriteText(out, r)
 	return ExitOK
