@@ -197,3 +197,28 @@ func TestStandsFor(t *testing.T) {
 		t.Error(got)
 	}
 }
+
+// Complete makes the final key as Django's default key function does, with
+// the version asked for or the alias's, and leaves an alias with its own
+// KEY_FUNCTION alone (the agent sends its final keys).
+func TestComplete(t *testing.T) {
+	aliases := map[string]Alias{
+		"default": {Backend: "django.core.cache.backends.memcached.PyMemcacheCache", KeyPrefix: "shop", Version: float64(1)},
+		"own":     {Backend: "x.Y", OwnKeys: true},
+	}
+	for _, c := range []struct {
+		in   Event
+		want string
+	}{
+		{Event{Kind: "cache", Alias: "default", Key: "k"}, "shop:1:k"},
+		{Event{Kind: "cache", Alias: "default", Key: "k", Ver: float64(3)}, "shop:3:k"},
+		{Event{Kind: "cache", Alias: "own", Key: "k"}, ""},
+		{Event{Kind: "cache", Alias: "own", Key: "k", FKey: "custom-k"}, "custom-k"},
+	} {
+		e := c.in
+		Complete(&e, aliases)
+		if e.FKey != c.want || e.Back != aliases[c.in.Alias].Backend {
+			t.Errorf("Complete(%+v) = %q %q, want %q", c.in, e.FKey, e.Back, c.want)
+		}
+	}
+}
