@@ -28,7 +28,8 @@ class _CtState(object):
         self.reqs = {}       # thread ident -> (request id, request): the request in flight
         self.seq = None      # request ids
         self.aliases = {}    # alias -> (backend class, settings dict)
-        self.objs = None     # cache object -> alias (weak)
+        self.objs = None     # id(cache object) -> (weak reference to it, alias)
+        self.ref = None      # weakref.ref
         self.skip = ()       # path prefixes of Django and cache libraries: not the application's frames
         self.stop = ()       # path prefixes of the server: no application frame above
         self.default = None  # django's DEFAULT_TIMEOUT
@@ -72,7 +73,8 @@ class _CacheTrace(object):
         import itertools
         st = _CtState()
         st.seq = itertools.count(1)
-        st.objs = weakref.WeakKeyDictionary()
+        st.objs = {}
+        st.ref = weakref.ref
         st.default = getattr(cbase, 'DEFAULT_TIMEOUT', _NO)
         classes, info = [], {'django': django.get_version(), 'aliases': [], 'databases': []}
         for alias, conf in sorted(settings.CACHES.items()):
@@ -146,7 +148,7 @@ class _CacheTrace(object):
         st.reqs.clear()
         st.depth.clear()
         st.via.clear()
-        st.objs = None
+        st.objs = st.ref = None
         st.aliases.clear()
         self.ev_use('cache', False)  # what is queued goes before the reply to cache_stop
 
@@ -333,7 +335,7 @@ class _CacheTrace(object):
                     # Asked with a default of our own, so that a miss is
                     # told from a hit whatever the value (None too).
                     i = names.index('default')
-                    miss = _CtMiss()
+                    miss = _CT_MISS
                     if len(args) > i:
                         call = (args[:i] + (miss,) + args[i + 1:], kwargs)
                     else:
@@ -436,9 +438,9 @@ class _CacheTrace(object):
 
     def _ct_alias(self, st, obj):
         objs = st.objs
-        a = objs.get(obj) if objs is not None else None
-        if a is not None:
-            return a
+        e = objs.get(id(obj)) if objs is not None else None
+        if e is not None and e[0]() is obj:
+            return e[1]
         cands = [al for al, (cls, _) in st.aliases.items() if type(obj) is cls]
         if len(cands) > 1:
             cands = [al for al in cands if getattr(obj, 'key_prefix', '') == st.aliases[al][1].get('KEY_PREFIX', '')
@@ -462,7 +464,9 @@ class _CacheTrace(object):
                 cands = found or cands
         a = cands[0] if len(cands) == 1 else '?'
         try:
-            objs[obj] = a
+            if len(objs) > 10000:  # objects made and dropped (a cache per thread, threads come and go)
+                objs.clear()
+            objs[id(obj)] = (st.ref(obj), a)
         except Exception:
             pass
         return a
@@ -522,3 +526,6 @@ class _CacheTrace(object):
 class _CtMiss(object):
     """The default krait asks a get for: returned only on a miss."""
     __slots__ = ()
+
+
+_CT_MISS = _CtMiss()
