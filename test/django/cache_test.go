@@ -378,10 +378,13 @@ func TestCacheEvents(t *testing.T) {
 	srv := st.server(t, "krait-venv")
 	k := startCache(t, append(pidArgs("--pid", srv.workers), "--events", "--duration", "6")...)
 	mustGet(t, srv.url+"/categories/?alias=redis")
+	mustGet(t, srv.url+"/paged/?x="+strconv.FormatInt(time.Now().UnixNano(), 10)) // a URL not cached yet
 	if err := k.cmd.Wait(); err != nil {
 		t.Fatalf("krait cache --events --duration: %v\n%s", err, k.stderr.String())
 	}
-	found := false
+	// The view's code: its first line is its first decorator's (3.8+).
+	paged := findLine(t, filepath.Join(repoRoot, "testdata", "django", "shop", "views.py"), "def cacheloop(", "@cache_page(60)")
+	found, page := false, false
 	for _, l := range strings.Split(strings.TrimSpace(k.stdout.String()), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
@@ -392,9 +395,22 @@ func TestCacheEvents(t *testing.T) {
 			strings.HasSuffix(fmt.Sprint(ev["file"]), "shop/views.py") {
 			found = true
 		}
+		// cache_page's keys stand for the URL; the line is the view's.
+		if ev["kind"] == "cache" && ev["op"] == "set" && strings.HasPrefix(fmt.Sprint(ev["key"]), "views.decorators.cache.cache_page.") &&
+			ev["url"] == "GET /paged/" && strings.HasSuffix(fmt.Sprint(ev["file"]), "shop/views.py") && ev["line"] == float64(paged) {
+			page = true
+		}
 	}
 	if !found {
 		t.Errorf("no get of categories among the events:\n%s", short(k.stdout.String()))
+	}
+	if !page {
+		for _, l := range strings.Split(k.stdout.String(), "\n") {
+			if strings.Contains(l, "cache_page") {
+				t.Log(l)
+			}
+		}
+		t.Errorf("no set of /paged/'s cache_page key, standing for GET /paged/, at views.py:%d:\n%s", paged, short(k.stdout.String()))
 	}
 	if !strings.Contains(k.stderr.String(), "KEY PATTERN") {
 		t.Errorf("no report on stderr:\n%s", k.stderr.String())

@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.views.decorators.cache import cache_page
 from django.utils.html import format_html, format_html_join
 
 from shop.models import Category, Customer, Order
@@ -227,3 +228,10 @@ def cacheloop(request):
     took, cpu = time.perf_counter() - start, time.process_time() - cpu
     return JsonResponse({"ops": 2 * n, "us_per_op": took / (2 * n) * 1e6,
                          "cpu_us_per_op": cpu / (2 * n) * 1e6, "pid": os.getpid()})
+
+
+@cache_page(60)
+def paged(request):
+    """A page cached whole by cache_page for a minute (its keys name no
+    view: krait cache shows the URL they stand for)."""
+    return HttpResponse("%d categories\n" % Category.objects.count(), content_type="text/plain")

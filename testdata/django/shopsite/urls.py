@@ -14,4 +14,5 @@ urlpatterns = [
     path("touch/", views.touch),
     path("hooks/", views.hooks),
     path("cacheloop/", views.cacheloop),
+    path("paged/", views.paged),
 ]
