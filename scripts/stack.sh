@@ -351,9 +351,11 @@ WSGISocketPrefix "$AP_DIR/run/wsgi"
 
 # Process group krait-main: Django in the main interpreter (%{GLOBAL}),
 # preloaded when the daemon starts. Process title: (wsgi:krait-main)
+# request-timeout: a watchdog krait names when a thread stops (long enough
+# for any test to hold a request).
 WSGIDaemonProcess krait-main processes=1 threads=4 display-name=%{GROUP} \\
     python-path="$app" home="$app" lang=C.UTF-8 locale=C.UTF-8 \\
-    shutdown-timeout=5
+    shutdown-timeout=5 request-timeout=900
 # Process group krait-sub: Django in mod_wsgi's default sub-interpreter
 # (application group "127.0.0.1:PORT|"), loaded by the first request.
 # Process title: (wsgi:krait-sub)
@@ -573,6 +575,7 @@ export KRAIT_GUNICORN_VENV_WORKER_PIDS='$(gunicorn_workers "$GV_DIR")'
 export KRAIT_GUNICORN_VENV_LOG='$GV_DIR/error.log'
 export KRAIT_GUNICORN_VENV_PYTHON='$venv_py'
 export KRAIT_VENV_DIR='$VENV_DIR'
+export KRAIT_SERVERS_VENV_DIR='$SERVERS_VENV_DIR'
 EOF
 }
 

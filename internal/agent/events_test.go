@@ -62,10 +62,10 @@ func probeClient(t *testing.T, fx *agentFixture) {
 		t.Fatalf("dprintf with a bad expression: %v", err)
 	}
 	r := call("dprintf", map[string]any{"file": "fixture.py", "line": fx.line("probe"), "format": "%d %s %r",
-		"args": []any{"i", "obj[1]", "obj", "nosuch", "obj[2]['k']", "i > 0"}})
+		"args": []any{"i", "obj[1]", "obj", "nosuch", "obj[2]['k']", "i > 0", "[[list(range(100))] * 100] * 100"}})
 	bp := r["bp"].(map[string]any)
 	id := int(bp["id"].(float64))
-	if d, _ := bp["dprintf"].(map[string]any); d["format"] != "%d %s %r" || len(d["args"].([]any)) != 6 {
+	if d, _ := bp["dprintf"].(map[string]any); d["format"] != "%d %s %r" || len(d["args"].([]any)) != 7 {
 		t.Fatalf("dprintf bp: %v", bp)
 	}
 
@@ -107,6 +107,9 @@ func probeClient(t *testing.T, fx *agentFixture) {
 			if v[0] != w[0] || (v[1] != w[1] && !(w[0] == "float" && strings.TrimSuffix(v[1].(string), ".0") == w[1])) {
 				t.Errorf("i=%s value %d: %v, want %v", i, k, v, w)
 			}
+		}
+		if big := vals[6].([]any); big[0] != "other" || len(big[1].(string)) != 2000 || !strings.HasPrefix(big[1].(string), "[[[0, 1, 2, ") {
+			t.Errorf("a million values (rendering is bounded): %v", big)
 		}
 	}
 	if checked == 0 {

@@ -19,7 +19,6 @@ import (
 	"krait/internal/cache"
 	"krait/internal/cpython"
 	"krait/internal/procinfo"
-	"krait/internal/sample"
 	"krait/internal/session"
 	"krait/internal/target"
 )
@@ -344,7 +343,7 @@ func runCache(args []string, stdout, stderr io.Writer) int {
 	}
 	first := roots
 	if *subs {
-		first = append(append([]int(nil), roots...), sample.Descendants(roots)...)
+		first = append(append([]int(nil), roots...), procinfo.Descendants(roots)...)
 		quiet = true
 	}
 	traced, firstErr := t.add(first, quiet)
@@ -379,7 +378,7 @@ loop:
 		case <-tick.C:
 		}
 		if *subs {
-			if added, _ := t.add(sample.Descendants(roots), true); len(added) > 0 {
+			if added, _ := t.add(procinfo.Descendants(roots), true); len(added) > 0 {
 				fmt.Fprintf(stderr, "krait cache: tracing new process%s %s\n", plural(len(added), "es"), joinInts(added))
 			}
 		}

@@ -131,18 +131,20 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		e.Error = "permission denied"
 		out = append(out, e)
 	}
-	for _, pid := range pids {
-		info, err := procinfo.Read(pid)
-		if err != nil {
-			continue
+	// ps reads without pausing anyone: it is a survey.
+	readEach(pids, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead, Survey: true}, func(pid int, rd *dump.Reading, err error) {
+		info, ierr := procinfo.Read(pid)
+		if ierr != nil {
+			if err == nil {
+				rd.Proc.Close()
+			}
+			return
 		}
 		e := entry(info)
-		// ps reads without pausing anyone: it is a survey.
-		rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead})
 		if err != nil {
 			switch {
 			case errors.Is(err, cpython.ErrNotPython), errors.Is(err, target.ErrNoProcess), errors.Is(err, target.ErrExited), errors.Is(err, target.ErrZombie):
-				continue
+				return
 			case errors.Is(err, target.ErrPermission):
 				bad.infos = append(bad.infos, info)
 				e.Error = "permission denied"
@@ -152,7 +154,7 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 				e.Error = err.Error()
 			}
 			out = append(out, e)
-			continue
+			return
 		}
 		e.PythonVersion = rd.Py.Version.String()
 		e.Threads = len(rd.OSThreads)
@@ -160,7 +162,7 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		e.BusyThreads = len(inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}))
 		rd.Proc.Close()
 		out = append(out, e)
-	}
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	if *asJSON {
 		if code := writeJSON(stdout, stderr, map[string]any{"processes": out}); code != ExitOK {
@@ -200,6 +202,13 @@ func writeJSON(stdout, stderr io.Writer, v any) int {
 		return fail(stderr, err)
 	}
 	return ExitOK
+}
+
+// starting says whether pid started within the last few seconds: a survey
+// that finds it half-way through loading its Python passes it over.
+func starting(pid int) bool {
+	age, err := procinfo.Age(pid)
+	return err == nil && age < 5*time.Second
 }
 
 // pauseNote is how long a read may hold a process before text output says
@@ -253,7 +262,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	firstSeen := map[[2]uint64]time.Time{}
 	for {
 		now := time.Now()
-		list := pids.pids
+		// A server's master stands for its workers (found again at each
+		// refresh: new workers appear).
+		list, _ := expandServers(pids.pids)
 		var bad unreadable
 		if *all {
 			// One pass over /proc per refresh.
@@ -264,24 +275,26 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		code := ExitOK
 		var reqs []*inflight.Request
 		var held []string
-		for _, pid := range list {
-			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold})
+		failed := -1
+		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all}, func(pid int, rd *dump.Reading, err error) {
 			if err != nil {
 				if len(list) == 1 && !*watch && !*all {
-					return fail(stderr, err)
+					failed = fail(stderr, err)
+					return
 				}
 				switch {
 				case errors.Is(err, target.ErrPermission):
 					bad.add(pid)
 				case *all && (errors.Is(err, cpython.ErrNotPython) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrExited) ||
-					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter)):
-					// A survey: processes come and go.
+					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter) || starting(pid)):
+					// A survey: processes come and go (and one that has
+					// just started may not have loaded its Python yet).
 				default:
 					if c := fail(stderr, err); code == ExitOK {
 						code = c
 					}
 				}
-				continue
+				return
 			}
 			if rd.Paused && rd.Held > pauseNote {
 				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
@@ -299,6 +312,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			}
 			estimateElapsed(pid, found, now)
 			reqs = append(reqs, found...)
+		})
+		if failed >= 0 {
+			return failed
 		}
 		seen := map[[2]uint64]time.Time{}
 		for _, r := range reqs {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,6 +104,10 @@ type ReadOptions struct {
 	NonBlocking bool
 	Snapshot    cpython.Options
 	HoldPause   time.Duration
+	// Survey: one of many processes read in a pass over the host; a
+	// Python with no interpreter (not initialised, or finalising) is
+	// reported at once, without waiting to see whether it exits.
+	Survey bool
 }
 
 // Read opens pid, finds its Python and reads every thread: paused (every
@@ -151,6 +156,9 @@ func (r *Reading) read(opt ReadOptions) error {
 	pid := proc.PID()
 	py, err := cpython.Open(proc)
 	if err != nil {
+		if opt.Survey && errors.Is(err, cpython.ErrNoInterpreter) {
+			return err
+		}
 		return exitedOr(proc, err)
 	}
 	py.AddDescriber(django.Describe)
@@ -179,27 +187,18 @@ func (r *Reading) read(opt ReadOptions) error {
 		py.Prepare() // what need not be read while the process is held
 		// No garbage collection while the process is held: the read is
 		// short and its garbage small.
-		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		defer gcOff()()
 		p, perr := live.Pause(pid, 2*time.Second)
 		if perr != nil {
 			return exitedOr(proc, perr)
 		}
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-		go func() {
-			if _, ok := <-sigs; ok {
-				p.Release()
-				fmt.Fprintln(os.Stderr, "krait: interrupted; process released")
-				os.Exit(130)
-			}
-		}()
+		done := holding(p)
 		err = read()
 		if opt.HoldPause > 0 {
 			time.Sleep(opt.HoldPause)
 		}
 		p.Release()
-		signal.Stop(sigs)
-		close(sigs)
+		done()
 		r.Paused, r.Held = true, p.Held
 	}
 	if err != nil {
@@ -278,6 +277,74 @@ func (rd *Reading) Result() *Result {
 		}
 	}
 	return res
+}
+
+// held: the processes that reads in progress hold paused. Told to stop
+// (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) while any is held, krait releases
+// them all, then exits.
+var held struct {
+	sync.Mutex
+	ps   map[*live.Pauser]bool
+	sigs chan os.Signal
+}
+
+// holding registers p until the function it returns is called.
+func holding(p *live.Pauser) (done func()) {
+	held.Lock()
+	defer held.Unlock()
+	if len(held.ps) == 0 {
+		held.ps = map[*live.Pauser]bool{}
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		held.sigs = c
+		go func() {
+			if _, ok := <-c; ok {
+				held.Lock()
+				for p := range held.ps {
+					p.Release()
+				}
+				what := "process"
+				if len(held.ps) > 1 {
+					what = "processes"
+				}
+				fmt.Fprintf(os.Stderr, "krait: interrupted; %s released\n", what)
+				os.Exit(130)
+			}
+		}()
+	}
+	held.ps[p] = true
+	return func() {
+		held.Lock()
+		defer held.Unlock()
+		delete(held.ps, p)
+		if len(held.ps) == 0 {
+			signal.Stop(held.sigs)
+			close(held.sigs)
+		}
+	}
+}
+
+var gc struct {
+	sync.Mutex
+	n, percent int
+}
+
+// gcOff turns Go's garbage collector off until the function it returns is
+// called; reads of several processes at once share one switch.
+func gcOff() func() {
+	gc.Lock()
+	if gc.n == 0 {
+		gc.percent = debug.SetGCPercent(-1)
+	}
+	gc.n++
+	gc.Unlock()
+	return func() {
+		gc.Lock()
+		if gc.n--; gc.n == 0 {
+			debug.SetGCPercent(gc.percent)
+		}
+		gc.Unlock()
+	}
 }
 
 // exitedOr returns err, or ErrExited if the process is gone or going: a

@@ -11,15 +11,15 @@ import (
 	"time"
 
 	"krait/internal/dprintf"
+	"krait/internal/session"
 )
 
 // probes is what the REPL keeps of its dprintfs: their formats by
 // breakpoint number, and the goroutine printing their lines.
 type probes struct {
 	mu      sync.Mutex
-	formats map[int]*dprintf.Format
+	formats map[int]*dprintf.Format // by the group's breakpoint number
 	started bool
-	done    chan struct{} // closed when the printer has printed the last batch
 }
 
 func (r *REPL) cmdDprintf(arg string) error {
@@ -31,7 +31,7 @@ func (r *REPL) cmdDprintf(arg string) error {
 		return fmt.Errorf("Format string required")
 	}
 	r.startProbes()
-	bp, err := r.S.Dprintf(spec.Location, "", spec.Format.Text, spec.Args, spec.Format.Modes())
+	bp, err := r.G.Dprintf(spec.Location, "", spec.Format.Text, spec.Args, spec.Format.Modes())
 	if err != nil {
 		return err
 	}
@@ -69,23 +69,23 @@ func (r *REPL) startProbes() {
 	}
 	r.pr.started = true
 	r.pr.formats = map[int]*dprintf.Format{}
-	r.pr.done = make(chan struct{})
-	go r.printProbes()
+	go r.printProbes(r.G.Probes())
 }
 
 // printProbes prints each dprintf crossing as one line (several, if its
 // format has newlines), prefixed with the time, the process and the
-// thread, and says how many events were dropped, by kind, until the
-// connection ends.
-func (r *REPL) printProbes() {
-	defer close(r.pr.done)
-	for b := range r.S.Probes() {
+// thread, and says how many events were dropped, by kind.
+func (r *REPL) printProbes(ch <-chan session.ProbeBatch) {
+	for b := range ch {
+		if b.Inf == nil {
+			continue // (FlushProbes' marker)
+		}
 		var out strings.Builder
 		for _, ev := range b.Events {
 			if ev["kind"] != "dprintf" {
 				continue
 			}
-			r.dprintfLine(&out, ev)
+			r.dprintfLine(&out, b.Inf, ev)
 		}
 		kinds := make([]string, 0, len(b.Dropped))
 		for k := range b.Dropped {
@@ -94,7 +94,11 @@ func (r *REPL) printProbes() {
 		sort.Strings(kinds)
 		for _, k := range kinds {
 			if n := b.Dropped[k]; n > 0 {
-				fmt.Fprintf(&out, "[%s: %d events dropped]\n", k, n)
+				who := ""
+				if r.G.Server() {
+					who = b.Inf.Label() + " "
+				}
+				fmt.Fprintf(&out, "%s[%s: %d events dropped]\n", who, k, n)
 			}
 		}
 		if out.Len() > 0 {
@@ -103,7 +107,7 @@ func (r *REPL) printProbes() {
 	}
 }
 
-func (r *REPL) dprintfLine(out *strings.Builder, ev map[string]any) {
+func (r *REPL) dprintfLine(out *strings.Builder, inf *session.Inferior, ev map[string]any) {
 	id, _ := ev["bp"].(float64)
 	ident, _ := ev["thread"].(float64)
 	sec, _ := ev["time"].(float64)
@@ -124,22 +128,18 @@ func (r *REPL) dprintfLine(out *strings.Builder, ev map[string]any) {
 		name = fmt.Sprintf(" %q", name)
 	}
 	t := time.Unix(0, int64(sec*1e9))
-	fmt.Fprintf(out, "[%s process %d thread %d%s] %s\n", t.Format("15:04:05.000000"), r.S.PID,
-		r.S.ThreadNumber(int64(ident)), name, text)
+	fmt.Fprintf(out, "[%s process %d thread %d%s] %s\n", t.Format("15:04:05.000000"), inf.PID,
+		inf.S.ThreadNumber(int64(ident)), name, text)
 }
 
-// waitProbes waits (a moment at most) until the printer has printed
-// everything the agent sent before the connection ended.
+// waitProbes waits (2 s at most) until everything the agents sent before
+// they left is printed.
 func (r *REPL) waitProbes() {
 	r.pr.mu.Lock()
-	started, done := r.pr.started, r.pr.done
+	started := r.pr.started
 	r.pr.mu.Unlock()
-	if !started {
-		return
-	}
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
+	if started {
+		r.G.FlushProbes(2 * time.Second)
 	}
 }
 
@@ -160,7 +160,7 @@ func (r *REPL) Collect(d time.Duration) {
 			return
 		case <-sigs:
 			return
-		case <-r.S.Done():
+		case <-r.G.Done():
 			return
 		case <-tick.C:
 		}

@@ -57,6 +57,8 @@ type Session struct {
 	catches   []Catchpoint
 	nextCatch int
 
+	inf *Inferior // the group's inferior this session is, when it is one (set under mu)
+
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
 	terminating string // the agent let go because the process was told to stop (the signal)
@@ -330,11 +332,18 @@ func (s *Session) eventLoop() {
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}
+			inf := s.inferior()
+			if inf != nil {
+				inf.g.translate(inf, st)
+			}
 			s.mu.Lock()
 			s.stops[st.Thread] = st
 			s.pending = append(s.pending, st)
 			s.number(st.Thread)
 			s.mu.Unlock()
+			if inf != nil {
+				inf.g.stopped(inf, st)
+			}
 			select {
 			case s.stopCh <- struct{}{}:
 			default:
@@ -369,6 +378,23 @@ func (s *Session) updated() {
 	case s.updates <- struct{}{}:
 	default:
 	}
+	if inf := s.inferior(); inf != nil {
+		inf.g.updated()
+	}
+}
+
+// inferior is the group's inferior this session is, or nil.
+func (s *Session) inferior() *Inferior {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inf
+}
+
+// HasStops says whether any thread of the process is stopped in the agent.
+func (s *Session) HasStops() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.stops) > 0
 }
 
 func (s *Session) note(msg string) {
@@ -481,12 +507,6 @@ func (s *Session) Dprintf(spec, cond, format string, exprs, modes []string) (Bre
 	}
 	return toBP(r["bp"]), nil
 }
-
-// Probes delivers the agent's probe events (dprintf, and whatever tracer
-// a front end installs), batch by batch, with the events dropped since
-// the previous batch counted by kind; closed when the connection ends.
-// One reader takes them all and dispatches by kind (agent.Client.Probes).
-func (s *Session) Probes() <-chan agent.ProbeBatch { return s.c.Probes() }
 
 // location fills args with where spec says (FILE:LINE, LINE in the
 // selected frame's file, or a function name) and returns the agent

@@ -348,15 +348,6 @@ func testCacheStale(t *testing.T, st *stack, readers, writer *server, alias stri
 	checkHealth(t, readers, "after")
 }
 
-func contains(list []int, n int) bool {
-	for _, x := range list {
-		if x == n {
-			return true
-		}
-	}
-	return false
-}
-
 // TestCacheKilled: krait cache killed (SIGKILL) leaves every worker as it
 // was: the agents see their connection end and put everything back.
 func TestCacheKilled(t *testing.T) {

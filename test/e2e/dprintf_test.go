@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 // dprintf (gdb's dynamic printf) in krait attach, on the attach test server
@@ -350,4 +352,63 @@ func TestTerminalDprintf(t *testing.T) {
 			checkClean(t, srv)
 		})
 	}
+}
+
+// TestAttachDprintfSeveral: krait attach PID PID (a settrace and a
+// monitoring Python): one dprintf, set in both; each process's crossings
+// print lines naming that process, with its own values; hits of both in
+// info breakpoints; condition and delete apply to both; detach leaves
+// both clean.
+func TestAttachDprintfSeveral(t *testing.T) {
+	var old, mon *python
+	for _, py := range pythons(t) {
+		py := py
+		switch py.minor {
+		case "3.8":
+			old = &py
+		case "3.12":
+			mon = &py
+		}
+	}
+	if old == nil || mon == nil {
+		t.Skip("needs 3.8 and 3.12")
+	}
+	a, b := startAttachServer(t, *old), startAttachServer(t, *mon)
+	ts := testkit.AttachArgs(t, kraitBin, strconv.Itoa(a.p.pid()), strconv.Itoa(b.p.pid()))
+	record(ts.Cmd.Process.Pid)
+	s := &session{ts}
+	out := s.do(fmt.Sprintf(`dprintf probe.py:%d,"tick %%d %%r\n",i,obj`, a.marks["tick"]))
+	mustMatch(t, "dprintf", `Dprintf 1 at \S+/shop/probe\.py:\d+ \(tick\)`, out)
+	for _, srv := range []*attachServer{a, b} {
+		want := ticks(t, srv, 2, 100+srv.p.pid()%1000)
+		lines := dprintfLines(t, s, 2, "tick ")
+		for i, l := range lines {
+			m := dprintfLine.FindStringSubmatch(l)
+			if m[2] != strconv.Itoa(srv.p.pid()) || m[5] != "tick "+want[i][0]+" "+want[i][2] {
+				t.Errorf("line %q: want process %d, text %q", l, srv.p.pid(), "tick "+want[i][0]+" "+want[i][2])
+			}
+		}
+	}
+	s.do("condition 1 i % 2 == 1")
+	for _, srv := range []*attachServer{a, b} {
+		ticks(t, srv, 2, 200)
+		lines := dprintfLines(t, s, 1, "tick ")
+		if m := dprintfLine.FindStringSubmatch(lines[0]); m[2] != strconv.Itoa(srv.p.pid()) || !strings.HasPrefix(m[5], "tick 201 ") {
+			t.Errorf("with condition i %% 2 == 1: %q", lines[0])
+		}
+	}
+	out = s.do("info breakpoints")
+	mustMatch(t, "info breakpoints", `(?m)^1\s+dprintf\s+keep y\s+in tick at `, out)
+	mustMatch(t, "info breakpoints", `(?m)^\tbreakpoint already hit 6 times$`, out)
+	s.do("delete 1")
+	ticks(t, a, 1, 300)
+	ticks(t, b, 1, 300)
+	if out := s.do("info breakpoints"); strings.Contains(out, "tick 300") || !strings.Contains(out, "No breakpoints") {
+		t.Errorf("after delete: %s", out)
+	}
+	fmt.Fprintf(s.In, "detach\n")
+	out = s.ReadUntilEnd(30 * time.Second)
+	mustMatch(t, "detach", fmt.Sprintf(`\[Inferior 1 \(process %d\) detached\]\n\[Inferior 2 \(process %d\) detached\]`, a.p.pid(), b.p.pid()), out)
+	checkClean(t, a)
+	checkClean(t, b)
 }
