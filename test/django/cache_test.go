@@ -423,3 +423,63 @@ func TestCacheWatch(t *testing.T) {
 		t.Errorf("krait cache --watch:\n%s", out)
 	}
 }
+
+// TestCacheNewWorker: with --subprocesses, a worker the master starts
+// while krait cache runs (here the replacement of a killed one) is traced
+// too, and its cache operations come in.
+func TestCacheNewWorker(t *testing.T) {
+	st := needStack(t)
+	srv := st.server(t, "krait-sync")
+	victim := srv.workers[0]
+	k := startCache(t, "--pid", strconv.Itoa(srv.parent), "--subprocesses", "--events")
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The stack's record of the workers is now stale; later tests must
+	// see the new one.
+	t.Cleanup(func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			now := childrenTitled(srv.parent, "gunicorn: worker")
+			if len(now) == len(srv.workers) || time.Now().After(deadline) {
+				srv.workers = now
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	re := regexp.MustCompile(`krait cache: tracing new process(?:es)? (\d+)`)
+	var newPID int
+	deadline := time.Now().Add(60 * time.Second)
+	for newPID == 0 {
+		if m := re.FindStringSubmatch(k.stderr.String()); m != nil {
+			newPID, _ = strconv.Atoi(m[1])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new worker traced within 60 s:\n%s", k.stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !contains(childrenTitled(srv.parent, "gunicorn: worker"), newPID) {
+		t.Fatalf("process %d, traced as new, is no worker of %s", newPID, srv)
+	}
+	// Requests until one is served by the new worker (the two workers
+	// take turns as the kernel wakes them).
+	want := fmt.Sprintf(`"pid":%d`, newPID)
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatalf("no cache event from the new worker %d in 100 requests:\n%s", newPID, short(k.stdout.String()))
+		}
+		mustGet(t, srv.url+"/categories/")
+		time.Sleep(100 * time.Millisecond) // events come every 50 ms
+		found := false
+		for _, l := range strings.Split(k.stdout.String(), "\n") {
+			found = found || strings.Contains(l, want) && strings.Contains(l, `"kind":"cache"`)
+		}
+		if found {
+			break
+		}
+	}
+	k.interrupt(t)
+}
