@@ -78,7 +78,11 @@ class _CacheTrace(object):
         st.default = getattr(cbase, 'DEFAULT_TIMEOUT', _NO)
         classes, info = [], {'django': django.get_version(), 'aliases': [], 'databases': []}
         for alias, conf in sorted(settings.CACHES.items()):
-            cls = import_string(conf['BACKEND'])
+            try:
+                cls = import_string(conf['BACKEND'])
+            except Exception as e:  # a backend this process cannot load: it cannot use it either
+                info['aliases'].append({'alias': alias, 'backend': str(conf.get('BACKEND')), 'error': exc_line(e)})
+                continue
             st.aliases[alias] = (cls, conf)
             if cls not in classes:
                 classes.append(cls)
@@ -91,7 +95,11 @@ class _CacheTrace(object):
                 st.custom.add(alias)
         dbclasses = []
         for alias, conf in sorted(settings.DATABASES.items()):
-            cls = load_backend(conf['ENGINE']).DatabaseWrapper
+            try:
+                cls = load_backend(conf['ENGINE']).DatabaseWrapper
+            except Exception as e:
+                info['databases'].append({'alias': alias, 'engine': str(conf.get('ENGINE')), 'error': exc_line(e)})
+                continue
             if cls not in dbclasses:
                 dbclasses.append(cls)
             info['databases'].append({'alias': alias, 'engine': conf['ENGINE']})
