@@ -375,11 +375,16 @@ func Analyze(events []Event, now float64) *Report {
 		settle(e.Time)
 		switch e.Kind {
 		case "req":
-			if e.Phase == "start" {
-				t := th(e)
+			t := th(e)
+			switch e.Phase {
+			case "start":
 				t.req, t.tables = e.Req, nil
 				t.windows = map[string][]string{}
 				rep.Requests++
+			case "end":
+				if t.req == e.Req {
+					t.req, t.tables = 0, nil
+				}
 			}
 		case "sql":
 			rep.SQL++
@@ -448,8 +453,8 @@ func Analyze(events []Event, now float64) *Report {
 					sizes[id] = *e.Size
 				}
 				inputs, ok := t.windows[fk]
-				if !ok {
-					inputs = t.tables
+				if !ok && e.Req != 0 && t.req == e.Req {
+					inputs = t.tables // no miss: what its request read so far
 				}
 				delete(t.windows, fk)
 				remove(id, e.Time)

@@ -222,3 +222,17 @@ func TestComplete(t *testing.T) {
 		}
 	}
 }
+
+// Outside a request, a value set without a miss before it has no known
+// inputs: never stale.
+func TestNoRequestNoMiss(t *testing.T) {
+	s := &stream{t: 1000}
+	s.add(sqlEv(1, 1, 0, `SELECT * FROM t`, false))
+	s.add(cacheEv(1, 1, 0, "set", "k", nil))
+	s.add(sqlEv(2, 1, 0, `UPDATE t SET x = 1`, false))
+	s.t += 5
+	s.add(cacheEv(1, 1, 0, "get", "k", yes()))
+	if r := Analyze(s.evs, s.t); len(r.Stale) != 0 {
+		t.Fatalf("stale %+v", r.Stale)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -482,4 +483,105 @@ func TestCacheNewWorker(t *testing.T) {
 		}
 	}
 	k.interrupt(t)
+}
+
+// TestCacheBackends: every operation on LocMem, the file-based and the
+// database cache, in a Django process without a server
+// (testdata/fixtures/cacheops.py): hits and misses told apart (a cached
+// None is a hit), get_or_set as its miss, the callable's SQL and its add,
+// the multi-key operations key by key, the application's lines; the
+// database cache's own SQL is not the application's; and the value
+// get_or_set cached from a table later updated (in a transaction, no
+// invalidation) is stale on each alias.
+func TestCacheBackends(t *testing.T) {
+	needStack(t) // Debian's python3.11 with Django 3.2
+	dir := t.TempDir()
+	fx := exec.Command("/usr/bin/python3.11", filepath.Join(repoRoot, "testdata", "fixtures", "cacheops.py"), dir)
+	out, err := fx.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.Stderr = os.Stderr
+	if err := fx.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fx.Process.Kill(); _ = fx.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("fixture: %q %v", line, err)
+	}
+	k := startCache(t, "--pid", strconv.Itoa(fx.Process.Pid), "--events", "--json")
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var done struct {
+		Lines map[string]int `json:"lines"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "done"))
+		if err == nil && json.Unmarshal(data, &done) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fixture did not finish its round in 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the grace a write outside a request has
+	k.interrupt(t)
+
+	type op struct {
+		Op, Key string
+		Hit     any
+	}
+	got := map[string][]op{}
+	fixture := filepath.Join("fixtures", "cacheops.py")
+	for _, l := range strings.Split(strings.TrimSpace(k.stdout.String()), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("not a JSON line: %q", l)
+		}
+		if ev["kind"] == "sql" && strings.Contains(fmt.Sprint(ev["sql"]), "krait_cache") {
+			t.Errorf("the database cache's own SQL reported as the application's: %s", l)
+		}
+		if ev["kind"] != "cache" {
+			continue
+		}
+		a := fmt.Sprint(ev["alias"])
+		key, _ := ev["key"].(string)
+		got[a] = append(got[a], op{fmt.Sprint(ev["op"]), key, ev["hit"]})
+		if !strings.HasSuffix(fmt.Sprint(ev["file"]), fixture) {
+			t.Errorf("event not placed in the fixture: %s", l)
+		}
+		if line, ok := done.Lines[a+":"+fmt.Sprint(ev["op"])]; ok && ev["line"] != float64(line) {
+			t.Errorf("%s at line %v, want %d: %s", ev["op"], ev["line"], line, l)
+		}
+		if ev["op"] == "add" && (ev["via"] != "get_or_set" || done.Lines[a+":get_or_set"] != int(ev["line"].(float64))) {
+			t.Errorf("get_or_set's add: %s", l)
+		}
+	}
+	want := []op{{"clear", "", nil}, {"get_many", "a", false}, {"get_many", "b", false}, {"set_many", "a", nil}, {"set_many", "b", nil},
+		{"get", "price", false}, {"add", "price", nil}, {"get", "price", true}, {"set", "none", nil}, {"get", "none", true},
+		{"incr", "a", nil}, {"delete_many", "a", nil}, {"delete_many", "b", nil}, {"get", "b", false}, {"get", "price", true}}
+	for _, a := range []string{"default", "files", "db"} {
+		if !reflect.DeepEqual(got[a], want) {
+			t.Errorf("alias %s: operations\n%v\nwant\n%v", a, got[a], want)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(k.stderr.String()), "\n")
+	var rep cacheJSON
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, k.stderr.String())
+	}
+	stale := map[string]bool{}
+	for _, s := range rep.Stale {
+		stale[s.Alias] = true
+		if s.UserKey != "price" || !reflect.DeepEqual(s.Inputs, []string{"prices"}) || !strings.HasPrefix(s.WrittenBy.SQL, `UPDATE "prices"`) ||
+			s.StaleHits != 1 || !s.Never || s.WrittenBy.View != nil {
+			t.Errorf("stale entry: %+v", s)
+		}
+	}
+	if len(rep.Stale) != 3 || !stale["default"] || !stale["files"] || !stale["db"] {
+		t.Errorf("stale entries: %+v, want price on each alias", rep.Stale)
+	}
 }

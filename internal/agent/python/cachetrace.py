@@ -286,11 +286,13 @@ class _CacheTrace(object):
         r = orig(cur, *args, **kwargs)
         try:
             st = self.ct
+            ident = _ident()
+            if st.depth.get(ident):
+                return r  # the cache backend's own SQL (DatabaseCache): not the application's
             sql = args[0] if args else kwargs.get('sql')
             if type(sql) is not str:
                 sql = sql.decode('utf-8', 'replace') if type(sql) is bytes else str(sql)
             db = cur.db
-            ident = _ident()
             ev = {'kind': 'sql', 'sql': sql[:CT_SQL_MAX], 'db': db.alias, 'many': many,
                   'atomic': bool(db.in_atomic_block or not db.autocommit),
                   'thread': ident, 't': t0, 'end': time.time()}
@@ -304,6 +306,8 @@ class _CacheTrace(object):
         try:
             st = self.ct
             ident = _ident()
+            if st.depth.get(ident):
+                return  # DatabaseCache's own transaction
             ev = {'kind': op, 'db': conn.alias, 'thread': ident, 't': time.time()}
             self._ct_ctx(st, ident, ev)
             self.ev_put(ev)
