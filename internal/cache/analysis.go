@@ -239,18 +239,33 @@ type threadState struct {
 // Analyze relates the events (from any number of processes, in any order)
 // and sums them up; now is the end of the observation.
 func Analyze(events []Event, now float64) *Report {
-	evs := append([]Event(nil), events...)
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time < evs[j].Time })
-	reqs := map[reqKey]*reqInfo{}
+	a := NewAnalyzer()
+	a.Add(events...)
+	return a.Report(now)
+}
+
+// Analyzer relates events as they come (Add), in time order up to a point
+// (Advance): what it keeps is the live cache entries, the stale ones and
+// the sums per pattern, not the events. Not safe for concurrent use.
+type Analyzer struct {
+	pending []Event // added, not yet processed
+	reqs    map[reqKey]*reqInfo
+	step    func(Event)
+	settle  func(float64)
+	report  func() *Report
+}
+
+// Add queues events (from any process, in any order).
+func (a *Analyzer) Add(evs ...Event) {
 	for _, e := range evs {
 		if e.Kind != "req" {
 			continue
 		}
 		k := reqKey{e.PID, e.Req}
-		r := reqs[k]
+		r := a.reqs[k]
 		if r == nil {
 			r = &reqInfo{}
-			reqs[k] = r
+			a.reqs[k] = r
 		}
 		switch e.Phase {
 		case "start":
@@ -262,6 +277,38 @@ func Analyze(events []Event, now float64) *Report {
 			}
 		}
 	}
+	a.pending = append(a.pending, evs...)
+}
+
+// Advance processes, in time order, the events up to t (events older than
+// what was processed already, arriving late, are processed at once).
+func (a *Analyzer) Advance(t float64) {
+	sort.SliceStable(a.pending, func(i, j int) bool { return a.pending[i].Time < a.pending[j].Time })
+	i := 0
+	for ; i < len(a.pending) && a.pending[i].Time <= t; i++ {
+		a.step(a.pending[i])
+	}
+	a.pending = append([]Event(nil), a.pending[i:]...)
+	a.settle(t)
+	// Requests that ended a minute before t: every write of theirs is
+	// settled; their view and path are in their events.
+	for k, r := range a.reqs {
+		if r.end > 0 && r.end < t-60 {
+			delete(a.reqs, k)
+		}
+	}
+}
+
+// Report processes the events up to now and sums up.
+func (a *Analyzer) Report(now float64) *Report {
+	a.Advance(now)
+	return a.report()
+}
+
+// NewAnalyzer returns an empty analyzer.
+func NewAnalyzer() *Analyzer {
+	a := &Analyzer{reqs: map[reqKey]*reqInfo{}}
+	reqs := a.reqs
 	rep := &Report{}
 	threads := map[threadKey]*threadState{}
 	entries := map[string]*entry{}
@@ -371,7 +418,7 @@ func Analyze(events []Event, now float64) *Report {
 	}
 	parsed := map[string]struct{ read, written []string }{}
 	n := 0
-	for _, e := range evs {
+	a.step = func(e Event) {
 		settle(e.Time)
 		switch e.Kind {
 		case "req":
@@ -445,7 +492,7 @@ func Analyze(events []Event, now float64) *Report {
 				}
 			case "set", "add", "set_many":
 				if e.Op == "add" && e.Stored != nil && !*e.Stored {
-					continue
+					return
 				}
 				p.Sets++
 				if e.Size != nil {
@@ -487,37 +534,37 @@ func Analyze(events []Event, now float64) *Report {
 			}
 		}
 	}
-	settle(now)
-	for _, en := range stales {
-		rep.Stale = append(rep.Stale, staleOf(en, reqs))
-		if p := pats[[2]string{en.set.Alias, FoldKey(en.set.Key)}]; p != nil {
-			p.Stale++
+	a.settle = settle
+	a.report = func() *Report {
+		out := *rep
+		out.Patterns, out.Stale = []Pattern{}, []Stale{}
+		stale := map[[2]string]int{}
+		for _, en := range stales {
+			out.Stale = append(out.Stale, staleOf(en, reqs))
+			stale[[2]string{en.set.Alias, FoldKey(en.set.Key)}]++
 		}
-	}
-	sort.SliceStable(rep.Stale, func(i, j int) bool { return rep.Stale[i].StaleHits > rep.Stale[j].StaleHits })
-	for _, p := range pats {
-		if p.Gets > 0 {
-			p.HitRatio = math.Round(float64(p.Hits)/float64(p.Gets)*1000) / 1000
+		sort.SliceStable(out.Stale, func(i, j int) bool { return out.Stale[i].StaleHits > out.Stale[j].StaleHits })
+		for k, p := range pats {
+			q := *p
+			q.Stale = stale[k]
+			if q.Gets > 0 {
+				q.HitRatio = math.Round(float64(q.Hits)/float64(q.Gets)*1000) / 1000
+			}
+			out.Patterns = append(out.Patterns, q)
 		}
-		rep.Patterns = append(rep.Patterns, *p)
+		sort.Slice(out.Patterns, func(i, j int) bool {
+			a, b := out.Patterns[i], out.Patterns[j]
+			if a.Stale != b.Stale {
+				return a.Stale > b.Stale
+			}
+			if a.Gets+a.Sets != b.Gets+b.Sets {
+				return a.Gets+a.Sets > b.Gets+b.Sets
+			}
+			return a.Pattern < b.Pattern
+		})
+		return &out
 	}
-	sort.Slice(rep.Patterns, func(i, j int) bool {
-		a, b := rep.Patterns[i], rep.Patterns[j]
-		if a.Stale != b.Stale {
-			return a.Stale > b.Stale
-		}
-		if a.Gets+a.Sets != b.Gets+b.Sets {
-			return a.Gets+a.Sets > b.Gets+b.Sets
-		}
-		return a.Pattern < b.Pattern
-	})
-	if rep.Patterns == nil {
-		rep.Patterns = []Pattern{}
-	}
-	if rep.Stale == nil {
-		rep.Stale = []Stale{}
-	}
-	return rep
+	return a
 }
 
 func staleOf(en *entry, reqs map[reqKey]*reqInfo) Stale {

@@ -236,3 +236,39 @@ func TestNoRequestNoMiss(t *testing.T) {
 		t.Fatalf("stale %+v", r.Stale)
 	}
 }
+
+// Fed in pieces, out of order within each piece, with reports on the way,
+// the analyzer ends where Analyze of every event does.
+func TestAnalyzerIncremental(t *testing.T) {
+	s := &stream{t: 1000}
+	s.req(1, 1, 1, "GET", "/a/", func() {
+		s.add(cacheEv(1, 1, 1, "get", "k", no()))
+		s.add(sqlEv(1, 1, 1, `SELECT * FROM t`, false))
+		s.add(cacheEv(1, 1, 1, "set", "k", nil))
+	}, "v")
+	s.req(2, 1, 1, "POST", "/w/", func() { s.add(sqlEv(2, 1, 1, `UPDATE t SET x = 1`, false)) }, "w")
+	for i := 0; i < 5; i++ {
+		s.add(cacheEv(1, 1, 0, "get", "k", yes()))
+	}
+	want := Analyze(s.evs, s.t+10)
+	a := NewAnalyzer()
+	for i := 0; i < len(s.evs); i += 3 {
+		j := i + 3
+		if j > len(s.evs) {
+			j = len(s.evs)
+		}
+		piece := append([]Event(nil), s.evs[i:j]...)
+		for l, r := 0, len(piece)-1; l < r; l, r = l+1, r-1 {
+			piece[l], piece[r] = piece[r], piece[l]
+		}
+		a.Add(piece...)
+		a.Report(s.evs[i].Time) // what has surely all come
+	}
+	got := a.Report(s.t + 10)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("incremental:\n%+v\nbatch:\n%+v", got, want)
+	}
+	if len(got.Stale) != 1 || got.Stale[0].StaleHits != 5 || got.Patterns[0].Stale != 1 {
+		t.Fatalf("%+v", got)
+	}
+}

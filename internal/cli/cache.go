@@ -45,7 +45,7 @@ type cacheTracer struct {
 	mu      sync.Mutex
 	procs   map[int]*cacheProc
 	order   []int
-	events  []cache.Event
+	an      *cache.Analyzer // the events so far, related (mu)
 	dropped int64
 	seen    map[int]bool // pids tried (add's goroutine only)
 
@@ -165,7 +165,7 @@ func (t *cacheTracer) take(p *cacheProc, b agent.ProbeBatch) {
 		n += int64(d)
 	}
 	t.mu.Lock()
-	t.events = append(t.events, evs...)
+	t.an.Add(evs...)
 	t.dropped += n
 	t.mu.Unlock()
 	if t.evOut != nil {
@@ -245,10 +245,12 @@ func (t *cacheTracer) finish() {
 	wg.Wait()
 }
 
-func (t *cacheTracer) snapshot() ([]cache.Event, int64) {
+// report relates the events up to upTo (those of every process up to
+// then have come) and sums up.
+func (t *cacheTracer) report(upTo time.Time) (*cache.Report, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]cache.Event(nil), t.events...), t.dropped
+	return t.an.Report(float64(upTo.UnixNano()) / 1e9), t.dropped
 }
 
 func (t *cacheTracer) live() int {
@@ -328,7 +330,7 @@ func runCache(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "cache", "--events and --watch both write to stdout: give one")
 	}
 	warn := func(msg string) { fmt.Fprintf(stderr, "krait cache: %s\n", msg) }
-	t := &cacheTracer{procs: map[int]*cacheProc{}, seen: map[int]bool{}, timeout: *attachTimeout, warn: warn}
+	t := &cacheTracer{procs: map[int]*cacheProc{}, seen: map[int]bool{}, an: cache.NewAnalyzer(), timeout: *attachTimeout, warn: warn}
 	if *events {
 		t.evOut = stdout
 	}
@@ -383,8 +385,9 @@ loop:
 			}
 		}
 		if *watch {
-			evs, dropped := t.snapshot()
-			r := cache.Analyze(evs, float64(time.Now().UnixNano())/1e9)
+			// Events reach krait up to a fraction of a second late, each
+			// process's on its own: the live view is two seconds behind.
+			r, dropped := t.report(time.Now().Add(-2 * time.Second))
 			if term {
 				fmt.Fprint(stdout, "\x1b[H\x1b[2J")
 			} else {
@@ -403,8 +406,7 @@ loop:
 	}
 	stop()
 	t.finish()
-	evs, dropped := t.snapshot()
-	r := cache.Analyze(evs, float64(time.Now().UnixNano())/1e9)
+	r, dropped := t.report(time.Now())
 	rep := cacheReport{Patterns: r.Patterns, Stale: r.Stale, Dropped: dropped, DurationS: time.Since(start).Seconds(),
 		CacheOps: r.CacheOps, SQL: r.SQL, Writes: r.Writes, Requests: r.Requests}
 	t.mu.Lock()
