@@ -225,8 +225,30 @@ type candidate struct {
 	w        write
 	at       float64 // commit time
 	table    string
-	deadline float64 // 0: until the writer's request ends
-	hits     []Event // gets served after the write
+	deadline float64        // 0: until the writer's request ends
+	hits     int            // gets served after the write
+	byView   map[string]int // those hits by the view (or request) that got them
+	last     float64        // the last one
+}
+
+// hit counts a get served after the write.
+func (c *candidate) hit(e Event, reqs map[reqKey]*reqInfo) {
+	v := e.View
+	if r := reqs[reqKey{e.PID, e.Req}]; v == "" && e.Req != 0 && r != nil {
+		v = r.view // resolved after the hit
+	}
+	if v == "" && e.Path != "" {
+		v = e.Method + " " + e.Path // no view (yet): a page served by cache_page, say
+	}
+	if v == "" {
+		v = "(no request)"
+	}
+	if c.byView == nil {
+		c.byView = map[string]int{}
+	}
+	c.hits++
+	c.byView[v]++
+	c.last = e.Time
 }
 
 type threadState struct {
@@ -314,7 +336,6 @@ func NewAnalyzer() *Analyzer {
 	entries := map[string]*entry{}
 	var stales []*entry
 	pats := map[[2]string]*Pattern{}
-	sizes := map[string]int64{}
 	th := func(e Event) *threadState {
 		k := threadKey{e.PID, e.Thread}
 		t := threads[k]
@@ -482,12 +503,15 @@ func NewAnalyzer() *Analyzer {
 					if en := entries[id]; en != nil && !expired(en, e.Time) {
 						switch {
 						case en.stale != nil:
-							en.stale.hits = append(en.stale.hits, e)
+							en.stale.hit(e, reqs)
 						case en.cand != nil && e.Time > en.cand.at:
-							en.cand.hits = append(en.cand.hits, e)
+							en.cand.hit(e, reqs)
 						}
 					}
 				} else if e.Hit != nil {
+					if len(t.windows) >= 1000 { // misses never followed by a set, outside requests
+						t.windows = map[string][]string{}
+					}
 					t.windows[fk] = []string{}
 				}
 			case "set", "add", "set_many":
@@ -497,7 +521,6 @@ func NewAnalyzer() *Analyzer {
 				p.Sets++
 				if e.Size != nil {
 					p.Bytes += *e.Size
-					sizes[id] = *e.Size
 				}
 				inputs, ok := t.windows[fk]
 				if !ok && e.Req != 0 && t.req == e.Req {
@@ -582,19 +605,12 @@ func staleOf(en *entry, reqs map[reqKey]*reqInfo) Stale {
 	s.WrittenBy.SQL = w.SQL
 	s.WrittenBy.T = en.stale.at
 	s.WrittenBy.Time = stamp(en.stale.at)
-	for _, h := range en.stale.hits {
-		s.StaleHits++
-		v := h.View
-		if v == "" {
-			if r := reqs[reqKey{h.PID, h.Req}]; r != nil {
-				v = r.view
-			}
-		}
-		if v == "" {
-			v = "(no view)"
-		}
-		s.StaleByView[v]++
-		ts := stamp(h.Time)
+	s.StaleHits = en.stale.hits
+	for v, n := range en.stale.byView {
+		s.StaleByView[v] = n
+	}
+	if en.stale.hits > 0 {
+		ts := stamp(en.stale.last)
 		s.LastStaleHit = &ts
 	}
 	if en.gone != nil {
