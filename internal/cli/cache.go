@@ -18,6 +18,7 @@ import (
 	"krait/internal/agent"
 	"krait/internal/cache"
 	"krait/internal/cpython"
+	"krait/internal/dump"
 	"krait/internal/procinfo"
 	"krait/internal/session"
 	"krait/internal/target"
@@ -274,23 +275,27 @@ func isClosedChan(ch <-chan struct{}) bool {
 	}
 }
 
-// cacheWorkers is what --all traces: the processes krait ps shows as
-// serving (not masters, not helpers).
+// cacheWorkers is what --all traces: the processes krait ps shows with
+// Django settings (read from outside, pausing nobody), but masters, which
+// serve no request.
 func cacheWorkers() []int {
+	pids, _ := procinfo.Survey(os.Getpid())
 	var out []int
-	all, _ := procinfo.Survey(os.Getpid())
-	for _, pid := range all {
-		info, err := procinfo.Read(pid)
+	readEach(pids, dump.ReadOptions{NonBlocking: true, Survey: true}, func(pid int, rd *dump.Reading, err error) {
 		if err != nil {
-			continue
+			return
 		}
-		switch {
-		case info.Server == "script", strings.HasSuffix(info.Server, "master"), info.Server == "multiprocessing resource tracker",
-			strings.HasPrefix(info.Server, "celery beat"):
-			continue
+		dj := djangoSettings(rd)
+		rd.Proc.Close()
+		if dj == nil {
+			return
+		}
+		if info, err := procinfo.Read(pid); err == nil && strings.HasSuffix(info.Server, "master") {
+			return
 		}
 		out = append(out, pid)
-	}
+	})
+	sort.Ints(out)
 	return out
 }
 
