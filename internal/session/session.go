@@ -1010,3 +1010,39 @@ func ShortFile(p string) string {
 	}
 	return p
 }
+
+// Child is one child of a value in a variables tree (Children): a scope's
+// variable, an item of a container or an attribute of an object, rendered
+// safely. Path reaches it (nil when it cannot be expanded: no children, or
+// a value kept secret); More says it has children of its own.
+type Child struct {
+	Name, Type, Value string
+	More              bool
+	Path              []any
+}
+
+// Children lists the children of the value at path in frame frame of
+// stopped thread thread, from start, at most count (0: the agent's limit),
+// and how many there are in all. A path starts with "locals" or "globals"
+// (a scope of the frame) or "history", N (the value $N+1 of Print), then
+// steps from Child.Path: nothing is held in the process between calls,
+// and no user code runs (a QuerySet is not evaluated).
+func (s *Session) Children(thread int64, frame int, path []any, start, count int) ([]Child, int, error) {
+	args := map[string]any{"thread": thread, "frame": frame, "path": path, "start": start, "secrets": s.ShowSecrets}
+	if count > 0 {
+		args["count"] = count
+	}
+	r, err := s.call("children", args)
+	if err != nil {
+		return nil, 0, err
+	}
+	list, _ := r["children"].([]any)
+	out := make([]Child, 0, len(list))
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		c := Child{Name: str(m, "name"), Type: str(m, "type"), Value: str(m, "value"), More: flag(m, "more")}
+		c.Path, _ = m["path"].([]any)
+		out = append(out, c)
+	}
+	return out, num(r, "total"), nil
+}

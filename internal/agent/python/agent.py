@@ -1,7 +1,7 @@
 # agent.py: the Agent class and its start
 
 class Agent(_Serving, _Files, _Breakpoints, _Stopping,
-            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals):
+            _Threads, _Children, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
 
