@@ -45,6 +45,15 @@ func (sv *Server) handle(m dap.Message) (quit bool) {
 		return false // responses to reverse requests, events: none expected
 	}
 	req := rm.GetRequest()
+	// A response goes out before any event the request causes (a stop
+	// after next or a breakpoint set): the events wait for mu.
+	locked := false
+	switch rm.(type) {
+	case *dap.InitializeRequest, *dap.AttachRequest, *dap.LaunchRequest, *dap.DisconnectRequest, *dap.ConfigurationDoneRequest:
+	default:
+		sv.mu.Lock()
+		locked = true
+	}
 	resp, err := sv.dispatch(rm)
 	if err != nil {
 		sv.fail(req, err)
@@ -52,6 +61,9 @@ func (sv *Server) handle(m dap.Message) (quit bool) {
 		r := resp.GetResponse()
 		r.RequestSeq, r.Command, r.Success = req.Seq, req.Command, true
 		sv.send(resp)
+	}
+	if locked {
+		sv.mu.Unlock()
 	}
 	switch rm.(type) {
 	case *dap.AttachRequest:
@@ -78,8 +90,7 @@ func (sv *Server) dispatch(rm dap.RequestMessage) (dap.ResponseMessage, error) {
 	case *dap.ConfigurationDoneRequest:
 		return &dap.ConfigurationDoneResponse{}, nil
 	}
-	sv.mu.Lock()
-	defer sv.mu.Unlock()
+	// mu is held from here on (handle).
 	if len(sv.inferiors) == 0 {
 		return nil, errNotAttached
 	}

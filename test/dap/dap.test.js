@@ -67,10 +67,10 @@ test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
     const initialized = dc.waitForEvent('initialized');
     await dc.attachRequest({ processId: String(PID), justMyCode: true });
     await initialized;
+    const stoppedAtBP = dc.waitForEvent('stopped'); // it may stop before configurationDone
     const set = await dc.setBreakpointsRequest({ source: { path: FILE }, breakpoints: [{ line: WORK, condition: 'i % 4 == 0' }] });
     assert.strictEqual(set.body.breakpoints.length, 1);
     assert.ok(set.body.breakpoints[0].verified);
-    const stoppedAtBP = dc.waitForEvent('stopped');
     await dc.configurationDoneRequest();
 
     let ev = await stoppedAtBP;
@@ -173,9 +173,10 @@ test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
     });
 
     await t.test('function breakpoint', async () => {
+      const stopped = dc.waitForEvent('stopped');
       const r = await dc.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'spin_step' }] });
       assert.ok(r.body.breakpoints[0].verified);
-      ev = await dc.waitForEvent('stopped');
+      ev = await stopped;
       assert.strictEqual(ev.body.reason, 'breakpoint');
       assert.strictEqual((await top(dc, ev.body.threadId)).name, 'spin_step');
       await dc.setFunctionBreakpointsRequest({ breakpoints: [] });
@@ -198,8 +199,9 @@ test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
 
     await t.test('disconnect detaches, the process runs on', async () => {
       // a thread held at a breakpoint as we go: it must be let go too.
+      const stopped = dc.waitForEvent('stopped');
       await dc.setBreakpointsRequest({ source: { path: FILE }, breakpoints: [{ line: WORK }] });
-      await dc.waitForEvent('stopped');
+      await stopped;
       await dc.disconnectRequest({ terminateDebuggee: true });
       disconnected = true;
       process.kill(Number(PID), 0); // still there
