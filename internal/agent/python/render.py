@@ -365,6 +365,32 @@ def _sql(v):
     return '%s  -- params: %r' % (sql, tuple(params))
 
 
+PRINTF_MAX = 2000  # characters of a dprintf value
+
+
+def printf_value(v, hide):
+    """A dprintf argument for krait's formatting: [kind, text], kind
+    "str" (text: the string itself), "int", "bool", "float" (text: its
+    repr), "other" (the safe rendering, one level less deep than print's)
+    or "error"; text at most PRINTF_MAX characters."""
+    try:
+        if hide:  # the expression reads a name that looks secret (printf_hide)
+            return ['other', REDACTED]
+        t = type(v)
+        if t is str:
+            return ['str', v[:PRINTF_MAX]]
+        if (t is int and v.bit_length() <= 12000) or t is bool or t is float:
+            return [_tname(t), repr(v)]
+        return ['other', render(v)[:PRINTF_MAX]]
+    except Exception as e:
+        return ['error', '<error: %s>' % exc_line(e)]
+
+
+def printf_hide(expr):
+    n = expr_name(expr)
+    return bool(n) and secret_name(n)
+
+
 def value(v):
     return {'type': type_name(v), 'value': render(v)}
 
