@@ -385,6 +385,25 @@ func testAdapter(t *testing.T, py string) {
 	}
 	c.call("continue", map[string]any{"threadId": spin})
 
+	// A logpoint: a message per crossing, values rendered safely (Point's
+	// __repr__ raises), the thread never stopped.
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": workLine, "logMessage": "round {i}: {{items}} {data['items']} p={data['p']} {undefined_name}"}}})
+	out := c.next("logpoint output", func(m dap.Message) bool {
+		o, ok := m.(*dap.OutputEvent)
+		return ok && strings.HasPrefix(o.Body.Output, "round ")
+	}, 30*time.Second).(*dap.OutputEvent).Body
+	if !regexp.MustCompile(`^round \d+: \{items\} \[1, 2, 3\] p=<\S*Point object at 0x[0-9a-f]+> \{x = \d+, y = 'y'\} <error: NameError: name 'undefined_name' is not defined>\n$`).MatchString(out.Output) ||
+		out.Line != workLine || out.Source == nil || out.Source.Path != file {
+		t.Errorf("logpoint output: %+v", out)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	for _, m := range c.kept {
+		if e, ok := m.(*dap.StoppedEvent); ok {
+			t.Errorf("a stop while only a logpoint was set: %+v", e.Body)
+		}
+	}
+
 	// disconnect (terminateDebuggee or not) detaches: the process runs on
 	// with no agent thread.
 	c.call("disconnect", map[string]any{"terminateDebuggee": true})
@@ -444,5 +463,24 @@ func TestAdapterInputClosed(t *testing.T) {
 	}
 	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("target gone: %v", err)
+	}
+}
+
+func TestParseLog(t *testing.T) {
+	for _, tc := range []struct {
+		msg          string
+		parts, exprs []string
+		err          bool
+	}{
+		{"plain", []string{"plain"}, nil, false},
+		{"x={x} y={d['}']}", []string{"x=", " y=", ""}, []string{"x", "d['}']"}, false},
+		{"{{lit}} {f({1: 2}[1])}", []string{"{lit} ", ""}, []string{"f({1: 2}[1])"}, false},
+		{"bad {x", nil, nil, true},
+		{"empty {}", nil, nil, true},
+	} {
+		parts, exprs, err := parseLog(tc.msg)
+		if (err != nil) != tc.err || strings.Join(parts, "|") != strings.Join(tc.parts, "|") || strings.Join(exprs, "|") != strings.Join(tc.exprs, "|") {
+			t.Errorf("parseLog(%q) = %q, %q, %v", tc.msg, parts, exprs, err)
+		}
 	}
 }

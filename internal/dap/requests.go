@@ -33,8 +33,9 @@ func capabilities() dap.Capabilities {
 		SupportsExceptionInfoRequest:          true,
 		SupportsDelayedStackTraceLoading:      true,
 		SupportsSingleThreadExecutionRequests: true,
-		// Not (yet): logpoints (they come with dprintf), terminating the
-		// debuggee (krait never kills it), restart, step back, goto.
+		SupportsLogPoints:                     true,
+		// Not: terminating the debuggee (krait never kills it), restart,
+		// step back, goto.
 	}
 }
 
@@ -229,6 +230,7 @@ func (sv *Server) attach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 		n := len(sv.inferiors) - 1
 		sv.mu.Unlock()
 		go sv.watch(n, inf)
+		go sv.logs(n, s.Probes())
 		sv.output("console", fmt.Sprintf("Attached to process %d (Python %s, %s backend).", pid, s.Version, s.Backend))
 	}
 	return &dap.AttachResponse{}, nil
@@ -280,6 +282,7 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 	file := sv.remote(path)
 	for _, id := range sv.srcBPs[file] {
 		_ = inf.s.BPCommand("delete", id)
+		delete(sv.logpoints, logKey{0, id})
 	}
 	delete(sv.srcBPs, file)
 	bps := r.Arguments.Breakpoints
@@ -291,25 +294,35 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 	out := make([]dap.Breakpoint, 0, len(bps))
 	for _, b := range bps {
 		res := dap.Breakpoint{Line: b.Line, Source: &dap.Source{Name: filepath.Base(path), Path: path}}
+		var lp *logpoint
 		if b.LogMessage != "" {
-			res.Message = "logpoints are not supported by this krait yet (they come with dprintf)"
-			out = append(out, res)
-			continue
+			parts, exprs, err := parseLog(b.LogMessage)
+			if err != nil {
+				res.Message = err.Error()
+				out = append(out, res)
+				continue
+			}
+			lp = &logpoint{parts: parts, exprs: exprs, path: path}
 		}
-		bp, err := sv.setOne(inf, fmt.Sprintf("%s:%d", file, b.Line), b.Condition, b.HitCondition)
+		bp, err := sv.setOne(inf, fmt.Sprintf("%s:%d", file, b.Line), b.Condition, b.HitCondition, lp)
 		if err != nil {
 			res.Message = err.Error()
 			out = append(out, res)
 			continue
 		}
 		sv.srcBPs[file] = append(sv.srcBPs[file], bp.ID)
+		if lp != nil {
+			lp.line = bp.Line
+			sv.logpoints[logKey{0, bp.ID}] = lp
+		}
 		out = append(out, sv.dapBP(bp, res))
 	}
 	return &dap.SetBreakpointsResponse{Body: dap.SetBreakpointsResponseBody{Breakpoints: out}}, nil
 }
 
-// setOne sets one breakpoint with its condition and hit condition.
-func (sv *Server) setOne(inf *inferior, spec, cond, hit string) (session.Breakpoint, error) {
+// setOne sets one breakpoint with its condition and hit condition; with
+// lp, a logpoint: the agent's dprintf, which never stops the thread.
+func (sv *Server) setOne(inf *inferior, spec, cond, hit string, lp *logpoint) (session.Breakpoint, error) {
 	n := 0
 	if hit != "" {
 		var err error
@@ -317,7 +330,18 @@ func (sv *Server) setOne(inf *inferior, spec, cond, hit string) (session.Breakpo
 			return session.Breakpoint{}, err
 		}
 	}
-	bp, err := inf.s.Break(spec, cond, false)
+	var bp session.Breakpoint
+	var err error
+	if lp != nil {
+		bp, err = inf.s.Dprintf(spec, strings.Join(lp.parts, "{}"), lp.exprs)
+		if err == nil && cond != "" {
+			if err = inf.s.Condition(bp.ID, cond); err != nil {
+				_ = inf.s.BPCommand("delete", bp.ID)
+			}
+		}
+	} else {
+		bp, err = inf.s.Break(spec, cond, false)
+	}
 	if err != nil {
 		return bp, err
 	}
@@ -363,7 +387,7 @@ func (sv *Server) setFunctionBreakpoints(r *dap.SetFunctionBreakpointsRequest) (
 			out = append(out, res)
 			continue
 		}
-		bp, err := sv.setOne(inf, name, b.Condition, b.HitCondition)
+		bp, err := sv.setOne(inf, name, b.Condition, b.HitCondition, nil)
 		if err != nil {
 			res.Message = err.Error()
 			out = append(out, res)

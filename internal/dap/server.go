@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,7 @@ type Server struct {
 	nextID    int
 	srcBPs    map[string][]int // breakpoints set by setBreakpoints, by remote file
 	funcBPs   []int            // by setFunctionBreakpoints
+	logpoints map[logKey]*logpoint
 	maps      []pathMapping
 	justMine  bool
 	done      chan struct{} // closed when Serve returns
@@ -85,7 +87,7 @@ type pathMapping struct{ local, remote string }
 func NewServer(in io.Reader, out io.Writer) *Server {
 	return &Server{in: bufio.NewReader(in), out: out, Attach: session.Attach, AttachTimeout: 10 * time.Second,
 		ThreadPoll: 2 * time.Second, threadIDs: map[threadKey]int{}, threads: map[int]threadKey{},
-		frames: map[int]frameRef{}, refs: map[int]varRef{}, srcBPs: map[string][]int{}, justMine: true,
+		frames: map[int]frameRef{}, refs: map[int]varRef{}, srcBPs: map[string][]int{}, logpoints: map[logKey]*logpoint{}, justMine: true,
 		done: make(chan struct{})}
 }
 
@@ -155,6 +157,13 @@ func (sv *Server) output(category, text string) {
 		text += "\n"
 	}
 	sv.event("output", &dap.OutputEvent{Body: dap.OutputEventBody{Category: category, Output: text}})
+}
+
+// outputAt sends an output event that comes from a place in the source
+// (a logpoint's message).
+func (sv *Server) outputAt(text, path string, line int) {
+	sv.event("output", &dap.OutputEvent{Body: dap.OutputEventBody{Category: "console", Output: text + "\n",
+		Source: &dap.Source{Name: filepath.Base(path), Path: path}, Line: line}})
 }
 
 func (sv *Server) detachAll() {

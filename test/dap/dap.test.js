@@ -197,6 +197,30 @@ test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
       await dc.continueRequest({ threadId: spinner.id });
     });
 
+    await t.test('logpoint: a message, safely rendered, the thread not stopped', async () => {
+      let stops = 0;
+      const onStop = () => { stops++; };
+      dc.on('stopped', onStop);
+      const got = new Promise((resolve) => {
+        const on = (e) => {
+          if (e.body.output.startsWith('work ')) {
+            dc.removeListener('output', on);
+            resolve(e.body);
+          }
+        };
+        dc.on('output', on);
+      });
+      const r = await dc.setBreakpointsRequest({ source: { path: FILE }, breakpoints: [{ line: WORK, logMessage: "work {i} items={data['items']} p={data['p']}" }] });
+      assert.ok(r.body.breakpoints[0].verified);
+      const out = await got;
+      assert.match(out.output, /^work \d+ items=\[1, 2, 3\] p=<\S*Point object at 0x[0-9a-f]+> \{x = \d+, y = 'y'\}\n$/);
+      assert.strictEqual(out.line, WORK);
+      dc.assertPath(out.source.path, FILE);
+      await dc.setBreakpointsRequest({ source: { path: FILE }, breakpoints: [] });
+      dc.removeListener('stopped', onStop);
+      assert.strictEqual(stops, 0);
+    });
+
     await t.test('disconnect detaches, the process runs on', async () => {
       // a thread held at a breakpoint as we go: it must be let go too.
       const stopped = dc.waitForEvent('stopped');
