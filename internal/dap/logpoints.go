@@ -12,7 +12,7 @@ import (
 type logpoint struct {
 	parts []string // the text around the expressions: len(exprs)+1
 	exprs []string
-	path  string   // the editor's path, line: where it is
+	path  string // the editor's path, line: where it is
 	line  int
 }
 
