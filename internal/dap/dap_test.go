@@ -484,3 +484,26 @@ func TestParseLog(t *testing.T) {
 		}
 	}
 }
+
+// TestAdapterTargetExits: the process ending sends output saying so and
+// terminated.
+func TestAdapterTargetExits(t *testing.T) {
+	pys := testkit.AttachPythons(t)
+	cmd, _ := target(t, pys[len(pys)-1].Path)
+	c := newClient(t)
+	c.call("initialize", map[string]any{"adapterID": "krait"})
+	c.call("attach", map[string]any{"processId": cmd.Process.Pid})
+	c.call("configurationDone", nil)
+	cmd.Process.Kill()
+	c.event("terminated", 30*time.Second)
+	found := false
+	for _, m := range c.kept {
+		if o, ok := m.(*dap.OutputEvent); ok && strings.Contains(o.Body.Output, "exited") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no output saying the process exited before terminated: %v", c.kept)
+	}
+	c.call("disconnect", nil)
+}
