@@ -507,3 +507,43 @@ func TestAdapterTargetExits(t *testing.T) {
 	}
 	c.call("disconnect", nil)
 }
+
+// TestAdapterPending: a breakpoint in a module not imported yet is
+// unverified, then a breakpoint event says it is set once the module
+// loads, and it stops.
+func TestAdapterPending(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.9" && py.Minor != "3.13" {
+			continue
+		}
+		t.Run(py.Name, func(t *testing.T) {
+			cmd, file := target(t, py.Path)
+			late := filepath.Join(filepath.Dir(file), "dap_late.py")
+			lateLine := testkit.FixtureLine(t, late, "# LINE late")
+			c := newClient(t)
+			c.call("initialize", map[string]any{"adapterID": "krait"})
+			c.call("attach", map[string]any{"processId": cmd.Process.Pid})
+			bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": late},
+				"breakpoints": []map[string]any{{"line": lateLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
+			if len(bps) != 1 || bps[0].Verified || !strings.Contains(bps[0].Message, "pending") {
+				t.Fatalf("pending breakpoint: %+v", bps)
+			}
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+				"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work")}}})
+			c.call("configurationDone", nil)
+			st := c.stopped(30 * time.Second)
+			c.eval(c.top(st.ThreadId).Id, "globals().__setitem__('load_late', True)", "repl")
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+			c.call("continue", map[string]any{"threadId": st.ThreadId})
+			ev := c.event("breakpoint", 30*time.Second).(*dap.BreakpointEvent).Body
+			if ev.Reason != "changed" || !ev.Breakpoint.Verified || ev.Breakpoint.Id != bps[0].Id || ev.Breakpoint.Line != lateLine {
+				t.Errorf("breakpoint event: %+v", ev)
+			}
+			st = c.stopped(30 * time.Second)
+			if f := c.top(st.ThreadId); f.Name != "hello" || f.Line != lateLine {
+				t.Errorf("stopped in %+v", f)
+			}
+			c.call("disconnect", nil)
+		})
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -281,6 +283,14 @@ func (sv *Server) watch(n int, inf *inferior) {
 // pump reports the session's queued stops and notices (mu held).
 func (sv *Server) pump(n int, inf *inferior) {
 	for _, note := range inf.s.TakeNotes() {
+		if m := resolved.FindStringSubmatch(note); m != nil && n == 0 {
+			// a pending breakpoint armed as its module loaded
+			id, _ := strconv.Atoi(m[1])
+			line, _ := strconv.Atoi(m[3])
+			p := sv.local(m[2])
+			sv.event("breakpoint", &dap.BreakpointEvent{Body: dap.BreakpointEventBody{Reason: "changed",
+				Breakpoint: dap.Breakpoint{Id: id, Verified: true, Line: line, Source: &dap.Source{Name: filepath.Base(p), Path: p}}}})
+		}
 		sv.output("console", note)
 	}
 	for {
@@ -345,6 +355,9 @@ func (sv *Server) threadEvents(n int, inf *inferior, ts []session.Thread) {
 		}
 	}
 }
+
+// resolved is the session's notice of a pending breakpoint armed.
+var resolved = regexp.MustCompile(`^Breakpoint (\d+) resolved at (.+):(\d+)$`)
 
 // errNotAttached answers requests that come before attach.
 var errNotAttached = errors.New("krait is not attached to a process yet (attach first)")
