@@ -235,7 +235,7 @@ func (sv *Server) resumed(inf *inferior, k threadKey) {
 	}
 }
 
-// select makes a stopped thread's frame the session's selected one, for
+// selectFrame makes a stopped thread's frame the session's selected one, for
 // the session's calls that act on it (mu held).
 func selectFrame(inf *inferior, ident int64, frame int) {
 	inf.s.Thread, inf.s.Frame = ident, frame
