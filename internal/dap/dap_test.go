@@ -3,6 +3,7 @@ package dap
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -545,5 +546,41 @@ func TestAdapterPending(t *testing.T) {
 			}
 			c.call("disconnect", nil)
 		})
+	}
+}
+
+// TestAdapterJustMyCode: with justMyCode (the default) the raised filter
+// does not stop where the standard library raises (json.loads' error, in
+// json/decoder.py), only in the fixture's own code; without it, it does.
+func TestAdapterJustMyCode(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.10" && py.Minor != "3.12" {
+			continue
+		}
+		for _, mine := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/justMyCode=%v", py.Name, mine), func(t *testing.T) {
+				cmd, file := target(t, py.Path)
+				c := newClient(t)
+				c.call("initialize", map[string]any{"adapterID": "krait"})
+				c.call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
+				c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+				c.call("configurationDone", nil)
+				var files []string
+				sawLib := false
+				for n := 0; n < 6; n++ {
+					st := c.stopped(30 * time.Second)
+					f := c.top(st.ThreadId)
+					files = append(files, f.Source.Path)
+					if f.Source.Path != file {
+						sawLib = true
+					}
+					c.call("continue", map[string]any{"threadId": st.ThreadId})
+				}
+				if sawLib == mine {
+					t.Errorf("justMyCode %v: stops in %v", mine, files)
+				}
+				c.call("disconnect", nil)
+			})
+		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 // Exception filters (setExceptionBreakpoints), as the agent's catchpoints.
 var exceptionFilters = []dap.ExceptionBreakpointsFilter{
-	{Filter: "raised", Label: "Raised Exceptions", Description: "Stop the thread where an exception is raised (other threads run on)."},
+	{Filter: "raised", Label: "Raised Exceptions", Description: "Stop the thread where an exception is raised (with justMyCode: in your code, not a library's); other threads run on."},
 	{Filter: "uncaught", Label: "Uncaught Exceptions", Description: "Stop the thread as an exception leaves it uncaught.", Default: true},
 }
 
@@ -423,7 +423,10 @@ func (sv *Server) setExceptionBreakpoints(r *dap.SetExceptionBreakpointsRequest)
 	}
 	var out []dap.Breakpoint
 	for _, k := range kinds {
-		if _, err := inf.s.Catch(k, nil); err != nil {
+		// justMyCode: no stop where library code raises (it may well
+		// catch it); uncaught stops are at a thread's outermost frame,
+		// often a server's, and are kept.
+		if _, err := inf.s.CatchIn(k, nil, k == "raise" && sv.justMine); err != nil {
 			return nil, err
 		}
 		out = append(out, dap.Breakpoint{Verified: true})

@@ -550,17 +550,27 @@ func (s *Session) Condition(id int, cond string) error {
 // Catchpoint stops threads where an exception is raised (Kind "raise") or
 // as it leaves a thread (Kind "uncaught"), for exceptions of Types (class
 // names; any when empty): the agent's exception stops.
+//
+// UserOnly leaves out the stops where the frame runs library code (the
+// standard library, an installed package): an editor's "just my code".
 type Catchpoint struct {
-	ID    int
-	Kind  string
-	Types []string
+	ID       int
+	Kind     string
+	Types    []string
+	UserOnly bool
 }
 
 // Catch adds a catchpoint.
 func (s *Session) Catch(kind string, types []string) (Catchpoint, error) {
+	return s.CatchIn(kind, types, false)
+}
+
+// CatchIn adds a catchpoint; with userOnly, for the user's code only
+// (Catchpoint.UserOnly).
+func (s *Session) CatchIn(kind string, types []string, userOnly bool) (Catchpoint, error) {
 	s.mu.Lock()
 	s.nextCatch++
-	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types}
+	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types, UserOnly: userOnly}
 	list := append(append([]Catchpoint{}, s.catches...), c)
 	s.mu.Unlock()
 	if err := s.setCatches(list); err != nil {
@@ -600,7 +610,7 @@ func (s *Session) setCatches(list []Catchpoint) error {
 		if types == nil {
 			types = []string{}
 		}
-		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types})
+		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types, "user_only": c.UserOnly})
 	}
 	if _, err := s.call("exception_filters", map[string]any{"filters": filters}); err != nil {
 		return err

@@ -23,6 +23,7 @@ function lineOf(marker) {
 
 const WORK = lineOf('# LINE work');
 const FAIL = lineOf('# LINE fail');
+const CALL_FAIL = lineOf('# LINE call fail');
 
 async function top(dc, threadId) {
   const st = await dc.stackTraceRequest({ threadId, startFrame: 0, levels: 1 });
@@ -52,7 +53,7 @@ async function othersRun(dc, frameId) {
   }
 }
 
-test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
+test('krait dap with DebugClient', { timeout: 5 * TIMEOUT }, async (t) => {
   const dc = new DebugClient(KRAIT, 'dap', 'krait');
   dc.defaultTimeout = TIMEOUT;
   await dc.start();
@@ -145,16 +146,23 @@ test('krait dap with DebugClient', { timeout: 10 * TIMEOUT }, async (t) => {
       await dc.stepOutRequest({ threadId: th });
       await stopped;
       assert.strictEqual((await top(dc, th)).name, 'worker');
-      // clear the breakpoint; step into fail()
+      // clear the breakpoint; next to the call of fail(), stepIn into it
       await dc.setBreakpointsRequest({ source: { path: FILE }, breakpoints: [] });
-      for (let n = 0; n < 5; n++) {
+      frame = await top(dc, th);
+      for (let n = 0; n < 10 && frame.name !== 'fail'; n++) {
         stopped = dc.waitForEvent('stopped');
-        await dc.stepInRequest({ threadId: th });
+        if (frame.name !== 'worker') {
+          await dc.stepOutRequest({ threadId: th });
+        } else if (frame.line === CALL_FAIL) {
+          await dc.stepInRequest({ threadId: th });
+        } else {
+          await dc.nextRequest({ threadId: th });
+        }
         await stopped;
         frame = await top(dc, th);
-        if (frame.name === 'fail') break;
       }
       assert.strictEqual(frame.name, 'fail');
+      assert.strictEqual(frame.line, FAIL);
     });
 
     await t.test('exception breakpoint (raised) and exceptionInfo', async () => {

@@ -6,6 +6,7 @@ package dap
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +59,9 @@ func TestDebugClient(t *testing.T) {
 		t.Run(py.Name, func(t *testing.T) {
 			cmd := startTarget(t, py.Path, fixture)
 			pid := cmd.Process.Pid
-			run := exec.Command(node, "--test", "--test-reporter=spec", suite)
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
+			run := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", suite)
 			run.Dir = dir
 			run.Env = append(os.Environ(), "NODE_PATH="+modules, "KRAIT_BIN="+bin,
 				"TARGET_PID="+strconv.Itoa(pid), "TARGET_FILE="+fixture)

@@ -28,7 +28,7 @@ class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
         self.stopped = {}   # ident -> Stopped
         self.history = []   # values printed with store (gdb value history)
         self.steps = {}     # ident -> Step
-        self.exc_filters = []  # [(id, 'raise' | 'uncaught', (type names))]: exception stops
+        self.exc_filters = []  # [(id, 'raise' | 'uncaught', (type names), user_only)]: exception stops
         self.exc_seen = {}     # ident -> id of the exception last stopped for as uncaught
         self.conn = self.listener = None
         self.closing = self.installed = self.trick = False
