@@ -379,6 +379,17 @@ func testAdapter(t *testing.T, py string) {
 	if spin == 0 {
 		t.Fatalf("no spinner thread: %+v", threads)
 	}
+	started := map[int]bool{}
+	for _, m := range c.kept {
+		if e, ok := m.(*dap.ThreadEvent); ok && e.Body.Reason == "started" {
+			started[e.Body.ThreadId] = true
+		}
+	}
+	for _, th := range threads {
+		if !started[th.Id] {
+			t.Errorf("no thread started event for %+v", th)
+		}
+	}
 	c.call("pause", map[string]any{"threadId": spin})
 	st = c.stopped(30 * time.Second)
 	if st.Reason != "pause" || st.ThreadId != spin {
