@@ -595,3 +595,20 @@ func TestAdapterJustMyCode(t *testing.T) {
 		}
 	}
 }
+
+func TestHitCount(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		ignore int
+		once   bool
+		err    bool
+	}{
+		{"1", 0, false, false}, {"5", 4, false, false}, {">=5", 4, false, false}, {" > 5 ", 5, false, false},
+		{"==3", 2, true, false}, {"0", 0, false, false}, {"%2", 0, false, true}, {"x", 0, false, true},
+	} {
+		ig, once, err := hitCount(tc.in)
+		if ig != tc.ignore || once != tc.once || (err != nil) != tc.err {
+			t.Errorf("hitCount(%q) = %d, %v, %v", tc.in, ig, once, err)
+		}
+	}
+}

@@ -256,21 +256,28 @@ func mapPath(maps []pathMapping, p string, toRemote bool) string {
 	return best
 }
 
-// hitCount reads a hitCondition: the crossing that stops first ("5",
-// ">=5" and "==5" stop at the fifth and every later one; ">5" at the
-// sixth): what the agent's ignore count gives.
+// hitCount reads a hitCondition as the agent's ignore count and whether
+// the breakpoint stops once only: "5" and ">=5" stop at the fifth
+// crossing and every later one, ">5" from the sixth, "==5" at the fifth
+// only (a temporary breakpoint).
 var hitCond = regexp.MustCompile(`^\s*(>=|==|>)?\s*(\d+)\s*$`)
 
-func hitCount(s string) (int, error) {
+func hitCount(s string) (ignore int, once bool, err error) {
 	m := hitCond.FindStringSubmatch(s)
 	if m == nil {
-		return 0, fmt.Errorf("hit condition %q not understood: krait takes N (or >=N, >N): stop from the Nth crossing on", s)
+		return 0, false, fmt.Errorf("hit condition %q not understood: krait takes N or >=N (stop from the Nth crossing on), >N, ==N (the Nth only)", s)
 	}
 	n, _ := strconv.Atoi(m[2])
-	if m[1] == ">" {
+	switch m[1] {
+	case ">":
 		n++
+	case "==":
+		once = true
 	}
-	return n, nil
+	if n < 1 {
+		n = 1
+	}
+	return n - 1, once, nil
 }
 
 func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMessage, error) {
@@ -323,35 +330,20 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 // setOne sets one breakpoint with its condition and hit condition; with
 // lp, a logpoint: the agent's dprintf, which never stops the thread.
 func (sv *Server) setOne(inf *inferior, spec, cond, hit string, lp *logpoint) (session.Breakpoint, error) {
-	n := 0
+	o := session.BreakOptions{Cond: cond}
 	if hit != "" {
 		var err error
-		if n, err = hitCount(hit); err != nil {
+		if o.Ignore, o.Temporary, err = hitCount(hit); err != nil {
 			return session.Breakpoint{}, err
 		}
 	}
-	var bp session.Breakpoint
-	var err error
 	if lp != nil {
-		bp, err = inf.s.Dprintf(spec, strings.Join(lp.parts, "{}"), lp.exprs)
-		if err == nil && cond != "" {
-			if err = inf.s.Condition(bp.ID, cond); err != nil {
-				_ = inf.s.BPCommand("delete", bp.ID)
-			}
+		if o.Temporary {
+			return session.Breakpoint{}, errors.New("a logpoint takes N, >=N or >N as its hit condition (not ==N)")
 		}
-	} else {
-		bp, err = inf.s.Break(spec, cond, false)
+		return inf.s.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, o)
 	}
-	if err != nil {
-		return bp, err
-	}
-	if n > 1 {
-		if err := inf.s.Ignore(bp.ID, n-1); err != nil {
-			_ = inf.s.BPCommand("delete", bp.ID)
-			return bp, err
-		}
-	}
-	return bp, nil
+	return inf.s.BreakWith(spec, o)
 }
 
 func (sv *Server) dapBP(bp session.Breakpoint, res dap.Breakpoint) dap.Breakpoint {

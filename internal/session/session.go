@@ -439,10 +439,33 @@ var fileLine = regexp.MustCompile(`^(.+):(\d+)$`)
 
 // Break sets a breakpoint at FILE:LINE or on a function name.
 func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
-	args := map[string]any{"temporary": temporary}
-	if cond != "" {
-		args["cond"] = cond
+	return s.BreakWith(spec, BreakOptions{Cond: cond, Temporary: temporary})
+}
+
+// BreakOptions are what a breakpoint is set with, all at once (no
+// crossing sees it without them): its condition, whether it is deleted
+// when hit, and how many crossings it lets go first (gdb's ignore).
+type BreakOptions struct {
+	Cond      string
+	Temporary bool
+	Ignore    int
+}
+
+func (o BreakOptions) args() map[string]any {
+	args := map[string]any{"temporary": o.Temporary}
+	if o.Cond != "" {
+		args["cond"] = o.Cond
 	}
+	if o.Ignore > 0 {
+		args["ignore"] = o.Ignore
+	}
+	return args
+}
+
+// BreakWith sets a breakpoint at FILE:LINE or on a function name with
+// options.
+func (s *Session) BreakWith(spec string, o BreakOptions) (Breakpoint, error) {
+	args := o.args()
 	cmd, err := s.location(spec, args)
 	if err != nil {
 		return Breakpoint{}, err
@@ -460,10 +483,18 @@ func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 // the thread goes on. format is kept for the listing (Breakpoint.Dprintf);
 // the front end formats the line (package dprintf).
 func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, error) {
+	return s.DprintfWith(spec, format, exprs, BreakOptions{})
+}
+
+// DprintfWith is Dprintf with a condition and an ignore count (Temporary
+// does not apply: a dprintf never stops).
+func (s *Session) DprintfWith(spec, format string, exprs []string, o BreakOptions) (Breakpoint, error) {
 	if exprs == nil {
 		exprs = []string{}
 	}
-	args := map[string]any{"format": format, "args": exprs}
+	args := o.args()
+	delete(args, "temporary")
+	args["format"], args["args"] = format, exprs
 	if _, err := s.location(spec, args); err != nil { // the agent tells a location by its fields
 		return Breakpoint{}, err
 	}

@@ -63,6 +63,11 @@ class _Breakpoints(object):
     def _add(self, spec, line, req, path):
         """A new breakpoint: armed in path, or pending without one."""
         bp = Bp(self.next_bp, spec, line, req.get('cond'), bool(req.get('temporary')))
+        ig = req.get('ignore')
+        if ig is not None:
+            if type(ig) is not int or ig < 0:
+                raise Err('ignore must be a count (>= 0)')
+            bp.ignore = ig  # before it is armed: no crossing sees it without
         if req.get('cmd') == 'dprintf':
             bp.printf, bp.temporary = self._printf(req), False
         if path:
