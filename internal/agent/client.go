@@ -26,7 +26,7 @@ type Client struct {
 	// Events delivers the agent's events; it is closed when the
 	// connection ends.
 	Events chan map[string]any
-	probes chan ProbeBatch
+	probes probeQueue
 	closed chan struct{}
 	err    error
 }
@@ -42,8 +42,10 @@ func Dial(sock, token string, pid int) (*Client, map[string]any, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &Client{conn: conn, wait: map[int]chan map[string]any{}, Events: make(chan map[string]any, 256), probes: make(chan ProbeBatch, probeBacklog), closed: make(chan struct{})}
+	c := &Client{conn: conn, wait: map[int]chan map[string]any{}, Events: make(chan map[string]any, 256), closed: make(chan struct{})}
+	c.probes.init()
 	go c.readLoop()
+	go c.probes.forward(c.closed)
 	hello, err := c.Call("hello", map[string]any{"token": token}, 10*time.Second)
 	if err != nil {
 		conn.Close()
@@ -123,14 +125,13 @@ func tgid(tid int) int {
 func (c *Client) readLoop() {
 	sc := bufio.NewScanner(c.conn)
 	sc.Buffer(make([]byte, 1<<16), 64<<20)
-	var lost map[string]int // events of batches no one took in time, by kind
 	for sc.Scan() {
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			continue
 		}
 		if m["event"] == "events" {
-			lost = c.deliver(probeBatch(m), lost)
+			c.probes.put(probeBatch(m))
 			continue
 		}
 		if _, ok := m["event"]; ok {
@@ -150,74 +151,9 @@ func (c *Client) readLoop() {
 		}
 	}
 	c.err = ErrClosed
-	if len(lost) > 0 { // said, if there is room for it
-		c.deliver(ProbeBatch{Dropped: map[string]int{}}, lost)
-	}
 	close(c.closed)
 	close(c.Events)
-	close(c.probes)
-}
-
-// ProbeBatch is one "events" message of the agent (PROTOCOL.md, "Probe
-// events"): probe events in the order the agent queued them, each a JSON
-// object with at least "kind" ("dprintf", "cache", "sql", …), and how
-// many events of each kind were dropped since the previous batch: by the
-// agent, its buffer full, or by the client, a batch no one took in time.
-type ProbeBatch struct {
-	Events  []map[string]any
-	Dropped map[string]int
-}
-
-// probeBacklog is how many batches the client holds for a slow reader of
-// Probes (the agent sends one every 50 ms at most, of up to 1000 events
-// each, when events are queued); more are dropped and counted.
-const probeBacklog = 256
-
-// Probes delivers the agent's probe events, batch by batch; it is closed
-// when the connection ends. One reader takes them all (it dispatches by
-// kind): batches it does not take in time are dropped and their events
-// counted in the next batch's Dropped, so that reading never holds up
-// the replies to requests.
-func (c *Client) Probes() <-chan ProbeBatch { return c.probes }
-
-// deliver queues b, with the counts of earlier lost batches added to its
-// Dropped; if there is no room, b is lost too and counted. It returns the
-// counts still to report.
-func (c *Client) deliver(b ProbeBatch, lost map[string]int) map[string]int {
-	for k, n := range lost {
-		b.Dropped[k] += n
-	}
-	select {
-	case c.probes <- b:
-		return nil
-	default:
-	}
-	out := b.Dropped
-	for _, ev := range b.Events {
-		k, _ := ev["kind"].(string)
-		out[k]++
-	}
-	return out
-}
-
-// probeBatch reads an "events" message.
-func probeBatch(m map[string]any) ProbeBatch {
-	b := ProbeBatch{Dropped: map[string]int{}}
-	list, _ := m["events"].([]any)
-	b.Events = make([]map[string]any, 0, len(list))
-	for _, e := range list {
-		if ev, ok := e.(map[string]any); ok {
-			b.Events = append(b.Events, ev)
-		}
-	}
-	if d, ok := m["dropped"].(map[string]any); ok {
-		for k, v := range d {
-			if n, ok := v.(float64); ok && n > 0 {
-				b.Dropped[k] += int(n)
-			}
-		}
-	}
-	return b
+	c.probes.close()
 }
 
 // Call sends a request and waits for its reply.

@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -62,10 +63,10 @@ func probeClient(t *testing.T, fx *agentFixture) {
 		t.Fatalf("dprintf with a bad expression: %v", err)
 	}
 	r := call("dprintf", map[string]any{"file": "fixture.py", "line": fx.line("probe"), "format": "%d %s %r",
-		"args": []any{"i", "obj[1]", "obj", "nosuch", "obj[2]['k']", "i > 0"}})
+		"args": []any{"i", "obj[1]", "obj", "nosuch", "obj[2]['k']", "i > 0", "[[list(range(100))] * 100] * 100"}})
 	bp := r["bp"].(map[string]any)
 	id := int(bp["id"].(float64))
-	if d, _ := bp["dprintf"].(map[string]any); d["format"] != "%d %s %r" || len(d["args"].([]any)) != 6 {
+	if d, _ := bp["dprintf"].(map[string]any); d["format"] != "%d %s %r" || len(d["args"].([]any)) != 7 {
 		t.Fatalf("dprintf bp: %v", bp)
 	}
 
@@ -86,6 +87,9 @@ func probeClient(t *testing.T, fx *agentFixture) {
 					t.Fatalf("event time %v", ev["time"])
 				}
 				vals := ev["values"].([]any)
+				if ty := fmt.Sprint(ev["types"]); ty != "[int str tuple <nil> float bool list]" {
+					t.Fatalf("types %s", ty)
+				}
 				got[vals[0].([]any)[1].(string)] = vals
 			}
 		case <-deadline:
@@ -108,6 +112,9 @@ func probeClient(t *testing.T, fx *agentFixture) {
 				t.Errorf("i=%s value %d: %v, want %v", i, k, v, w)
 			}
 		}
+		if big := vals[6].([]any); big[0] != "other" || len(big[1].(string)) != 2000 || !strings.HasPrefix(big[1].(string), "[[[0, 1, 2, ") {
+			t.Errorf("a million values (rendering is bounded): %v", big)
+		}
 	}
 	if checked == 0 {
 		t.Fatalf("no event for an iteration the fixture still holds (events %d, fixture %d)", len(got), len(st.Probes))
@@ -115,7 +122,7 @@ func probeClient(t *testing.T, fx *agentFixture) {
 
 	// A condition, then hits in the listing; delete stops the events.
 	call("condition", map[string]any{"bp": id, "cond": "i % 3 == 0"})
-	drainProbes(c, 0) // queued before the condition: delivered before its reply
+	drainProbes(c, 300*time.Millisecond) // queued before the condition (sent before its reply)
 	for n, deadline := 0, time.After(15*time.Second); n < 5; {
 		select {
 		case b := <-c.Probes():
@@ -135,7 +142,7 @@ func probeClient(t *testing.T, fx *agentFixture) {
 		t.Errorf("hits %v after 25 events or more", h)
 	}
 	call("delete", map[string]any{"bp": id})
-	drainProbes(c, 0)
+	drainProbes(c, 300*time.Millisecond)
 	if n := drainProbes(c, 500*time.Millisecond); n != 0 {
 		t.Errorf("%d events after delete", n)
 	}
@@ -175,13 +182,25 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 	dir := fx.load("tok", 30, false)
 	fx.send("flood")
 	fx.waitStatus(5*time.Second, "flood started", func(s fixtureStatus) bool { return s.Flood > 0 })
-	conn, err := net.Dial("unix", filepath.Join(dir, "sock"))
-	if err != nil {
-		t.Fatal(err)
+	var conn net.Conn
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if conn, err = net.Dial("unix", filepath.Join(dir, "sock")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	defer conn.Close()
 	rd := bufio.NewReaderSize(conn, 1<<20)
 	id := 0
+	received, dropped := 0, 0
+	count := func(m map[string]any) {
+		received += len(m["events"].([]any))
+		for _, n := range m["dropped"].(map[string]any) {
+			dropped += int(n.(float64))
+		}
+	}
 	call := func(cmd string, args map[string]any) map[string]any {
 		t.Helper()
 		id++
@@ -194,7 +213,8 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 		for {
 			m := readMsg(t, rd)
 			if m["event"] == "events" {
-				continue // (the reply comes after what was flushed before)
+				count(m) // (sent before the reply)
+				continue
 			}
 			if m["id"] != float64(id) || m["ok"] != true {
 				t.Fatalf("%s: %v", cmd, m)
@@ -223,14 +243,8 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 	}
 
 	// Read again: drops counted. Disabled, the dprintf's hit count stays
-	// put; once what was queued is flushed, received + dropped = hits.
-	received, dropped := 0, 0
-	count := func(m map[string]any) {
-		received += len(m["events"].([]any))
-		for _, n := range m["dropped"].(map[string]any) {
-			dropped += int(n.(float64))
-		}
-	}
+	// put; once what was queued is flushed, received + dropped (since the
+	// dprintf was set) = hits.
 	ask := func(cmd string, args map[string]any) map[string]any {
 		id++
 		req := map[string]any{"id": id, "cmd": cmd}
@@ -282,22 +296,38 @@ func readMsg(t *testing.T, rd *bufio.Reader) map[string]any {
 	return m
 }
 
-// TestProbeBacklog: batches a reader does not take in time are dropped by
-// the client and their events counted in the next batch it takes.
+// TestProbeBacklog: events a reader does not take in time are dropped
+// by the client beyond probeMaxQueued and counted in the next batch it
+// takes, or in a batch of counts alone when no events are left.
 func TestProbeBacklog(t *testing.T) {
-	c := &Client{probes: make(chan ProbeBatch, 1)}
-	ev := func(kind string) map[string]any { return map[string]any{"kind": kind} }
-	lost := c.deliver(ProbeBatch{Events: []map[string]any{ev("a")}, Dropped: map[string]int{}}, nil)
-	lost = c.deliver(ProbeBatch{Events: []map[string]any{ev("a"), ev("b")}, Dropped: map[string]int{"a": 5}}, lost)
-	if lost["a"] != 6 || lost["b"] != 1 {
-		t.Fatalf("lost %v", lost)
+	var q probeQueue
+	q.init()
+	done := make(chan struct{})
+	go q.forward(done)
+	evs := func(kind string, n int) []map[string]any {
+		out := make([]map[string]any, n)
+		for i := range out {
+			out[i] = map[string]any{"kind": kind}
+		}
+		return out
 	}
-	<-c.probes
-	lost = c.deliver(ProbeBatch{Events: []map[string]any{ev("c")}, Dropped: map[string]int{"a": 1}}, lost)
-	if lost != nil {
-		t.Fatalf("lost %v after a delivery", lost)
+	q.put(ProbeBatch{Events: evs("a", probeMaxQueued-10), Dropped: map[string]int{}})
+	q.put(ProbeBatch{Events: evs("b", 20), Dropped: map[string]int{"a": 5}}) // no room: dropped
+	q.put(ProbeBatch{Events: evs("c", 10), Dropped: map[string]int{}})       // room
+	b := <-q.out
+	if len(b.Events) != probeMaxQueued-10 || b.Dropped["b"] != 20 || b.Dropped["a"] != 5 {
+		t.Fatalf("first batch: %d events, dropped %v", len(b.Events), b.Dropped)
 	}
-	if b := <-c.probes; len(b.Events) != 1 || b.Dropped["a"] != 7 || b.Dropped["b"] != 1 {
-		t.Fatalf("batch %+v", b)
+	if b = <-q.out; len(b.Events) != 10 || len(b.Dropped) != 0 {
+		t.Fatalf("second batch: %d events, dropped %v", len(b.Events), b.Dropped)
+	}
+	q.put(ProbeBatch{Events: evs("d", probeMaxQueued+1), Dropped: map[string]int{}})
+	if b = <-q.out; len(b.Events) != 0 || b.Dropped["d"] != probeMaxQueued+1 {
+		t.Fatalf("counts alone: %d events, dropped %v", len(b.Events), b.Dropped)
+	}
+	close(done)
+	q.close()
+	if _, ok := <-q.out; ok {
+		t.Fatal("Probes not closed")
 	}
 }

@@ -341,7 +341,7 @@ func (sv *Server) setOne(inf *inferior, spec, cond, hit string, lp *logpoint) (s
 		if o.Temporary {
 			return session.Breakpoint{}, errors.New("a logpoint takes N, >=N or >N as its hit condition (not ==N)")
 		}
-		return inf.s.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, o)
+		return inf.s.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, nil, o)
 	}
 	return inf.s.BreakWith(spec, o)
 }

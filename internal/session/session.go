@@ -57,6 +57,8 @@ type Session struct {
 	catches   []Catchpoint
 	nextCatch int
 
+	inf *Inferior // the group's inferior this session is, when it is one (set under mu)
+
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
 	terminating string // the agent let go because the process was told to stop (the signal)
@@ -165,10 +167,11 @@ type Breakpoint struct {
 	Temporary bool
 	Enabled   bool
 	Hits      int
-	Ignore    int        // crossings still to ignore
-	Warning   string     // e.g. a module-level line that has run already
-	Locations []Location // where it is set, when more than one place (break FUNC)
-	Dprintf   *Printf    // a dprintf's format and arguments (nil: a breakpoint)
+	Ignore    int         // crossings still to ignore
+	Warning   string      // e.g. a module-level line that has run already
+	Locations []Location  // where it is set, when more than one place (break FUNC)
+	Dprintf   *Printf     // a dprintf's format and arguments (nil: a breakpoint)
+	Catch     *Catchpoint // a catchpoint's kind and classes (nil: a breakpoint)
 }
 
 // Printf is what a dprintf prints: gdb's "FORMAT",ARG... (the arguments
@@ -330,11 +333,18 @@ func (s *Session) eventLoop() {
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}
+			inf := s.inferior()
+			if inf != nil {
+				inf.g.translate(inf, st)
+			}
 			s.mu.Lock()
 			s.stops[st.Thread] = st
 			s.pending = append(s.pending, st)
 			s.number(st.Thread)
 			s.mu.Unlock()
+			if inf != nil {
+				inf.g.stopped(inf, st)
+			}
 			select {
 			case s.stopCh <- struct{}{}:
 			default:
@@ -369,6 +379,23 @@ func (s *Session) updated() {
 	case s.updates <- struct{}{}:
 	default:
 	}
+	if inf := s.inferior(); inf != nil {
+		inf.g.updated()
+	}
+}
+
+// inferior is the group's inferior this session is, or nil.
+func (s *Session) inferior() *Inferior {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inf
+}
+
+// HasStops says whether any thread of the process is stopped in the agent.
+func (s *Session) HasStops() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.stops) > 0
 }
 
 func (s *Session) note(msg string) {
@@ -481,20 +508,31 @@ func (s *Session) BreakWith(spec string, o BreakOptions) (Breakpoint, error) {
 // thread passes there, the agent evaluates exprs in its frame and sends a
 // "dprintf" probe event (Probes) with their values rendered safely, and
 // the thread goes on. format is kept for the listing (Breakpoint.Dprintf);
-// the front end formats the line (package dprintf).
+// the front end formats the line (package dprintf). Every value is sent
+// in mode "value" (DprintfCond).
 func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, error) {
-	return s.DprintfWith(spec, format, exprs, BreakOptions{})
+	return s.DprintfCond(spec, "", format, exprs, nil)
 }
 
-// DprintfWith is Dprintf with a condition and an ignore count (Temporary
-// does not apply: a dprintf never stops).
-func (s *Session) DprintfWith(spec, format string, exprs []string, o BreakOptions) (Breakpoint, error) {
+// DprintfCond is Dprintf with a condition (cond, "" for none) and, per
+// expression, its mode: "value" (a str's own text, a number's digits) or
+// "repr" (as print renders it); nil: every one "value".
+func (s *Session) DprintfCond(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
+	return s.DprintfWith(spec, format, exprs, modes, BreakOptions{Cond: cond})
+}
+
+// DprintfWith is DprintfCond with a condition and an ignore count set
+// with it (Temporary does not apply: a dprintf never stops).
+func (s *Session) DprintfWith(spec, format string, exprs, modes []string, o BreakOptions) (Breakpoint, error) {
 	if exprs == nil {
 		exprs = []string{}
 	}
+	if modes == nil {
+		modes = []string{}
+	}
 	args := o.args()
 	delete(args, "temporary")
-	args["format"], args["args"] = format, exprs
+	args["format"], args["args"], args["modes"] = format, exprs, modes
 	if _, err := s.location(spec, args); err != nil { // the agent tells a location by its fields
 		return Breakpoint{}, err
 	}
@@ -504,12 +542,6 @@ func (s *Session) DprintfWith(spec, format string, exprs []string, o BreakOption
 	}
 	return toBP(r["bp"]), nil
 }
-
-// Probes delivers the agent's probe events (dprintf, and whatever tracer
-// a front end installs), batch by batch, with the events dropped since
-// the previous batch counted by kind; closed when the connection ends.
-// One reader takes them all and dispatches by kind (agent.Client.Probes).
-func (s *Session) Probes() <-chan agent.ProbeBatch { return s.c.Probes() }
 
 // location fills args with where spec says (FILE:LINE, LINE in the
 // selected frame's file, or a function name) and returns the agent
@@ -589,6 +621,7 @@ type Catchpoint struct {
 	Kind     string
 	Types    []string
 	UserOnly bool
+	Disabled bool
 }
 
 // Catch adds a catchpoint.
@@ -634,9 +667,27 @@ func (s *Session) DeleteCatch(id int) error {
 	return s.setCatches(list)
 }
 
+// EnableCatch enables or disables catchpoint id.
+func (s *Session) EnableCatch(id int, on bool) error {
+	list := s.Catchpoints()
+	found := false
+	for i := range list {
+		if list[i].ID == id {
+			list[i].Disabled, found = !on, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("No catchpoint number %d.", id)
+	}
+	return s.setCatches(list)
+}
+
 func (s *Session) setCatches(list []Catchpoint) error {
 	filters := []map[string]any{}
 	for _, c := range list {
+		if c.Disabled {
+			continue
+		}
 		types := c.Types
 		if types == nil {
 			types = []string{}

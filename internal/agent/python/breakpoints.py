@@ -223,16 +223,19 @@ class _Breakpoints(object):
 
     @staticmethod
     def _printf(req):
-        fmt, args = req.get('format'), req.get('args') or []
-        if type(fmt) is not str or type(args) is not list or any(type(a) is not str for a in args):
-            raise Err('dprintf needs format (a string) and args (a list of expressions)')
+        fmt, args, modes = req.get('format'), req.get('args') or [], req.get('modes') or []
+        if type(fmt) is not str or type(args) is not list or any(type(a) is not str for a in args) or \
+                type(modes) is not list or any(m not in ('repr', 'value') for m in modes):
+            raise Err('dprintf needs format (a string), args (a list of expressions) and modes '
+                      '(a list of "repr" or "value")')
         codes = []
         for a in args:
             try:
                 codes.append(compile(a, '<dprintf>', 'eval'))
             except SyntaxError as e:
                 raise Err('dprintf argument %r: %s' % (a, exc_line(e)))
-        return fmt, list(args), codes, [printf_hide(a) for a in args]
+        return (fmt, list(args), codes, [printf_hide(a) for a in args],
+                [i < len(modes) and modes[i] == 'repr' for i in range(len(args))])
 
     def c_delete(self, req):
         if req.get('bp') is None:

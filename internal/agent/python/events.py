@@ -7,11 +7,14 @@
 # event is dropped and counted by kind. The agent thread sends what is
 # queued at least every EV_PERIOD seconds while events are queued or a
 # probe is active, EV_CHUNK events per message, so that no single
-# json.dumps holds the GIL for long.
+# json.dumps holds the GIL for long; encoding takes the GIL from the
+# application, so it gets at most EV_BUDGET of each second: events beyond
+# what that sends are dropped (and counted) rather than slowing requests.
 
 EV_MAX = 50000     # events held between flushes; more are dropped (and counted)
 EV_CHUNK = 1000    # events per "events" message
 EV_PERIOD = 0.05   # seconds between flushes while probes are active
+EV_BUDGET = 0.1    # at most this share of each second is spent encoding events (holding the GIL)
 
 
 def _ev_default(o):
@@ -28,6 +31,7 @@ class _Events(object):
         self.ev_dlock = threading.Lock()   # ev_dropped (taken only when the buffer is full)
         self.ev_users = set()              # active producers: the agent thread polls every EV_PERIOD
         self.ev_last = 0.0
+        self.ev_window, self.ev_spent = 0.0, 0.0  # the current second, and encoding time spent in it
 
     def ev_put(self, ev):
         """Queue ev (a JSON-able dict with a "kind") for krait, from any
@@ -40,6 +44,9 @@ class _Events(object):
             buf = self.ev_buf
             if len(buf) < EV_MAX:
                 buf.append(ev)
+                return
+            if os.getpid() != self.pid:  # a forked child: no agent thread flushes its copy
+                buf.clear()
                 return
             k = ev.get('kind')
             with self.ev_dlock:
@@ -78,10 +85,22 @@ class _Events(object):
                 dropped, self.ev_dropped = self.ev_dropped, {}
         if not n and not dropped:
             return True
+        if now - self.ev_window >= 1:
+            self.ev_window, self.ev_spent = now, 0.0
         while True:
             k = min(n, EV_CHUNK)
             evs = [buf.popleft() for _ in range(k)]
             n -= k
+            if self.ev_spent >= EV_BUDGET:  # over budget: this second's rest is dropped
+                for ev in evs:
+                    kind = ev.get('kind') if type(ev) is dict else None
+                    dropped[kind] = dropped.get(kind, 0) + 1
+                if n > 0:
+                    continue
+                if not dropped:
+                    return True
+                evs = []
+            t0 = time.time()
             try:
                 data = json.dumps({'event': 'events', 'events': evs, 'dropped': dropped}, default=_ev_default)
             except Exception as e:  # e.g. a circular structure: the batch is lost, and said so
@@ -90,6 +109,7 @@ class _Events(object):
                     dropped[kind] = dropped.get(kind, 0) + 1
                 data = json.dumps({'event': 'events', 'events': [], 'dropped': dropped,
                                    'error': exc_line(e)})
+            self.ev_spent += time.time() - t0
             if not self._send_data((data + '\n').encode('utf-8')):
                 return False
             dropped = {}

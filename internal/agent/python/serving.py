@@ -104,7 +104,9 @@ class _Serving(object):
             # Before the reply: a breakpoint krait reports as set must
             # already be armed on every thread.
             self._sync()
-            # Events queued before the command took effect come first.
+        if cmd != 'hello':
+            # Events queued before the command took effect come first
+            # (before detach: every event of the session).
             self._ev_flush(True)
         self.send(reply)
         if after is not None:

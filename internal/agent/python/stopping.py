@@ -21,7 +21,10 @@ class _Stopping(object):
                 bp.ignore -= 1
                 continue
             if bp.printf is not None:
-                self._dprintf(frame, bp, err)
+                try:
+                    self._dprintf(frame, bp, err)
+                except Exception:
+                    pass  # never an error in the application's thread
                 continue
             if bp.temporary:
                 self._remove(bp)
@@ -55,20 +58,24 @@ class _Stopping(object):
         ident = _ident()
         if ident == self.ident or self.closing or os.getpid() != self.pid:
             return
-        vals = []
+        vals, types = [], []
         if err is None:
-            _, _, codes, hide = bp.printf
+            _, _, codes, hide, rep = bp.printf
             g = frame.f_globals
             loc = frame.f_locals if codes else None
-            for c, h in zip(codes, hide):
+            for i, c in enumerate(codes):
                 try:
-                    vals.append(printf_value(eval(c, g, loc), h))
+                    v = eval(c, g, loc)
                 except Exception as ex:
                     vals.append(['error', '<error: %s>' % exc_line(ex)])
+                    types.append(None)
+                    continue
+                vals.append(printf_value(v, hide[i], rep[i]))
+                types.append(type_name(v))
         t = threading._active.get(ident)
         ev = {'kind': 'dprintf', 'bp': bp.id, 'time': time.time(), 'thread': ident,
               'native_id': _native() if _native else None, 'thread_name': t.name if t is not None else None,
-              'values': vals}
+              'values': vals, 'types': types}
         if err is not None:
             ev['cond_error'] = err
         self.ev_put(ev)
