@@ -24,6 +24,7 @@ var agentParts = []string{
 	"breakpoints.py", // break, delete, pending breakpoints
 	"stopping.py",    // stopping a thread, steps
 	"threads.py",     // commands on stopped threads
+	"children.py",    // a value's children by path (variables trees)
 	"backends.py",    // monitoring or settrace
 	"monitoring.py",  // sys.monitoring (3.12+)
 	"settrace.py",    // trace functions in thread states (< 3.12)

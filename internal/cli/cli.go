@@ -62,6 +62,7 @@ Commands:
   record   sample stacks of processes (whole servers) into a flame graph or profile, time charged to Django views
   top      live view of where processes spend their time, by function or by view
   cache    trace every Django cache operation and SQL write across workers; name the entries served stale
+  dap      Debug Adapter Protocol server on stdin/stdout, for editors (attach by processId)
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
 4 permission, 5 not Python, 6 unsupported Python version (or attach
@@ -92,6 +93,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runTop(args[1:], stdout, stderr)
 	case "cache":
 		return runCache(args[1:], stdout, stderr)
+	case "dap":
+		return runDap(args[1:], stdout, stderr)
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -108,6 +108,18 @@ is waiting on.
   --nonblocking      read without pausing the processes
   --show-secrets     show query-string values that look secret
 `,
+	"dap": `Usage:
+  krait dap [--attach-timeout D]
+
+Serve the Debug Adapter Protocol on stdin and stdout, for editors (VS Code,
+nvim-dap, Emacs dape): an attach request names the process (processId),
+and optionally method, interpreter, justMyCode and pathMappings. Only the
+thread that hits a breakpoint stops; values are shown without running user
+code. Disconnecting, or krait dap ending any way, detaches: the process is
+never killed.
+
+  --attach-timeout D     how long to wait for the agent to start (default 10s)
+`,
 	"version": `Usage:
   krait version [--json]
 
@@ -122,7 +134,7 @@ Print the usage, or one command's help.
 }
 
 // commands lists the commands that have help, in usage order.
-var commands = []string{"dump", "attach", "ps", "requests", "version", "help"}
+var commands = []string{"dump", "attach", "ps", "requests", "dap", "version", "help"}
 
 // runHelp: krait help [CMD].
 func runHelp(args []string, stdout, stderr io.Writer) int {

@@ -466,10 +466,33 @@ var fileLine = regexp.MustCompile(`^(.+):(\d+)$`)
 
 // Break sets a breakpoint at FILE:LINE or on a function name.
 func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
-	args := map[string]any{"temporary": temporary}
-	if cond != "" {
-		args["cond"] = cond
+	return s.BreakWith(spec, BreakOptions{Cond: cond, Temporary: temporary})
+}
+
+// BreakOptions are what a breakpoint is set with, all at once (no
+// crossing sees it without them): its condition, whether it is deleted
+// when hit, and how many crossings it lets go first (gdb's ignore).
+type BreakOptions struct {
+	Cond      string
+	Temporary bool
+	Ignore    int
+}
+
+func (o BreakOptions) args() map[string]any {
+	args := map[string]any{"temporary": o.Temporary}
+	if o.Cond != "" {
+		args["cond"] = o.Cond
 	}
+	if o.Ignore > 0 {
+		args["ignore"] = o.Ignore
+	}
+	return args
+}
+
+// BreakWith sets a breakpoint at FILE:LINE or on a function name with
+// options.
+func (s *Session) BreakWith(spec string, o BreakOptions) (Breakpoint, error) {
+	args := o.args()
 	cmd, err := s.location(spec, args)
 	if err != nil {
 		return Breakpoint{}, err
@@ -495,16 +518,21 @@ func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, erro
 // expression, its mode: "value" (a str's own text, a number's digits) or
 // "repr" (as print renders it); nil: every one "value".
 func (s *Session) DprintfCond(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
+	return s.DprintfWith(spec, format, exprs, modes, BreakOptions{Cond: cond})
+}
+
+// DprintfWith is DprintfCond with a condition and an ignore count set
+// with it (Temporary does not apply: a dprintf never stops).
+func (s *Session) DprintfWith(spec, format string, exprs, modes []string, o BreakOptions) (Breakpoint, error) {
 	if exprs == nil {
 		exprs = []string{}
 	}
 	if modes == nil {
 		modes = []string{}
 	}
-	args := map[string]any{"format": format, "args": exprs, "modes": modes}
-	if cond != "" {
-		args["cond"] = cond
-	}
+	args := o.args()
+	delete(args, "temporary")
+	args["format"], args["args"], args["modes"] = format, exprs, modes
 	if _, err := s.location(spec, args); err != nil { // the agent tells a location by its fields
 		return Breakpoint{}, err
 	}
@@ -585,18 +613,28 @@ func (s *Session) Condition(id int, cond string) error {
 // Catchpoint stops threads where an exception is raised (Kind "raise") or
 // as it leaves a thread (Kind "uncaught"), for exceptions of Types (class
 // names; any when empty): the agent's exception stops.
+//
+// UserOnly leaves out the stops where the frame runs library code (the
+// standard library, an installed package): an editor's "just my code".
 type Catchpoint struct {
 	ID       int
 	Kind     string
 	Types    []string
+	UserOnly bool
 	Disabled bool
 }
 
 // Catch adds a catchpoint.
 func (s *Session) Catch(kind string, types []string) (Catchpoint, error) {
+	return s.CatchIn(kind, types, false)
+}
+
+// CatchIn adds a catchpoint; with userOnly, for the user's code only
+// (Catchpoint.UserOnly).
+func (s *Session) CatchIn(kind string, types []string, userOnly bool) (Catchpoint, error) {
 	s.mu.Lock()
 	s.nextCatch++
-	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types}
+	c := Catchpoint{ID: s.nextCatch, Kind: kind, Types: types, UserOnly: userOnly}
 	list := append(append([]Catchpoint{}, s.catches...), c)
 	s.mu.Unlock()
 	if err := s.setCatches(list); err != nil {
@@ -654,7 +692,7 @@ func (s *Session) setCatches(list []Catchpoint) error {
 		if types == nil {
 			types = []string{}
 		}
-		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types})
+		filters = append(filters, map[string]any{"id": c.ID, "kind": c.Kind, "types": types, "user_only": c.UserOnly})
 	}
 	if _, err := s.call("exception_filters", map[string]any{"filters": filters}); err != nil {
 		return err
@@ -1117,4 +1155,40 @@ func ShortFile(p string) string {
 		return p[i+len("/site-packages/"):]
 	}
 	return p
+}
+
+// Child is one child of a value in a variables tree (Children): a scope's
+// variable, an item of a container or an attribute of an object, rendered
+// safely. Path reaches it (nil when it cannot be expanded: no children, or
+// a value kept secret); More says it has children of its own.
+type Child struct {
+	Name, Type, Value string
+	More              bool
+	Path              []any
+}
+
+// Children lists the children of the value at path in frame frame of
+// stopped thread thread, from start, at most count (0: the agent's limit),
+// and how many there are in all. A path starts with "locals" or "globals"
+// (a scope of the frame) or "history", N (the value $N+1 of Print), then
+// steps from Child.Path: nothing is held in the process between calls,
+// and no user code runs (a QuerySet is not evaluated).
+func (s *Session) Children(thread int64, frame int, path []any, start, count int) ([]Child, int, error) {
+	args := map[string]any{"thread": thread, "frame": frame, "path": path, "start": start, "secrets": s.ShowSecrets}
+	if count > 0 {
+		args["count"] = count
+	}
+	r, err := s.call("children", args)
+	if err != nil {
+		return nil, 0, err
+	}
+	list, _ := r["children"].([]any)
+	out := make([]Child, 0, len(list))
+	for _, it := range list {
+		m, _ := it.(map[string]any)
+		c := Child{Name: str(m, "name"), Type: str(m, "type"), Value: str(m, "value"), More: flag(m, "more")}
+		c.Path, _ = m["path"].([]any)
+		out = append(out, c)
+	}
+	return out, num(r, "total"), nil
 }

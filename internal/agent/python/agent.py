@@ -1,7 +1,7 @@
 # agent.py: the Agent class and its start
 
 class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
-            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals, _CacheTrace):
+            _Threads, _Children, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals, _CacheTrace):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
 
@@ -28,7 +28,7 @@ class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
         self.stopped = {}   # ident -> Stopped
         self.history = []   # values printed with store (gdb value history)
         self.steps = {}     # ident -> Step
-        self.exc_filters = []  # [(id, 'raise' | 'uncaught', (type names))]: exception stops
+        self.exc_filters = []  # [(id, 'raise' | 'uncaught', (type names), user_only)]: exception stops
         self.exc_seen = {}     # ident -> id of the exception last stopped for as uncaught
         self.conn = self.listener = None
         self.closing = self.installed = self.trick = False

@@ -63,6 +63,11 @@ class _Breakpoints(object):
     def _add(self, spec, line, req, path):
         """A new breakpoint: armed in path, or pending without one."""
         bp = Bp(self.next_bp, spec, line, req.get('cond'), bool(req.get('temporary')))
+        ig = req.get('ignore')
+        if ig is not None:
+            if type(ig) is not int or ig < 0:
+                raise Err('ignore must be a count (>= 0)')
+            bp.ignore = ig  # before it is armed: no crossing sees it without
         if req.get('cmd') == 'dprintf':
             bp.printf, bp.temporary = self._printf(req), False
         if path:
@@ -253,7 +258,9 @@ class _Breakpoints(object):
         server's exception breakpoints): filters is the whole list, each
         {"id", "kind": "raise" (where it is raised) | "uncaught" (as it
         leaves the thread's outermost frame), "types": [class names, or
-        qualified names, matched along the exception's MRO; empty: any]}."""
+        qualified names, matched along the exception's MRO; empty: any],
+        "user_only": true (optional: not where the frame is library code,
+        the standard library or an installed package)}."""
         fl = req.get('filters')
         if type(fl) is not list:
             raise Err('exception_filters needs filters (a list)')
@@ -264,7 +271,7 @@ class _Breakpoints(object):
             if kind not in ('raise', 'uncaught') or type(names) is not list or \
                     any(type(n) is not str for n in names) or type(f.get('id')) is not int:
                 raise Err('a filter is {"id": N, "kind": "raise" or "uncaught", "types": [names]}')
-            out.append((f['id'], kind, tuple(names)))
+            out.append((f['id'], kind, tuple(names), f.get('user_only') is True))
         with self.lock:
             self.exc_filters = out
             self.exc_seen.clear()
@@ -274,7 +281,7 @@ class _Breakpoints(object):
                 self._tr_global()
         elif self.installed:
             self._mon_events(False)
-        return {'filters': [{'id': i, 'kind': k, 'types': list(t)} for i, k, t in out]}
+        return {'filters': [{'id': i, 'kind': k, 'types': list(t), 'user_only': u} for i, k, t, u in out]}
 
     def c_ignore(self, req):
         n = req.get('count')

@@ -41,7 +41,7 @@ class _Monitoring(object):
         ev = E.PY_START | E.PY_RESUME if (self.lines or self.pending) else 0
         if self.steps:
             ev |= E.LINE | E.PY_RETURN | E.PY_YIELD | E.PY_UNWIND
-        for _, kind, _ in self.exc_filters:
+        for _, kind, _, _ in self.exc_filters:
             ev |= E.RAISE if kind == 'raise' else E.PY_UNWIND
         sys.monitoring.set_events(self.tool, ev)
         if restart:

@@ -168,7 +168,9 @@ class _Stopping(object):
             if self.exc_seen.get(ident) == id(exc):
                 return  # stopped for it already, in the frame it left first
         hit = None
-        for fid, k, names in list(self.exc_filters):
+        for fid, k, names, user in list(self.exc_filters):
+            if user and self._library(frame):
+                continue
             if k == kind and (not names or any(_tname(c) in names or _cls_name(c) in names
                                                for c in _tmro(type(exc)))):
                 hit = fid
@@ -179,6 +181,16 @@ class _Stopping(object):
             self.exc_seen[ident] = id(exc)
         self._stop(frame, 'exception', extra={'catch': hit, 'catch_kind': kind,
                                               'exception': {'type': _cls_name(type(exc)), 'value': exc_value(exc)}})
+
+    @staticmethod
+    def _library(f):
+        """Whether a frame runs library code: the standard library (the
+        directory of os's source), an installed package, a frozen module."""
+        p = f.f_code.co_filename
+        if p.startswith('<') or '/site-packages/' in p or '/dist-packages/' in p:
+            return True
+        lib = os.path.dirname(getattr(os, '__file__', '') or '')
+        return bool(lib) and p.startswith(lib + os.sep)
 
     @staticmethod
     def _outermost(f):

@@ -1,0 +1,614 @@
+package dap
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-dap"
+
+	"krait/internal/agent"
+	"krait/internal/session"
+	"krait/internal/testkit"
+)
+
+// client drives a Server in-process with go-dap messages.
+type client struct {
+	t    *testing.T
+	w    io.WriteCloser
+	msgs chan dap.Message
+	seq  int
+	kept []dap.Message // read while waiting for something else
+	done chan struct{} // closed when Serve has returned
+}
+
+func newClient(t *testing.T) *client {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	sv := NewServer(inR, outW)
+	sv.ThreadPoll = 200 * time.Millisecond
+	c := &client{t: t, w: inW, msgs: make(chan dap.Message, 1000), done: make(chan struct{})}
+	go func() {
+		if err := sv.Serve(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		outW.Close()
+		close(c.done)
+	}()
+	go func() {
+		r := bufio.NewReader(outR)
+		for {
+			m, err := dap.ReadProtocolMessage(r)
+			if err != nil {
+				close(c.msgs)
+				return
+			}
+			c.msgs <- m
+		}
+	}()
+	t.Cleanup(func() {
+		inW.Close()
+		select {
+		case <-c.done:
+		case <-time.After(30 * time.Second):
+			t.Error("server did not end after its input closed")
+		}
+	})
+	return c
+}
+
+func (c *client) send(command string, args any) int {
+	c.t.Helper()
+	c.seq++
+	m := map[string]any{"seq": c.seq, "type": "request", "command": command}
+	if args != nil {
+		m["arguments"] = args
+	}
+	b, _ := json.Marshal(m)
+	if err := dap.WriteBaseMessage(c.w, b); err != nil {
+		c.t.Fatalf("send %s: %v", command, err)
+	}
+	return c.seq
+}
+
+// next returns the first message (kept ones first) that match says yes
+// to, within timeout.
+func (c *client) next(what string, match func(dap.Message) bool, timeout time.Duration) dap.Message {
+	c.t.Helper()
+	for i, m := range c.kept {
+		if match(m) {
+			c.kept = append(c.kept[:i:i], c.kept[i+1:]...)
+			return m
+		}
+	}
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				c.t.Fatalf("waiting for %s: the server's output ended", what)
+			}
+			if match(m) {
+				return m
+			}
+			c.kept = append(c.kept, m)
+		case <-deadline:
+			c.t.Fatalf("no %s within %s", what, timeout)
+		}
+	}
+}
+
+// call sends a request and returns its response, failing on an error
+// response unless wantErr.
+func (c *client) call(command string, args any) dap.ResponseMessage {
+	c.t.Helper()
+	seq := c.send(command, args)
+	m := c.next("response to "+command, func(m dap.Message) bool {
+		r, ok := m.(dap.ResponseMessage)
+		return ok && r.GetResponse().RequestSeq == seq
+	}, 60*time.Second)
+	r := m.(dap.ResponseMessage)
+	if !r.GetResponse().Success {
+		c.t.Fatalf("%s failed: %s", command, r.GetResponse().Message)
+	}
+	return r
+}
+
+func (c *client) callErr(command string, args any) string {
+	c.t.Helper()
+	seq := c.send(command, args)
+	m := c.next("response to "+command, func(m dap.Message) bool {
+		r, ok := m.(dap.ResponseMessage)
+		return ok && r.GetResponse().RequestSeq == seq
+	}, 60*time.Second)
+	r := m.(dap.ResponseMessage).GetResponse()
+	if r.Success {
+		c.t.Fatalf("%s succeeded, want an error", command)
+	}
+	return r.Message
+}
+
+func (c *client) event(name string, timeout time.Duration) dap.EventMessage {
+	c.t.Helper()
+	return c.next(name+" event", func(m dap.Message) bool {
+		e, ok := m.(dap.EventMessage)
+		return ok && e.GetEvent().Event == name
+	}, timeout).(dap.EventMessage)
+}
+
+// target runs the fixture on py and returns its pid.
+func target(t *testing.T, py string) (*exec.Cmd, string) {
+	t.Helper()
+	root, err := testkit.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(root, "testdata", "fixtures", "dap_target.py")
+	cmd := exec.Command(py, file)
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		t.Fatalf("fixture did not start: %q %v", line, err)
+	}
+	return cmd, file
+}
+
+func (c *client) eval(frame int, expr, context string) dap.EvaluateResponseBody {
+	c.t.Helper()
+	return c.call("evaluate", map[string]any{"expression": expr, "frameId": frame, "context": context}).(*dap.EvaluateResponse).Body
+}
+
+func (c *client) vars(ref int) map[string]dap.Variable {
+	c.t.Helper()
+	out := map[string]dap.Variable{}
+	for _, v := range c.call("variables", map[string]any{"variablesReference": ref}).(*dap.VariablesResponse).Body.Variables {
+		out[v.Name] = v
+	}
+	return out
+}
+
+func (c *client) stopped(timeout time.Duration) dap.StoppedEventBody {
+	c.t.Helper()
+	return c.event("stopped", timeout).(*dap.StoppedEvent).Body
+}
+
+func (c *client) top(thread int) dap.StackFrame {
+	c.t.Helper()
+	st := c.call("stackTrace", map[string]any{"threadId": thread, "startFrame": 0, "levels": 1}).(*dap.StackTraceResponse).Body
+	if len(st.StackFrames) != 1 {
+		c.t.Fatalf("stackTrace levels 1: %d frames", len(st.StackFrames))
+	}
+	return st.StackFrames[0]
+}
+
+// TestAdapter runs the adapter in-process against the fixture on a few
+// interpreters (both backends; the DebugClient suite in test/dap covers
+// every one): attach, breakpoints, stack paging, scopes, lazy variables,
+// evaluate, setVariable, steps, a conditional and a hit-count breakpoint,
+// exception stops, pause, other threads running throughout, disconnect.
+func TestAdapter(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.9" && py.Minor != "3.12" && py.Minor != "3.14" {
+			continue
+		}
+		t.Run(py.Name, func(t *testing.T) { testAdapter(t, py.Path) })
+	}
+}
+
+func testAdapter(t *testing.T, py string) {
+	cmd, file := target(t, py)
+	pid := cmd.Process.Pid
+	workLine := testkit.FixtureLine(t, file, "# LINE work")
+	failLine := testkit.FixtureLine(t, file, "# LINE fail")
+	c := newClient(t)
+
+	caps := c.call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true}).(*dap.InitializeResponse).Body
+	if !caps.SupportsConfigurationDoneRequest || len(caps.ExceptionBreakpointFilters) != 2 || caps.SupportTerminateDebuggee {
+		t.Errorf("capabilities: %+v", caps)
+	}
+	if msg := c.callErr("attach", map[string]any{"processId": "x"}); !strings.Contains(msg, "processId") {
+		t.Errorf("bad processId: %q", msg)
+	}
+	c.call("attach", map[string]any{"processId": strconv.Itoa(pid), "justMyCode": true})
+	c.event("initialized", 5*time.Second)
+
+	// A breakpoint with a condition: stops only where it holds.
+	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": workLine, "condition": "i % 3 == 0"}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
+	if len(bps) != 1 || !bps[0].Verified || bps[0].Line != workLine {
+		t.Fatalf("setBreakpoints: %+v", bps)
+	}
+	c.call("configurationDone", nil)
+	st := c.stopped(30 * time.Second)
+	if st.Reason != "breakpoint" || len(st.HitBreakpointIds) != 1 || st.HitBreakpointIds[0] != bps[0].Id {
+		t.Errorf("stopped: %+v", st)
+	}
+	th := st.ThreadId
+	trace := c.call("stackTrace", map[string]any{"threadId": th}).(*dap.StackTraceResponse).Body
+	if len(trace.StackFrames) < 2 || trace.StackFrames[0].Name != "work" || trace.StackFrames[0].Line != workLine ||
+		trace.StackFrames[0].Source == nil || trace.StackFrames[0].Source.Path != file || trace.StackFrames[1].Name != "worker" {
+		t.Fatalf("stack: %+v", trace)
+	}
+	// Paging: the second frame alone.
+	page := c.call("stackTrace", map[string]any{"threadId": th, "startFrame": 1, "levels": 1}).(*dap.StackTraceResponse).Body
+	if len(page.StackFrames) != 1 || page.StackFrames[0].Name != "worker" || page.TotalFrames != len(trace.StackFrames) {
+		t.Errorf("stack page: %+v", page)
+	}
+	frame := trace.StackFrames[0].Id
+	i := c.eval(frame, "i", "watch")
+	if n, _ := strconv.Atoi(i.Result); n%3 != 0 || i.Type != "int" {
+		t.Errorf("i = %+v, want a multiple of 3", i)
+	}
+
+	scopes := c.call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
+	if len(scopes) != 2 || scopes[0].Name != "Locals" || scopes[1].Name != "Globals" {
+		t.Fatalf("scopes: %+v", scopes)
+	}
+	locals := c.vars(scopes[0].VariablesReference)
+	data, ok := locals["data"]
+	if !ok || locals["i"].Value != i.Result || data.VariablesReference == 0 {
+		t.Fatalf("locals: %+v", locals)
+	}
+	kids := c.vars(data.VariablesReference)
+	if kids["'i'"].Value != i.Result || kids["'items'"].Value != "[1, 2, 3]" || kids["'p'"].VariablesReference == 0 {
+		t.Fatalf("data's children: %+v", kids)
+	}
+	items := c.vars(kids["'items'"].VariablesReference)
+	if len(items) != 3 || items["[2]"].Value != "3" {
+		t.Errorf("items: %+v", items)
+	}
+	// An object whose __repr__ raises: shown from its __dict__, its
+	// attributes by expansion; the __repr__ never runs.
+	p := kids["'p'"]
+	if !strings.Contains(p.Value, "Point object at") || strings.Contains(p.Value, "user __repr__") {
+		t.Errorf("p = %q", p.Value)
+	}
+	pk := c.vars(p.VariablesReference)
+	if pk["x"].Value != i.Result || pk["y"].Value != "'y'" {
+		t.Errorf("p's attributes: %+v", pk)
+	}
+	globals := c.vars(scopes[1].VariablesReference)
+	if _, ok := globals["ticks"]; !ok {
+		t.Errorf("globals: no ticks: %v", globals)
+	}
+	// hover renders safely; repl runs repr() (print/r), here raising.
+	h := c.eval(frame, "data['p']", "hover")
+	if !strings.Contains(h.Result, "Point object at") || h.VariablesReference == 0 {
+		t.Errorf("hover: %+v", h)
+	}
+	if hk := c.vars(h.VariablesReference); hk["x"].Value != i.Result {
+		t.Errorf("hover's children: %+v", hk)
+	}
+	if msg := c.callErr("evaluate", map[string]any{"expression": "data['p']", "frameId": frame, "context": "repl"}); !strings.Contains(msg, "user __repr__ ran") {
+		t.Errorf("repl evaluate: %q, want the __repr__'s error", msg)
+	}
+	// setVariable on a local.
+	sv := c.call("setVariable", map[string]any{"variablesReference": scopes[0].VariablesReference, "name": "i", "value": "1000"}).(*dap.SetVariableResponse).Body
+	if sv.Value != "1000" {
+		t.Errorf("setVariable: %+v", sv)
+	}
+	if v := c.eval(frame, "i", "watch"); v.Result != "1000" {
+		t.Errorf("i after setVariable: %s", v.Result)
+	}
+
+	// Other threads run while this one is stopped.
+	t0, _ := strconv.Atoi(c.eval(frame, "ticks", "watch").Result)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		t1, _ := strconv.Atoi(c.eval(frame, "ticks", "watch").Result)
+		if t1 > t0+5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticks did not move while a thread was stopped (%d, %d)", t0, t1)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Steps: next to the return line, stepOut back into worker.
+	c.call("next", map[string]any{"threadId": th})
+	if st := c.stopped(30 * time.Second); st.Reason != "step" || st.ThreadId != th {
+		t.Errorf("next: %+v", st)
+	}
+	if f := c.top(th); f.Line != workLine+1 {
+		t.Errorf("after next: line %d, want %d", f.Line, workLine+1)
+	}
+	c.call("stepOut", map[string]any{"threadId": th})
+	c.stopped(30 * time.Second)
+	if f := c.top(th); f.Name != "worker" {
+		t.Errorf("after stepOut: in %s", f.Name)
+	}
+	// A hit condition: the breakpoint (on fail's line now) stops at its
+	// 3rd crossing.
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": failLine, "hitCondition": "3"}}})
+	before, _ := strconv.Atoi(c.eval(c.top(th).Id, "i", "watch").Result)
+	c.call("stepIn", map[string]any{"threadId": th})
+	c.stopped(30 * time.Second)
+	c.call("continue", map[string]any{"threadId": th})
+	st = c.stopped(30 * time.Second)
+	if f := c.top(st.ThreadId); f.Line != failLine {
+		t.Fatalf("hit condition: stopped at %+v", f)
+	}
+	if n, _ := strconv.Atoi(c.eval(c.top(st.ThreadId).Id, "i", "watch").Result); n < before+2 {
+		t.Errorf("hit condition 3: stopped with i=%d after i=%d", n, before)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+
+	// Exception breakpoints: raised stops where fail raises.
+	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+	c.call("continue", map[string]any{"threadId": st.ThreadId})
+	st = c.stopped(30 * time.Second)
+	if st.Reason != "exception" {
+		t.Fatalf("exception stop: %+v", st)
+	}
+	ei := c.call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
+	if ei.ExceptionId != "ValueError" || !regexp.MustCompile(`^ValueError\('bad \d+'\)$`).MatchString(ei.Description) || ei.BreakMode != "always" {
+		t.Errorf("exceptionInfo: %+v", ei)
+	}
+	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
+	c.call("continue", map[string]any{"threadId": st.ThreadId})
+
+	// pause: the spinner stops at its next line; the others run on.
+	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	spin := 0
+	for _, t := range threads {
+		if t.Name == "spinner" {
+			spin = t.Id
+		}
+	}
+	if spin == 0 {
+		t.Fatalf("no spinner thread: %+v", threads)
+	}
+	started := map[int]bool{}
+	for _, m := range c.kept {
+		if e, ok := m.(*dap.ThreadEvent); ok && e.Body.Reason == "started" {
+			started[e.Body.ThreadId] = true
+		}
+	}
+	for _, th := range threads {
+		if !started[th.Id] {
+			t.Errorf("no thread started event for %+v", th)
+		}
+	}
+	c.call("pause", map[string]any{"threadId": spin})
+	st = c.stopped(30 * time.Second)
+	if st.Reason != "pause" || st.ThreadId != spin {
+		t.Errorf("pause: %+v", st)
+	}
+	c.call("continue", map[string]any{"threadId": spin})
+
+	// A logpoint: a message per crossing, values rendered safely (Point's
+	// __repr__ raises), the thread never stopped.
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": workLine, "logMessage": "round {i}: {{items}} {data['items']} p={data['p']} {undefined_name}"}}})
+	out := c.next("logpoint output", func(m dap.Message) bool {
+		o, ok := m.(*dap.OutputEvent)
+		return ok && strings.HasPrefix(o.Body.Output, "round ")
+	}, 30*time.Second).(*dap.OutputEvent).Body
+	if !regexp.MustCompile(`^round \d+: \{items\} \[1, 2, 3\] p=<\S*Point object at 0x[0-9a-f]+> \{x = \d+, y = 'y'\} <error: NameError: name 'undefined_name' is not defined>\n$`).MatchString(out.Output) ||
+		out.Line != workLine || out.Source == nil || out.Source.Path != file {
+		t.Errorf("logpoint output: %+v", out)
+	}
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	for _, m := range c.kept {
+		if e, ok := m.(*dap.StoppedEvent); ok {
+			t.Errorf("a stop while only a logpoint was set: %+v", e.Body)
+		}
+	}
+
+	// disconnect (terminateDebuggee or not) detaches: the process runs on
+	// with no agent thread.
+	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("target gone after disconnect: %v", err)
+	}
+	if agentThread(pid) {
+		t.Fatal("krait's agent is still in the target after disconnect")
+	}
+}
+
+// agentThread says whether krait's agent is still in pid: a new session
+// cannot attach while it is (tried for a few seconds: an agent leaving
+// takes a moment), and detaches at once when it can.
+func agentThread(pid int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := session.Attach(pid, -1, agent.MethodAuto, 10*time.Second)
+		if err == nil {
+			s.Detach()
+			s.Close()
+			return false
+		}
+		if time.Now().After(deadline) {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAdapterInputClosed: the adapter's input ending (the editor gone)
+// detaches as disconnect does.
+func TestAdapterInputClosed(t *testing.T) {
+	pys := testkit.AttachPythons(t)
+	py := pys[len(pys)-1]
+	for _, p := range pys {
+		if p.Minor == "3.12" {
+			py = p
+		}
+	}
+	cmd, file := target(t, py.Path)
+	c := newClient(t)
+	c.call("initialize", map[string]any{"adapterID": "krait"})
+	c.call("attach", map[string]any{"processId": cmd.Process.Pid})
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work")}}})
+	c.call("configurationDone", nil)
+	c.stopped(30 * time.Second) // a thread held
+	c.w.Close()
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not end when its input closed")
+	}
+	if agentThread(cmd.Process.Pid) {
+		t.Fatal("krait's agent is still in the target after the adapter's input closed")
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("target gone: %v", err)
+	}
+}
+
+func TestParseLog(t *testing.T) {
+	for _, tc := range []struct {
+		msg          string
+		parts, exprs []string
+		err          bool
+	}{
+		{"plain", []string{"plain"}, nil, false},
+		{"x={x} y={d['}']}", []string{"x=", " y=", ""}, []string{"x", "d['}']"}, false},
+		{"{{lit}} {f({1: 2}[1])}", []string{"{lit} ", ""}, []string{"f({1: 2}[1])"}, false},
+		{"bad {x", nil, nil, true},
+		{"empty {}", nil, nil, true},
+	} {
+		parts, exprs, err := parseLog(tc.msg)
+		if (err != nil) != tc.err || strings.Join(parts, "|") != strings.Join(tc.parts, "|") || strings.Join(exprs, "|") != strings.Join(tc.exprs, "|") {
+			t.Errorf("parseLog(%q) = %q, %q, %v", tc.msg, parts, exprs, err)
+		}
+	}
+}
+
+// TestAdapterTargetExits: the process ending sends output saying so and
+// terminated.
+func TestAdapterTargetExits(t *testing.T) {
+	pys := testkit.AttachPythons(t)
+	cmd, _ := target(t, pys[len(pys)-1].Path)
+	c := newClient(t)
+	c.call("initialize", map[string]any{"adapterID": "krait"})
+	c.call("attach", map[string]any{"processId": cmd.Process.Pid})
+	c.call("configurationDone", nil)
+	cmd.Process.Kill()
+	c.event("terminated", 30*time.Second)
+	found := false
+	for _, m := range c.kept {
+		if o, ok := m.(*dap.OutputEvent); ok && strings.Contains(o.Body.Output, "exited") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no output saying the process exited before terminated: %v", c.kept)
+	}
+	c.call("disconnect", nil)
+}
+
+// TestAdapterPending: a breakpoint in a module not imported yet is
+// unverified, then a breakpoint event says it is set once the module
+// loads, and it stops.
+func TestAdapterPending(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.9" && py.Minor != "3.13" {
+			continue
+		}
+		t.Run(py.Name, func(t *testing.T) {
+			cmd, file := target(t, py.Path)
+			late := filepath.Join(filepath.Dir(file), "dap_late.py")
+			lateLine := testkit.FixtureLine(t, late, "# LINE late")
+			c := newClient(t)
+			c.call("initialize", map[string]any{"adapterID": "krait"})
+			c.call("attach", map[string]any{"processId": cmd.Process.Pid})
+			bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": late},
+				"breakpoints": []map[string]any{{"line": lateLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
+			if len(bps) != 1 || bps[0].Verified || !strings.Contains(bps[0].Message, "pending") {
+				t.Fatalf("pending breakpoint: %+v", bps)
+			}
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+				"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work")}}})
+			c.call("configurationDone", nil)
+			st := c.stopped(30 * time.Second)
+			c.eval(c.top(st.ThreadId).Id, "globals().__setitem__('load_late', True)", "repl")
+			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+			c.call("continue", map[string]any{"threadId": st.ThreadId})
+			ev := c.event("breakpoint", 30*time.Second).(*dap.BreakpointEvent).Body
+			if ev.Reason != "changed" || !ev.Breakpoint.Verified || ev.Breakpoint.Id != bps[0].Id || ev.Breakpoint.Line != lateLine {
+				t.Errorf("breakpoint event: %+v", ev)
+			}
+			st = c.stopped(30 * time.Second)
+			if f := c.top(st.ThreadId); f.Name != "hello" || f.Line != lateLine {
+				t.Errorf("stopped in %+v", f)
+			}
+			c.call("disconnect", nil)
+		})
+	}
+}
+
+// TestAdapterJustMyCode: with justMyCode (the default) the raised filter
+// does not stop where the standard library raises (json.loads' error, in
+// json/decoder.py), only in the fixture's own code; without it, it does.
+func TestAdapterJustMyCode(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.10" && py.Minor != "3.12" {
+			continue
+		}
+		for _, mine := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/justMyCode=%v", py.Name, mine), func(t *testing.T) {
+				cmd, file := target(t, py.Path)
+				c := newClient(t)
+				c.call("initialize", map[string]any{"adapterID": "krait"})
+				c.call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
+				c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+				c.call("configurationDone", nil)
+				var files []string
+				sawLib := false
+				for n := 0; n < 6; n++ {
+					st := c.stopped(30 * time.Second)
+					f := c.top(st.ThreadId)
+					files = append(files, f.Source.Path)
+					if f.Source.Path != file {
+						sawLib = true
+					}
+					c.call("continue", map[string]any{"threadId": st.ThreadId})
+				}
+				if sawLib == mine {
+					t.Errorf("justMyCode %v: stops in %v", mine, files)
+				}
+				c.call("disconnect", nil)
+			})
+		}
+	}
+}
+
+func TestHitCount(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		ignore int
+		once   bool
+		err    bool
+	}{
+		{"1", 0, false, false}, {"5", 4, false, false}, {">=5", 4, false, false}, {" > 5 ", 5, false, false},
+		{"==3", 2, true, false}, {"0", 0, false, false}, {"%2", 0, false, true}, {"x", 0, false, true},
+	} {
+		ig, once, err := hitCount(tc.in)
+		if ig != tc.ignore || once != tc.once || (err != nil) != tc.err {
+			t.Errorf("hitCount(%q) = %d, %v, %v", tc.in, ig, once, err)
+		}
+	}
+}
