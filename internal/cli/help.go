@@ -16,15 +16,16 @@ import (
 // CMD print it on stdout.
 var commandHelp = map[string]string{
 	"dump": `Usage:
-  krait dump --pid PID [--pid PID]... [--locals] [--json] [--nonblocking] [--show-secrets]
+  krait dump --pid PID [--pid PID]... [--native] [--locals] [--json] [--nonblocking] [--show-secrets]
   krait dump PID [--locals] ...
-  krait dump --core FILE [--sysroot DIR] [--locals] [--json] [--show-secrets]
+  krait dump --core FILE [--sysroot DIR] [--native] [--locals] [--json] [--show-secrets]
 
 Print every thread's Python stack of a running process (or a core file),
 read from outside: nothing runs in the target.
 
   -p, --pid PID      the process (repeatable: each is dumped in turn)
   -l, --locals       each frame's arguments and local variables
+  -n, --native       each thread's native (C) stack too, merged with its Python one
   -j, --json         JSON (one document per process)
   --nonblocking      read without pausing the process
   --width N          cut each value in text output to N characters (0: no limit)

@@ -34,6 +34,8 @@ type Options struct {
 	// ShowSecrets shows values under names that look secret (see package
 	// secrets); by default they are <redacted>.
 	ShowSecrets bool
+	// Native adds each thread's native stack, merged with its Python one.
+	Native bool
 }
 
 // Result is the JSON contract of krait dump.
@@ -61,6 +63,9 @@ type Thread struct {
 	Idle        bool     `json:"idle"`
 	Frames      []*Frame `json:"frames"`
 	Error       string   `json:"error,omitempty"`
+	// NativeError says why the native stack (--native) stops where it
+	// does, or could not be read.
+	NativeError string `json:"native_error,omitempty"`
 }
 
 // Frame is one frame in the JSON contract.
@@ -71,6 +76,13 @@ type Frame struct {
 	Line     int      `json:"line"`
 	Locals   []*Local `json:"locals,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Native frames (--native): a C function, its library (the mapped
+	// file's path) and the address executing (a return address in callers),
+	// absolute and in the library's own addresses.
+	Native        bool   `json:"native,omitempty"`
+	Library       string `json:"library,omitempty"`
+	Address       string `json:"address,omitempty"`
+	LibraryOffset string `json:"library_offset,omitempty"`
 }
 
 // Local is one variable in the JSON contract.
@@ -96,6 +108,8 @@ type Reading struct {
 	Held      time.Duration
 	// Render says how Result renders values (secrets shown or not).
 	Render render.Options
+	// Native holds each OS thread's native stack (ReadOptions.Native).
+	Native map[int]*NativeStack
 }
 
 // ReadOptions says how to read.
@@ -103,6 +117,9 @@ type ReadOptions struct {
 	NonBlocking bool
 	Snapshot    cpython.Options
 	HoldPause   time.Duration
+	// Native unwinds every thread's native stack too (the registers and
+	// stacks are taken while the process is held, unwound after).
+	Native bool
 }
 
 // Read opens pid, finds its Python and reads every thread: paused (every
@@ -143,6 +160,9 @@ func ReadCore(path, sysroot string, opt ReadOptions) (*Reading, error) {
 		c.Close()
 		return nil, err
 	}
+	if opt.Native {
+		r.Native = captureCore(c, r.OSThreads).unwindAll(c)
+	}
 	return r, nil
 }
 
@@ -167,6 +187,16 @@ func (r *Reading) read(opt ReadOptions) error {
 		r.Interps, err = py.Snapshot(sopt)
 		return err
 	}
+	if opt.Native && opt.NonBlocking {
+		return fmt.Errorf("--native needs the process paused: it cannot be used with --nonblocking")
+	}
+	var maps []target.Mapping
+	if opt.Native {
+		if maps, err = proc.Maps(); err != nil {
+			return exitedOr(proc, err)
+		}
+	}
+	var capture *nativeCapture
 	if opt.NonBlocking {
 		// Memory may change underneath: retry a few times on errors.
 		for i := 0; i < 5; i++ {
@@ -194,6 +224,9 @@ func (r *Reading) read(opt ReadOptions) error {
 			}
 		}()
 		err = read()
+		if err == nil && opt.Native {
+			capture = captureLive(proc, p, maps, r.OSThreads)
+		}
 		if opt.HoldPause > 0 {
 			time.Sleep(opt.HoldPause)
 		}
@@ -205,12 +238,15 @@ func (r *Reading) read(opt ReadOptions) error {
 	if err != nil {
 		return exitedOr(proc, err)
 	}
+	if capture != nil {
+		r.Native = capture.unwindAll(proc)
+	}
 	return nil
 }
 
 // Take dumps process pid.
 func Take(pid int, opt Options) (*Result, error) {
-	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause,
+	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause, Native: opt.Native,
 		Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
 	if err != nil {
 		return nil, err
@@ -221,7 +257,7 @@ func Take(pid int, opt Options) (*Result, error) {
 
 // TakeCore dumps a core file.
 func TakeCore(path, sysroot string, opt Options) (*Result, error) {
-	rd, err := ReadCore(path, sysroot, ReadOptions{Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
+	rd, err := ReadCore(path, sysroot, ReadOptions{Native: opt.Native, Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +309,14 @@ func (rd *Reading) Result() *Result {
 					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.NamedJSON(l.Name, v, rd.Render, nil)})
 				}
 				jt.Frames = append(jt.Frames, jf)
+			}
+			if rd.Native != nil {
+				if ns, ok := rd.Native[t.NativeID]; ok && t.NativeID != 0 {
+					jt.Frames = merge(ns.Frames, jt.Frames, entries(t), py.L.EvalFunction)
+					jt.NativeError = ns.Err
+				} else {
+					jt.NativeError = "no OS thread of this process runs this thread state"
+				}
 			}
 			res.Threads = append(res.Threads, jt)
 		}

@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 )
 
@@ -58,6 +59,14 @@ func WriteText(w io.Writer, r *Result, width int) {
 			fmt.Fprintf(w, "    <stack incomplete: %s>\n", t.Error)
 		}
 		for _, f := range t.Frames {
+			if f.Native {
+				if f.Library != "" && !strings.HasPrefix(f.Function, filepath.Base(f.Library)+"+") {
+					fmt.Fprintf(w, "    %s (%s)\n", f.Function, filepath.Base(f.Library))
+				} else {
+					fmt.Fprintf(w, "    %s\n", f.Function)
+				}
+				continue
+			}
 			fn := f.Qualname
 			if fn == "" {
 				fn = f.Function
@@ -90,6 +99,9 @@ func WriteText(w io.Writer, r *Result, width int) {
 					fmt.Fprintf(w, "            %s: %s\n", l.Name, v)
 				}
 			}
+		}
+		if t.NativeError != "" {
+			fmt.Fprintf(w, "    <native stack incomplete: %s>\n", t.NativeError)
 		}
 	}
 }

@@ -1,0 +1,273 @@
+package unwind
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/go-delve/delve/pkg/dwarf/frame"
+	"github.com/ianlancetaylor/demangle"
+)
+
+// object is what the unwinder knows of one mapped ELF file: its call-frame
+// information and its function symbols, both at link-time addresses.
+type object struct {
+	path    string // as the target names it
+	buildID string
+	fdes    frame.FrameDescriptionEntries
+	funcs   []symbol // sorted by start
+	// debugFile is the separate debug file used, if any.
+	debugFile string
+	loads     []elf.ProgHeader
+	err       error // why the file could not be read at all
+}
+
+type symbol struct {
+	start, size uint64
+	name        string
+}
+
+// DebugRoot is where separate debug files are looked up by build id
+// (DebugRoot/.build-id/xx/yyyy.debug) and by path.
+var DebugRoot = "/usr/lib/debug"
+
+// openObject reads the CFI and symbols of the ELF file at opened (the
+// path to open on this machine) and, where the file is stripped, of its
+// separate debug file found by build id.
+func openObject(opened, path string) *object {
+	o := &object{path: path}
+	f, closer, err := openELF(opened)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer closer()
+	defer func() {
+		// debug/elf and the CFI parser were not written for hostile
+		// files: a panic in them is a damaged file.
+		if r := recover(); r != nil {
+			o.err = fmt.Errorf("%s: damaged ELF file (%v)", path, r)
+		}
+	}()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			o.loads = append(o.loads, p.ProgHeader)
+		}
+	}
+	if s := f.Section(".note.gnu.build-id"); s != nil && s.Type == elf.SHT_NOTE && s.Size <= 1024 {
+		if data, err := s.Data(); err == nil && len(data) > 16 {
+			o.buildID = hex.EncodeToString(data[16:])
+		}
+	}
+	o.addCFI(f)
+	o.addSymbols(f)
+	if f.Section(".symtab") == nil || f.Section(".debug_frame") == nil {
+		if dbg := o.findDebugFile(f, opened); dbg != "" {
+			if df, dcloser, err := openELF(dbg); err == nil {
+				func() {
+					defer dcloser()
+					defer func() { _ = recover() }()
+					o.debugFile = dbg
+					if len(o.funcs) == 0 || f.Section(".symtab") == nil {
+						o.addSymbols(df)
+					}
+					o.addDebugFrame(df)
+				}()
+			}
+		}
+	}
+	sort.Slice(o.funcs, func(i, j int) bool { return o.funcs[i].start < o.funcs[j].start })
+	return o
+}
+
+func openELF(path string) (*elf.File, func(), error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		fh.Close()
+		return nil, nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	f, err := elf.NewFile(fh)
+	if err != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("%s: not an ELF file", path)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 {
+		fh.Close()
+		return nil, nil, fmt.Errorf("%s: only x86-64 ELF files are unwound", path)
+	}
+	return f, func() { fh.Close() }, nil
+}
+
+// findDebugFile looks for the separate debug file of f: by build id, then
+// by .gnu_debuglink next to the file and under DebugRoot.
+func (o *object) findDebugFile(f *elf.File, opened string) string {
+	exists := func(p string) bool {
+		fi, err := os.Stat(p)
+		return err == nil && fi.Mode().IsRegular()
+	}
+	if len(o.buildID) > 2 {
+		p := filepath.Join(DebugRoot, ".build-id", o.buildID[:2], o.buildID[2:]+".debug")
+		if exists(p) {
+			return p
+		}
+	}
+	if s := f.Section(".gnu_debuglink"); s != nil {
+		if data, err := s.Data(); err == nil {
+			if i := bytes.IndexByte(data, 0); i > 0 {
+				name := string(data[:i])
+				dir := filepath.Dir(o.path)
+				for _, p := range []string{
+					filepath.Join(filepath.Dir(opened), ".debug", name),
+					filepath.Join(DebugRoot, dir, name),
+				} {
+					if exists(p) && filepath.Clean(p) != filepath.Clean(opened) {
+						return p
+					}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// addCFI reads .eh_frame and .debug_frame.
+func (o *object) addCFI(f *elf.File) {
+	if s := f.Section(".eh_frame"); s != nil && s.Type != elf.SHT_NOBITS {
+		if data, err := s.Data(); err == nil && len(data) > 0 {
+			data = trimTerminator(data)
+			if fdes, err := parseCFI(data, s.Addr); err == nil {
+				o.fdes = o.fdes.Append(fdes)
+			}
+		}
+	}
+	o.addDebugFrame(f)
+}
+
+func (o *object) addDebugFrame(f *elf.File) {
+	s := f.Section(".debug_frame")
+	if s == nil || s.Type == elf.SHT_NOBITS {
+		return
+	}
+	data, err := s.Data() // decompresses a compressed section
+	if err != nil || len(data) == 0 {
+		return
+	}
+	if fdes, err := parseCFI(data, 0); err == nil {
+		o.fdes = o.fdes.Append(fdes)
+	}
+}
+
+// parseCFI parses a CFI section at link-time addresses (ehFrameAddr is
+// the section's address for .eh_frame, 0 for .debug_frame).
+func parseCFI(data []byte, ehFrameAddr uint64) (fdes frame.FrameDescriptionEntries, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fdes, err = nil, fmt.Errorf("damaged call-frame information (%v)", r)
+		}
+	}()
+	return frame.Parse(data, binary.LittleEndian, 0, 8, ehFrameAddr)
+}
+
+// trimTerminator cuts .eh_frame at its zero terminator (a length of 0),
+// after which linkers may leave padding.
+func trimTerminator(data []byte) []byte {
+	for off := 0; off+4 <= len(data); {
+		n := binary.LittleEndian.Uint32(data[off:])
+		if n == 0 {
+			return data[:off]
+		}
+		if n == 0xffffffff {
+			if off+12 > len(data) {
+				return data[:off]
+			}
+			l := binary.LittleEndian.Uint64(data[off+4:])
+			if l > uint64(len(data)) {
+				return data[:off]
+			}
+			off += 12 + int(l)
+			continue
+		}
+		if uint64(off)+4+uint64(n) > uint64(len(data)) {
+			return data[:off]
+		}
+		off += 4 + int(n)
+	}
+	return data
+}
+
+// addSymbols adds the function symbols of .symtab and .dynsym.
+func (o *object) addSymbols(f *elf.File) {
+	seen := map[uint64]bool{}
+	for _, s := range o.funcs {
+		seen[s.start] = true
+	}
+	add := func(syms []elf.Symbol) {
+		for _, s := range syms {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 || s.Section == elf.SHN_UNDEF || seen[s.Value] {
+				continue
+			}
+			seen[s.Value] = true
+			o.funcs = append(o.funcs, symbol{s.Value, s.Size, s.Name})
+		}
+	}
+	if ss, err := f.Symbols(); err == nil {
+		add(ss)
+	}
+	if ds, err := f.DynamicSymbols(); err == nil {
+		add(ds)
+	}
+}
+
+// symbolize names the function at link-time address a, with a's offset
+// in it.
+func (o *object) symbolize(a uint64) (string, uint64, bool) {
+	i := sort.Search(len(o.funcs), func(i int) bool { return o.funcs[i].start > a }) - 1
+	for ; i >= 0; i-- {
+		s := o.funcs[i]
+		if a >= s.start && (a < s.start+s.size || s.size == 0 && a-s.start < 1<<16) {
+			return Demangle(s.name), a - s.start, true
+		}
+		if s.size != 0 {
+			// A sized symbol before a that does not cover it: a lies in
+			// code no symbol names (unless an enclosing one starts
+			// earlier, which functions do not).
+			break
+		}
+	}
+	return "", 0, false
+}
+
+// Demangle turns a C++ or Rust symbol into its source name; others are
+// returned as they are.
+func Demangle(name string) string {
+	if strings.HasPrefix(name, "_Z") || strings.HasPrefix(name, "_R") {
+		if d, err := demangle.ToString(name, demangle.NoParams, demangle.NoTemplateParams); err == nil {
+			return d
+		}
+	}
+	return name
+}
+
+// bias is the load bias of the object mapped with file offset off at
+// start.
+func (o *object) bias(start, off uint64) uint64 {
+	for _, p := range o.loads {
+		if off >= p.Off&^0xfff && off < p.Off+p.Filesz {
+			return start - (p.Vaddr&^0xfff + (off - p.Off&^0xfff))
+		}
+	}
+	if len(o.loads) > 0 {
+		return start - o.loads[0].Vaddr&^0xfff
+	}
+	return start - off
+}
