@@ -94,7 +94,6 @@ type Unwinder struct {
 	maps  []target.Mapping
 	open  func(path string) (string, error)
 	objs  map[string]*object
-	ptr   [8]byte
 	limit int
 }
 
@@ -196,12 +195,15 @@ func (u *Unwinder) Stack(regs Regs) ([]Frame, error) {
 		if !signal {
 			lookup = pc - 1
 		}
-		u.describe(&f, lookup)
 		if isSigreturn(u.mem, pc) {
+			// A signal handler "returns" to the start of __restore_rt:
+			// name the frame by the PC itself.
 			f.Signal = true
-			if f.Function == "" {
-				f.Function = "__restore_rt"
-			}
+			lookup = pc
+		}
+		u.describe(&f, lookup)
+		if f.Signal && f.Function == "" {
+			f.Function = "__restore_rt"
 		}
 		out = append(out, f)
 		last := &out[len(out)-1]
