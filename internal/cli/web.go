@@ -265,7 +265,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		var reqs []*inflight.Request
 		var held []string
 		for _, pid := range list {
-			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold})
+			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Native: !*nonblocking, NativeOnly: inflight.Serving})
 			if err != nil {
 				if len(list) == 1 && !*watch && !*all {
 					return fail(stderr, err)
@@ -287,6 +287,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
 			}
 			found := inflight.FromThreads(rd.Py, pid, rd.Interps, now, ropt)
+			addWaiting(rd, found)
 			rd.Proc.Close()
 			if info, err := procinfo.Read(pid); err == nil && info.Server != "script" {
 				s := info.Server
@@ -356,7 +357,7 @@ func sp(s string) *string { return &s }
 // requestsFromCore: krait requests --core FILE. Elapsed times are as of
 // when the core was written (its modification time).
 func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, stdout, stderr io.Writer) int {
-	rd, err := dump.ReadCore(path, sysroot, dump.ReadOptions{Snapshot: requestRead})
+	rd, err := dump.ReadCore(path, sysroot, dump.ReadOptions{Snapshot: requestRead, Native: true, NativeOnly: inflight.Serving})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -366,6 +367,7 @@ func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, st
 		when = st.ModTime()
 	}
 	reqs := inflight.FromThreads(rd.Py, rd.Proc.PID(), rd.Interps, when, ropt)
+	addWaiting(rd, reqs)
 	if reqs == nil {
 		reqs = []*inflight.Request{}
 	}
@@ -377,6 +379,18 @@ func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, st
 	return ExitOK
 }
 
+// addWaiting says, for each request whose thread is not running Python,
+// what it waits on (from its native stack).
+func addWaiting(rd *dump.Reading, reqs []*inflight.Request) {
+	for _, r := range reqs {
+		if r.NativeID != nil {
+			if w := rd.Waiting(*r.NativeID); w != "" {
+				r.Waiting = &w
+			}
+		}
+	}
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return "-"
@@ -386,7 +400,7 @@ func deref(s *string) string {
 
 func writeRequests(w io.Writer, reqs []*inflight.Request) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tWAITING\tSQL")
 	estimated := false
 	for _, r := range reqs {
 		tid := "-"
@@ -413,7 +427,7 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 				sql += "  " + procinfo.OneLine(*r.SQLParams)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), deref(r.Waiting), sql)
 	}
 	tw.Flush()
 	if estimated {

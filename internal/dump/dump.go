@@ -108,8 +108,9 @@ type Reading struct {
 	Held      time.Duration
 	// Render says how Result renders values (secrets shown or not).
 	Render render.Options
-	// Native holds each OS thread's native stack (ReadOptions.Native).
-	Native map[int]*NativeStack
+	// capture holds the threads' registers and stacks (ReadOptions.Native),
+	// unwound on demand by NativeStack.
+	capture *nativeCapture
 }
 
 // ReadOptions says how to read.
@@ -120,6 +121,9 @@ type ReadOptions struct {
 	// Native unwinds every thread's native stack too (the registers and
 	// stacks are taken while the process is held, unwound after).
 	Native bool
+	// NativeOnly, if set, limits Native to the threads of the Python
+	// thread states it accepts (krait requests: those serving a request).
+	NativeOnly func(*cpython.Thread) bool
 }
 
 // Read opens pid, finds its Python and reads every thread: paused (every
@@ -161,7 +165,7 @@ func ReadCore(path, sysroot string, opt ReadOptions) (*Reading, error) {
 		return nil, err
 	}
 	if opt.Native {
-		r.Native = captureCore(c, r.OSThreads).unwindAll(c)
+		r.capture = captureCore(c, nativeThreads(r.OSThreads, r.Interps, opt.NativeOnly))
 	}
 	return r, nil
 }
@@ -191,7 +195,8 @@ func (r *Reading) read(opt ReadOptions) error {
 		return fmt.Errorf("--native needs the process paused: it cannot be used with --nonblocking")
 	}
 	var maps []target.Mapping
-	if opt.Native {
+	if opt.Native && opt.NativeOnly == nil {
+		// Every thread is unwound: the map is read before the pause.
 		if maps, err = proc.Maps(); err != nil {
 			return exitedOr(proc, err)
 		}
@@ -225,7 +230,12 @@ func (r *Reading) read(opt ReadOptions) error {
 		}()
 		err = read()
 		if err == nil && opt.Native {
-			capture = captureLive(proc, p, maps, r.OSThreads)
+			if ts := nativeThreads(r.OSThreads, r.Interps, opt.NativeOnly); len(ts) > 0 {
+				if maps == nil {
+					maps, _ = proc.Maps()
+				}
+				capture = captureLive(proc, p, maps, ts)
+			}
 		}
 		if opt.HoldPause > 0 {
 			time.Sleep(opt.HoldPause)
@@ -238,9 +248,7 @@ func (r *Reading) read(opt ReadOptions) error {
 	if err != nil {
 		return exitedOr(proc, err)
 	}
-	if capture != nil {
-		r.Native = capture.unwindAll(proc)
-	}
+	r.capture = capture
 	return nil
 }
 
@@ -310,12 +318,12 @@ func (rd *Reading) Result() *Result {
 				}
 				jt.Frames = append(jt.Frames, jf)
 			}
-			if rd.Native != nil {
-				if ns, ok := rd.Native[t.NativeID]; ok && t.NativeID != 0 {
+			if rd.capture != nil {
+				if t.NativeID == 0 {
+					jt.NativeError = "no OS thread of this process runs this thread state"
+				} else if ns := rd.NativeStack(t.NativeID); ns != nil {
 					jt.Frames = merge(ns.Frames, jt.Frames, entries(t), py.L.EvalFunction)
 					jt.NativeError = ns.Err
-				} else {
-					jt.NativeError = "no OS thread of this process runs this thread state"
 				}
 			}
 			res.Threads = append(res.Threads, jt)

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"krait/internal/cpython"
@@ -25,6 +26,32 @@ type nativeCapture struct {
 	mem  *unwind.Snapshot
 	regs map[int]unwind.Regs
 	errs map[int]string
+	// unw and stacks: unwound on demand, once.
+	unw    *unwind.Unwinder
+	stacks map[int]*NativeStack
+}
+
+// nativeThreads lists the OS threads to unwind: all, or those running the
+// Python threads only accepts.
+func nativeThreads(all []target.Thread, interps []*cpython.Interpreter, only func(*cpython.Thread) bool) []target.Thread {
+	if only == nil {
+		return all
+	}
+	want := map[int]bool{}
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			if t.NativeID != 0 && only(t) {
+				want[t.NativeID] = true
+			}
+		}
+	}
+	var out []target.Thread
+	for _, t := range all {
+		if want[t.TID] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // captureLive takes every held thread's registers and stack.
@@ -71,22 +98,79 @@ func captureCore(c *core.Core, threads []target.Thread) *nativeCapture {
 	return n
 }
 
-// unwindAll unwinds every captured thread.
-func (c *nativeCapture) unwindAll(proc target.Process) map[int]*NativeStack {
-	u := unwind.New(c.mem, c.maps, proc.OpenPath)
-	out := map[int]*NativeStack{}
-	for tid, why := range c.errs {
-		out[tid] = &NativeStack{Err: why}
+// NativeStack unwinds thread tid's native stack (once; nil if the
+// reading was taken without ReadOptions.Native).
+func (rd *Reading) NativeStack(tid int) *NativeStack {
+	c := rd.capture
+	if c == nil {
+		return nil
 	}
-	for tid, r := range c.regs {
-		frames, err := u.Stack(r)
-		ns := &NativeStack{Frames: frames}
+	if ns, ok := c.stacks[tid]; ok {
+		return ns
+	}
+	ns := &NativeStack{}
+	if why, ok := c.errs[tid]; ok {
+		ns.Err = why
+	} else if r, ok := c.regs[tid]; ok {
+		if c.unw == nil {
+			c.unw = unwind.New(c.mem, c.maps, rd.Proc.OpenPath)
+		}
+		frames, err := c.unw.Stack(r)
+		ns.Frames = frames
 		if err != nil {
 			ns.Err = err.Error()
 		}
-		out[tid] = ns
+	} else {
+		ns.Err = "no registers were taken for this thread"
 	}
-	return out
+	if c.stacks == nil {
+		c.stacks = map[int]*NativeStack{}
+	}
+	c.stacks[tid] = ns
+	return ns
+}
+
+// Waiting says what thread tid is waiting on when it is not running
+// Python: the native frames its innermost Python frame called, outermost
+// first ("PQexec → pqWait → poll"), without the interpreter's own calling
+// machinery. "" when the thread is in Python (or has no native stack).
+func (rd *Reading) Waiting(tid int) string {
+	ns := rd.NativeStack(tid)
+	if ns == nil || rd.Py == nil {
+		return ""
+	}
+	eval, runtime := rd.Py.L.EvalFunction, rd.Py.Binary.Path
+	var names []string
+	for _, f := range ns.Frames {
+		if isEval(f, eval) {
+			break
+		}
+		if f.Library == runtime && callMachinery(f.Function) {
+			continue
+		}
+		names = append(names, f.String())
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Reverse(names)
+	return strings.Join(names, " → ")
+}
+
+// callMachinery: a function of the interpreter that only passes a call on
+// (or one with no symbol, in a stripped build): not what a thread waits on.
+func callMachinery(fn string) bool {
+	if fn == "" {
+		return true
+	}
+	for _, p := range []string{"_PyObject_", "PyObject_", "_PyFunction_", "_PyEval_", "PyEval_", "cfunction_", "_PyCFunction_",
+		"PyCFunction_", "method_vectorcall", "call_function", "function_code_fastcall", "do_call_core", "ext_do_call",
+		"slot_tp_call", "vectorcall_", "_PyMethodDef_", "PyVectorcall_", "_PyVectorcall_", "function_call", "instancemethod_call"} {
+		if strings.HasPrefix(fn, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // isEval says whether a native frame runs the evaluation loop (gcc's

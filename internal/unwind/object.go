@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
@@ -32,11 +33,45 @@ type object struct {
 type symbol struct {
 	start, size uint64
 	name        string
+	global      bool
 }
 
 // DebugRoot is where separate debug files are looked up by build id
 // (DebugRoot/.build-id/xx/yyyy.debug) and by path.
 var DebugRoot = "/usr/lib/debug"
+
+// objects caches what was read of each file, by its identity on disk
+// (device, inode, size, modification time), for every process krait reads
+// in one run: gunicorn's and Apache's workers share their libpython, libc
+// and extension modules.
+var objects = struct {
+	sync.Mutex
+	m map[string]*object
+}{m: map[string]*object{}}
+
+// cachedObject is openObject, once per file.
+func cachedObject(opened, path string) *object {
+	fi, err := os.Stat(opened)
+	if err != nil {
+		return &object{path: path, err: err}
+	}
+	key := fmt.Sprintf("%d:%d:%d", fi.Size(), fi.ModTime().UnixNano(), inode(fi))
+	objects.Lock()
+	defer objects.Unlock()
+	if o, ok := objects.m[key]; ok && o.path == path {
+		return o
+	}
+	o := openObject(opened, path)
+	objects.m[key] = o
+	return o
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino ^ st.Dev<<48
+	}
+	return 0
+}
 
 // openObject reads the CFI and symbols of the ELF file at opened (the
 // path to open on this machine) and, where the file is stripped, of its
@@ -205,19 +240,32 @@ func trimTerminator(data []byte) []byte {
 	return data
 }
 
-// addSymbols adds the function symbols of .symtab and .dynsym.
+// addSymbols adds the function symbols of .symtab and .dynsym. Of the
+// names one address has (glibc's poll, __poll, __GI___poll, __libc_poll),
+// the one people call is kept: a global before a local, fewest leading
+// underscores, then the shortest.
 func (o *object) addSymbols(f *elf.File) {
-	seen := map[uint64]bool{}
-	for _, s := range o.funcs {
-		seen[s.start] = true
+	at := map[uint64]int{}
+	for i, s := range o.funcs {
+		at[s.start] = i
 	}
 	add := func(syms []elf.Symbol) {
 		for _, s := range syms {
-			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 || s.Section == elf.SHN_UNDEF || seen[s.Value] {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 || s.Section == elf.SHN_UNDEF {
 				continue
 			}
-			seen[s.Value] = true
-			o.funcs = append(o.funcs, symbol{s.Value, s.Size, s.Name})
+			sym := symbol{s.Value, s.Size, s.Name, elf.ST_BIND(s.Info) != elf.STB_LOCAL}
+			if i, ok := at[s.Value]; ok {
+				if better(sym, o.funcs[i]) {
+					if sym.size == 0 {
+						sym.size = o.funcs[i].size
+					}
+					o.funcs[i] = sym
+				}
+				continue
+			}
+			at[s.Value] = len(o.funcs)
+			o.funcs = append(o.funcs, sym)
 		}
 	}
 	if ss, err := f.Symbols(); err == nil {
@@ -226,6 +274,18 @@ func (o *object) addSymbols(f *elf.File) {
 	if ds, err := f.DynamicSymbols(); err == nil {
 		add(ds)
 	}
+}
+
+// better says whether a is a better name than b for the same address.
+func better(a, b symbol) bool {
+	if a.global != b.global {
+		return a.global
+	}
+	ua, ub := len(a.name)-len(strings.TrimLeft(a.name, "_")), len(b.name)-len(strings.TrimLeft(b.name, "_"))
+	if ua != ub {
+		return ua < ub
+	}
+	return len(a.name) < len(b.name)
 }
 
 // symbolize names the function at link-time address a, with a's offset
