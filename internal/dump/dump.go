@@ -66,6 +66,9 @@ type Thread struct {
 	// NativeError says why the native stack (--native) stops where it
 	// does, or could not be read.
 	NativeError string `json:"native_error,omitempty"`
+	// NativeOnly (--native): an OS thread that runs no Python thread state
+	// (interpreter -1, thread_id its pthread_t); its frames are all native.
+	NativeOnly bool `json:"native_only,omitempty"`
 }
 
 // Frame is one frame in the JSON contract.
@@ -288,6 +291,7 @@ func (rd *Reading) Result() *Result {
 	}
 	res.Interpreters = len(interps)
 	res.Threads = []*Thread{}
+	python := map[int]bool{}
 	for _, in := range interps {
 		for _, t := range in.Threads {
 			// Frames is [] for a thread with no Python frames (a C thread's
@@ -318,6 +322,7 @@ func (rd *Reading) Result() *Result {
 				}
 				jt.Frames = append(jt.Frames, jf)
 			}
+			python[t.NativeID] = true
 			if rd.capture != nil {
 				if t.NativeID == 0 {
 					jt.NativeError = "no OS thread of this process runs this thread state"
@@ -328,6 +333,9 @@ func (rd *Reading) Result() *Result {
 			}
 			res.Threads = append(res.Threads, jt)
 		}
+	}
+	if rd.capture != nil {
+		res.Threads = append(res.Threads, rd.nativeOnlyThreads(python)...)
 	}
 	return res
 }

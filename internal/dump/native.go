@@ -26,6 +26,8 @@ type nativeCapture struct {
 	mem  *unwind.Snapshot
 	regs map[int]unwind.Regs
 	errs map[int]string
+	// fsBase is each thread's fs base: glibc's pthread_t on x86-64.
+	fsBase map[int]uint64
 	// unw and stacks: unwound on demand, once.
 	unw    *unwind.Unwinder
 	stacks map[int]*NativeStack
@@ -56,24 +58,23 @@ func nativeThreads(all []target.Thread, interps []*cpython.Interpreter, only fun
 
 // captureLive takes every held thread's registers and stack.
 func captureLive(proc *live.Process, p *live.Pauser, maps []target.Mapping, threads []target.Thread) *nativeCapture {
-	c := &nativeCapture{maps: maps, mem: &unwind.Snapshot{Under: proc}, regs: map[int]unwind.Regs{}, errs: map[int]string{}}
-	for _, t := range threads {
-		if !p.Holds(t.TID) {
-			c.errs[t.TID] = "thread was not stopped, so its registers cannot be read"
-			continue
-		}
-		ur, err := p.GetRegs(t.TID)
-		if err != nil {
-			c.errs[t.TID] = err.Error()
-			continue
-		}
+	c := &nativeCapture{maps: maps, mem: &unwind.Snapshot{Under: proc}, regs: map[int]unwind.Regs{}, errs: map[int]string{}, fsBase: map[int]uint64{}}
+	tids := make([]int, len(threads))
+	for i, t := range threads {
+		tids[i] = t.TID
+	}
+	all, errs := p.GetRegsAll(tids)
+	for tid, err := range errs {
+		c.errs[tid] = err.Error()
+	}
+	for tid, ur := range all {
 		r, _ := unwind.FromUser([]uint64{ur.R15, ur.R14, ur.R13, ur.R12, ur.Rbp, ur.Rbx, ur.R11, ur.R10, ur.R9, ur.R8,
 			ur.Rax, ur.Rcx, ur.Rdx, ur.Rsi, ur.Rdi, ur.Orig_rax, ur.Rip, ur.Cs, ur.Eflags, ur.Rsp})
-		c.regs[t.TID] = r
-		if err := c.mem.CopyStack(r[unwind.RSP], maps); err != nil {
-			// Unwinding reads the process itself then.
-			continue
-		}
+		c.regs[tid] = r
+		c.fsBase[tid] = ur.Fs_base
+		// A stack that cannot be copied is read from the process itself
+		// when it is unwound.
+		_ = c.mem.CopyStack(r[unwind.RSP], maps)
 	}
 	return c
 }
@@ -81,7 +82,7 @@ func captureLive(proc *live.Process, p *live.Pauser, maps []target.Mapping, thre
 // captureCore takes the registers a core recorded.
 func captureCore(c *core.Core, threads []target.Thread) *nativeCapture {
 	maps, _ := c.Maps()
-	n := &nativeCapture{maps: maps, mem: &unwind.Snapshot{Under: c}, regs: map[int]unwind.Regs{}, errs: map[int]string{}}
+	n := &nativeCapture{maps: maps, mem: &unwind.Snapshot{Under: c}, regs: map[int]unwind.Regs{}, errs: map[int]string{}, fsBase: map[int]uint64{}}
 	for _, t := range threads {
 		u, ok := c.Registers(t.TID)
 		if !ok {
@@ -94,6 +95,9 @@ func captureCore(c *core.Core, threads []target.Thread) *nativeCapture {
 			continue
 		}
 		n.regs[t.TID] = r
+		if len(u) > 21 {
+			n.fsBase[t.TID] = u[21] // user_regs_struct's fs_base
+		}
 	}
 	return n
 }
@@ -223,6 +227,36 @@ func merge(native []unwind.Frame, py []*Frame, entry []bool, eval string) []*Fra
 	}
 	for _, g := range groups {
 		out = append(out, g...)
+	}
+	return out
+}
+
+// nativeOnlyThreads shapes the OS threads that run no Python thread state
+// (C threads of extensions, a thread before its first Python call) with
+// their native stacks.
+func (rd *Reading) nativeOnlyThreads(python map[int]bool) []*Thread {
+	c := rd.capture
+	var out []*Thread
+	for _, ot := range rd.OSThreads {
+		if python[ot.TID] {
+			continue
+		}
+		if _, ok := c.regs[ot.TID]; !ok {
+			if _, ok := c.errs[ot.TID]; !ok {
+				continue
+			}
+		}
+		tid := ot.TID
+		jt := &Thread{ThreadID: c.fsBase[ot.TID], NativeID: &tid, OSName: ot.Name, Interpreter: -1, NativeOnly: true, Frames: []*Frame{}}
+		if ot.State != '?' {
+			jt.Idle = ot.State != 'R'
+		}
+		ns := rd.NativeStack(ot.TID)
+		for _, f := range ns.Frames {
+			jt.Frames = append(jt.Frames, nativeFrame(f))
+		}
+		jt.NativeError = ns.Err
+		out = append(out, jt)
 	}
 	return out
 }

@@ -38,6 +38,9 @@ func WriteText(w io.Writer, r *Result, width int) {
 		if t.GIL {
 			state = append(state, "gil")
 		}
+		if t.NativeOnly {
+			state = append(state, "no Python")
+		}
 		name := ""
 		if t.Name != nil {
 			name = fmt.Sprintf(" %q", *t.Name)
@@ -47,7 +50,7 @@ func WriteText(w io.Writer, r *Result, width int) {
 			native = fmt.Sprintf(" [tid %d]", *t.NativeID)
 		}
 		interp := ""
-		if r.Interpreters > 1 {
+		if r.Interpreters > 1 && !t.NativeOnly {
 			interp = fmt.Sprintf(" interpreter %d", t.Interpreter)
 		}
 		st := ""

@@ -1,6 +1,7 @@
 package unwind
 
 import (
+	"slices"
 	"sort"
 
 	"krait/internal/target"
@@ -45,8 +46,8 @@ func (s *Snapshot) CopyStack(sp uint64, maps []target.Mapping) error {
 	if err := s.Under.ReadAt(buf, lo); err != nil {
 		return err
 	}
-	s.ranges = append(s.ranges, copied{lo, buf})
-	sort.Slice(s.ranges, func(i, j int) bool { return s.ranges[i].addr < s.ranges[j].addr })
+	i := sort.Search(len(s.ranges), func(i int) bool { return s.ranges[i].addr > lo })
+	s.ranges = slices.Insert(s.ranges, i, copied{lo, buf})
 	return nil
 }
 

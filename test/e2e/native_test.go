@@ -17,6 +17,8 @@ type nativeDump struct {
 	PythonVersion string `json:"python_version"`
 	Threads       []struct {
 		NativeID    *int              `json:"native_id"`
+		NativeOnly  bool              `json:"native_only"`
+		Interpreter int               `json:"interpreter"`
 		Name        *string           `json:"name"`
 		Frames      []nativeFrameJSON `json:"frames"`
 		NativeError string            `json:"native_error"`
@@ -27,10 +29,10 @@ type nativeDump struct {
 // a core taken by gcore, against gdb's own unwinding of the same threads:
 // threads blocked in libc's pause() through ctypes, in read() on a pipe,
 // in time.sleep (the main thread), in time.sleep inside a C signal handler
-// (through a signal frame), and one running Python. The native frames must
-// be gdb's, in gdb's order, with the Python frames exactly where gdb has
-// the evaluation loop, and the Python frames those krait dump shows
-// without --native.
+// (through a signal frame), one running Python, and a C thread that never
+// ran Python (shown with native_only). The native frames must be gdb's, in
+// gdb's order, with the Python frames exactly where gdb has the evaluation
+// loop, and the Python frames those krait dump shows without --native.
 func TestDumpNative(t *testing.T) {
 	if _, err := exec.LookPath("gdb"); err != nil {
 		t.Fatalf("gdb is needed: %v", err)
@@ -91,7 +93,7 @@ func checkNative(t *testing.T, what string, py python, d *nativeDump, plain *dum
 	}
 	// innermost C function each blocked thread must show first
 	first := map[string][]string{
-		"read": {"read"}, "pause": {"pause"}, "handler": {"nanosleep", "select"}, "main": {"nanosleep", "select"},
+		"read": {"read"}, "pause": {"pause"}, "handler": {"nanosleep", "select"}, "main": {"nanosleep", "select"}, "cthread": {"pause"},
 	}
 	for name, tid := range tids {
 		i, ok := byTID[tid]
@@ -100,6 +102,9 @@ func checkNative(t *testing.T, what string, py python, d *nativeDump, plain *dum
 			continue
 		}
 		th := d.Threads[i]
+		if (name == "cthread") != th.NativeOnly || th.NativeOnly && th.Interpreter != -1 {
+			t.Errorf("%s: thread %s: native_only %v, interpreter %d", what, name, th.NativeOnly, th.Interpreter)
+		}
 		if th.NativeError != "" {
 			t.Errorf("%s: thread %s: native_error %q", what, name, th.NativeError)
 		}
