@@ -71,3 +71,20 @@ func TestFromUser(t *testing.T) {
 		t.Error("a short register set is accepted")
 	}
 }
+
+// TestDemangle: C++ and Rust symbols by their source names, C ones as
+// they are.
+func TestDemangle(t *testing.T) {
+	for in, want := range map[string]string{
+		"_ZN5boost6thread4joinEv":  "boost::thread::join",
+		"_ZNK3foo3BarclEi":         "foo::Bar::operator()",
+		"PQexec":                   "PQexec",
+		"_PyEval_EvalFrameDefault": "_PyEval_EvalFrameDefault",
+		"_RNvCs1234_7mycrate3foo":  "mycrate::foo",
+		"_ZN4core3ptr13drop_in_place17h0123456789abcdefE": "core::ptr::drop_in_place",
+	} {
+		if got := Demangle(in); got != want {
+			t.Errorf("Demangle(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
