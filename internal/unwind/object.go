@@ -50,7 +50,7 @@ var objects = struct {
 }{m: map[string]*object{}}
 
 // cachedObject is openObject, once per file.
-func cachedObject(opened, path string) *object {
+func cachedObject(opened, path string, find func(string) (string, error)) *object {
 	fi, err := os.Stat(opened)
 	if err != nil {
 		return &object{path: path, err: err}
@@ -61,7 +61,7 @@ func cachedObject(opened, path string) *object {
 	if o, ok := objects.m[key]; ok && o.path == path {
 		return o
 	}
-	o := openObject(opened, path)
+	o := openObject(opened, path, find)
 	objects.m[key] = o
 	return o
 }
@@ -76,7 +76,11 @@ func inode(fi os.FileInfo) uint64 {
 // openObject reads the CFI and symbols of the ELF file at opened (the
 // path to open on this machine) and, where the file is stripped, of its
 // separate debug file found by build id.
-func openObject(opened, path string) *object {
+//
+// find, if set, says where a path of the target's file system is on this
+// machine (through its root, or under a core's sysroot): debug files are
+// looked for there first.
+func openObject(opened, path string, find func(string) (string, error)) *object {
 	o := &object{path: path}
 	f, closer, err := openELF(opened)
 	if err != nil {
@@ -104,7 +108,7 @@ func openObject(opened, path string) *object {
 	o.addCFI(f)
 	o.addSymbols(f)
 	if f.Section(".symtab") == nil || f.Section(".debug_frame") == nil {
-		if dbg := o.findDebugFile(f, opened); dbg != "" {
+		if dbg := o.findDebugFile(f, opened, find); dbg != "" {
 			if df, dcloser, err := openELF(dbg); err == nil {
 				func() {
 					defer dcloser()
@@ -144,15 +148,26 @@ func openELF(path string) (*elf.File, func(), error) {
 }
 
 // findDebugFile looks for the separate debug file of f: by build id, then
-// by .gnu_debuglink next to the file and under DebugRoot.
-func (o *object) findDebugFile(f *elf.File, opened string) string {
-	exists := func(p string) bool {
+// by .gnu_debuglink next to the file and under DebugRoot: in the target's
+// file system (find), else on this machine.
+func (o *object) findDebugFile(f *elf.File, opened string, find func(string) (string, error)) string {
+	regular := func(p string) bool {
 		fi, err := os.Stat(p)
 		return err == nil && fi.Mode().IsRegular()
 	}
+	lookup := func(p string) string {
+		if find != nil {
+			if h, err := find(p); err == nil && regular(h) {
+				return h
+			}
+		}
+		if regular(p) {
+			return p
+		}
+		return ""
+	}
 	if len(o.buildID) > 2 {
-		p := filepath.Join(DebugRoot, ".build-id", o.buildID[:2], o.buildID[2:]+".debug")
-		if exists(p) {
+		if p := lookup(filepath.Join(DebugRoot, ".build-id", o.buildID[:2], o.buildID[2:]+".debug")); p != "" {
 			return p
 		}
 	}
@@ -162,11 +177,11 @@ func (o *object) findDebugFile(f *elf.File, opened string) string {
 				name := string(data[:i])
 				dir := filepath.Dir(o.path)
 				for _, p := range []string{
-					filepath.Join(filepath.Dir(opened), ".debug", name),
+					filepath.Join(dir, ".debug", name),
 					filepath.Join(DebugRoot, dir, name),
 				} {
-					if exists(p) && filepath.Clean(p) != filepath.Clean(opened) {
-						return p
+					if h := lookup(p); h != "" && filepath.Clean(h) != filepath.Clean(opened) {
+						return h
 					}
 				}
 			}

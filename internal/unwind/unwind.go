@@ -136,7 +136,7 @@ func (u *Unwinder) objectAt(a uint64) (*object, uint64, target.Mapping, error) {
 		if err != nil {
 			o = &object{path: m.Path, err: err}
 		} else {
-			o = cachedObject(opened, m.Path)
+			o = cachedObject(opened, m.Path, u.open)
 		}
 		u.objs[m.Path] = o
 	}
