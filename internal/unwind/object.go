@@ -23,6 +23,10 @@ type object struct {
 	path    string // as the target names it
 	buildID string
 	fdes    frame.FrameDescriptionEntries
+	// debugFrames are .debug_frame sections, parsed only when .eh_frame
+	// does not cover a PC (most code is in both).
+	debugFrames [][]byte
+	debugOnce   sync.Once
 	funcs   []symbol // sorted by start
 	// debugFile is the separate debug file used, if any.
 	debugFile string
@@ -212,9 +216,25 @@ func (o *object) addDebugFrame(f *elf.File) {
 	if err != nil || len(data) == 0 {
 		return
 	}
-	if fdes, err := parseCFI(data, 0); err == nil {
-		o.fdes = o.fdes.Append(fdes)
+	o.debugFrames = append(o.debugFrames, data)
+}
+
+// fde finds the FDE covering link-time address pc: in .eh_frame, else in
+// .debug_frame.
+func (o *object) fde(pc uint64) (*frame.FrameDescriptionEntry, error) {
+	fde, err := o.fdes.FDEForPC(pc)
+	if err == nil || len(o.debugFrames) == 0 {
+		return fde, err
 	}
+	o.debugOnce.Do(func() {
+		for _, data := range o.debugFrames {
+			if fdes, err := parseCFI(data, 0); err == nil {
+				o.fdes = o.fdes.Append(fdes)
+			}
+		}
+		o.debugFrames = nil
+	})
+	return o.fdes.FDEForPC(pc)
 }
 
 // parseCFI parses a CFI section at link-time addresses (ehFrameAddr is

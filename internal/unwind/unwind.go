@@ -236,7 +236,7 @@ func (u *Unwinder) step(regs Regs, known *[NumRegs]bool, lookup uint64, sig bool
 	}
 	o, bias, _, oerr := u.objectAt(lookup)
 	if oerr == nil {
-		fde, err := o.fdes.FDEForPC(lookup - bias)
+		fde, err := o.fde(lookup - bias)
 		if err == nil {
 			next, done, err := u.cfiStep(regs, known, fde, lookup-bias, bias)
 			if err == nil {
