@@ -27,7 +27,7 @@ type object struct {
 	// does not cover a PC (most code is in both).
 	debugFrames [][]byte
 	debugOnce   sync.Once
-	funcs   []symbol // sorted by start
+	funcs       []symbol // sorted by start
 	// debugFile is the separate debug file used, if any.
 	debugFile string
 	loads     []elf.ProgHeader
@@ -280,27 +280,12 @@ func trimTerminator(data []byte) []byte {
 // the one people call is kept: a global before a local, fewest leading
 // underscores, then the shortest.
 func (o *object) addSymbols(f *elf.File) {
-	at := map[uint64]int{}
-	for i, s := range o.funcs {
-		at[s.start] = i
-	}
 	add := func(syms []elf.Symbol) {
 		for _, s := range syms {
 			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Value == 0 || s.Section == elf.SHN_UNDEF {
 				continue
 			}
-			sym := symbol{s.Value, s.Size, s.Name, elf.ST_BIND(s.Info) != elf.STB_LOCAL}
-			if i, ok := at[s.Value]; ok {
-				if better(sym, o.funcs[i]) {
-					if sym.size == 0 {
-						sym.size = o.funcs[i].size
-					}
-					o.funcs[i] = sym
-				}
-				continue
-			}
-			at[s.Value] = len(o.funcs)
-			o.funcs = append(o.funcs, sym)
+			o.funcs = append(o.funcs, symbol{s.Value, s.Size, s.Name, elf.ST_BIND(s.Info) != elf.STB_LOCAL})
 		}
 	}
 	if ss, err := f.Symbols(); err == nil {
@@ -309,6 +294,24 @@ func (o *object) addSymbols(f *elf.File) {
 	if ds, err := f.DynamicSymbols(); err == nil {
 		add(ds)
 	}
+	// One symbol per address: the best name, the size of any.
+	sort.Slice(o.funcs, func(i, j int) bool { return o.funcs[i].start < o.funcs[j].start })
+	out := o.funcs[:0]
+	for _, sym := range o.funcs {
+		if n := len(out); n > 0 && out[n-1].start == sym.start {
+			if better(sym, out[n-1]) {
+				if sym.size == 0 {
+					sym.size = out[n-1].size
+				}
+				out[n-1] = sym
+			} else if out[n-1].size == 0 {
+				out[n-1].size = sym.size
+			}
+			continue
+		}
+		out = append(out, sym)
+	}
+	o.funcs = out
 }
 
 // better says whether a is a better name than b for the same address.
