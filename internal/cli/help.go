@@ -62,7 +62,8 @@ read are named on stderr and make the exit status 4.
   krait requests --core FILE [--sysroot DIR] [--json]
 
 Show the web requests in flight: path, view, elapsed time, the SQL each
-is waiting on.
+is waiting on, and what its thread waits on in C when it is not running
+Python (from its native stack, e.g. _pq_execute_sync → … → poll).
 
   -p, --pid PID      a process (repeatable)
   --all              every Python process on the host
@@ -71,7 +72,7 @@ is waiting on.
   --watch            refresh every --interval until Ctrl-C
   --interval D       refresh interval with --watch (default 1s)
   -j, --json         JSON (one document per refresh with --watch)
-  --nonblocking      read without pausing the processes
+  --nonblocking      read without pausing the processes (no WAITING then)
   --show-secrets     show query-string values that look secret
 `,
 	"version": `Usage:

@@ -3,7 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,16 +32,19 @@ type nativeDump struct {
 // threads blocked in libc's pause() through ctypes, in read() on a pipe,
 // in time.sleep (the main thread), in time.sleep inside a C signal handler
 // (through a signal frame), one running Python, and a C thread that never
-// ran Python (shown with native_only). The native frames must be gdb's, in
+// ran Python (shown with native_only), and one in a dlopen waiting in a
+// library's constructor (inside ld.so). The native frames must be gdb's, in
 // gdb's order, with the Python frames exactly where gdb has the evaluation
 // loop, and the Python frames those krait dump shows without --native.
 func TestDumpNative(t *testing.T) {
 	if _, err := exec.LookPath("gdb"); err != nil {
 		t.Fatalf("gdb is needed: %v", err)
 	}
+	ctor := buildCtorLib(t)
 	for _, py := range pythons(t) {
 		t.Run(py.name, func(t *testing.T) {
-			p := startReady(t, py, nil, fixture("native_fixture.py"))
+			_ = os.Remove(ctor + ".entered")
+			p := startReady(t, py, []string{"KRAIT_NATIVE_CTOR=" + ctor}, fixture("native_fixture.py"))
 			lines := strings.Split(strings.TrimSpace(p.stdout.String()), "\n")
 			var tids map[string]int
 			if err := json.Unmarshal([]byte(lines[0]), &tids); err != nil {
@@ -94,6 +99,7 @@ func checkNative(t *testing.T, what string, py python, d *nativeDump, plain *dum
 	// innermost C function each blocked thread must show first
 	first := map[string][]string{
 		"read": {"read"}, "pause": {"pause"}, "handler": {"nanosleep", "select"}, "main": {"nanosleep", "select"}, "cthread": {"pause"},
+		"ldso": {"pause"},
 	}
 	for name, tid := range tids {
 		i, ok := byTID[tid]
@@ -144,8 +150,49 @@ func checkNative(t *testing.T, what string, py python, d *nativeDump, plain *dum
 		if !ok {
 			t.Errorf("%s: thread %s: innermost frame %v, want one of %v", what, name, frames[0], first[name])
 		}
+		if name == "ldso" && (!strings.Contains(testkit.FrameList(frames), "krait_ctor") || !strings.Contains(testkit.FrameList(frames), "dlopen")) {
+			t.Errorf("%s: thread ldso is not in its library's constructor under dlopen: %s", what, testkit.FrameList(frames))
+		}
 		if name == "handler" && !strings.Contains(testkit.FrameList(frames), "__restore_rt") {
 			t.Errorf("%s: thread handler shows no signal frame: %s", what, testkit.FrameList(frames))
 		}
 	}
+}
+
+// buildCtorLib builds a shared library whose constructor blocks in pause()
+// (after creating the file named by $KRAIT_NATIVE_CTOR + ".entered"): a
+// thread that dlopen()s it waits inside ld.so's _dl_init.
+func buildCtorLib(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed (.ci/run installs it): %v", err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "ctor.c")
+	code := `#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+volatile int krait_after;
+static void __attribute__((noinline)) krait_ctor_wait(void) { pause(); krait_after++; }
+__attribute__((constructor)) static void krait_ctor(void) {
+	const char *p = getenv("KRAIT_NATIVE_CTOR");
+	char buf[4096];
+	if (p && strlen(p) < 4000) {
+		strcpy(buf, p);
+		strcat(buf, ".entered");
+		close(open(buf, O_CREAT | O_WRONLY, 0600));
+	}
+	krait_ctor_wait();
+	krait_after++;
+}
+`
+	if err := os.WriteFile(src, []byte(code), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lib := filepath.Join(dir, "libkraitctor.so")
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-O1", "-g", "-o", lib, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return lib
 }
