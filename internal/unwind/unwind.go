@@ -105,9 +105,6 @@ func New(mem target.Memory, maps []target.Mapping, open func(string) (string, er
 	return &Unwinder{mem: mem, maps: m, open: open, objs: map[string]*object{}, limit: 1024}
 }
 
-// SetMemory replaces the memory the unwinder reads (a snapshot of stacks).
-func (u *Unwinder) SetMemory(mem target.Memory) { u.mem = mem }
-
 // mapping finds the mapping holding address a.
 func (u *Unwinder) mapping(a uint64) (target.Mapping, bool) {
 	i := sort.Search(len(u.maps), func(i int) bool { return u.maps[i].End > a })
@@ -143,21 +140,11 @@ func (u *Unwinder) objectAt(a uint64) (*object, uint64, target.Mapping, error) {
 	if o.err != nil {
 		return o, 0, m, o.err
 	}
-	// The bias from the lowest mapping of this file (offset 0 is mapped
-	// first; a core lists every mapping of the file).
-	start, off := m.Start, m.Offset
-	for i := sort.Search(len(u.maps), func(i int) bool { return u.maps[i].End > a }); i >= 0; i-- {
-		if u.maps[i].Path == m.Path && u.maps[i].Offset <= off {
-			start, off = u.maps[i].Start, u.maps[i].Offset
-		}
-		if u.maps[i].Offset == 0 && u.maps[i].Path == m.Path {
-			break
-		}
-	}
-	return o, o.bias(start, off), m, nil
+	// The bias from this mapping: the file's segment holding its offset.
+	return o, o.bias(m.Start, m.Offset), m, nil
 }
 
-// Describe fills in a frame's library, address and function from its PC;
+// describe fills in a frame's library, address and function from its PC;
 // lookup is the address to symbolise (PC-1 for a return address).
 func (u *Unwinder) describe(f *Frame, lookup uint64) {
 	o, bias, m, err := u.objectAt(lookup)
