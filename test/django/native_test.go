@@ -28,7 +28,7 @@ func TestDumpNativeDB(t *testing.T) {
 		t.Run(group, func(t *testing.T) {
 			s := st.server(t, group)
 			st.settle(t)
-			p := st.park(t, []*server{s}, "/slow/?s=8", "pg_sleep(8")[s]
+			p := st.park(t, []*server{s}, "/slow/?s=15", "pg_sleep(15")[s]
 			defer p.wait(t, time.Minute)
 
 			var d struct {
@@ -88,13 +88,14 @@ func TestDumpNativeDB(t *testing.T) {
 			if worker < 0 {
 				t.Fatalf("%s: no worker of %v has a thread in PQgetResult", s, s.workers)
 			}
-			check("live", testkit.GDBStacks(t, "-p", strconv.Itoa(worker)))
-
+			// The core first, while the request surely still waits; then
+			// gdb's view of the live worker, then of the core.
 			core := filepath.Join(t.TempDir(), "core")
 			if out, err := exec.Command("gcore", "-o", core, strconv.Itoa(worker)).CombinedOutput(); err != nil {
 				t.Fatalf("gcore: %v\n%s", err, out)
 			}
 			core = fmt.Sprintf("%s.%d", core, worker)
+			check("live", testkit.GDBStacks(t, "-p", strconv.Itoa(worker)))
 			kraitJSON(t, &d, "dump", "--native", "--json", "--core", core)
 			exe, err := filepath.EvalSymlinks(fmt.Sprintf("/proc/%d/exe", worker))
 			if err != nil {
