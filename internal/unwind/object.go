@@ -41,8 +41,16 @@ type symbol struct {
 }
 
 // DebugRoot is where separate debug files are looked up by build id
-// (DebugRoot/.build-id/xx/yyyy.debug) and by path.
-var DebugRoot = "/usr/lib/debug"
+// (DebugRoot/.build-id/xx/yyyy.debug) and by path: /usr/lib/debug, or
+// $KRAIT_DEBUG_ROOT (as gdb's debug-file-directory).
+var DebugRoot = debugRoot()
+
+func debugRoot() string {
+	if d := os.Getenv("KRAIT_DEBUG_ROOT"); d != "" {
+		return d
+	}
+	return "/usr/lib/debug"
+}
 
 // objects caches what was read of each file, by its identity on disk
 // (device, inode, size, modification time), for every process krait reads
