@@ -292,6 +292,16 @@ func (rd *Reading) Result() *Result {
 	res.Interpreters = len(interps)
 	res.Threads = []*Thread{}
 	python := map[int]bool{}
+	// The native stack of an OS thread goes with one of its thread states:
+	// the one running Python frames (the deepest), else the first.
+	owner := map[int]*cpython.Thread{}
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			if o, ok := owner[t.NativeID]; !ok || len(t.Frames) > len(o.Frames) {
+				owner[t.NativeID] = t
+			}
+		}
+	}
 	for _, in := range interps {
 		for _, t := range in.Threads {
 			// Frames is [] for a thread with no Python frames (a C thread's
@@ -326,6 +336,9 @@ func (rd *Reading) Result() *Result {
 			if rd.capture != nil {
 				if t.NativeID == 0 {
 					jt.NativeError = "no OS thread of this process runs this thread state"
+				} else if owner[t.NativeID] != t {
+					// Another thread state of the same OS thread (one per
+					// interpreter it entered) shows its native stack.
 				} else if ns := rd.NativeStack(t.NativeID); ns != nil {
 					jt.Frames = merge(ns.Frames, jt.Frames, entries(t), py.L.EvalFunction)
 					jt.NativeError = ns.Err

@@ -15,16 +15,18 @@ import (
 // TestDumpNativeDB: krait dump --native of a worker whose request waits in
 // PostgreSQL (pg_sleep), live and from a gcore core, on Debian's stripped
 // python3.11 with Debian's psycopg2 and libpq (gunicorn gthread) and on the
-// venv's pyenv 3.12 with psycopg2-binary's own libpq: the request thread's
-// native frames are gdb's, in gdb's order, down from poll through libpq
-// and psycopg2, with Django's Python frames where gdb has the evaluation
-// loop.
+// venv's pyenv 3.12 with psycopg2-binary's own libpq, and in mod_wsgi's
+// sub-interpreter daemon (its request thread has a thread state in each
+// interpreter; only the one running Django shows the native stack): the
+// request thread's native frames are gdb's, in gdb's order, down from poll
+// through libpq and psycopg2, with Django's Python frames where gdb has
+// the evaluation loop.
 func TestDumpNativeDB(t *testing.T) {
 	st := needStack(t)
 	if _, err := exec.LookPath("gdb"); err != nil {
 		t.Fatalf("gdb is needed: %v", err)
 	}
-	for _, group := range []string{"krait-gthread", "krait-venv"} {
+	for _, group := range []string{"krait-gthread", "krait-sub", "krait-venv"} {
 		t.Run(group, func(t *testing.T) {
 			s := st.server(t, group)
 			st.settle(t)
@@ -41,7 +43,7 @@ func TestDumpNativeDB(t *testing.T) {
 			}
 			check := func(what string, gdb map[int][]string) {
 				t.Helper()
-				found := false
+				found := 0
 				for _, th := range d.Threads {
 					var fs []string
 					for _, f := range th.Frames {
@@ -51,7 +53,7 @@ func TestDumpNativeDB(t *testing.T) {
 					if th.NativeID == nil || !strings.Contains(joined, "PQgetResult") {
 						continue
 					}
-					found = true
+					found++
 					if th.NativeError != "" {
 						t.Errorf("%s: %s: native_error %q", s, what, th.NativeError)
 					}
@@ -66,8 +68,8 @@ func TestDumpNativeDB(t *testing.T) {
 							strings.Join(got, " "), strings.Join(want, " "), testkit.FrameList(th.Frames), strings.Join(gdb[*th.NativeID], " "))
 					}
 				}
-				if !found {
-					t.Errorf("%s: %s: no thread waits in libpq's PQgetResult", s, what)
+				if found != 1 {
+					t.Errorf("%s: %s: %d threads wait in libpq's PQgetResult, want 1", s, what, found)
 				}
 			}
 
