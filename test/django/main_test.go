@@ -581,6 +581,10 @@ type request struct {
 	SQLParams     *string  `json:"sql_params"`
 	Waiting       *string  `json:"waiting"`
 	Server        *string  `json:"server"`
+	Client        *string  `json:"client"`
+	Task          *string  `json:"task"`
+	TaskID        *uint64  `json:"task_id"`
+	Awaiting      *string  `json:"awaiting"`
 	Function      string   `json:"function"`
 	File          string   `json:"file"`
 	Line          int      `json:"line"`

@@ -157,17 +157,21 @@ func TestAttachAgentCommands(t *testing.T) {
 				t.Errorf("the function did not see set var's values: %v", body)
 			}
 
-			// catch raise TYPE, catch uncaught.
-			mustMatch(t, "catch raise", `^Catchpoint 1 \(raise ValueError\)$`, strings.TrimSpace(s.do("catch raise ValueError")))
+			// catch raise TYPE, catch uncaught: numbered with the
+			// breakpoints (4 so far) and listed with them, as gdb does.
+			mustMatch(t, "catch raise", `^Catchpoint 5 \(raise ValueError\)$`, strings.TrimSpace(s.do("catch raise ValueError")))
+			mustMatch(t, "info breakpoints: catchpoint", `(?m)^5\s+catchpoint\s+keep y\s+exception raise ValueError$`, s.do("info breakpoints"))
 			out, resp = s.continueWith(srv, "/steps/fail?kind=x")
-			mustMatch(t, "catch raise stop", fmt.Sprintf(`Catchpoint 1 \(raise\), ValueError\("invalid literal for int\(\) with base 10: 'x'"\) raised in fail \(kind='x'\) at .*steps\.py:%d\n`, srv.marks["fail_raise"]), out)
-			s.do("catch delete 1")
+			mustMatch(t, "catch raise stop", fmt.Sprintf(`Catchpoint 5 \(raise\), ValueError\("invalid literal for int\(\) with base 10: 'x'"\) raised in fail \(kind='x'\) at .*steps\.py:%d\n`, srv.marks["fail_raise"]), out)
+			mustMatch(t, "info breakpoints: catchpoint hit", `(?m)^\tcatchpoint already hit 1 time$`, s.do("info breakpoints"))
+			s.do("delete 5")
+			mustMatch(t, "catchpoint deleted", `^No catchpoints\.$`, strings.TrimSpace(s.do("catch")))
 			if body := s.interrupt("continue", resp); body == nil || body["caught"] != "1" {
 				t.Errorf("/steps/fail: %v", body)
 			}
-			mustMatch(t, "catch uncaught", `^Catchpoint 2 \(uncaught any exception\)$`, strings.TrimSpace(s.do("catch uncaught")))
+			mustMatch(t, "catch uncaught", `^Catchpoint 6 \(uncaught any exception\)$`, strings.TrimSpace(s.do("catch uncaught")))
 			out, resp = s.continueWith(srv, "/steps/boom")
-			mustMatch(t, "catch uncaught stop", fmt.Sprintf(`Catchpoint 2 \(uncaught\), KeyError\('gone'\) not caught in _boom \(\) at .*steps\.py:%d\n`, srv.marks["boom_raise"]), out)
+			mustMatch(t, "catch uncaught stop", fmt.Sprintf(`Catchpoint 6 \(uncaught\), KeyError\('gone'\) not caught in _boom \(\) at .*steps\.py:%d\n`, srv.marks["boom_raise"]), out)
 			s.do("catch delete")
 			mustMatch(t, "no catchpoints", `^No catchpoints\.$`, strings.TrimSpace(s.do("catch")))
 			s.interrupt("continue", resp)
