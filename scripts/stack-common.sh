@@ -6,7 +6,7 @@ STACK_DIR="${KRAIT_STACK_DIR:-/tmp/krait-stack}"
 STACK_CACHE="${KRAIT_STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/krait-stack}"
 PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
 VENV_PY_VERSION="${KRAIT_STACK_VENV_PYTHON:-3.12}"
-VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache gunicorn setproctitle 'uvicorn==0.54.0')
+VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache redis gunicorn setproctitle 'uvicorn==0.54.0')
 # venv_key names a requirement list: each venv's directory ends with its
 # list's, so that checkouts with different lists (branches, worktrees
 # sharing one cache) each keep their own venv instead of rebuilding one.

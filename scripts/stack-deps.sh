@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what scripts/stack.sh needs: Debian packages (PostgreSQL, memcached,
+# Installs what scripts/stack.sh needs: Debian packages (PostgreSQL, memcached, Redis,
 # Apache + mod_wsgi, Django 3.2 and friends for /usr/bin/python3.11, gunicorn)
 # and a pyenv-based venv with Django 5.2. Idempotent and quiet: when everything
 # is present it only checks and exits.
@@ -25,8 +25,8 @@ case "${1:-}" in
   *) echo "usage: $0 [--venv]" >&2; exit 2 ;;
 esac
 
-apt_pkgs=(postgresql memcached apache2 libapache2-mod-wsgi-py3 python3.11
-  python3-django python3-psycopg2 python3-pymemcache python3-setproctitle
+apt_pkgs=(postgresql memcached redis-server apache2 libapache2-mod-wsgi-py3 python3.11
+  python3-django python3-psycopg2 python3-pymemcache python3-django-redis python3-setproctitle
   gunicorn curl)
 
 install_apt() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The production-like Django stack krait's end-to-end tests run against:
-# PostgreSQL, memcached, Apache + mod_wsgi (two daemon process groups),
+# PostgreSQL, memcached, Redis, Apache + mod_wsgi (two daemon process groups),
 # gunicorn on Debian's python3.11 + Django 3.2 (gthread and sync), and
 # gunicorn (WSGI) and uvicorn (ASGI) on a pyenv venv with Django 5.2.
 # Everything listens on 127.0.0.1
@@ -34,13 +34,14 @@ WAIT_SECS="${KRAIT_STACK_WAIT:-60}"
 # Each server's port is the port base plus its offset.
 OFF_PG=1
 OFF_MEMCACHED=2
+OFF_REDIS=3
 OFF_APACHE_MAIN=10
 OFF_APACHE_SUB=11
 OFF_GUNICORN_GTHREAD=20
 OFF_GUNICORN_SYNC=21
 OFF_GUNICORN_VENV=30
 OFF_UVICORN_VENV=31
-ALL_OFFSETS="$OFF_PG $OFF_MEMCACHED $OFF_APACHE_MAIN $OFF_APACHE_SUB $OFF_GUNICORN_GTHREAD $OFF_GUNICORN_SYNC $OFF_GUNICORN_VENV $OFF_UVICORN_VENV"
+ALL_OFFSETS="$OFF_PG $OFF_MEMCACHED $OFF_REDIS $OFF_APACHE_MAIN $OFF_APACHE_SUB $OFF_GUNICORN_GTHREAD $OFF_GUNICORN_SYNC $OFF_GUNICORN_VENV $OFF_UVICORN_VENV"
 
 log() { echo "stack: $*" >&2; }
 die() { echo "stack: ERROR: $*" >&2; exit 1; }
@@ -165,6 +166,7 @@ choose_ports() {
 set_layout() {
   PG_PORT=$((PORT_BASE + OFF_PG))
   MEMCACHED_PORT=$((PORT_BASE + OFF_MEMCACHED))
+  REDIS_PORT=$((PORT_BASE + OFF_REDIS))
   APACHE_MAIN_PORT=$((PORT_BASE + OFF_APACHE_MAIN))
   APACHE_SUB_PORT=$((PORT_BASE + OFF_APACHE_SUB))
   GUNICORN_GTHREAD_PORT=$((PORT_BASE + OFF_GUNICORN_GTHREAD))
@@ -177,6 +179,7 @@ set_layout() {
   PG_SOCKET_DIR="$PG_DIR/run"
   PG_LOG="$PG_DIR/postgresql.log"
   MC_DIR="$STACK_DIR/memcached"
+  RD_DIR="$STACK_DIR/redis"
   AP_DIR="$STACK_DIR/apache"
   AP_CONF="$AP_DIR/httpd.conf"
   AP_PIDFILE="$AP_DIR/run/apache2.pid"
@@ -189,6 +192,7 @@ set_layout() {
   export KRAIT_PG_HOST=127.0.0.1 KRAIT_PG_PORT="$PG_PORT" KRAIT_PG_DB="$PG_DB"
   export KRAIT_PG_USER="$PG_ROLE" KRAIT_PG_PASSWORD="$PG_PASSWORD"
   export KRAIT_MEMCACHED_PORT="$MEMCACHED_PORT"
+  export KRAIT_REDIS_PORT="$REDIS_PORT"
   export DJANGO_SETTINGS_MODULE=shopsite.settings
   # Keep the work tree clean: no __pycache__ written into testdata/django.
   export PYTHONDONTWRITEBYTECODE=1
@@ -277,6 +281,21 @@ start_memcached() {
 }
 
 memcached_ok() { (exec 3<>"/dev/tcp/127.0.0.1/$MEMCACHED_PORT" && printf 'version\r\n' >&3 && head -c 7 <&3 | grep -q VERSION) 2>/dev/null; }
+
+# ---------------------------------------------------------------- redis
+
+start_redis() {
+  mkdir -p "$RD_DIR"
+  running "$RD_DIR/redis.pid" redis-server && return 0
+  need_free_port redis "$REDIS_PORT"
+  log "redis: starting on 127.0.0.1:$REDIS_PORT"
+  # In memory only: no snapshots, no append-only file.
+  spawn "$RD_DIR/redis.pid" "$RD_DIR/redis.log" /usr/bin/redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+    --save '' --appendonly no --dir "$RD_DIR" --daemonize no --protected-mode yes
+}
+
+redis_ok() { (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
+redis_pid() { running "$RD_DIR/redis.pid" redis-server && read_pid "$RD_DIR/redis.pid" || true; }
 
 # ---------------------------------------------------------------- apache
 
@@ -470,6 +489,8 @@ wait_all() {
   local i failed=0
   for i in $(seq 1 $((WAIT_SECS * 4))); do memcached_ok && break; sleep 0.25; done
   memcached_ok || { tail -20 "$MC_DIR/memcached.log" >&2; log "ERROR: memcached on 127.0.0.1:$MEMCACHED_PORT does not answer"; failed=1; }
+  for i in $(seq 1 $((WAIT_SECS * 4))); do redis_ok && break; sleep 0.25; done
+  redis_ok || { tail -20 "$RD_DIR/redis.log" >&2; log "ERROR: redis on 127.0.0.1:$REDIS_PORT does not answer"; failed=1; }
   wait_health "apache krait-main" "$APACHE_MAIN_PORT" "$AP_DIR/logs/error.log" "$AP_PIDFILE" apache2 || failed=1
   wait_health "apache krait-sub" "$APACHE_SUB_PORT" "$AP_DIR/logs/error.log" "$AP_PIDFILE" apache2 || failed=1
   wait_health "gunicorn krait-gthread" "$GUNICORN_GTHREAD_PORT" "$GT_DIR/error.log" "$GT_DIR/launcher.pid" gunicorn || failed=1
@@ -505,6 +526,7 @@ cmd_up() {
   start_postgres
   setup_database
   start_memcached
+  start_redis
   start_apache
   start_gunicorns
   start_uvicorn
@@ -543,6 +565,8 @@ export KRAIT_PG_LOG='$PG_LOG'
 export KRAIT_MEMCACHED_PORT=$MEMCACHED_PORT
 export KRAIT_MEMCACHED_PID=$(memcached_pid)
 export KRAIT_MEMCACHED_LOG='$MC_DIR/memcached.log'
+export KRAIT_REDIS_PORT=$REDIS_PORT
+export KRAIT_REDIS_PID=$(redis_pid)
 export KRAIT_APACHE_CONF='$AP_CONF'
 export KRAIT_APACHE_APP_DIR='$(cat "$AP_DIR/app-dir" 2>/dev/null || echo "$DJANGO_DIR")'
 export KRAIT_APACHE_PID=$(apache_pid)
@@ -597,6 +621,8 @@ cmd_status() {
   line postgres "127.0.0.1:$PG_PORT" "$st" "$p" "statement log $PG_LOG"
   p="$(memcached_pid)"; st=down; [ -n "$p" ] && memcached_ok && st=up || bad=1
   line memcached "127.0.0.1:$MEMCACHED_PORT" "$st" "$p" ""
+  p="$(redis_pid)"; st=down; [ -n "$p" ] && redis_ok && st=up || bad=1
+  line redis "127.0.0.1:$REDIS_PORT" "$st" "$p" ""
   local ap
   ap="$(apache_pid)"
   line apache "-" "$([ -n "$ap" ] && echo up || echo down)" "$ap" "parent; $AP_CONF"
@@ -641,6 +667,7 @@ cmd_down() {
     fi
     pids="$pids $(signal_ours uvicorn "$(read_pid "$UV_DIR/uvicorn.pid")" uvicorn)"
     pids="$pids $(signal_ours memcached "$(read_pid "$MC_DIR/memcached.pid")" memcached)"
+    pids="$pids $(signal_ours redis "$(read_pid "$RD_DIR/redis.pid")" redis-server)"
     wait_gone $pids
     # Apache's children (worker processes, mod_wsgi daemons) go with it.
     pids=""

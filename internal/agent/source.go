@@ -29,6 +29,7 @@ var agentParts = []string{
 	"settrace.py",    // trace functions in thread states (< 3.12)
 	"wrapping.py",    // __code__ wrappers (< 3.12)
 	"signals.py",     // a process told to stop while a thread is held
+	"cachetrace.py",  // krait cache: Django cache operations, SQL, commits
 	"agent.py",       // the Agent class, and its start
 }
 

@@ -51,6 +51,7 @@ Usage:
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
   krait top (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [--delay D] [--idle] [--gil] [--subprocesses] [--nonblocking] [--by view] [--json]
+  krait cache (--pid PID... | --all) [--subprocesses] [--duration D] [--watch] [--json] [--events]
   krait version
 
 Commands:
@@ -60,6 +61,7 @@ Commands:
   requests show the web requests in flight: path, view, elapsed time, SQL running now
   record   sample stacks of processes (whole servers) into a flame graph or profile, time charged to Django views
   top      live view of where processes spend their time, by function or by view
+  cache    trace every Django cache operation and SQL write across workers; name the entries served stale
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 no such process (or it exited),
 4 permission, 5 not Python, 6 unsupported Python version (or attach
@@ -88,6 +90,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return runRecord(args[1:], stdout, stderr)
 	case "top":
 		return runTop(args[1:], stdout, stderr)
+	case "cache":
+		return runCache(args[1:], stdout, stderr)
 	case "debug-trace-config":
 		return runTraceConfig(args[1:], stdout, stderr)
 	case "version", "--version":

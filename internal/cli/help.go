@@ -59,6 +59,29 @@ process, new workers are attached and armed as they start.
   --method M             auto, pep768 or ptrace: how the agent gets in
   --interpreter N        the (sub-)interpreter to debug, by id as dump shows it
 `,
+	"cache": `Usage:
+  krait cache (--pid PID... | --all) [--subprocesses] [--duration D] [--watch] [--json] [--events]
+
+Trace, in every worker given, every Django cache operation (each alias and
+backend: get, set, add, delete, get_many, set_many, delete_many, incr,
+decr, touch, clear, get_or_set), every SQL statement run through Django's
+connections and every commit, with the request in flight and the
+application line that made the call; then report the cache entries served
+stale (computed from tables a committed write changed since, with no
+invalidation following the write) and a summary per key pattern. No code
+change, no restart; on exit every worker is left exactly as it was.
+
+  -p, --pid PID          a worker (repeatable, or comma-separated)
+  --all                  every Django worker on the host
+  -s, --subprocesses     also the processes' children (a gunicorn master's or
+                         Apache's workers), including workers started later
+  -d, --duration D       how long to trace (seconds, or e.g. 1m30s; default:
+                         until Ctrl-C)
+  --watch                show the summary live, refreshed every second
+  -j, --json             the report as JSON
+  --events               every event as a JSON line on stdout (report on stderr)
+  --attach-timeout D     how long to wait for each agent to start (default 10s)
+`,
 	"ps": `Usage:
   krait ps [--json]
 

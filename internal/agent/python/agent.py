@@ -1,7 +1,7 @@
 # agent.py: the Agent class and its start
 
 class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
-            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals):
+            _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals, _CacheTrace):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
 
@@ -46,6 +46,7 @@ class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
         self.clones = {}       # id -> the functions wrappers call (running the original code)
         self.utv = self.tobj = None  # use_tracing when tracing; our trace object
         self._ev_init()
+        self.ct = None         # cache tracing: its state while on (cachetrace.py)
 
 
 

@@ -180,7 +180,7 @@ class _Serving(object):
                 del self.history[:]  # drop the references krait's $N held
                 self.exc_filters = []
                 self.ccache.clear()
-            steps = [self._ev_clear, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw,
+            steps = [self._ct_stop, self._ev_clear, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw,
                      self._close, lambda: self._exit_hooks(False)]
             if not exiting:
                 steps.append(self._unmap)

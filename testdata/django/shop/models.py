@@ -36,3 +36,16 @@ class Order(models.Model):
 
     def __str__(self):
         return self.number
+
+
+class Category(models.Model):
+    """Read by the categories view, written by nobody (rows come with the
+    migration that creates the table)."""
+
+    name = models.CharField(max_length=60, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.name

@@ -7,17 +7,19 @@ import threading
 import time
 
 import django
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection
 from django.db.models import Count, Sum
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from django.views.decorators.cache import cache_page
 from django.utils.html import format_html, format_html_join
 
 from asgiref.sync import sync_to_async
 
-from shop.models import Order
+from shop.models import Category, Customer, Order
+from shop.signals import CITIES_KEY
 
 CACHE_KEY = "order-summary"
 
@@ -124,9 +126,15 @@ def slow(request):
     return HttpResponse("slept %g\n" % seconds, content_type="text/plain")
 
 
+def _cache(request):
+    """The cache alias ?alias= names (default: "default")."""
+    return caches[request.GET.get("alias") or "default"]
+
+
 def cached(request):
     """A summary computed once and cached forever: it is never invalidated,
     so it goes stale as orders change (the "stale data" scenario)."""
+    cache = _cache(request)
     summary = cache.get(CACHE_KEY)
     hit = summary is not None
     if not hit:
@@ -177,3 +185,94 @@ async def aslow(request):
     if http:
         status = await _http_get("/slow/?s=%g" % http)
     return JsonResponse({"orders": count, "db": db, "http": http, "upstream": status})
+
+
+def cities(request):
+    """Customers per city, cached; shop.signals deletes the entry whenever
+    a customer is saved: correctly invalidated."""
+    cache = _cache(request)
+    data = cache.get(CITIES_KEY)
+    hit = data is not None
+    if not hit:
+        data = {}
+        for c in Customer.objects.values("city").annotate(n=Count("id")).order_by("city"):
+            data[c["city"]] = c["n"]
+        cache.set(CITIES_KEY, data, timeout=None)
+    return JsonResponse({"cities": data, "cache_hit": hit})
+
+
+def categories(request):
+    """The category names, cached for an hour; nobody writes that table."""
+    cache = _cache(request)
+    names = cache.get("categories")
+    hit = names is not None
+    if not hit:
+        names = [c.name for c in Category.objects.all()]
+        cache.set("categories", names, timeout=3600)
+    return JsonResponse({"categories": names, "cache_hit": hit})
+
+
+def touch(request):
+    """Writes: the first order's note and the first customer (POST only).
+    The order summary cached by cached() is not invalidated; the customer
+    counts are (post_save)."""
+    if request.method != "POST":
+        return HttpResponse("POST only\n", status=405, content_type="text/plain")
+    stamp = timezone.now().isoformat()
+    order = Order.objects.order_by("id").first()
+    order.note = "touched " + stamp
+    order.save(update_fields=["note"])
+    customer = Customer.objects.order_by("id").first()
+    customer.save()
+    return JsonResponse({"order": order.pk, "customer": customer.pk, "at": stamp, "pid": os.getpid()})
+
+
+def hooks(request):
+    """What krait cache wraps, as this process has it now: every attribute
+    of the cache backend classes, the database wrapper classes,
+    CursorWrapper and BaseHandler (name -> the function's qualified name),
+    and the threads; a test compares it before and after krait."""
+    from django.conf import settings
+    from django.core.handlers.base import BaseHandler
+    from django.db import connections
+    from django.db.backends.utils import CursorWrapper
+    from django.utils.module_loading import import_string
+
+    classes = [import_string(c["BACKEND"]) for c in settings.CACHES.values()]
+    classes += [type(connections[a]) for a in settings.DATABASES]
+    classes += [CursorWrapper, BaseHandler]
+    out = {}
+    for cls in classes:
+        attrs = {}
+        for k, v in sorted(vars(cls).items()):
+            attrs[k] = getattr(v, "__qualname__", type(v).__name__)
+        out[cls.__module__ + "." + cls.__qualname__] = attrs
+    return JsonResponse({
+        "pid": os.getpid(),
+        "classes": out,
+        "threads": sorted(t.name for t in threading.enumerate()),
+    })
+
+
+def cacheloop(request):
+    """?n=N (default 1000, at most 100000) set+get pairs on the in-process
+    cache "local"; answers the mean time per operation in microseconds, as
+    measured here (what krait cache adds to each call shows in it), in
+    wall time and in the process's CPU time (every thread: krait's agent
+    thread, which sends the events, included)."""
+    n = int(_number(request, "n", 1000, 1, 100000) or 1000)
+    local = caches["local"]
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        local.set("loop", i)
+        local.get("loop")
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return JsonResponse({"ops": 2 * n, "us_per_op": took / (2 * n) * 1e6,
+                         "cpu_us_per_op": cpu / (2 * n) * 1e6, "pid": os.getpid()})
+
+
+@cache_page(60)
+def paged(request):
+    """A page cached whole by cache_page for a minute (its keys name no
+    view: krait cache shows the URL they stand for)."""
+    return HttpResponse("%d categories\n" % Category.objects.count(), content_type="text/plain")

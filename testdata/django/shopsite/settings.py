@@ -48,8 +48,25 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": "127.0.0.1:%s" % env("KRAIT_MEMCACHED_PORT", "11211"),
         "KEY_PREFIX": "shopsite",
-    }
+    },
+    # In-process: what a cache call costs without the network (cacheloop).
+    "local": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "shopsite-local",
+    },
 }
+
+if env("KRAIT_REDIS_PORT"):
+    # Django 4+ has its own Redis backend; Django 3.2 uses django-redis.
+    import django
+
+    CACHES["redis"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache"
+        if django.VERSION >= (4, 0)
+        else "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:%s/0" % env("KRAIT_REDIS_PORT"),
+        "KEY_PREFIX": "shopsite",
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

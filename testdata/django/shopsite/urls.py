@@ -10,4 +10,10 @@ urlpatterns = [
     path("slow/", views.slow),
     path("cached/", views.cached),
     path("aslow/", views.aslow),
+    path("cities/", views.cities),
+    path("categories/", views.categories),
+    path("touch/", views.touch),
+    path("hooks/", views.hooks),
+    path("cacheloop/", views.cacheloop),
+    path("paged/", views.paged),
 ]
