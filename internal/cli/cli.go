@@ -44,8 +44,8 @@ const (
 const usage = `krait — a debugger for live Python processes
 
 Usage:
-  krait dump (--pid PID... | --all) [--locals] [--json] [--nonblocking]
-  krait dump --core FILE [--sysroot DIR] [--locals] [--json]
+  krait dump (--pid PID... | --all) [--native] [--locals] [--json] [--nonblocking]
+  krait dump --core FILE [--sysroot DIR] [--native] [--locals] [--json]
   krait attach (PID... | --all) [--batch [--duration D]] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
@@ -116,6 +116,8 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&pids, "p", "short for --pid")
 	locals := fs.Bool("locals", false, "show each frame's arguments and local variables")
 	fs.BoolVar(locals, "l", false, "short for --locals")
+	native := fs.Bool("native", false, "show each thread's native stack merged with its Python one")
+	fs.BoolVar(native, "n", false, "short for --native")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.BoolVar(asJSON, "j", false, "short for --json")
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the process (values may be inconsistent)")
@@ -171,10 +173,13 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "krait dump: give --pid PID, --all or --core FILE")
 		return ExitUsage
 	}
+	if *native && *nonblocking {
+		return usageError(stderr, "dump", "--native needs the process paused; it cannot be used with --nonblocking")
+	}
 	// A server's master (gunicorn arbiter, Apache parent, …) stands for
 	// its workers.
 	pids.pids, _ = expandServers(pids.pids)
-	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets}
+	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets, Native: *native}
 	write := func(res *dump.Result) int {
 		if *asJSON {
 			// One document per process, one per line (indented for people

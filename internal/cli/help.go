@@ -16,10 +16,10 @@ import (
 // CMD print it on stdout.
 var commandHelp = map[string]string{
 	"dump": `Usage:
-  krait dump --pid PID [--pid PID]... [--locals] [--json] [--nonblocking] [--show-secrets]
+  krait dump --pid PID [--pid PID]... [--native] [--locals] [--json] [--nonblocking] [--show-secrets]
   krait dump PID [--locals] ...
-  krait dump --all [--locals] ...
-  krait dump --core FILE [--sysroot DIR] [--locals] [--json] [--show-secrets]
+  krait dump --all [--native] [--locals] ...
+  krait dump --core FILE [--sysroot DIR] [--native] [--locals] [--json] [--show-secrets]
 
 Print every thread's Python stack of a running process (or a core file),
 read from outside: nothing runs in the target.
@@ -29,6 +29,7 @@ read from outside: nothing runs in the target.
                      master) stands for its workers
   --all              every Python process krait ps finds
   -l, --locals       each frame's arguments and local variables
+  -n, --native       each thread's native (C) stack too, merged with its Python one
   -j, --json         JSON (one document per process)
   --nonblocking      read without pausing the process
   --width N          cut each value in text output to N characters (0: no limit)
@@ -96,7 +97,8 @@ read are named on stderr and make the exit status 4.
   krait requests --core FILE [--sysroot DIR] [--json]
 
 Show the web requests in flight: path, view, elapsed time, the SQL each
-is waiting on.
+is waiting on, and what its thread waits on in C when it is not running
+Python (from its native stack, e.g. _pq_execute_sync → … → poll).
 
   -p, --pid PID      a process (repeatable)
   --all              every Python process on the host
@@ -105,7 +107,7 @@ is waiting on.
   --watch            refresh every --interval until Ctrl-C
   --interval D       refresh interval with --watch (default 1s)
   -j, --json         JSON (one document per refresh with --watch)
-  --nonblocking      read without pausing the processes
+  --nonblocking      read without pausing the processes (no WAITING then)
   --show-secrets     show query-string values that look secret
 `,
 	"dap": `Usage:

@@ -280,7 +280,8 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		var reqs []*inflight.Request
 		var held []string
 		failed := -1
-		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all}, func(pid int, rd *dump.Reading, err error) {
+		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all,
+			Native: !*nonblocking, NativeOnly: inflight.Serving}, func(pid int, rd *dump.Reading, err error) {
 			if err != nil {
 				if len(list) == 1 && !*watch && !*all {
 					failed = fail(stderr, err)
@@ -304,6 +305,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
 			}
 			found := inflight.FromThreads(rd.Py, pid, rd.Interps, now, ropt)
+			addWaiting(rd, found)
 			rd.Proc.Close()
 			if info, err := procinfo.Read(pid); err == nil && info.Server != "script" {
 				s := info.Server
@@ -376,7 +378,7 @@ func sp(s string) *string { return &s }
 // requestsFromCore: krait requests --core FILE. Elapsed times are as of
 // when the core was written (its modification time).
 func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, stdout, stderr io.Writer) int {
-	rd, err := dump.ReadCore(path, sysroot, dump.ReadOptions{Snapshot: requestRead})
+	rd, err := dump.ReadCore(path, sysroot, dump.ReadOptions{Snapshot: requestRead, Native: true, NativeOnly: inflight.Serving})
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -386,6 +388,7 @@ func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, st
 		when = st.ModTime()
 	}
 	reqs := inflight.FromThreads(rd.Py, rd.Proc.PID(), rd.Interps, when, ropt)
+	addWaiting(rd, reqs)
 	if reqs == nil {
 		reqs = []*inflight.Request{}
 	}
@@ -395,6 +398,20 @@ func requestsFromCore(path, sysroot string, asJSON bool, ropt render.Options, st
 	fmt.Fprintf(stdout, "Core file %s (process %d, written %s)\n", path, rd.Proc.PID(), when.Format(time.RFC3339))
 	writeRequests(stdout, reqs)
 	return ExitOK
+}
+
+// addWaiting says, for each request whose thread is not running Python,
+// what it waits on (from its native stack).
+func addWaiting(rd *dump.Reading, reqs []*inflight.Request) {
+	for _, r := range reqs {
+		// An ASGI request is a task: its thread is the event loop's,
+		// waiting for any of them.
+		if r.NativeID != nil && r.Task == nil {
+			if w := rd.Waiting(*r.NativeID); w != "" {
+				r.Waiting = &w
+			}
+		}
+	}
 }
 
 func deref(s *string) string {
@@ -412,9 +429,9 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 		tasks = tasks || r.Task != nil
 	}
 	if tasks {
-		fmt.Fprintln(tw, "PID\tTID\tTASK\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+		fmt.Fprintln(tw, "PID\tTID\tTASK\tELAPSED\tMETHOD\tPATH\tVIEW\tWAITING\tSQL")
 	} else {
-		fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+		fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tWAITING\tSQL")
 	}
 	estimated := false
 	for _, r := range reqs {
@@ -446,9 +463,9 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 			sql = "(awaiting " + procinfo.OneLine(*r.Awaiting) + ")"
 		}
 		if tasks {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, deref(r.Task), el, deref(r.Method), path, deref(r.View), sql)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, deref(r.Task), el, deref(r.Method), path, deref(r.View), deref(r.Waiting), sql)
 		} else {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), deref(r.Waiting), sql)
 		}
 	}
 	tw.Flush()

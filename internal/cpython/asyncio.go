@@ -509,7 +509,7 @@ func (py *Python) awaitChain(coro uint64, onThread map[uint64]bool, locals bool,
 		if L.CoroFrame >= 0 {
 			f, _, err = py.frameObject(frame, locals, lim, py.codes)
 		} else {
-			f, _, err = py.interpreterFrame(frame, locals, lim, py.codes)
+			f, _, _, err = py.interpreterFrame(frame, locals, lim, py.codes)
 		}
 		if err != nil {
 			return append(stack, Frame{Addr: frame, Function: "???", Err: err.Error()}), 0, running, ""

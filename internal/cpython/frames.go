@@ -18,6 +18,10 @@ type Frame struct {
 	Locals   []Local
 	// Err is set when the frame could not be read completely.
 	Err string
+	// Entry: the frame is the outermost one its call of the evaluation
+	// loop runs (every frame before 3.11), so that native stacks can be
+	// split where each _PyEval_EvalFrameDefault begins.
+	Entry bool
 }
 
 // Local is one argument or local variable of a frame.
@@ -172,17 +176,21 @@ func (py *Python) Frames(tstate uint64, locals bool, lim Limits, cache map[uint6
 		seen[frame] = true
 		var f *Frame
 		var next uint64
+		shim := false
 		if L.Frames == layout.FrameObjects {
 			f, next, err = py.frameObject(frame, locals, lim, cache)
 		} else {
-			f, next, err = py.interpreterFrame(frame, locals, lim, cache)
+			f, next, shim, err = py.interpreterFrame(frame, locals, lim, cache)
 		}
 		if err != nil {
-			out = append(out, Frame{Addr: frame, Err: err.Error(), Function: "???"})
+			out = append(out, Frame{Addr: frame, Err: err.Error(), Function: "???", Entry: L.Frames == layout.FrameObjects})
 			return out, nil
 		}
 		if f != nil {
 			out = append(out, *f)
+		}
+		if shim && len(out) > 0 {
+			out[len(out)-1].Entry = true
 		}
 		frame = next
 	}
@@ -207,7 +215,7 @@ func (py *Python) frameObject(addr uint64, locals bool, lim Limits, cache map[ui
 	if err != nil {
 		return nil, back, err
 	}
-	f := &Frame{Addr: addr, Code: codeAddr, Function: c.name, Qualname: c.qualname, File: c.file}
+	f := &Frame{Addr: addr, Code: codeAddr, Function: c.name, Qualname: c.qualname, File: c.file, Entry: true}
 	if lasti < 0 {
 		f.Line = c.firstLine
 	} else {
@@ -239,33 +247,45 @@ func (py *Python) frameObject(addr uint64, locals bool, lim Limits, cache map[ui
 	return f, back, nil
 }
 
-func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache map[uint64]*code) (*Frame, uint64, error) {
+// interpreterFrame reads one _PyInterpreterFrame; shim says it is the
+// entry frame of a call of the evaluation loop (3.12+).
+func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache map[uint64]*code) (*Frame, uint64, bool, error) {
+	f, prev, shim, err := py.interpreterFrame1(addr, locals, lim, cache)
+	if f != nil && py.L.IFrameIsEntry >= 0 {
+		if e, err := py.m.u8(addr + uint64(py.L.IFrameIsEntry)); err == nil && e != 0 {
+			f.Entry = true
+		}
+	}
+	return f, prev, shim, err
+}
+
+func (py *Python) interpreterFrame1(addr uint64, locals bool, lim Limits, cache map[uint64]*code) (*Frame, uint64, bool, error) {
 	L := py.L
 	prev, err := py.m.u64(addr + uint64(L.IFramePrevious))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	if L.OwnerCStack >= 0 {
 		owner, err := py.m.u8(addr + uint64(L.IFrameOwner))
 		if err != nil {
-			return nil, prev, err
+			return nil, prev, false, err
 		}
 		if int64(owner) >= L.OwnerCStack {
-			return nil, prev, nil // shim frame of a C call into Python
+			return nil, prev, int64(owner) == L.OwnerEntry, nil // shim frame of a C call into Python
 		}
 	}
 	codeAddr, err := py.m.u64(addr + uint64(L.IFrameCode))
 	if err != nil {
-		return nil, prev, err
+		return nil, prev, false, err
 	}
 	codeAddr &^= L.StackRefTag
 	c, err := py.codeCached(codeAddr, cache)
 	if err != nil {
-		return nil, prev, err
+		return nil, prev, false, err
 	}
 	instr, err := py.m.u64(addr + uint64(L.IFrameInstr))
 	if err != nil {
-		return nil, prev, err
+		return nil, prev, false, err
 	}
 	unit := (int64(instr) - int64(c.codeStart)) / 2
 	if unit < c.firstTraceable {
@@ -273,7 +293,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 		// own code yet (CPython's _PyFrame_IsIncomplete).
 		owner, _ := py.m.u8(addr + uint64(L.IFrameOwner))
 		if int64(owner) != L.OwnerGenerator {
-			return nil, prev, nil
+			return nil, prev, false, nil
 		}
 	}
 	f := &Frame{Addr: addr, Code: codeAddr, Function: c.name, Qualname: c.qualname, File: c.file}
@@ -283,7 +303,7 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 		slots, err := py.m.bytes(addr+uint64(L.IFrameLocalsplus), 8*n)
 		if err != nil {
 			f.Err = "locals: " + err.Error()
-			return f, prev, nil
+			return f, prev, false, nil
 		}
 		for i := 0; i < n; i++ {
 			var kind byte
@@ -313,5 +333,5 @@ func (py *Python) interpreterFrame(addr uint64, locals bool, lim Limits, cache m
 			f.Locals = append(f.Locals, Local{Name: c.names[i], Arg: i < c.argCount, Value: py.Value(p, lim)})
 		}
 	}
-	return f, prev, nil
+	return f, prev, false, nil
 }

@@ -35,6 +35,8 @@ type Options struct {
 	// ShowSecrets shows values under names that look secret (see package
 	// secrets); by default they are <redacted>.
 	ShowSecrets bool
+	// Native adds each thread's native stack, merged with its Python one.
+	Native bool
 }
 
 // Result is the JSON contract of krait dump.
@@ -66,6 +68,12 @@ type Thread struct {
 	Idle        bool     `json:"idle"`
 	Frames      []*Frame `json:"frames"`
 	Error       string   `json:"error,omitempty"`
+	// NativeError says why the native stack (--native) stops where it
+	// does, or could not be read.
+	NativeError string `json:"native_error,omitempty"`
+	// NativeOnly (--native): an OS thread that runs no Python thread state
+	// (interpreter -1, thread_id its pthread_t); its frames are all native.
+	NativeOnly bool `json:"native_only,omitempty"`
 	// Loop is the address of the asyncio event loop the thread runs;
 	// Tasks are that loop's tasks (both absent for other threads).
 	Loop  *uint64 `json:"loop,omitempty"`
@@ -94,6 +102,13 @@ type Frame struct {
 	Line     int      `json:"line"`
 	Locals   []*Local `json:"locals,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Native frames (--native): a C function, its library (the mapped
+	// file's path) and the address executing (a return address in callers),
+	// absolute and in the library's own addresses.
+	Native        bool   `json:"native,omitempty"`
+	Library       string `json:"library,omitempty"`
+	Address       string `json:"address,omitempty"`
+	LibraryOffset string `json:"library_offset,omitempty"`
 }
 
 // Local is one variable in the JSON contract.
@@ -119,6 +134,9 @@ type Reading struct {
 	Held      time.Duration
 	// Render says how Result renders values (secrets shown or not).
 	Render render.Options
+	// capture holds the threads' registers and stacks (ReadOptions.Native),
+	// unwound on demand by NativeStack.
+	capture *nativeCapture
 }
 
 // ReadOptions says how to read.
@@ -126,6 +144,12 @@ type ReadOptions struct {
 	NonBlocking bool
 	Snapshot    cpython.Options
 	HoldPause   time.Duration
+	// Native unwinds every thread's native stack too (the registers and
+	// stacks are taken while the process is held, unwound after).
+	Native bool
+	// NativeOnly, if set, limits Native to the threads of the Python
+	// thread states it accepts (krait requests: those serving a request).
+	NativeOnly func(*cpython.Thread) bool
 	// Survey: one of many processes read in a pass over the host; a
 	// Python with no interpreter (not initialised, or finalising) is
 	// reported at once, without waiting to see whether it exits.
@@ -170,6 +194,9 @@ func ReadCore(path, sysroot string, opt ReadOptions) (*Reading, error) {
 		c.Close()
 		return nil, err
 	}
+	if opt.Native {
+		r.capture = captureCore(c, nativeThreads(r.OSThreads, r.Interps, opt.NativeOnly))
+	}
 	return r, nil
 }
 
@@ -197,6 +224,17 @@ func (r *Reading) read(opt ReadOptions) error {
 		r.Interps, err = py.Snapshot(sopt)
 		return err
 	}
+	if opt.Native && opt.NonBlocking {
+		return fmt.Errorf("--native needs the process paused: it cannot be used with --nonblocking")
+	}
+	var maps []target.Mapping
+	if opt.Native && opt.NativeOnly == nil {
+		// Every thread is unwound: the map is read before the pause.
+		if maps, err = proc.Maps(); err != nil {
+			return exitedOr(proc, err)
+		}
+	}
+	var capture *nativeCapture
 	if opt.NonBlocking {
 		// Memory may change underneath: retry a few times on errors.
 		for i := 0; i < 5; i++ {
@@ -216,6 +254,14 @@ func (r *Reading) read(opt ReadOptions) error {
 		}
 		done := holding(p)
 		err = read()
+		if err == nil && opt.Native {
+			if ts := nativeThreads(r.OSThreads, r.Interps, opt.NativeOnly); len(ts) > 0 {
+				if maps == nil {
+					maps, _ = proc.Maps()
+				}
+				capture = captureLive(proc, p, maps, ts)
+			}
+		}
 		if opt.HoldPause > 0 {
 			time.Sleep(opt.HoldPause)
 		}
@@ -226,12 +272,13 @@ func (r *Reading) read(opt ReadOptions) error {
 	if err != nil {
 		return exitedOr(proc, err)
 	}
+	r.capture = capture
 	return nil
 }
 
 // Take dumps process pid.
 func Take(pid int, opt Options) (*Result, error) {
-	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause,
+	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause, Native: opt.Native,
 		Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits, Tasks: true}})
 	if err != nil {
 		return nil, err
@@ -242,7 +289,7 @@ func Take(pid int, opt Options) (*Result, error) {
 
 // TakeCore dumps a core file.
 func TakeCore(path, sysroot string, opt Options) (*Result, error) {
-	rd, err := ReadCore(path, sysroot, ReadOptions{Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits, Tasks: true}})
+	rd, err := ReadCore(path, sysroot, ReadOptions{Native: opt.Native, Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits, Tasks: true}})
 	if err != nil {
 		return nil, err
 	}
@@ -265,6 +312,17 @@ func (rd *Reading) Result() *Result {
 	}
 	res.Interpreters = len(interps)
 	res.Threads = []*Thread{}
+	python := map[int]bool{}
+	// The native stack of an OS thread goes with one of its thread states:
+	// the one running Python frames (the deepest), else the first.
+	owner := map[int]*cpython.Thread{}
+	for _, in := range interps {
+		for _, t := range in.Threads {
+			if o, ok := owner[t.NativeID]; !ok || len(t.Frames) > len(o.Frames) {
+				owner[t.NativeID] = t
+			}
+		}
+	}
 	for _, in := range interps {
 		for _, t := range in.Threads {
 			// Frames is [] for a thread with no Python frames (a C thread's
@@ -286,6 +344,18 @@ func (rd *Reading) Result() *Result {
 			for _, f := range t.Frames {
 				jt.Frames = append(jt.Frames, rd.frame(f))
 			}
+			python[t.NativeID] = true
+			if rd.capture != nil {
+				if t.NativeID == 0 {
+					jt.NativeError = "no OS thread of this process runs this thread state"
+				} else if owner[t.NativeID] != t {
+					// Another thread state of the same OS thread (one per
+					// interpreter it entered) shows its native stack.
+				} else if ns := rd.NativeStack(t.NativeID); ns != nil {
+					jt.Frames = merge(ns.Frames, jt.Frames, entries(t), py.L.EvalFunction)
+					jt.NativeError = ns.Err
+				}
+			}
 			res.Threads = append(res.Threads, jt)
 			if t.Loop != 0 {
 				loop := t.Loop
@@ -293,6 +363,9 @@ func (rd *Reading) Result() *Result {
 			}
 		}
 		rd.addTasks(res, in)
+	}
+	if rd.capture != nil {
+		res.Threads = append(res.Threads, rd.nativeOnlyThreads(python)...)
 	}
 	return res
 }

@@ -3,6 +3,7 @@ package dump
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 )
 
@@ -37,6 +38,9 @@ func WriteText(w io.Writer, r *Result, width int) {
 		if t.GIL {
 			state = append(state, "gil")
 		}
+		if t.NativeOnly {
+			state = append(state, "no Python")
+		}
 		name := ""
 		if t.Name != nil {
 			name = fmt.Sprintf(" %q", *t.Name)
@@ -46,7 +50,7 @@ func WriteText(w io.Writer, r *Result, width int) {
 			native = fmt.Sprintf(" [tid %d]", *t.NativeID)
 		}
 		interp := ""
-		if r.Interpreters > 1 {
+		if r.Interpreters > 1 && !t.NativeOnly {
 			interp = fmt.Sprintf(" interpreter %d", t.Interpreter)
 		}
 		st := ""
@@ -58,7 +62,18 @@ func WriteText(w io.Writer, r *Result, width int) {
 			fmt.Fprintf(w, "    <stack incomplete: %s>\n", t.Error)
 		}
 		for _, f := range t.Frames {
+			if f.Native {
+				if f.Library != "" && !strings.HasPrefix(f.Function, filepath.Base(f.Library)+"+") {
+					fmt.Fprintf(w, "    %s (%s)\n", f.Function, filepath.Base(f.Library))
+				} else {
+					fmt.Fprintf(w, "    %s\n", f.Function)
+				}
+				continue
+			}
 			writeFrame(w, f, "    ", width)
+		}
+		if t.NativeError != "" {
+			fmt.Fprintf(w, "    <native stack incomplete: %s>\n", t.NativeError)
 		}
 		if len(t.Tasks) > 0 {
 			fmt.Fprintf(w, "    asyncio event loop 0x%x, %d tasks:\n", *t.Loop, len(t.Tasks))

@@ -41,7 +41,13 @@ type Request struct {
 	Client    *string `json:"client"`
 	SQL       *string `json:"sql"`
 	SQLParams *string `json:"sql_params"`
-	Server    *string `json:"server"`
+	// Waiting is what the request's thread is waiting on when it is not
+	// running Python: the C functions its innermost Python frame called,
+	// outermost first ("PQexec → pqWait → poll"); null when it runs Python,
+	// for an ASGI request (a task: its thread is the event loop's), or when
+	// its native stack was not read (--nonblocking).
+	Waiting *string `json:"waiting"`
+	Server  *string `json:"server"`
 	// Task and TaskID name the asyncio task handling an ASGI request;
 	// Awaiting says what it waits on (null for WSGI requests).
 	Task     *string `json:"task"`
@@ -90,6 +96,17 @@ func FromThreads(py *cpython.Python, pid int, interps []*cpython.Interpreter, no
 		}
 	}
 	return out
+}
+
+// Serving says whether a thread may be serving a request (a frame has a
+// local named environ): the threads krait requests unwinds natively.
+func Serving(t *cpython.Thread) bool {
+	for _, f := range t.Frames {
+		if _, _, ok := local(f, "environ"); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func local(f cpython.Frame, name string) (cpython.Ref, *cpython.Local, bool) {

@@ -106,8 +106,8 @@ func TestRequestsASGI(t *testing.T) {
 	text := kraitOK(t, "requests", "--pid", strconv.Itoa(pid))
 	t.Logf("krait requests --pid %d\n%s", pid, text)
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
-	if h := strings.Join(strings.Fields(lines[0]), " "); h != "PID TID TASK ELAPSED METHOD PATH VIEW SQL" {
-		t.Errorf("text output: header %q, want PID TID TASK ELAPSED METHOD PATH VIEW SQL", lines[0])
+	if h := strings.Join(strings.Fields(lines[0]), " "); h != "PID TID TASK ELAPSED METHOD PATH VIEW WAITING SQL" {
+		t.Errorf("text output: header %q, want PID TID TASK ELAPSED METHOD PATH VIEW WAITING SQL", lines[0])
 	}
 	if !strings.Contains(text, "/aslow/?http=10") || !strings.Contains(text, "(awaiting stream ") {
 		t.Errorf("text output lacks the ?http=10 request awaiting a stream")

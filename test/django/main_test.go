@@ -579,6 +579,7 @@ type request struct {
 	ElapsedSource *string  `json:"elapsed_source"`
 	SQL           *string  `json:"sql"`
 	SQLParams     *string  `json:"sql_params"`
+	Waiting       *string  `json:"waiting"`
 	Server        *string  `json:"server"`
 	Client        *string  `json:"client"`
 	Task          *string  `json:"task"`
@@ -589,7 +590,7 @@ type request struct {
 	Line          int      `json:"line"`
 }
 
-var requestKeys = []string{"pid", "thread_id", "native_id", "thread_name", "interpreter", "method", "path", "query", "view", "elapsed_s", "elapsed_source", "client", "sql", "sql_params", "server", "function", "file", "line"}
+var requestKeys = []string{"pid", "thread_id", "native_id", "thread_name", "interpreter", "method", "path", "query", "view", "elapsed_s", "elapsed_source", "client", "sql", "sql_params", "waiting", "server", "function", "file", "line"}
 
 // checkKeys fails unless every object in the JSON array doc[list] has all
 // of keys (null is fine: present and unknown).

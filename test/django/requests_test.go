@@ -15,7 +15,8 @@ import (
 // server (both mod_wsgi groups, the sub-interpreter one too, gunicorn
 // gthread, a gunicorn sync worker, the venv's gthread), krait requests
 // finds each: method, path, query, Django view, the SQL running now with
-// its parameter, the thread, the interpreter, mod_wsgi's elapsed time;
+// its parameter, what the thread waits on in C (libpq's PQgetResult down
+// to poll), the thread, the interpreter, mod_wsgi's elapsed time;
 // --all finds them all; the text output has a header and the path.
 func TestRequests(t *testing.T) {
 	st := needStack(t)
@@ -56,8 +57,8 @@ func TestRequests(t *testing.T) {
 	out := kraitOK(t, args...)
 	t.Logf("krait %s\n%s", strings.Join(args, " "), out)
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	if h := strings.Fields(lines[0]); strings.Join(h, " ") != "PID TID ELAPSED METHOD PATH VIEW SQL" {
-		t.Errorf("text output: header %q, want PID TID ELAPSED METHOD PATH VIEW SQL", lines[0])
+	if h := strings.Fields(lines[0]); strings.Join(h, " ") != "PID TID ELAPSED METHOD PATH VIEW WAITING SQL" {
+		t.Errorf("text output: header %q, want PID TID ELAPSED METHOD PATH VIEW WAITING SQL", lines[0])
 	}
 	for _, s := range st.servers {
 		var line string
@@ -75,7 +76,7 @@ func TestRequests(t *testing.T) {
 		if s.kind == "mod_wsgi daemon" {
 			elapsed = `\d+\.\ds`
 		}
-		re := `^\d+\s+\d+\s+` + elapsed + `\s+GET\s+/slow/\?s=5\s+shop\.views\.slow\s+SELECT pg_sleep\(%s\)\s+\[5(\.0)?\]$`
+		re := `^\d+\s+\d+\s+` + elapsed + `\s+GET\s+/slow/\?s=5\s+shop\.views\.slow\s+\S.* → PQgetResult → .*→ poll\s+SELECT pg_sleep\(%s\)\s+\[5(\.0)?\]$`
 		if !regexp.MustCompile(re).MatchString(line) {
 			t.Errorf("text output for %s: %q does not match %q", s, line, re)
 		}
@@ -154,6 +155,12 @@ func checkSlowRequest(t *testing.T, s *server, r *request, p *pending, before, a
 	eq("server", r.Server, s.kind+" ("+s.group+")")
 	if r.SQL == nil || !strings.Contains(*r.SQL, "pg_sleep") {
 		t.Errorf("%s: sql = %s, want the pg_sleep statement", s, deref(r.SQL))
+	}
+	// In C: psycopg2's _pq_execute_sync → libpq (PQexec, which Debian's
+	// build leaves by a tail call, then PQgetResult) → … → poll (libc),
+	// waiting for PostgreSQL's answer.
+	if r.Waiting == nil || !regexp.MustCompile(`_pq_execute_sync → .*PQgetResult → .*→ poll$`).MatchString(*r.Waiting) {
+		t.Errorf("%s: waiting = %s, want psycopg2's _pq_execute_sync down to libpq's PQgetResult and poll", s, deref(r.Waiting))
 	}
 	if r.SQLParams == nil || !regexp.MustCompile(`^\[5(\.0)?\]$`).MatchString(*r.SQLParams) {
 		t.Errorf("%s: sql_params = %s, want [5.0]", s, deref(r.SQLParams))

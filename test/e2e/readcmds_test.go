@@ -144,6 +144,7 @@ func TestBadFlagValues(t *testing.T) {
 		{"requests", "--all", "--interval", "-1s"},
 		{"requests", "--all", "--interval", "0s"},
 		{"dump", "1", "--width", "-3"},
+		{"dump", "1", "--native", "--nonblocking"},
 		{"ps", "--bogus"},
 		{"ps", "extra"},
 		{"requests", "--pid", "1", "--core", "x"},

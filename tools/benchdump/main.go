@@ -1,9 +1,12 @@
 // Command benchdump compares `krait dump --locals` with `py-spy dump --locals`
 // and gdb's `py-bt` on a live CPython process, and prints the result as
-// Markdown (see BENCHMARKS.md).
+// Markdown (see BENCHMARKS.md). With --native it compares native stacks
+// instead: `krait dump --native`, `py-spy dump --native` and `pystack
+// remote --native`.
 //
 //	go build -o krait ./cmd/krait
 //	go run ./tools/benchdump --py-spy "$VENV/bin/py-spy" > result.md
+//	go run ./tools/benchdump --native --py-spy "$VENV/bin/py-spy" --pystack "$VENV/bin/pystack" > result.md
 //
 // For each interpreter and each thread count it starts
 // testdata/bench/bench_target.py (N threads, each D frames deep, plus a
@@ -51,6 +54,8 @@ type config struct {
 	tools    []string
 	krait    string
 	pyspy    string
+	pystack  string
+	native   bool
 	gdb      string
 	gdbExt   string
 	target   string
@@ -72,7 +77,9 @@ func run() int {
 	flag.IntVar(&c.depth, "depth", 50, "stack depth of each thread, in frames")
 	flag.IntVar(&c.reps, "reps", 10, "measured repetitions per tool and configuration")
 	flag.IntVar(&c.warmup, "warmup", 1, "unmeasured repetitions before those")
-	flag.StringVar(&tools, "tools", "krait,py-spy,gdb", "comma-separated tools to run (krait, py-spy, gdb)")
+	flag.StringVar(&tools, "tools", "", "comma-separated tools to run (krait, py-spy, gdb, pystack; default krait,py-spy,gdb, with --native krait,py-spy,pystack)")
+	flag.BoolVar(&c.native, "native", false, "compare native stacks merged with Python ones (krait dump --native, py-spy dump --native, pystack remote --native), no locals")
+	flag.StringVar(&c.pystack, "pystack", "", "pystack binary (default: pystack on PATH)")
 	flag.StringVar(&c.krait, "krait", "./krait", "krait binary (build it with go build -o krait ./cmd/krait)")
 	flag.StringVar(&c.pyspy, "py-spy", "", "py-spy binary (default: py-spy on PATH)")
 	flag.StringVar(&c.gdb, "gdb", "", "gdb binary (default: gdb on PATH)")
@@ -88,6 +95,12 @@ func run() int {
 		return 2
 	}
 	c.pythons = benchkit.SplitList(pythons)
+	if tools == "" {
+		tools = "krait,py-spy,gdb"
+		if c.native {
+			tools = "krait,py-spy,pystack"
+		}
+	}
 	c.tools = benchkit.SplitList(tools)
 	for _, t := range benchkit.SplitList(threads) {
 		n, err := strconv.Atoi(t)
@@ -98,8 +111,12 @@ func run() int {
 		c.threads = append(c.threads, n)
 	}
 	for _, t := range c.tools {
-		if t != "krait" && t != "py-spy" && t != "gdb" {
+		if t != "krait" && t != "py-spy" && t != "gdb" && t != "pystack" {
 			fmt.Fprintf(os.Stderr, "benchdump: unknown tool %q\n", t)
+			return 2
+		}
+		if c.native && t == "gdb" {
+			fmt.Fprintln(os.Stderr, "benchdump: gdb's py-bt has no merged native stack: leave gdb out with --native")
 			return 2
 		}
 	}
@@ -375,8 +392,16 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 	switch tool {
 	case "krait":
 		args = []string{c.krait, "dump", "--pid", strconv.Itoa(pid), "--locals", "--json"}
+		if c.native {
+			args = []string{c.krait, "dump", "--pid", strconv.Itoa(pid), "--native", "--json"}
+		}
 	case "py-spy":
 		args = []string{c.pyspy, "dump", "--pid", strconv.Itoa(pid), "--locals"}
+		if c.native {
+			args = []string{c.pyspy, "dump", "--pid", strconv.Itoa(pid), "--native"}
+		}
+	case "pystack":
+		args = []string{c.pystack, "remote", "--native", strconv.Itoa(pid)}
 	case "gdb":
 		if py.gdbExt == "" {
 			return 0, 0, 0, errors.New(py.gdbError)
@@ -413,6 +438,7 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 			Threads     []struct {
 				Frames []struct {
 					Function string `json:"function"`
+					Native   bool   `json:"native"`
 				} `json:"frames"`
 			} `json:"threads"`
 		}
@@ -420,15 +446,25 @@ func runTool(c *config, py *python, tool string, pid, n int) (wall time.Duration
 			return wall, 0, 0, fmt.Errorf("bad JSON: %v", err)
 		}
 		kraitPause = res.PauseMillis
+		native := 0
 		for _, t := range res.Threads {
 			for _, f := range t.Frames {
-				if f.Function == "recurse" {
+				if f.Function == "recurse" && !f.Native {
 					frames++
+				}
+				if f.Native {
+					native++
 				}
 			}
 		}
+		if c.native && native == 0 {
+			return wall, kraitPause, frames, errors.New("no native frames")
+		}
 	case "py-spy":
 		frames = strings.Count(stdout.String(), "recurse (")
+	case "pystack":
+		// (Python) File "…/bench_target.py", line L, in recurse
+		frames = strings.Count(stdout.String(), ", in recurse")
 	case "gdb":
 		// py-bt prints `File "…/bench_target.py", line L, in recurse` per frame.
 		frames = strings.Count(stdout.String(), ", in recurse")
@@ -485,6 +521,8 @@ func bench(c *config) error {
 			p, name = &c.krait, "krait"
 		case "py-spy":
 			p, name = &c.pyspy, "py-spy"
+		case "pystack":
+			p, name = &c.pystack, "pystack"
 		case "gdb":
 			p, name = &c.gdb, "gdb"
 		}
@@ -663,6 +701,8 @@ func machineInfo(c *config, pys []*python) [][2]string {
 			add("krait", v)
 		case "py-spy":
 			add("py-spy", firstLine(benchkit.Output(c.pyspy, "--version")))
+		case "pystack":
+			add("pystack", firstLine(benchkit.Output(c.pystack, "--version")))
 		case "gdb":
 			add("gdb", firstLine(benchkit.Output(c.gdb, "--version")))
 		}
@@ -719,6 +759,9 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 		fmt.Fprintf(w, "- %s: %s\n", kv[0], kv[1])
 	}
 	fmt.Fprintf(w, "\nEach thread %d frames deep; %d measured runs per cell after %d warm-up run(s), tools interleaved round-robin.", c.depth, c.reps, c.warmup)
+	if c.native {
+		fmt.Fprintf(w, " Native stacks merged with Python ones, no locals.")
+	}
 	if c.baseline > 0 {
 		fmt.Fprintf(w, " \"%s\" is the target's largest gap over a %v window with nothing attached: the noise floor of the pause column.", baselineTool, c.baseline)
 	}
@@ -754,6 +797,10 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 	if len(failures) > 0 {
 		fmt.Fprintf(w, "\nFailures:\n\n%s\n", strings.Join(failures, "\n"))
 	}
+	if c.native {
+		nativeRatios(w, c, pys, all)
+		return
+	}
 	if !slices.Contains(c.tools, "krait") || !slices.Contains(c.tools, "py-spy") {
 		return
 	}
@@ -777,6 +824,29 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 				met = "pause only"
 			}
 			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |\n", py.version, n, ratio(wr), ratio(pr), ratio(kr), met)
+		}
+	}
+}
+
+// nativeRatios compares krait's medians with each other tool's.
+func nativeRatios(w io.Writer, c *config, pys []*python, all []sample) {
+	if !slices.Contains(c.tools, "krait") {
+		return
+	}
+	fmt.Fprintf(w, "\nkrait / other tool (medians):\n\n")
+	fmt.Fprintln(w, "| Python | threads | vs | wall ratio | pause ratio (target) | krait pause_ms / its pause (target) |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|")
+	for _, py := range pys {
+		for _, n := range c.threads {
+			k := summarize(all, py.version, n, "krait")
+			for _, other := range c.tools {
+				if other == "krait" {
+					continue
+				}
+				o := summarize(all, py.version, n, other)
+				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |\n", py.version, n, other,
+					ratio(k.wallMed/o.wallMed), ratio(k.pauseMed/o.pauseMed), ratio(k.kraitPause/o.pauseMed))
+			}
 		}
 	}
 }

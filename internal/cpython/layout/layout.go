@@ -116,6 +116,16 @@ type Layout struct {
 	// own); -1: none. OwnerGenerator is that of generator frames (3.11+).
 	OwnerCStack    int64
 	OwnerGenerator int64
+	// OwnerEntry is the owner of the shim frame each call of the
+	// evaluation loop pushes under the frames it runs (FRAME_OWNED_BY_CSTACK,
+	// 3.12+); -1: none. IFrameIsEntry is the offset of 3.11's is_entry flag,
+	// set on the first frame a call of the loop runs; -1: none. Both split a
+	// thread's Python frames among the native frames of the loop.
+	OwnerEntry    int64
+	IFrameIsEntry int64
+	// EvalFunction is the C function of the evaluation loop, whose native
+	// frames run Python frames.
+	EvalFunction string
 	// Monitoring: sys.monitoring exists (3.12+), so the agent needs no
 	// trace function written into thread states.
 	Monitoring bool
@@ -209,6 +219,20 @@ func For(v Version) (*Layout, error) {
 	}
 	if at(3, 14) {
 		l.StackRefTag, l.StackRefIntTag = 1, 3
+	}
+	l.OwnerEntry, l.IFrameIsEntry = -1, -1
+	l.EvalFunction = "_PyEval_EvalFrameDefault"
+	if l.Py2 {
+		l.EvalFunction = "PyEval_EvalFrameEx"
+	}
+	switch {
+	case at(3, 12):
+		// FRAME_OWNED_BY_CSTACK in 3.12 and 3.13; 3.14 gives the entry
+		// frame FRAME_OWNED_BY_INTERPRETER, of the same value.
+		l.OwnerEntry = 3
+	case at(3, 11) && l.IFrameOwner > 0:
+		// struct _PyInterpreterFrame: … int stacktop; bool is_entry; char owner;
+		l.IFrameIsEntry = l.IFrameOwner - 1
 	}
 	l.OwnerGenerator = 1 // FRAME_OWNED_BY_GENERATOR, 3.11+
 	l.Monitoring = at(3, 12)

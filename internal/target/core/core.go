@@ -29,6 +29,7 @@ type Core struct {
 	loads   []load
 	files   []fileMap
 	threads []target.Thread
+	regs    map[int][]uint64 // by thread: user_regs_struct from NT_PRSTATUS
 	pid     int
 	psargs  string
 	fname   string
@@ -290,6 +291,10 @@ const (
 	ntAuxv     = 6
 	ntFile     = 0x46494c45
 	atExecfn   = 31
+	// x86-64 elf_prstatus: pr_reg (user_regs_struct, 27 registers) is
+	// 112 bytes in.
+	prRegOff   = 112
+	prRegCount = 27
 )
 
 // noteError: a note's sizes do not fit its segment, or its contents are
@@ -333,7 +338,7 @@ func (c *Core) notes(r io.Reader, size uint64) error {
 		keep := uint64(0)
 		switch typ {
 		case ntPrstatus:
-			keep = min(descsz, 36)
+			keep = min(descsz, prRegOff+8*prRegCount)
 		case ntPrpsinfo:
 			keep = min(descsz, 136)
 		case ntAuxv:
@@ -370,7 +375,18 @@ func (c *Core) note(typ uint32, desc []byte) error {
 		if len(desc) >= 36 {
 			// elf_prstatus: siginfo (12), cursig (2+2), sigpend,
 			// sighold (8+8), then pr_pid.
-			c.threads = append(c.threads, target.Thread{TID: int(int32(le.Uint32(desc[32:]))), State: '?'})
+			tid := int(int32(le.Uint32(desc[32:])))
+			c.threads = append(c.threads, target.Thread{TID: tid, State: '?'})
+			if len(desc) >= prRegOff+8*prRegCount {
+				regs := make([]uint64, prRegCount)
+				for i := range regs {
+					regs[i] = le.Uint64(desc[prRegOff+8*i:])
+				}
+				if c.regs == nil {
+					c.regs = map[int][]uint64{}
+				}
+				c.regs[tid] = regs
+			}
 		}
 	case ntPrpsinfo:
 		if len(desc) >= 136 {
@@ -533,6 +549,13 @@ func (c *Core) Maps() ([]target.Mapping, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
 	return out, nil
+}
+
+// Registers returns a thread's general registers as the core recorded
+// them, in the kernel's user_regs_struct order (x86-64).
+func (c *Core) Registers(tid int) ([]uint64, bool) {
+	r, ok := c.regs[tid]
+	return r, ok
 }
 
 // Threads lists the threads the core recorded (their state is unknown).

@@ -32,6 +32,28 @@ func (p *Pauser) GetRegs(tid int) (Regs, error) {
 	return r, nil
 }
 
+// GetRegsAll reads the registers of several held threads in one call to
+// the ptrace thread; a thread not held, or whose registers cannot be read,
+// has an error instead.
+func (p *Pauser) GetRegsAll(tids []int) (map[int]Regs, map[int]error) {
+	regs, errs := map[int]Regs{}, map[int]error{}
+	p.do(func() {
+		for _, tid := range tids {
+			if !p.Holds(tid) {
+				errs[tid] = fmt.Errorf("thread %d was not stopped, so its registers cannot be read", tid)
+				continue
+			}
+			var r Regs
+			if err := unix.PtraceGetRegs(tid, &r); err != nil {
+				errs[tid] = fmt.Errorf("read registers of thread %d: %w", tid, err)
+				continue
+			}
+			regs[tid] = r
+		}
+	})
+	return regs, errs
+}
+
 // SetRegs writes a held thread's registers.
 func (p *Pauser) SetRegs(tid int, r Regs) error {
 	var err error
