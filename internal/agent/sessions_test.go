@@ -68,6 +68,7 @@ func TestAgentSessions(t *testing.T) {
 				{"sub-poke", "Sub.poke"},
 			}
 			var first fixtureCount
+			var warm int
 			for i := 1; i <= n; i++ {
 				tok := fmt.Sprintf("tok%d", i)
 				dir := fx.load(tok, 30, false)
@@ -92,10 +93,18 @@ func TestAgentSessions(t *testing.T) {
 					got.KraitCodes != 0 || got.Krait != 0 {
 					t.Fatalf("after session %d: %+v; after session 1: %+v", i, got, first)
 				}
+				// RSS is compared from the second session on: the
+				// allocator's pools reach their size for two agents'
+				// compiles (the old one's freed as the new one loads) in
+				// the second, a one-time step (2-4 MB on 3.9-3.12), flat
+				// after it.
+				if i == 2 {
+					warm = got.RSSKB
+				}
 				if i == n {
 					t.Logf("after session %d: %+v", i, got)
-					if got.RSSKB > first.RSSKB+4096 {
-						t.Errorf("RSS grew from %d kB to %d kB in %d sessions", first.RSSKB, got.RSSKB, n-1)
+					if got.RSSKB > warm+4096 {
+						t.Errorf("RSS grew from %d kB (after session 2) to %d kB in %d sessions", warm, got.RSSKB, n-2)
 					}
 				}
 			}

@@ -535,9 +535,8 @@ class _CacheTrace(object):
             return None
 
 
-class _CtMiss(object):
-    """The default krait asks a get for: returned only on a miss."""
-    __slots__ = ()
-
-
-_CT_MISS = _CtMiss()
+# The default krait asks a get for: returned only on a miss. A plain
+# object, not an instance of a class of the agent's: such a class would
+# outlive the agent until a second collection (an instance gc does not
+# track keeps it from being seen as garbage in the first).
+_CT_MISS = object()
