@@ -96,13 +96,14 @@ int main(void) { outer(); return after; }
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Release()
 	ur, err := p.GetRegs(pid)
-	p.Release()
 	if err != nil {
 		t.Fatal(err)
 	}
 	regs, _ := FromUser([]uint64{ur.R15, ur.R14, ur.R13, ur.R12, ur.Rbp, ur.Rbx, ur.R11, ur.R10, ur.R9, ur.R8,
 		ur.Rax, ur.Rcx, ur.Rdx, ur.Rsi, ur.Rdi, ur.Orig_rax, ur.Rip, ur.Cs, ur.Eflags, ur.Rsp})
+	// Unwound while the program is held, as dump does.
 	frames, err := New(proc, maps, proc.OpenPath).Stack(regs)
 	var names []string
 	for _, f := range frames {
