@@ -18,7 +18,6 @@ import (
 	"krait/internal/agent"
 	"krait/internal/cache"
 	"krait/internal/cpython"
-	"krait/internal/dump"
 	"krait/internal/procinfo"
 	"krait/internal/session"
 	"krait/internal/target"
@@ -275,30 +274,6 @@ func isClosedChan(ch <-chan struct{}) bool {
 	}
 }
 
-// cacheWorkers is what --all traces: the processes krait ps shows with
-// Django settings (read from outside, pausing nobody), but masters, which
-// serve no request.
-func cacheWorkers() []int {
-	pids, _ := procinfo.Survey(os.Getpid())
-	var out []int
-	readEach(pids, dump.ReadOptions{NonBlocking: true, Survey: true}, func(pid int, rd *dump.Reading, err error) {
-		if err != nil {
-			return
-		}
-		dj := djangoSettings(rd)
-		rd.Proc.Close()
-		if dj == nil {
-			return
-		}
-		if info, err := procinfo.Read(pid); err == nil && strings.HasSuffix(info.Server, "master") {
-			return
-		}
-		out = append(out, pid)
-	})
-	sort.Ints(out)
-	return out
-}
-
 func runCache(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cache", flag.ContinueOnError)
 	var pids pidList
@@ -346,7 +321,8 @@ func runCache(args []string, stdout, stderr io.Writer) int {
 	roots := pids.pids
 	quiet := false
 	if *all {
-		roots, quiet = cacheWorkers(), true
+		roots, _ = djangoProcesses() // the workers: a master serves no request
+		quiet = true
 	}
 	first := roots
 	if *subs {

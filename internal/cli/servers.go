@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"sort"
 
 	"krait/internal/dump"
 	"krait/internal/procinfo"
@@ -38,26 +39,25 @@ func expandServers(pids []int) (out, masters []int) {
 func djangoProcesses() (pids, masters []int) {
 	found, _ := procinfo.Survey(os.Getpid())
 	seenMaster := map[int]bool{}
-	for _, pid := range found {
-		rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead})
+	readEach(found, dump.ReadOptions{NonBlocking: true, Survey: true}, func(pid int, rd *dump.Reading, err error) {
 		if err != nil {
-			continue
+			return
 		}
 		dj := djangoSettings(rd) != nil
 		rd.Proc.Close()
 		if !dj {
-			continue
+			return
 		}
 		in, err := procinfo.Read(pid)
 		if err != nil {
-			continue
+			return
 		}
 		if in.IsMaster() { // a master that preloaded the app stands for its workers
 			if !seenMaster[pid] {
 				seenMaster[pid] = true
 				masters = append(masters, pid)
 			}
-			continue
+			return
 		}
 		pids = append(pids, pid)
 		if procinfo.IsWorker(in.Server) && !seenMaster[in.PPID] {
@@ -66,7 +66,9 @@ func djangoProcesses() (pids, masters []int) {
 				masters = append(masters, in.PPID)
 			}
 		}
-	}
+	})
+	sort.Ints(pids)
+	sort.Ints(masters)
 	// Workers of a master found only through the master (preload_app).
 	have := map[int]bool{}
 	for _, p := range pids {
