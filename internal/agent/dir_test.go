@@ -314,7 +314,9 @@ func TestCleanLeftovers(t *testing.T) {
 		{what: "live session", owner: o(live.Process.Pid, liveStart, os.Getpid(), self, ns), extra: []string{"sock"}},
 		{what: "attach under way", owner: o(live.Process.Pid, liveStart, os.Getpid(), self, ns), extra: []string{"agent.py"}, mtime: old},
 		{what: "abandoned attach, old", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}, mtime: old, remove: true},
-		{what: "abandoned attach, recent", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}},
+		{what: "abandoned attach, recent", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py=source"}},
+		{what: "krait killed writing the agent's source", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}, remove: true},
+		{what: "live krait writing the agent's source", owner: o(live.Process.Pid, liveStart, os.Getpid(), self, ns), extra: []string{"agent.py"}},
 		{what: "agent waiting for a dead krait", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"sock"}, mtime: old},
 		{what: "other pid namespace", owner: o(deadPID, 1, deadPID, 1, ns+1), extra: []string{"agent.py"}},
 		{what: "no owner file", extra: []string{"agent.py"}, mtime: old},
@@ -342,6 +344,10 @@ func TestCleanLeftovers(t *testing.T) {
 		for _, e := range c.extra {
 			if n, ok := strings.CutSuffix(e, "->victim"); ok {
 				if err := os.Symlink(v.file, filepath.Join(path, n)); err != nil {
+					t.Fatal(err)
+				}
+			} else if n, content, ok := strings.Cut(e, "="); ok {
+				if err := os.WriteFile(filepath.Join(path, n), []byte(content), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			} else if err := os.WriteFile(filepath.Join(path, e), nil, 0o600); err != nil {

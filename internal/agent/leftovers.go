@@ -82,7 +82,8 @@ func mountID(fd int) (uint64, bool) {
 // pid), and those of an attach whose krait is gone and whose agent never
 // served: no socket after abandonedAge, or no socket and no agent thread
 // in idle, the target being attached now (pid, with its start time),
-// known to run no agent. Only the names krait and the agent create are
+// known to run no agent, or whose agent source is still empty (its krait
+// was killed writing it). Only the names krait and the agent create are
 // removed, through the directory's descriptor, never following a link.
 func cleanLeftovers(tmp int, idle owner) (removed []string) {
 	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
@@ -92,7 +93,13 @@ func cleanLeftovers(tmp int, idle owner) (removed []string) {
 			noSock := unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil
 			old := time.Since(time.Unix(st.Mtim.Unix())) > abandonedAge
 			ours := o.PID == idle.PID && o.Start == idle.Start
-			stale = noSock && (old || ours)
+			// An agent source left empty: its krait was killed while
+			// writing it, so it never sent the agent in (it does only once
+			// the source is whole).
+			var src unix.Stat_t
+			unwritten := unix.Fstatat(fd, "agent.py", &src, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+				src.Mode&unix.S_IFMT == unix.S_IFREG && src.Size == 0
+			stale = noSock && (old || ours || unwritten)
 		}
 		if stale && onlyOurs(fd) && removeDir(tmp, fd, name, st.Dev, st.Ino) {
 			removed = append(removed, name)
