@@ -283,7 +283,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all,
 			Native: !*nonblocking, NativeOnly: inflight.Serving}, func(pid int, rd *dump.Reading, err error) {
 			if err != nil {
-				if len(list) == 1 && !*watch && !*all {
+				if len(pids.pids) == 1 && len(list) == 1 && !*watch && !*all {
 					failed = fail(stderr, err)
 					return
 				}
