@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"krait/internal/cpython"
+	"krait/internal/target"
+	"krait/internal/target/live"
+	"krait/internal/unwind"
+)
+
+// The lock-wait rule (PROTOCOL.md, "A thread waiting for a Python-level
+// lock"): a thread blocked in the futex of a semaphore wait that
+// PyThread_acquire_lock_timed makes for threading's Lock or RLock acquire
+// (or SimpleQueue.get), with its thread state detached, is entered as a
+// thread parked in poll is. Its native stack says so: walked with the
+// binaries' .eh_frame, the frames from the system call up are libc's
+// (the semaphore wait), then PyThread_acquire_lock_timed, then within
+// lockWaitDepth frames the C method of the lock's type.
+
+// sysFutex is futex(2)'s x86-64 number.
+const sysFutex = 202
+
+// futex operations (the low bits of futex's second argument).
+const (
+	futexWait       = 0
+	futexWaitBitset = 9
+	futexCmdMask    = 0x7f // without FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME
+)
+
+// lockWaitDepth is how many frames above PyThread_acquire_lock_timed may
+// lie before the lock method (acquire_timed, and on 3.13
+// PyThread_acquire_lock_timed_with_retries, when not inlined).
+const lockWaitDepth = 3
+
+// lockWaits holds what the rule needs across the tries of one attach.
+type lockWaits struct {
+	objs    *unwind.Objects
+	acquire uint64            // PyThread_acquire_lock_timed (0: not exported)
+	methods map[uint64]string // the lock methods' entry points
+	py      string            // the Python binary's path
+}
+
+func newLockWaits(proc *live.Process, py *cpython.Python, maps []target.Mapping) *lockWaits {
+	lw := &lockWaits{objs: unwind.NewObjects(maps, proc.OpenPath), py: py.Binary.Path}
+	lw.acquire, _ = py.Sym("PyThread_acquire_lock_timed")
+	if lw.acquire != 0 {
+		lw.objs.Load(func(path string) bool { return path == lw.py || isLibc(path) })
+	}
+	return lw
+}
+
+// futexRestartable says whether a futex wait interrupted as r shows can be
+// resumed by executing the same system call again: a wait with no timeout,
+// or FUTEX_WAIT_BITSET, whose timeout is absolute (glibc's semaphore waits
+// use it).
+func futexRestartable(r Regs) bool {
+	switch r.Rsi & futexCmdMask {
+	case futexWaitBitset:
+		return true
+	case futexWait:
+		return r.R10 == 0
+	}
+	return false
+}
+
+// check says whether the thread whose registers are r (paused in a futex)
+// waits for a Python-level lock, and what it waits in ("" and why not).
+func (lw *lockWaits) check(p *live.Pauser, r Regs) (string, string) {
+	if lw.acquire == 0 || len(lw.methods) == 0 {
+		return "", "futex wait (no lock methods known)"
+	}
+	frames, err := lw.objs.Walk(p.ReadMem, unwind.Regs{PC: r.Rip, SP: r.Rsp, BP: r.Rbp, BX: r.Rbx, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15}, 8)
+	i := 0
+	for ; i < len(frames) && frames[i].Object != lw.py; i++ {
+		if !isLibc(frames[i].Object) {
+			return "", "futex wait " + describe(frames, lw.py)
+		}
+	}
+	switch {
+	case i == 0 || i == len(frames):
+		if err != nil {
+			return "", fmt.Sprintf("futex wait (native stack not unwound: %v)", err)
+		}
+		return "", "futex wait " + describe(frames, lw.py)
+	case !frames[i].Covers(lw.acquire):
+		return "", "futex wait " + describe(frames, lw.py)
+	}
+	for j := i + 1; j < len(frames) && j <= i+lockWaitDepth; j++ {
+		for start, name := range lw.methods {
+			if frames[j].Covers(start) {
+				return name, ""
+			}
+		}
+	}
+	if err != nil {
+		return "", fmt.Sprintf("futex wait in PyThread_acquire_lock_timed, caller not unwound: %v", err)
+	}
+	return "", "futex wait in PyThread_acquire_lock_timed, not called by a lock's acquire " + describe(frames, lw.py)
+}
+
+// isLibc says whether path is the C library (or, before glibc 2.34, its
+// thread library, where the semaphore functions lived).
+func isLibc(path string) bool {
+	b := filepath.Base(path)
+	return strings.HasPrefix(b, "libc.so") || strings.HasPrefix(b, "libc-") || strings.HasPrefix(b, "libpthread")
+}
+
+// describe names the first frames of the Python binary on a walk, for
+// messages: "(in take_gil ← PyEval_RestoreThread)" or "(in libpython at
+// 0x…)".
+func describe(frames []unwind.Frame, py string) string {
+	var names []string
+	for _, f := range frames {
+		if f.Object != py && len(names) == 0 {
+			continue
+		}
+		switch {
+		case f.Func != "":
+			names = append(names, f.Func)
+		case f.Start == 0:
+			names = append(names, fmt.Sprintf("%s at %#x", filepath.Base(f.Object), f.PC))
+		default:
+			names = append(names, fmt.Sprintf("%s+%#x", filepath.Base(f.Object), f.PC-f.Start))
+		}
+		if len(names) == 3 {
+			break
+		}
+	}
+	if len(names) == 0 {
+		return "(outside Python)"
+	}
+	return "(in " + strings.Join(names, " ← ") + ")"
+}
