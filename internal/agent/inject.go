@@ -574,9 +574,10 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	sort.Slice(cands, func(i, j int) bool {
 		return cands[i].tid == pid || cands[j].tid != pid && cands[i].tid < cands[j].tid
 	})
-	tid, tstate, saved := 0, uint64(0), Regs{}
+	tid, tstate, saved, resumeFutex := 0, uint64(0), Regs{}, false
 	for _, cd := range cands {
 		c := cd.tid
+		futexResume := false
 		r, err := p.GetRegs(c)
 		if err != nil {
 			why = append(why, fmt.Sprintf("%s: %v", cd.name, err))
@@ -591,6 +592,23 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		case int64(r.Orig_rax) < 0:
 			why = append(why, cd.name+" runs (not in a system call)")
 			continue
+		case r.Orig_rax == sysRestartSyscall:
+			// The restart of a call interrupted before (krait's own last
+			// try, say): which call? The native stack says.
+			if lw == nil || !restart {
+				why = append(why, cd.name+" is in restart_syscall")
+				continue
+			}
+			sleep, lock, no := lw.restarted(p, r)
+			switch {
+			case sleep != "":
+				name = "restart_syscall (" + sleep + ")"
+			case lock != "":
+				name, futexResume = "futex in "+lock, true
+			default:
+				why = append(why, cd.name+" is in a "+no)
+				continue
+			}
 		case r.Orig_rax == sysFutex && (restart || ret == eintr):
 			if lw == nil || !futexRestartable(r) {
 				why = append(why, cd.name+" is in a futex wait krait cannot resume")
@@ -601,7 +619,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 				why = append(why, cd.name+" is in a "+no)
 				continue
 			}
-			name, safe = "futex in "+lock, true
+			name = "futex in " + lock
 		case !safe:
 			why = append(why, fmt.Sprintf("%s is in system call %d", cd.name, r.Orig_rax))
 			continue
@@ -618,7 +636,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 			why = append(why, cd.name+": too little stack")
 			continue
 		}
-		tid, tstate, saved, inj.Syscall = c, cd.tstate, r, name
+		tid, tstate, saved, inj.Syscall, resumeFutex = c, cd.tstate, r, name, futexResume
 		break
 	}
 	if tid == 0 {
@@ -628,14 +646,18 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 
 	// Where the thread resumes once the trampoline is done: its
 	// interrupted system call, restarted as the kernel would. A futex wait
-	// is executed again rather than through restart_syscall: its timeout
-	// is absolute (futexRestartable), so that is the same wait, and it
-	// does not depend on the restart block, which the system calls the
-	// trampoline's Python code makes may have replaced.
+	// (also one being restarted by restart_syscall: its registers still
+	// hold the futex's arguments) is executed again rather than through
+	// restart_syscall: its timeout is absolute (futexRestartable), so that
+	// is the same wait, and it does not depend on the restart block, which
+	// the system calls the trampoline's Python code makes may replace.
 	resume := saved
 	switch {
 	case -int64(saved.Rax) == eintr:
-	case -int64(saved.Rax) == erestartRestartblock && saved.Orig_rax != sysFutex:
+	case saved.Orig_rax == sysFutex || resumeFutex:
+		resume.Rip -= 2
+		resume.Rax = sysFutex
+	case -int64(saved.Rax) == erestartRestartblock:
 		resume.Rip -= 2
 		resume.Rax = sysRestartSyscall
 	default:
@@ -664,7 +686,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		}
 	}
 	if hookBeforeEnter != nil {
-		hookBeforeEnter(tid)
+		hookBeforeEnter(tid, inj.Syscall)
 	}
 	entry := saved
 	entry.Rip, entry.Rsp, entry.R12 = inj.Cave, entryRSP, blockAt
@@ -673,14 +695,15 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		return err
 	}
 	if hookAfterEnter != nil {
-		hookAfterEnter(tid)
+		hookAfterEnter(tid, inj.Syscall)
 	}
 	return nil
 }
 
 // Test hooks: called while the process is paused, just before and just
-// after the chosen thread is sent into the trampoline.
-var hookBeforeEnter, hookAfterEnter func(tid int)
+// after the chosen thread is sent into the trampoline (via: where it was
+// parked).
+var hookBeforeEnter, hookAfterEnter func(tid int, via string)
 
 // WaitSocket waits until the agent's socket appears and returns its path
 // (reached through the directory krait holds open). On failure the attach

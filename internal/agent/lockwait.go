@@ -66,13 +66,57 @@ func futexRestartable(r Regs) bool {
 	return false
 }
 
+// walk unwinds the native stack of a thread paused with registers r.
+func (lw *lockWaits) walk(p *live.Pauser, r Regs) ([]unwind.Frame, error) {
+	return lw.objs.Walk(p.ReadMem, unwind.Regs{PC: r.Rip, SP: r.Rsp, BP: r.Rbp, BX: r.Rbx, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15}, 8)
+}
+
+// restartedSleeps are the C library's functions whose system calls the
+// kernel restarts through restart_syscall (nanosleep, clock_nanosleep,
+// poll with a timeout) and which are safe to enter (safeSyscalls): a
+// thread paused in restart_syscall with its pc in one of them restarts
+// one of those.
+var restartedSleeps = map[string]string{
+	"nanosleep": "nanosleep", "__nanosleep": "nanosleep",
+	"clock_nanosleep": "clock_nanosleep", "__clock_nanosleep": "clock_nanosleep", "__clock_nanosleep_time64": "clock_nanosleep",
+	"poll": "poll", "__poll": "poll",
+}
+
+// restarted says what a thread paused in restart_syscall (registers r)
+// restarts: a sleep or poll (sleep set), a Python-level lock wait (lock
+// set: a futex), or neither (why).
+func (lw *lockWaits) restarted(p *live.Pauser, r Regs) (sleep, lock, why string) {
+	frames, err := lw.walk(p, r)
+	if len(frames) > 0 && isLibc(frames[0].Object) {
+		if s, ok := restartedSleeps[frames[0].Func]; ok {
+			return s, "", ""
+		}
+	}
+	if err != nil && len(frames) < 2 {
+		return "", "", fmt.Sprintf("restart_syscall (native stack not unwound: %v)", err)
+	}
+	if !futexRestartable(r) {
+		return "", "", "restart_syscall " + describe(frames, lw.py)
+	}
+	lock, why = lw.classify(frames, err)
+	if lock == "" {
+		why = "restarted " + why
+	}
+	return "", lock, why
+}
+
 // check says whether the thread whose registers are r (paused in a futex)
 // waits for a Python-level lock, and what it waits in ("" and why not).
 func (lw *lockWaits) check(p *live.Pauser, r Regs) (string, string) {
+	frames, err := lw.walk(p, r)
+	return lw.classify(frames, err)
+}
+
+// classify applies the rule to a walk (err: where it stopped early).
+func (lw *lockWaits) classify(frames []unwind.Frame, err error) (string, string) {
 	if lw.acquire == 0 || len(lw.methods) == 0 {
 		return "", "futex wait (no lock methods known)"
 	}
-	frames, err := lw.objs.Walk(p.ReadMem, unwind.Regs{PC: r.Rip, SP: r.Rsp, BP: r.Rbp, BX: r.Rbx, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15}, 8)
 	i := 0
 	for ; i < len(frames) && frames[i].Object != lw.py; i++ {
 		if !isLibc(frames[i].Object) {
@@ -86,6 +130,9 @@ func (lw *lockWaits) check(p *live.Pauser, r Regs) (string, string) {
 		}
 		return "", "futex wait " + describe(frames, lw.py)
 	case !frames[i].Covers(lw.acquire):
+		if strings.Contains(frames[i].Func, "take_gil") {
+			return "", "futex wait for the GIL " + describe(frames, lw.py)
+		}
 		return "", "futex wait " + describe(frames, lw.py)
 	}
 	for j := i + 1; j < len(frames) && j <= i+lockWaitDepth; j++ {
