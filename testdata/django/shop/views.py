@@ -1,5 +1,6 @@
 """Views of krait's test shop. Each is a plain function; importing this module
 does nothing but define them (no queries, no cache access)."""
+import hashlib
 import os
 import sys
 import threading
@@ -136,3 +137,23 @@ def cached(request):
         }
         cache.set(CACHE_KEY, summary, timeout=None)
     return JsonResponse(dict(summary, cache_hit=hit))
+
+
+def cpu(request):
+    """Burns ?ms=N milliseconds (default 50, at most 10000) of wall time in
+    Python, hashing and adding, with no system call, database or cache: a
+    CPU-bound request (attach-under-load benchmarks)."""
+    ms = _number(request, "ms", 50.0, 0.0, 10000.0)
+    if ms is None:
+        return HttpResponseBadRequest("ms must be a number\n")
+    end = time.perf_counter() + ms / 1000.0
+    digest = hashlib.sha256()
+    total = rounds = 0
+    while True:
+        for i in range(200):
+            total += i * i
+        digest.update(b"%d" % total)
+        rounds += 1
+        if time.perf_counter() >= end:
+            break
+    return HttpResponse("%d %s\n" % (rounds, digest.hexdigest()[:16]), content_type="text/plain")

@@ -9,4 +9,5 @@ urlpatterns = [
     path("stream/", views.stream),
     path("slow/", views.slow),
     path("cached/", views.cached),
+    path("cpu/", views.cpu),
 ]
