@@ -559,7 +559,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 			case t.NativeID == 0:
 				continue
 			case t.GIL:
-				why = append(why, label+" holds the GIL")
+				why = append(why, label+" holds the GIL (runs Python)")
 			case !p.Holds(t.NativeID):
 				why = append(why, label+" did not stop")
 			default:
@@ -620,6 +620,9 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 				continue
 			}
 			name = "futex in " + lock
+		case r.Orig_rax == sysFutex:
+			why = append(why, cd.name+" is returning from a futex wait")
+			continue
 		case !safe:
 			why = append(why, fmt.Sprintf("%s is in system call %d", cd.name, r.Orig_rax))
 			continue

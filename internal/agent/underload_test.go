@@ -2,6 +2,8 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,12 +131,8 @@ func TestAttachUnderLoad(t *testing.T) {
 				}
 				after = status()
 			}
-			if left, _ := filepath.Glob("/tmp/krait-*/owner"); len(left) > 0 {
-				for _, f := range left {
-					if data, err := os.ReadFile(f); err == nil && strings.Contains(string(data), `"pid":`+strconv.Itoa(pid)+`,`) {
-						t.Errorf("left behind: %s", filepath.Dir(f))
-					}
-				}
+			if left := leftDirs(pid); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
 			}
 			t.Logf("%d cycles, attach times %v", cycles, took)
 		})
@@ -148,4 +146,85 @@ func hasThread(names []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// allBusyTarget never parks a thread where krait can enter: every thread,
+// the main one too, runs Python in a loop. It prints its count when the
+// file stop appears.
+const allBusyTarget = `
+import os, sys, threading
+n = [0]
+def spin():
+    while True:
+        n[0] += 1
+        sum(range(100))
+for _ in range(2):
+    threading.Thread(target=spin, daemon=True).start()
+while not os.path.exists(sys.argv[1]):
+    n[0] += 1
+    sum(range(100))
+print("count", n[0] > 0, flush=True)
+`
+
+// TestAttachNoSafeThread: on a process none of whose threads ever stops
+// where krait can enter, krait keeps trying until the timeout, says once
+// (after a second) what it is waiting for, then fails with what each
+// thread was doing; the process runs on, and nothing of krait's is left.
+func TestAttachNoSafeThread(t *testing.T) {
+	for _, py := range testPythons(t) {
+		py := py
+		if !lockWaitBuild(py.name) || py.name != "3.6" && py.name != "3.12" && py.name != "system3.11" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			stop := filepath.Join(t.TempDir(), "stop")
+			tg := startTarget(t, py.path, nil, nil, allBusyTarget, 300*time.Millisecond, stop)
+			pid := tg.cmd.Process.Pid
+			var lines []string
+			start := time.Now()
+			_, _, err := StartWith(tg.proc, tg.py, -1, MethodPtrace, 2500*time.Millisecond, StartOptions{Progress: func(l string) { lines = append(lines, l) }})
+			took := time.Since(start)
+			if !errors.Is(err, ErrNoSafeThread) {
+				t.Fatalf("got %v, want ErrNoSafeThread", err)
+			}
+			if took < 2*time.Second {
+				t.Errorf("gave up after %v, before the timeout", took)
+			}
+			if len(lines) != 1 || !strings.Contains(lines[0], "waiting until a thread of process "+strconv.Itoa(pid)) {
+				t.Errorf("progress lines: %q", lines)
+			}
+			// Every thread is named in the error, with what it did.
+			tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+			for _, tid := range tids {
+				if !strings.Contains(err.Error(), tid.Name()) {
+					t.Errorf("thread %s missing from the error: %v", tid.Name(), err)
+				}
+			}
+			if !strings.Contains(err.Error(), "MainThread") {
+				t.Errorf("no thread names in the error: %v", err)
+			}
+			if left := leftDirs(pid); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+			os.WriteFile(stop, nil, 0o600)
+			tg.finish(t, "count True\n", true)
+			t.Logf("%v: %v", took.Round(time.Millisecond), err)
+		})
+	}
+}
+
+// leftDirs lists krait directories in the target's /tmp whose owner names
+// pid.
+func leftDirs(pid int) []string {
+	owners, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/krait-*/owner", pid))
+	var out []string
+	for _, o := range owners {
+		var own struct {
+			PID int `json:"pid"`
+		}
+		if data, err := os.ReadFile(o); err == nil && json.Unmarshal(data, &own) == nil && own.PID == pid {
+			out = append(out, filepath.Dir(o))
+		}
+	}
+	return out
 }
