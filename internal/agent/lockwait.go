@@ -37,6 +37,7 @@ const lockWaitDepth = 3
 
 // lockWaits holds what the rule needs across the tries of one attach.
 type lockWaits struct {
+	proc    *live.Process // reads the stacks (process_vm_readv)
 	objs    *unwind.Objects
 	acquire uint64            // PyThread_acquire_lock_timed (0: not exported)
 	methods map[uint64]string // the lock methods' entry points
@@ -44,7 +45,7 @@ type lockWaits struct {
 }
 
 func newLockWaits(proc *live.Process, py *cpython.Python, maps []target.Mapping) *lockWaits {
-	lw := &lockWaits{objs: unwind.NewObjects(maps, proc.OpenPath), py: py.Binary.Path}
+	lw := &lockWaits{proc: proc, objs: unwind.NewObjects(maps, proc.OpenPath), py: py.Binary.Path}
 	lw.acquire, _ = py.Sym("PyThread_acquire_lock_timed")
 	if lw.acquire != 0 {
 		lw.objs.Load(func(path string) bool { return path == lw.py || isLibc(path) })
@@ -67,8 +68,12 @@ func futexRestartable(r Regs) bool {
 }
 
 // walk unwinds the native stack of a thread paused with registers r.
-func (lw *lockWaits) walk(p *live.Pauser, r Regs) ([]unwind.Frame, error) {
-	return lw.objs.Walk(p.ReadMem, unwind.Regs{PC: r.Rip, SP: r.Rsp, BP: r.Rbp, BX: r.Rbx, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15}, 8)
+func (lw *lockWaits) walk(_ *live.Pauser, r Regs) ([]unwind.Frame, error) {
+	mem := func(addr uint64, n int) ([]byte, error) {
+		b := make([]byte, n)
+		return b, lw.proc.ReadAt(b, addr)
+	}
+	return lw.objs.Walk(mem, unwind.Regs{PC: r.Rip, SP: r.Rsp, BP: r.Rbp, BX: r.Rbx, R12: r.R12, R13: r.R13, R14: r.R14, R15: r.R15}, 8)
 }
 
 // restartedSleeps are the C library's functions whose system calls the
