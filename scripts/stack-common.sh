@@ -6,8 +6,18 @@ STACK_DIR="${KRAIT_STACK_DIR:-/tmp/krait-stack}"
 STACK_CACHE="${KRAIT_STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/krait-stack}"
 PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
 VENV_PY_VERSION="${KRAIT_STACK_VENV_PYTHON:-3.12}"
-VENV_DIR="$STACK_CACHE/venv-py$VENV_PY_VERSION-django5.2"
-VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache gunicorn setproctitle)
+VENV_REQUIREMENTS=('django>=5.2,<5.3' psycopg2-binary pymemcache gunicorn setproctitle 'uvicorn==0.54.0')
+# venv_key names a requirement list: each venv's directory ends with its
+# list's, so that checkouts with different lists (branches, worktrees
+# sharing one cache) each keep their own venv instead of rebuilding one.
+venv_key() { printf '%s\n' "$@" | sha256sum | cut -c1-12; }
+VENV_DIR="$STACK_CACHE/venv-py$VENV_PY_VERSION-django5.2-$(venv_key "${VENV_REQUIREMENTS[@]}")"
+# A second venv with the other servers Python web sites run under (ASGI
+# servers, Celery), whose processes `krait ps` must name (test/django
+# TestPsRealServers). Apart from the Django venv so that neither rebuilds
+# the other.
+SERVERS_VENV_REQUIREMENTS=('uvicorn==0.54.0' 'hypercorn==0.18.0' 'daphne==4.2.3' 'celery==5.7.0' setproctitle)
+SERVERS_VENV_DIR="$STACK_CACHE/venv-py$VENV_PY_VERSION-servers-$(venv_key "${SERVERS_VENV_REQUIREMENTS[@]}")"
 
 # venv_base_python prints the pyenv interpreter the venv is built from: the
 # newest $PYENV_ROOT/versions/$VENV_PY_VERSION.* (or exactly that version).

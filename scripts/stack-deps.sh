@@ -65,30 +65,44 @@ install_apt() {
   fi
 }
 
-install_venv() {
-  local py stamp want
+# build_venv DIR REQUIREMENT...: a venv at DIR from the pyenv base Python
+# with those requirements, rebuilt only when they change.
+build_venv() {
+  local dir="$1" py stamp want
+  shift
   py="$(venv_base_python)" || return 1
-  want="$py ${VENV_REQUIREMENTS[*]}"
-  stamp="$VENV_DIR/.krait-stack-stamp"
-  if [ -x "$VENV_DIR/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  want="$py $*"
+  stamp="$dir/.krait-stack-stamp"
+  mkdir -p "$(dirname "$dir")"
+  # One builder at a time (tests of several checkouts may start at once).
+  exec 8>"$dir.lock"
+  flock 8
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    exec 8>&-
     return 0
   fi
-  echo "stack-deps: building $VENV_DIR ($py; ${VENV_REQUIREMENTS[*]})" >&2
-  rm -rf "$VENV_DIR"
-  mkdir -p "$(dirname "$VENV_DIR")"
-  local log="$STACK_CACHE/venv-build.log"
+  echo "stack-deps: building $dir ($py; $*)" >&2
+  rm -rf "$dir"
+  local log="$dir.build.log"
   if ! {
-    "$py" -m venv "$VENV_DIR" &&
-      "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check \
-        --no-input "${VENV_REQUIREMENTS[@]}"
+    "$py" -m venv "$dir" &&
+      "$dir/bin/python" -m pip install -q --disable-pip-version-check \
+        --no-input "$@"
   } >"$log" 2>&1; then
     echo "stack-deps: building the venv failed; last lines of $log:" >&2
     tail -20 "$log" >&2
-    rm -rf "$VENV_DIR"
+    rm -rf "$dir"
+    exec 8>&-
     return 1
   fi
   echo "$want" >"$stamp"
+  exec 8>&-
+}
+
+install_venv() {
+  build_venv "$VENV_DIR" "${VENV_REQUIREMENTS[@]}"
 }
 
 [ "$want_apt" = 1 ] && install_apt
 install_venv
+build_venv "$SERVERS_VENV_DIR" "${SERVERS_VENV_REQUIREMENTS[@]}"

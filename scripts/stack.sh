@@ -2,7 +2,8 @@
 # The production-like Django stack krait's end-to-end tests run against:
 # PostgreSQL, memcached, Apache + mod_wsgi (two daemon process groups),
 # gunicorn on Debian's python3.11 + Django 3.2 (gthread and sync), and
-# gunicorn on a pyenv venv with Django 5.2. Everything listens on 127.0.0.1
+# gunicorn (WSGI) and uvicorn (ASGI) on a pyenv venv with Django 5.2.
+# Everything listens on 127.0.0.1
 # and lives under one directory; no system-wide service is touched.
 #
 #   scripts/stack.sh up       start what is not running, load the data, wait
@@ -38,7 +39,8 @@ OFF_APACHE_SUB=11
 OFF_GUNICORN_GTHREAD=20
 OFF_GUNICORN_SYNC=21
 OFF_GUNICORN_VENV=30
-ALL_OFFSETS="$OFF_PG $OFF_MEMCACHED $OFF_APACHE_MAIN $OFF_APACHE_SUB $OFF_GUNICORN_GTHREAD $OFF_GUNICORN_SYNC $OFF_GUNICORN_VENV"
+OFF_UVICORN_VENV=31
+ALL_OFFSETS="$OFF_PG $OFF_MEMCACHED $OFF_APACHE_MAIN $OFF_APACHE_SUB $OFF_GUNICORN_GTHREAD $OFF_GUNICORN_SYNC $OFF_GUNICORN_VENV $OFF_UVICORN_VENV"
 
 log() { echo "stack: $*" >&2; }
 die() { echo "stack: ERROR: $*" >&2; exit 1; }
@@ -168,6 +170,7 @@ set_layout() {
   GUNICORN_GTHREAD_PORT=$((PORT_BASE + OFF_GUNICORN_GTHREAD))
   GUNICORN_SYNC_PORT=$((PORT_BASE + OFF_GUNICORN_SYNC))
   GUNICORN_VENV_PORT=$((PORT_BASE + OFF_GUNICORN_VENV))
+  UVICORN_VENV_PORT=$((PORT_BASE + OFF_UVICORN_VENV))
 
   PG_DIR="$STACK_DIR/postgres"
   PG_DATA="$PG_DIR/data"
@@ -180,6 +183,7 @@ set_layout() {
   GT_DIR="$STACK_DIR/gunicorn-gthread"
   GS_DIR="$STACK_DIR/gunicorn-sync"
   GV_DIR="$STACK_DIR/gunicorn-venv"
+  UV_DIR="$STACK_DIR/uvicorn-venv"
 
   # What every Django process reads (shopsite/settings.py).
   export KRAIT_PG_HOST=127.0.0.1 KRAIT_PG_PORT="$PG_PORT" KRAIT_PG_DB="$PG_DB"
@@ -332,9 +336,11 @@ WSGISocketPrefix "$AP_DIR/run/wsgi"
 
 # Process group krait-main: Django in the main interpreter (%{GLOBAL}),
 # preloaded when the daemon starts. Process title: (wsgi:krait-main)
+# request-timeout: a watchdog krait names when a thread stops (long enough
+# for any test to hold a request).
 WSGIDaemonProcess krait-main processes=1 threads=4 display-name=%{GROUP} \\
     python-path="$app" home="$app" lang=C.UTF-8 locale=C.UTF-8 \\
-    shutdown-timeout=5
+    shutdown-timeout=5 request-timeout=900
 # Process group krait-sub: Django in mod_wsgi's default sub-interpreter
 # (application group "127.0.0.1:PORT|"), loaded by the first request.
 # Process title: (wsgi:krait-sub)
@@ -422,6 +428,23 @@ start_gunicorns() {
     --worker-class gthread --workers 1 --threads 4
 }
 
+# ---------------------------------------------------------------- uvicorn
+
+# start_uvicorn: Django's ASGI application in the venv, one process. Its
+# async view /aslow/ calls the venv's gunicorn (KRAIT_UPSTREAM).
+start_uvicorn() {
+  mkdir -p "$UV_DIR"
+  running "$UV_DIR/uvicorn.pid" uvicorn && return 0
+  need_free_port "uvicorn krait-asgi" "$UVICORN_VENV_PORT"
+  log "uvicorn krait-asgi: starting on 127.0.0.1:$UVICORN_VENV_PORT ($VENV_DIR/bin/python)"
+  (
+    cd "$DJANGO_DIR"
+    export KRAIT_APP_NAME=krait-asgi PYTHONPATH="$DJANGO_DIR" KRAIT_UPSTREAM="127.0.0.1:$GUNICORN_VENV_PORT"
+    spawn "$UV_DIR/uvicorn.pid" "$UV_DIR/uvicorn.log" "$VENV_DIR/bin/python" -m uvicorn \
+      --host 127.0.0.1 --port "$UVICORN_VENV_PORT" --no-access-log shopsite.asgi:application
+  )
+}
+
 # ---------------------------------------------------------------- checks
 
 health_ok() { [ "$(curl -s --max-time 5 "http://127.0.0.1:$1/health/" 2>/dev/null)" = ok ]; }
@@ -452,6 +475,7 @@ wait_all() {
   wait_health "gunicorn krait-gthread" "$GUNICORN_GTHREAD_PORT" "$GT_DIR/error.log" "$GT_DIR/launcher.pid" gunicorn || failed=1
   wait_health "gunicorn krait-sync" "$GUNICORN_SYNC_PORT" "$GS_DIR/error.log" "$GS_DIR/launcher.pid" gunicorn || failed=1
   wait_health "gunicorn krait-venv" "$GUNICORN_VENV_PORT" "$GV_DIR/error.log" "$GV_DIR/launcher.pid" gunicorn || failed=1
+  wait_health "uvicorn krait-asgi" "$UVICORN_VENV_PORT" "$UV_DIR/uvicorn.log" "$UV_DIR/uvicorn.pid" uvicorn || failed=1
   return "$failed"
 }
 
@@ -483,6 +507,7 @@ cmd_up() {
   start_memcached
   start_apache
   start_gunicorns
+  start_uvicorn
   if ! wait_all; then
     die "the stack is not healthy (see above; scripts/stack.sh status, scripts/stack.sh down)"
   fi
@@ -495,6 +520,7 @@ gunicorn_workers() { local m; m="$(gunicorn_master "$1")"; [ -n "$m" ] && child_
 
 apache_pid() { apache_running && read_pid "$AP_PIDFILE" || true; }
 wsgi_pids() { local p; p="$(apache_pid)"; [ -n "$p" ] && child_pids_matching "$p" "(wsgi:$1)" || true; }
+uvicorn_pid() { running "$UV_DIR/uvicorn.pid" uvicorn && read_pid "$UV_DIR/uvicorn.pid" || true; }
 memcached_pid() { running "$MC_DIR/memcached.pid" memcached && read_pid "$MC_DIR/memcached.pid" || true; }
 
 cmd_env() {
@@ -549,6 +575,11 @@ export KRAIT_GUNICORN_VENV_WORKER_PIDS='$(gunicorn_workers "$GV_DIR")'
 export KRAIT_GUNICORN_VENV_LOG='$GV_DIR/error.log'
 export KRAIT_GUNICORN_VENV_PYTHON='$venv_py'
 export KRAIT_VENV_DIR='$VENV_DIR'
+export KRAIT_UVICORN_PORT=$UVICORN_VENV_PORT
+export KRAIT_UVICORN_URL='http://127.0.0.1:$UVICORN_VENV_PORT'
+export KRAIT_UVICORN_PID=$(uvicorn_pid)
+export KRAIT_UVICORN_LOG='$UV_DIR/uvicorn.log'
+export KRAIT_SERVERS_VENV_DIR='$SERVERS_VENV_DIR'
 EOF
 }
 
@@ -584,6 +615,8 @@ cmd_status() {
     st=down; health_ok "$port" && st=up || bad=1
     line "gunicorn krait-$name" "127.0.0.1:$port" "$st" "$m" "workers: $(gunicorn_workers "$dir"); $py"
   done
+  st=down; health_ok "$UVICORN_VENV_PORT" && st=up || bad=1
+  line "uvicorn krait-asgi" "127.0.0.1:$UVICORN_VENV_PORT" "$st" "$(uvicorn_pid)" "ASGI; $VENV_DIR/bin/python"
   return "$bad"
 }
 
@@ -606,6 +639,7 @@ cmd_down() {
       daemons="$(child_pids "$ap")"
       pids="$pids $(signal_ours apache "$ap" apache2)"
     fi
+    pids="$pids $(signal_ours uvicorn "$(read_pid "$UV_DIR/uvicorn.pid")" uvicorn)"
     pids="$pids $(signal_ours memcached "$(read_pid "$MC_DIR/memcached.pid")" memcached)"
     wait_gone $pids
     # Apache's children (worker processes, mod_wsgi daemons) go with it.

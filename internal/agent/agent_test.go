@@ -108,16 +108,18 @@ type fixtureCount struct {
 }
 
 type fixtureStatus struct {
-	Count    int64           `json:"count"`
-	Iter     int64           `json:"iter"`
-	Traces   map[string]bool `json:"traces"`
-	Agents   []string        `json:"agents"`
-	Tools    []*string       `json:"tools"`
-	Loads    int             `json:"loads"`
-	TP       []int64         `json:"tp"` // tracing_possible before the last load, now
-	Page     uint64          `json:"page"`
-	Wrapped  []string        `json:"wrapped"`
-	Wrappers int             `json:"wrappers"`
+	Count    int64             `json:"count"`
+	Iter     int64             `json:"iter"`
+	Flood    int64             `json:"flood"`
+	Probes   map[string]string `json:"probes"`
+	Traces   map[string]bool   `json:"traces"`
+	Agents   []string          `json:"agents"`
+	Tools    []*string         `json:"tools"`
+	Loads    int               `json:"loads"`
+	TP       []int64           `json:"tp"` // tracing_possible before the last load, now
+	Page     uint64            `json:"page"`
+	Wrapped  []string          `json:"wrapped"`
+	Wrappers int               `json:"wrappers"`
 }
 
 func startAgentFixture(t *testing.T, py agentPython, krait string) *agentFixture {

@@ -26,6 +26,7 @@ type Client struct {
 	// Events delivers the agent's events; it is closed when the
 	// connection ends.
 	Events chan map[string]any
+	probes probeQueue
 	closed chan struct{}
 	err    error
 }
@@ -42,7 +43,9 @@ func Dial(sock, token string, pid int) (*Client, map[string]any, error) {
 		return nil, nil, err
 	}
 	c := &Client{conn: conn, wait: map[int]chan map[string]any{}, Events: make(chan map[string]any, 256), closed: make(chan struct{})}
+	c.probes.init()
 	go c.readLoop()
+	go c.probes.forward(c.closed)
 	hello, err := c.Call("hello", map[string]any{"token": token}, 10*time.Second)
 	if err != nil {
 		conn.Close()
@@ -127,6 +130,10 @@ func (c *Client) readLoop() {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			continue
 		}
+		if m["event"] == "events" {
+			c.probes.put(probeBatch(m))
+			continue
+		}
 		if _, ok := m["event"]; ok {
 			select {
 			case c.Events <- m:
@@ -146,6 +153,7 @@ func (c *Client) readLoop() {
 	c.err = ErrClosed
 	close(c.closed)
 	close(c.Events)
+	c.probes.close()
 }
 
 // Call sends a request and waits for its reply.
@@ -169,19 +177,28 @@ func (c *Client) Call(cmd string, args map[string]any, timeout time.Duration) (m
 	}
 	select {
 	case m := <-ch:
-		if ok, _ := m["ok"].(bool); !ok {
-			msg, _ := m["error"].(string)
-			if msg == "" {
-				msg = "request failed"
-			}
-			return m, &AgentError{Msg: msg}
-		}
-		return m, nil
+		return c.reply(m)
 	case <-c.closed:
+		select { // the reply may have come just before the end (detach)
+		case m := <-ch:
+			return c.reply(m)
+		default:
+		}
 		return nil, ErrClosed
 	case <-time.After(timeout):
 		return nil, fmt.Errorf("agent did not answer %q within %s", cmd, timeout)
 	}
+}
+
+func (c *Client) reply(m map[string]any) (map[string]any, error) {
+	if ok, _ := m["ok"].(bool); !ok {
+		msg, _ := m["error"].(string)
+		if msg == "" {
+			msg = "request failed"
+		}
+		return m, &AgentError{Msg: msg}
+	}
+	return m, nil
 }
 
 // Done is closed when the connection ends.

@@ -18,6 +18,7 @@ var agentParts = []string{
 	"render.py",      // safe rendering
 	"codes.py",       // code objects, the __code__ wrapper
 	"records.py",     // Err, Bp, Stopped, Step
+	"events.py",      // probe events: bounded buffer, flushed by the agent thread
 	"serving.py",     // the agent thread: socket, requests, cleanup
 	"files.py",       // paths, compiled line tables
 	"breakpoints.py", // break, delete, pending breakpoints

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"krait/internal/cpython"
 	"krait/internal/cpython/layout"
 	"krait/internal/dump"
+	"krait/internal/procinfo"
 	"krait/internal/repl"
 	"krait/internal/session"
 	"krait/internal/target"
@@ -42,9 +44,9 @@ const (
 const usage = `krait — a debugger for live Python processes
 
 Usage:
-  krait dump --pid PID [--locals] [--json] [--nonblocking]
+  krait dump (--pid PID... | --all) [--locals] [--json] [--nonblocking]
   krait dump --core FILE [--sysroot DIR] [--locals] [--json]
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
+  krait attach (PID... | --all) [--batch [--duration D]] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--force]
   krait ps [--json]
   krait requests (--pid PID... | --all) [--watch] [--json] [--nonblocking]
   krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format flamegraph|speedscope|pprof|raw] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
@@ -116,6 +118,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(corePath, "c", "", "short for --core")
 	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
 	showSecrets := fs.Bool("show-secrets", false, "show values under names that look secret (by default <redacted>)")
+	all := fs.Bool("all", false, "every Python process krait ps finds")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "dump", neg)
 	}
@@ -147,10 +150,23 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	if *width < 0 {
 		return usageError(stderr, "dump", "bad --width %d (a number of characters, 0 for no limit)", *width)
 	}
+	if *all {
+		if len(pids.pids) > 0 || *corePath != "" {
+			return usageError(stderr, "dump", "--all goes without --pid and --core")
+		}
+		pids.pids, _ = procinfo.Survey(os.Getpid())
+		if len(pids.pids) == 0 {
+			fmt.Fprintln(stderr, "krait dump: no Python process found")
+			return ExitNoProcess
+		}
+	}
 	if len(pids.pids) == 0 && *corePath == "" || len(pids.pids) > 0 && *corePath != "" {
-		fmt.Fprintln(stderr, "krait dump: give --pid PID or --core FILE")
+		fmt.Fprintln(stderr, "krait dump: give --pid PID, --all or --core FILE")
 		return ExitUsage
 	}
+	// A server's master (gunicorn arbiter, Apache parent, …) stands for
+	// its workers.
+	pids.pids, _ = expandServers(pids.pids)
 	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets}
 	write := func(res *dump.Result) int {
 		if *asJSON {
@@ -302,7 +318,7 @@ func (f stepFlag) Set(v string) error {
 	return nil
 }
 
-// runAttach: krait attach PID [--batch] [-ex CMD]… [-x FILE] [--timeout D].
+// runAttach: krait attach PID [--batch [--duration D]] [-ex CMD]… [-x FILE] [--timeout D].
 func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	pid := fs.Int("pid", 0, "process id to attach to (or give it as an argument)")
@@ -313,9 +329,11 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs.Var(stepFlag{&steps, false}, "ex", "execute a command (repeatable)")
 	fs.Var(stepFlag{&steps, true}, "x", "execute commands from a file (repeatable)")
 	timeout := fs.Duration("timeout", 60*time.Second, "in batch mode, how long continue/step wait for a stop")
+	duration := fs.Duration("duration", 0, "in batch mode, after the commands, keep printing dprintf output for this long, then detach (Ctrl-C ends it sooner)")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for the agent to start")
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
 	force := fs.Bool("force", false, "when another krait's session is in the process but that krait is gone, make its agent leave and attach (a session whose krait runs is never disturbed)")
+	all := fs.Bool("all", false, "every Django process krait ps finds (and the new workers of their servers)")
 	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14), pep768, or ptrace; a target that opted out of remote debugging is refused either way")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "attach", neg)
@@ -332,19 +350,25 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		rest = append(rest, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	pidGiven := isSet(fs, "pid", "p")
-	switch {
-	case !pidGiven && len(rest) == 1:
-		n, err := strconv.Atoi(rest[0])
-		if err != nil {
-			return badPID(stderr, "attach", rest[0])
+	var pids []int
+	if isSet(fs, "pid", "p") {
+		if *pid <= 0 {
+			return badPID(stderr, "attach", strconv.Itoa(*pid))
 		}
-		*pid = n
-	case len(rest) > 0 || !pidGiven:
-		return usageError(stderr, "attach", "give one process id")
+		pids = append(pids, *pid)
 	}
-	if *pid <= 0 {
-		return badPID(stderr, "attach", strconv.Itoa(*pid))
+	for _, a := range rest {
+		n, err := strconv.Atoi(a)
+		if err != nil || n <= 0 {
+			return badPID(stderr, "attach", a)
+		}
+		pids = append(pids, n)
+	}
+	switch {
+	case *all && len(pids) > 0:
+		return usageError(stderr, "attach", "give process ids or --all, not both")
+	case !*all && len(pids) == 0:
+		return usageError(stderr, "attach", "give a process id (several, or a server's master PID, or --all)")
 	}
 	switch {
 	case *method != agent.MethodAuto && *method != agent.MethodPEP768 && *method != agent.MethodPtrace:
@@ -355,6 +379,10 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "attach", "bad --timeout %v (a positive duration)", *timeout)
 	case *attachTimeout <= 0:
 		return usageError(stderr, "attach", "bad --attach-timeout %v (a positive duration)", *attachTimeout)
+	case *duration < 0:
+		return usageError(stderr, "attach", "bad --duration %v (a positive duration)", *duration)
+	case isSet(fs, "duration") && !*batch:
+		return usageError(stderr, "attach", "--duration needs --batch (interactively, detach when you are done)")
 	}
 	// The script: each -ex command, and each -x file's lines (src: which
 	// -x file, 0 for -ex).
@@ -378,42 +406,25 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	start := time.Now()
-	s, err := session.AttachForce(*pid, *interp, *method, *attachTimeout, *force)
-	var intr *session.Interrupted
-	if errors.As(err, &intr) {
-		fmt.Fprintf(stderr, "krait: %v\n", err)
-		return 128 + int(intr.Signal)
+	g, code := attachGroup(pids, *all, session.AttachOptions{Interp: *interp, Method: *method, Timeout: *attachTimeout, Force: *force}, stdout, stderr)
+	if g == nil {
+		return code
 	}
-	if err != nil {
-		return fail(stderr, err)
+	defer g.Close() // after detach, or once the processes are gone: krait's files go
+	single := len(g.Inferiors()) == 1 && !g.Server()
+	exited := func(code int) int {
+		if single {
+			return exitedCode(pids[0], code)
+		}
+		return code
 	}
-	defer s.Close() // after detach, or once the process is gone: krait's files go
-	r := &repl.REPL{S: s, Out: stdout, Timeout: *timeout, Batch: *batch}
+	r := &repl.REPL{G: g, S: g.Selected().S, Out: stdout, Timeout: *timeout, Batch: *batch}
 	r.OnEnd = func(gone bool) {
 		if gone {
 			os.Exit(ExitNoProcess)
 		}
 		os.Exit(ExitError)
 	}
-	where := ""
-	if s.Inject.InterpID != 0 {
-		where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)
-	}
-	via := fmt.Sprintf("thread %d (%s)", s.Inject.Thread, s.Inject.Syscall)
-	if s.Inject.Note != "" {
-		via = fmt.Sprintf("thread %d (%s; %s)", s.Inject.Thread, s.Inject.Syscall, s.Inject.Note)
-	}
-	if s.Inject.Method == agent.MethodPEP768 {
-		via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
-	}
-	paused := s.Inject.Paused.Round(10 * time.Microsecond).String()
-	if s.Inject.Tries > 1 {
-		paused = fmt.Sprintf("%s in %d pauses", paused, s.Inject.Tries)
-	}
-	fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s) in %s; process paused %s while krait entered via %s.\n",
-		*pid, s.Version, s.Backend, where, time.Since(start).Round(time.Millisecond), paused, via)
-	code := ExitOK
 	failedFile := -1
 	for _, line := range script {
 		if strings.TrimSpace(line.text) == "" || line.src != 0 && line.src == failedFile {
@@ -422,7 +433,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		err := r.Exec(line.text)
 		if err != nil {
 			if r.Report(err) {
-				return exitedCode(*pid, code)
+				return exited(code)
 			}
 			// As gdb: an error is reported and the next -ex command still
 			// runs; an error in a -x file ends that file. The exit status
@@ -437,6 +448,12 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *batch {
+		if *duration > 0 {
+			r.Collect(*duration)
+			if ended, _ := r.Ended(); ended { // the processes exited meanwhile, or the agents let go
+				return exited(code)
+			}
+		}
 		r.Flush()
 		if err := r.Exec("detach"); err != nil {
 			return fail(stderr, err)
@@ -446,7 +463,121 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if err := r.Run(os.Stdin); err != nil {
 		return fail(stderr, err)
 	}
-	return exitedCode(*pid, code)
+	return exited(code)
+}
+
+// attachGroup attaches to the processes: each PID, a server's master
+// standing for its workers (which are then followed: new ones are attached
+// as they start), or with all every Django process krait ps finds. It
+// prints a line per process attached; nil and an exit code if none could
+// be.
+func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr io.Writer) (*session.Group, int) {
+	g := session.NewGroup(opt)
+	targets, masters := expandServers(pids)
+	if all {
+		targets, masters = djangoProcesses()
+		if len(targets) == 0 {
+			fmt.Fprintln(stderr, "krait attach: no Django process found (krait ps lists the Python processes)")
+			return nil, ExitNoProcess
+		}
+	}
+	if len(targets) == 0 {
+		fmt.Fprintf(stderr, "krait attach: server %d has no Python workers running\n", masters[0])
+		return nil, ExitNoProcess
+	}
+	if len(targets) > 1 || len(masters) > 0 || all {
+		g.SetServer()
+	}
+	type result struct {
+		pid  int
+		s    *session.Session
+		err  error
+		took time.Duration
+	}
+	results := make([]result, len(targets))
+	var wg sync.WaitGroup
+	for i, pid := range targets {
+		wg.Add(1)
+		go func(i, pid int) {
+			defer wg.Done()
+			start := time.Now()
+			s, err := session.AttachForce(pid, opt.Interp, opt.Method, opt.Timeout, opt.Force)
+			results[i] = result{pid, s, err, time.Since(start)}
+		}(i, pid)
+	}
+	wg.Wait()
+	code := ExitOK
+	var intr *session.Interrupted
+	for _, res := range results {
+		if errors.As(res.err, &intr) {
+			for _, r := range results {
+				if r.s != nil {
+					_ = r.s.Detach()
+					r.s.Close()
+				}
+			}
+			fmt.Fprintf(stderr, "krait: %v\n", res.err)
+			return nil, 128 + int(intr.Signal)
+		}
+	}
+	attached := 0
+	for _, res := range results {
+		if res.err != nil {
+			if len(targets) == 1 {
+				return nil, fail(stderr, res.err)
+			}
+			if c := fail(stderr, fmt.Errorf("process %d: %w", res.pid, res.err)); code == ExitOK {
+				code = c
+			}
+			continue
+		}
+		inf := g.Add(res.s)
+		attached++
+		s := res.s
+		where := ""
+		if s.Inject.InterpID != 0 {
+			where = fmt.Sprintf(", interpreter %d", s.Inject.InterpID)
+		}
+		via := fmt.Sprintf("thread %d (%s)", s.Inject.Thread, s.Inject.Syscall)
+		if s.Inject.Note != "" {
+			via = fmt.Sprintf("thread %d (%s; %s)", s.Inject.Thread, s.Inject.Syscall, s.Inject.Note)
+		}
+		if s.Inject.Method == agent.MethodPEP768 {
+			via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
+		}
+		paused := s.Inject.Paused.Round(10 * time.Microsecond).String()
+		if s.Inject.Tries > 1 {
+			paused = fmt.Sprintf("%s in %d pauses", paused, s.Inject.Tries)
+		}
+		what := ""
+		if g.Server() && inf.Server != "" && inf.Server != "script" {
+			what = fmt.Sprintf(", %s", inf.Server)
+			if inf.Group != "" {
+				what += " " + inf.Group
+			}
+		}
+		fmt.Fprintf(stdout, "Attached to process %d (Python %s, %s backend%s%s) in %s; process paused %s while krait entered via %s.\n",
+			res.pid, s.Version, s.Backend, where, what, res.took.Round(time.Millisecond), paused, via)
+	}
+	if attached == 0 {
+		return nil, code
+	}
+	for _, m := range masters {
+		g.Follow(m)
+		title := ""
+		if in, err := procinfo.Read(m); err == nil {
+			title = " (" + in.Server + ")"
+		}
+		fmt.Fprintf(stdout, "Following server %d%s: its new workers are attached and get the breakpoints as they start.\n", m, title)
+	}
+	if g.Server() {
+		what := fmt.Sprintf("%d processes", attached)
+		if attached == 1 {
+			what = "1 process"
+		}
+		fmt.Fprintf(stdout, "%s; info inferiors lists them, inferior N selects one. Breakpoints apply to all.\n", what)
+	}
+	return g, ExitOK
 }
 
 // exitedCode: a session that ended because the process died says so in

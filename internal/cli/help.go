@@ -18,12 +18,16 @@ var commandHelp = map[string]string{
 	"dump": `Usage:
   krait dump --pid PID [--pid PID]... [--locals] [--json] [--nonblocking] [--show-secrets]
   krait dump PID [--locals] ...
+  krait dump --all [--locals] ...
   krait dump --core FILE [--sysroot DIR] [--locals] [--json] [--show-secrets]
 
 Print every thread's Python stack of a running process (or a core file),
 read from outside: nothing runs in the target.
 
-  -p, --pid PID      the process (repeatable: each is dumped in turn)
+  -p, --pid PID      the process (repeatable: each is dumped in turn); a
+                     server's master (gunicorn arbiter, Apache parent, uWSGI
+                     master) stands for its workers
+  --all              every Python process krait ps finds
   -l, --locals       each frame's arguments and local variables
   -j, --json         JSON (one document per process)
   --nonblocking      read without pausing the process
@@ -33,12 +37,20 @@ read from outside: nothing runs in the target.
   --show-secrets     show values that look secret (by default <redacted>)
 `,
 	"attach": `Usage:
-  krait attach PID [--batch] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N] [--force]
+  krait attach PID... [--batch [--duration D]] [-ex CMD]... [-x FILE] [--timeout D] [--method auto|pep768|ptrace] [--interpreter N] [--force]
+  krait attach --all ...
 
 Debug a running process as gdb does: breakpoints, stepping, printing.
+Several PIDs, or a server's master (gunicorn arbiter, Apache parent, uWSGI
+master) standing for all its workers, are debugged as one session (gdb's
+inferiors): breakpoints apply to every process, each stop line names its
+process, new workers are attached and armed as they start.
 
-  -p, --pid PID          the process (or give it as an argument)
+  -p, --pid PID          the process (or give it, or several, as arguments)
+  --all                  every Django process krait ps finds, and its server's new workers
   --batch                run the -ex/-x commands, then detach and exit
+  --duration D           with --batch, keep printing dprintf output for D after
+                         the commands, then detach (Ctrl-C ends it sooner)
   -ex CMD                execute a command (repeatable, in order with -x)
   -x FILE                execute the commands in FILE (repeatable)
   --timeout D            in batch mode, how long continue/step wait (default 1m0s)

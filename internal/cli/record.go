@@ -171,6 +171,11 @@ func indexOf(args []string, s string) int {
 // means krait stops.
 func (f *profFlags) start(cmd string, stderr io.Writer) (*sample.Sampler, *exec.Cmd, int) {
 	opt := sample.Options{Rate: *f.rate, Idle: *f.idle, GIL: *f.gil, NonBlocking: *f.nonblocking, Subprocesses: *f.subprocesses}
+	// A server's master stands for its workers: they are followed as
+	// with --subprocesses.
+	if _, masters := expandServers(f.pids.pids); len(masters) > 0 {
+		opt.Subprocesses = true
+	}
 	warn := func(msg string) { fmt.Fprintf(stderr, "krait %s: %s\n", cmd, msg) }
 	switch {
 	case len(f.command) > 0:

@@ -35,7 +35,7 @@ type psEntry struct {
 	Error          string  `json:"error,omitempty"`
 }
 
-var requestRead = cpython.Options{Locals: true, LocalNames: inflight.LocalNames,
+var requestRead = cpython.Options{Locals: true, LocalNames: inflight.LocalNames, Tasks: true,
 	Limits: cpython.Limits{Items: 50, Chars: 4096, Depth: 2}}
 
 // djangoSettings reads settings.SETTINGS_MODULE from django.conf in any of
@@ -131,18 +131,20 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 		e.Error = "permission denied"
 		out = append(out, e)
 	}
-	for _, pid := range pids {
-		info, err := procinfo.Read(pid)
-		if err != nil {
-			continue
+	// ps reads without pausing anyone: it is a survey.
+	readEach(pids, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead, Survey: true}, func(pid int, rd *dump.Reading, err error) {
+		info, ierr := procinfo.Read(pid)
+		if ierr != nil {
+			if err == nil {
+				rd.Proc.Close()
+			}
+			return
 		}
 		e := entry(info)
-		// ps reads without pausing anyone: it is a survey.
-		rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead})
 		if err != nil {
 			switch {
 			case errors.Is(err, cpython.ErrNotPython), errors.Is(err, target.ErrNoProcess), errors.Is(err, target.ErrExited), errors.Is(err, target.ErrZombie):
-				continue
+				return
 			case errors.Is(err, target.ErrPermission):
 				bad.infos = append(bad.infos, info)
 				e.Error = "permission denied"
@@ -152,15 +154,19 @@ func runPs(args []string, stdout, stderr io.Writer) int {
 				e.Error = err.Error()
 			}
 			out = append(out, e)
-			continue
+			return
 		}
 		e.PythonVersion = rd.Py.Version.String()
 		e.Threads = len(rd.OSThreads)
 		e.DjangoSettings = djangoSettings(rd)
-		e.BusyThreads = len(inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}))
+		busy := map[uint64]bool{} // an event loop's thread serves many ASGI requests
+		for _, r := range inflight.FromThreads(rd.Py, pid, rd.Interps, time.Now(), render.Options{}) {
+			busy[r.ThreadID] = true
+		}
+		e.BusyThreads = len(busy)
 		rd.Proc.Close()
 		out = append(out, e)
-	}
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	if *asJSON {
 		if code := writeJSON(stdout, stderr, map[string]any{"processes": out}); code != ExitOK {
@@ -200,6 +206,13 @@ func writeJSON(stdout, stderr io.Writer, v any) int {
 		return fail(stderr, err)
 	}
 	return ExitOK
+}
+
+// starting says whether pid started within the last few seconds: a survey
+// that finds it half-way through loading its Python passes it over.
+func starting(pid int) bool {
+	age, err := procinfo.Age(pid)
+	return err == nil && age < 5*time.Second
 }
 
 // pauseNote is how long a read may hold a process before text output says
@@ -253,7 +266,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	firstSeen := map[[2]uint64]time.Time{}
 	for {
 		now := time.Now()
-		list := pids.pids
+		// A server's master stands for its workers (found again at each
+		// refresh: new workers appear).
+		list, _ := expandServers(pids.pids)
 		var bad unreadable
 		if *all {
 			// One pass over /proc per refresh.
@@ -264,24 +279,26 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		code := ExitOK
 		var reqs []*inflight.Request
 		var held []string
-		for _, pid := range list {
-			rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold})
+		failed := -1
+		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all}, func(pid int, rd *dump.Reading, err error) {
 			if err != nil {
 				if len(list) == 1 && !*watch && !*all {
-					return fail(stderr, err)
+					failed = fail(stderr, err)
+					return
 				}
 				switch {
 				case errors.Is(err, target.ErrPermission):
 					bad.add(pid)
 				case *all && (errors.Is(err, cpython.ErrNotPython) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrExited) ||
-					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter)):
-					// A survey: processes come and go.
+					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter) || starting(pid)):
+					// A survey: processes come and go (and one that has
+					// just started may not have loaded its Python yet).
 				default:
 					if c := fail(stderr, err); code == ExitOK {
 						code = c
 					}
 				}
-				continue
+				return
 			}
 			if rd.Paused && rd.Held > pauseNote {
 				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
@@ -299,6 +316,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			}
 			estimateElapsed(pid, found, now)
 			reqs = append(reqs, found...)
+		})
+		if failed >= 0 {
+			return failed
 		}
 		seen := map[[2]uint64]time.Time{}
 		for _, r := range reqs {
@@ -386,7 +406,16 @@ func deref(s *string) string {
 
 func writeRequests(w io.Writer, reqs []*inflight.Request) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	// ASGI requests are handled by asyncio tasks: a TASK column then.
+	tasks := false
+	for _, r := range reqs {
+		tasks = tasks || r.Task != nil
+	}
+	if tasks {
+		fmt.Fprintln(tw, "PID\tTID\tTASK\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	} else {
+		fmt.Fprintln(tw, "PID\tTID\tELAPSED\tMETHOD\tPATH\tVIEW\tSQL")
+	}
 	estimated := false
 	for _, r := range reqs {
 		tid := "-"
@@ -413,7 +442,14 @@ func writeRequests(w io.Writer, reqs []*inflight.Request) {
 				sql += "  " + procinfo.OneLine(*r.SQLParams)
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+		if sql == "-" && r.Awaiting != nil {
+			sql = "(awaiting " + procinfo.OneLine(*r.Awaiting) + ")"
+		}
+		if tasks {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, deref(r.Task), el, deref(r.Method), path, deref(r.View), sql)
+		} else {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.PID, tid, el, deref(r.Method), path, deref(r.View), sql)
+		}
 	}
 	tw.Flush()
 	if estimated {

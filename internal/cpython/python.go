@@ -45,6 +45,10 @@ type Python struct {
 	// holds thread names per interpreter read by Prepare.
 	codes map[uint64]*code
 	names map[uint64]map[uint64]string
+	// exts holds extension modules found in the target (asyncio.go);
+	// asyncioDone is set once the _asyncio module's offsets are applied.
+	exts        map[string]extObject
+	asyncioDone bool
 }
 
 // ErrNoInterpreter: the runtime has no interpreter yet, or any more.

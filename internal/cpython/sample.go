@@ -536,8 +536,12 @@ func (py *Python) ThreadNames() map[uint64]string {
 // (0 for one unbound or absent), reading only their slots. The sampler
 // uses it on the one frame that tells which web request a thread serves.
 func (py *Python) FrameLocalAddrs(frame, codeAddr uint64, names ...string) ([]uint64, error) {
-	L := py.L
 	py.m = newMem(py.Proc)
+	return py.frameLocalAddrs(frame, codeAddr, names...)
+}
+
+func (py *Python) frameLocalAddrs(frame, codeAddr uint64, names ...string) ([]uint64, error) {
+	L := py.L
 	c, err := py.codeCached(codeAddr, py.codes)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,9 @@ type Thread struct {
 	GIL      bool
 	Frames   []Frame
 	Err      string
+	// Loop is the asyncio event loop the thread runs (0: none), set by
+	// Tasks.
+	Loop uint64
 }
 
 // Options says what a snapshot reads.
@@ -28,6 +31,8 @@ type Options struct {
 	// LocalNames, if set, limits the locals read to these names.
 	LocalNames map[string]bool
 	Limits     Limits
+	// Tasks reads asyncio tasks too.
+	Tasks bool
 	// OSThreads, read before pausing, lets krait map pthread ids to
 	// thread ids on versions that do not record native ids.
 	OSThreads []target.Thread
@@ -38,6 +43,9 @@ type Interpreter struct {
 	Addr    uint64
 	ID      int64
 	Threads []*Thread
+	// Tasks are its asyncio tasks (Options.Tasks).
+	Tasks    []*Task
+	TasksErr string
 }
 
 // maxThreads bounds a thread-list walk.
@@ -160,13 +168,23 @@ func (py *Python) Snapshot(opt Options) ([]*Interpreter, error) {
 		}
 	}
 	py.fillNativeIDs(all, opt.OSThreads)
+	if opt.Tasks {
+		for _, in := range interps {
+			tasks, err := py.Tasks(in, opt.Locals, opt.Limits)
+			in.Tasks = tasks
+			if err != nil {
+				in.TasksErr = err.Error()
+			}
+		}
+	}
 	return interps, nil
 }
 
 // Prepare reads, without any pause, what a following paused Snapshot
 // would otherwise read while the process is held and that does not change
 // under it: thread names (threading._active, a walk over sys.modules) and
-// the code objects of every frame (names, files, line tables). The pause
+// the code objects of every frame (names, files, line tables), asyncio
+// tasks' included. The pause
 // then covers only the frames and values themselves. It resets the memory
 // cache afterwards, so the snapshot reads memory fresh.
 func (py *Python) Prepare() {
@@ -182,8 +200,11 @@ func (py *Python) Prepare() {
 	for _, in := range interps {
 		py.names[in.Addr] = py.threadNames(in.Addr)
 		for _, t := range in.Threads {
-			_, _ = py.Frames(t.TState, false, Limits{}, py.codes)
+			t.Frames, _ = py.Frames(t.TState, false, Limits{}, py.codes)
 		}
+		// And the code objects of asyncio tasks' coroutines, and the
+		// types of their objects.
+		_, _ = py.Tasks(in, false, Limits{})
 	}
 }
 

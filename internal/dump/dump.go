@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,6 +49,10 @@ type Result struct {
 	Interpreters  int       `json:"interpreters"`
 	Core          string    `json:"core,omitempty"`
 	Threads       []*Thread `json:"threads"`
+	// Tasks are asyncio tasks whose loop no thread is running.
+	Tasks []*Task `json:"tasks,omitempty"`
+	// TasksError says why tasks could not be read.
+	TasksError string `json:"tasks_error,omitempty"`
 }
 
 // Thread is one thread in the JSON contract.
@@ -61,6 +66,24 @@ type Thread struct {
 	Idle        bool     `json:"idle"`
 	Frames      []*Frame `json:"frames"`
 	Error       string   `json:"error,omitempty"`
+	// Loop is the address of the asyncio event loop the thread runs;
+	// Tasks are that loop's tasks (both absent for other threads).
+	Loop  *uint64 `json:"loop,omitempty"`
+	Tasks []*Task `json:"tasks,omitempty"`
+}
+
+// Task is one asyncio task in the JSON contract. ID is the task object's
+// address (Python's id()); Awaits and AwaitedBy hold task ids.
+type Task struct {
+	ID        uint64   `json:"id"`
+	Name      *string  `json:"name"`
+	State     string   `json:"state"`
+	Running   bool     `json:"running"`
+	Awaiting  string   `json:"awaiting,omitempty"`
+	Awaits    []uint64 `json:"awaits"`
+	AwaitedBy []uint64 `json:"awaited_by"`
+	Stack     []*Frame `json:"stack"`
+	Error     string   `json:"error,omitempty"`
 }
 
 // Frame is one frame in the JSON contract.
@@ -103,6 +126,10 @@ type ReadOptions struct {
 	NonBlocking bool
 	Snapshot    cpython.Options
 	HoldPause   time.Duration
+	// Survey: one of many processes read in a pass over the host; a
+	// Python with no interpreter (not initialised, or finalising) is
+	// reported at once, without waiting to see whether it exits.
+	Survey bool
 }
 
 // Read opens pid, finds its Python and reads every thread: paused (every
@@ -151,6 +178,9 @@ func (r *Reading) read(opt ReadOptions) error {
 	pid := proc.PID()
 	py, err := cpython.Open(proc)
 	if err != nil {
+		if opt.Survey && errors.Is(err, cpython.ErrNoInterpreter) {
+			return err
+		}
 		return exitedOr(proc, err)
 	}
 	py.AddDescriber(django.Describe)
@@ -179,27 +209,18 @@ func (r *Reading) read(opt ReadOptions) error {
 		py.Prepare() // what need not be read while the process is held
 		// No garbage collection while the process is held: the read is
 		// short and its garbage small.
-		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		defer gcOff()()
 		p, perr := live.Pause(pid, 2*time.Second)
 		if perr != nil {
 			return exitedOr(proc, perr)
 		}
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-		go func() {
-			if _, ok := <-sigs; ok {
-				p.Release()
-				fmt.Fprintln(os.Stderr, "krait: interrupted; process released")
-				os.Exit(130)
-			}
-		}()
+		done := holding(p)
 		err = read()
 		if opt.HoldPause > 0 {
 			time.Sleep(opt.HoldPause)
 		}
 		p.Release()
-		signal.Stop(sigs)
-		close(sigs)
+		done()
 		r.Paused, r.Held = true, p.Held
 	}
 	if err != nil {
@@ -211,7 +232,7 @@ func (r *Reading) read(opt ReadOptions) error {
 // Take dumps process pid.
 func Take(pid int, opt Options) (*Result, error) {
 	rd, err := Read(pid, ReadOptions{NonBlocking: opt.NonBlocking, HoldPause: opt.HoldPause,
-		Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
+		Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits, Tasks: true}})
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +242,7 @@ func Take(pid int, opt Options) (*Result, error) {
 
 // TakeCore dumps a core file.
 func TakeCore(path, sysroot string, opt Options) (*Result, error) {
-	rd, err := ReadCore(path, sysroot, ReadOptions{Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits}})
+	rd, err := ReadCore(path, sysroot, ReadOptions{Snapshot: cpython.Options{Locals: opt.Locals, Limits: opt.Limits, Tasks: true}})
 	if err != nil {
 		return nil, err
 	}
@@ -263,21 +284,137 @@ func (rd *Reading) Result() *Result {
 				jt.Name = &n
 			}
 			for _, f := range t.Frames {
-				jf := &Frame{Function: f.Function, Qualname: f.Qualname, File: f.File, Line: f.Line, Error: f.Err}
-				mine := IsKraitFrame(f.File) // krait's agent: its token is not shown
-				for _, l := range f.Locals {
-					v := l.Value
-					if mine {
-						v = redact(v)
-					}
-					jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.NamedJSON(l.Name, v, rd.Render, nil)})
-				}
-				jt.Frames = append(jt.Frames, jf)
+				jt.Frames = append(jt.Frames, rd.frame(f))
 			}
 			res.Threads = append(res.Threads, jt)
+			if t.Loop != 0 {
+				loop := t.Loop
+				jt.Loop = &loop
+			}
 		}
+		rd.addTasks(res, in)
 	}
 	return res
+}
+
+func (rd *Reading) frame(f cpython.Frame) *Frame {
+	jf := &Frame{Function: f.Function, Qualname: f.Qualname, File: f.File, Line: f.Line, Error: f.Err}
+	mine := IsKraitFrame(f.File) // krait's agent: its token is not shown
+	for _, l := range f.Locals {
+		v := l.Value
+		if mine {
+			v = redact(v)
+		}
+		jf.Locals = append(jf.Locals, &Local{Name: l.Name, Arg: l.Arg, JSONValue: render.NamedJSON(l.Name, v, rd.Render, nil)})
+	}
+	return jf
+}
+
+// addTasks puts an interpreter's asyncio tasks under the threads running
+// their loops (the last threads added to res), and the others in res.Tasks.
+func (rd *Reading) addTasks(res *Result, in *cpython.Interpreter) {
+	if in.TasksErr != "" && res.TasksError == "" {
+		res.TasksError = in.TasksErr
+	}
+	if len(in.Tasks) == 0 {
+		return
+	}
+	byLoop := map[uint64]*Thread{}
+	for _, jt := range res.Threads[len(res.Threads)-len(in.Threads):] {
+		if jt.Loop != nil {
+			byLoop[*jt.Loop] = jt
+		}
+	}
+	awaitedBy := map[uint64][]uint64{}
+	for _, t := range in.Tasks {
+		for _, a := range t.Awaits {
+			awaitedBy[a] = append(awaitedBy[a], t.Addr)
+		}
+	}
+	for _, t := range in.Tasks {
+		jt := &Task{ID: t.Addr, State: t.State, Running: t.Running, Awaiting: t.Awaiting, Error: t.Err,
+			Awaits: append([]uint64{}, t.Awaits...), AwaitedBy: append([]uint64{}, awaitedBy[t.Addr]...), Stack: []*Frame{}}
+		if t.HasName {
+			n := t.Name
+			jt.Name = &n
+		}
+		for _, f := range t.Stack {
+			jt.Stack = append(jt.Stack, rd.frame(f))
+		}
+		if th := byLoop[t.Loop]; th != nil && t.Loop != 0 {
+			th.Tasks = append(th.Tasks, jt)
+		} else {
+			res.Tasks = append(res.Tasks, jt)
+		}
+	}
+}
+
+// held: the processes that reads in progress hold paused. Told to stop
+// (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) while any is held, krait releases
+// them all, then exits.
+var held struct {
+	sync.Mutex
+	ps   map[*live.Pauser]bool
+	sigs chan os.Signal
+}
+
+// holding registers p until the function it returns is called.
+func holding(p *live.Pauser) (done func()) {
+	held.Lock()
+	defer held.Unlock()
+	if len(held.ps) == 0 {
+		held.ps = map[*live.Pauser]bool{}
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		held.sigs = c
+		go func() {
+			if _, ok := <-c; ok {
+				held.Lock()
+				for p := range held.ps {
+					p.Release()
+				}
+				what := "process"
+				if len(held.ps) > 1 {
+					what = "processes"
+				}
+				fmt.Fprintf(os.Stderr, "krait: interrupted; %s released\n", what)
+				os.Exit(130)
+			}
+		}()
+	}
+	held.ps[p] = true
+	return func() {
+		held.Lock()
+		defer held.Unlock()
+		delete(held.ps, p)
+		if len(held.ps) == 0 {
+			signal.Stop(held.sigs)
+			close(held.sigs)
+		}
+	}
+}
+
+var gc struct {
+	sync.Mutex
+	n, percent int
+}
+
+// gcOff turns Go's garbage collector off until the function it returns is
+// called; reads of several processes at once share one switch.
+func gcOff() func() {
+	gc.Lock()
+	if gc.n == 0 {
+		gc.percent = debug.SetGCPercent(-1)
+	}
+	gc.n++
+	gc.Unlock()
+	return func() {
+		gc.Lock()
+		if gc.n--; gc.n == 0 {
+			debug.SetGCPercent(gc.percent)
+		}
+		gc.Unlock()
+	}
 }
 
 // exitedOr returns err, or ErrExited if the process is gone or going: a

@@ -1,8 +1,9 @@
 // Package inflight finds the web requests a Python process is serving
 // right now, from its threads' stacks: the WSGI environ of each request
 // (method, path, query, mod_wsgi's start time), the Django view handling
-// it, and the SQL Django is executing for it, with parameters. Any WSGI
-// server works; Django is recognised.
+// it, and the SQL Django is executing for it, with parameters — and from
+// its asyncio tasks, the ASGI scope of each request and the task handling
+// it. Any WSGI or ASGI server works; Django is recognised.
 package inflight
 
 import (
@@ -41,6 +42,11 @@ type Request struct {
 	SQL       *string `json:"sql"`
 	SQLParams *string `json:"sql_params"`
 	Server    *string `json:"server"`
+	// Task and TaskID name the asyncio task handling an ASGI request;
+	// Awaiting says what it waits on (null for WSGI requests).
+	Task     *string `json:"task"`
+	TaskID   *uint64 `json:"task_id"`
+	Awaiting *string `json:"awaiting"`
 	// Key identifies the request across scans (its environ's address).
 	Key uint64 `json:"-"`
 	// RemoteAddr and RemotePort are the client connection's peer, when
@@ -77,6 +83,10 @@ func FromThreads(py *cpython.Python, pid int, interps []*cpython.Interpreter, no
 				r.PID, r.Interpreter = pid, in.ID
 				out = append(out, r)
 			}
+		}
+		for _, r := range fromTasks(py, in, opt) {
+			r.PID, r.Interpreter = pid, in.ID
+			out = append(out, r)
 		}
 	}
 	return out
@@ -179,26 +189,40 @@ func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time, opt render
 		// into the local `callback`.
 		if f.Qualname == "BaseHandler._get_response" || f.Function == "_get_response" && strings.Contains(f.File, "django/core/handlers") {
 			if _, l, ok := local(f, "callback"); ok {
-				cb := py.Ref(l.Value.Addr)
-				// A class-based view: View.as_view() returns a function
-				// `view` whose view_class attribute is the class.
-				if cls, ok := cb.Attr("view_class"); ok && cls.IsType() {
-					v := cls.ClassName()
-					r.View = &v
-				} else if mod, q, ok := cb.FuncName(); ok {
-					v := q
-					if mod != "" {
-						v = mod + "." + q
-					}
-					r.View = &v
-				}
+				r.View = viewName(py.Ref(l.Value.Addr))
 			}
 			if r.View == nil && i > 0 {
 				v := t.Frames[i-1].Qualname
 				r.View = &v
 			}
 		}
-		// Django's cursor wrapper: the SQL being executed now.
+	}
+	sqlOf(py, r, t.Frames, opt)
+	return r
+}
+
+// viewName names the view a Django handler resolved (its `callback`): a
+// class-based view's class (View.as_view() returns a function `view`
+// whose view_class attribute is the class), else the function.
+func viewName(cb cpython.Ref) *string {
+	if cls, ok := cb.Attr("view_class"); ok && cls.IsType() {
+		v := cls.ClassName()
+		return &v
+	}
+	if mod, q, ok := cb.FuncName(); ok {
+		v := q
+		if mod != "" {
+			v = mod + "." + q
+		}
+		return &v
+	}
+	return nil
+}
+
+// sqlOf sets the SQL Django's cursor wrapper is executing now in frames
+// (read with LocalNames), with its parameters.
+func sqlOf(py *cpython.Python, r *Request, frames []cpython.Frame, opt render.Options) {
+	for _, f := range frames {
 		if r.SQL == nil && strings.HasSuffix(f.File, "django/db/backends/utils.py") {
 			if _, l, ok := local(f, "sql"); ok {
 				if s, ok := py.Ref(l.Value.Addr).Str(); ok {
@@ -210,5 +234,4 @@ func fromThread(py *cpython.Python, t *cpython.Thread, now time.Time, opt render
 			}
 		}
 	}
-	return r
 }

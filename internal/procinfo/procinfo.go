@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -411,4 +412,34 @@ func (in *Info) LooksPython() bool {
 		return true
 	}
 	return in.Server != "script" && !strings.HasPrefix(in.Server, "apache")
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's start
+// time: 100 on every Linux architecture krait runs on.
+const clockTicks = 100
+
+// Age is how long ago process pid started.
+func Age(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(f) < 20 {
+		return 0, fmt.Errorf("process %d: unexpected /proc/%d/stat", pid, pid)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	secs, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(secs*float64(time.Second)) - time.Duration(start)*time.Second/clockTicks, nil
 }

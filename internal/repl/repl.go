@@ -25,8 +25,11 @@ import (
 	"krait/internal/session"
 )
 
-// REPL runs commands against a session.
+// REPL runs commands against a group of sessions (one per process: gdb's
+// inferiors). S is the selected inferior's session, which most commands
+// act on; breakpoints, stops, threads and detach go through G.
 type REPL struct {
+	G   *session.Group
 	S   *session.Session
 	Out io.Writer
 	// Timeout bounds waiting for a stop in batch mode (0: forever).
@@ -50,12 +53,16 @@ type REPL struct {
 	ended sync.Once
 	rl    *readline.Instance // the line editor, at a terminal
 	outMu sync.Mutex
+	pr    probes // dprintfs
+	// told: queued stops of other processes already mentioned at the
+	// prompt.
+	told map[*session.Stop]bool
 }
 
 // sayEnd prints why the session ended by itself, once, and reports
 // whether it has.
 func (r *REPL) sayEnd() (ended, gone bool) {
-	msg, gone := r.S.End()
+	msg, gone := r.G.End()
 	if msg == "" {
 		return false, false
 	}
@@ -66,11 +73,15 @@ func (r *REPL) sayEnd() (ended, gone bool) {
 	return true, gone
 }
 
+// Ended says, once, why the session ended by itself (the process
+// exited, or the agent let go), and whether it has.
+func (r *REPL) Ended() (ended, gone bool) { return r.sayEnd() }
+
 // watch says at once when the session ends by itself (the process exits,
 // or the agent lets go), even while the REPL waits for input.
 func (r *REPL) watch(stop <-chan struct{}) {
 	select {
-	case <-r.S.Done():
+	case <-r.G.Done():
 	case <-stop:
 		return
 	}
@@ -95,6 +106,7 @@ func init() {
 	commands = []command{
 		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
 		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
+		{[]string{"dprintf"}, "dprintf LOCATION,\"FORMAT\",ARG... — print FORMAT (C printf: %d %s %x %f…; %r: the value as print shows it) with the ARGs' values each time a thread passes LOCATION, without stopping it; a breakpoint for delete, condition, ignore, disable", (*REPL).cmdDprintf},
 		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
 		{[]string{"catch"}, "catch raise [TYPE…] | catch uncaught [TYPE…] — stop where an exception (of those classes) is raised, or as it leaves a thread uncaught; catch: list; catch delete [N]", (*REPL).cmdCatch},
 		{[]string{"ignore"}, "ignore N COUNT — let breakpoint N's next COUNT crossings go without stopping", (*REPL).cmdIgnore},
@@ -114,12 +126,13 @@ func init() {
 		{[]string{"up"}, "up [N] — select an outer frame", (*REPL).cmdUp},
 		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
-		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame", (*REPL).cmdInfo},
+		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame|inferiors", (*REPL).cmdInfo},
 		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/s EXPR shows values under secret-looking names (else <redacted>); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
 		{[]string{"set"}, "set var NAME = EXPR — assign to a local of the selected frame; set print secrets on|off — show values under secret-looking names in print, info locals and bt (off: <redacted>)", (*REPL).cmdSet},
 		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
-		{[]string{"thread", "t"}, "thread [N] — select thread N / show the selected thread", (*REPL).cmdThread},
-		{[]string{"detach"}, "detach — remove krait from the process and leave", (*REPL).cmdDetach},
+		{[]string{"thread", "t"}, "thread [N | I.N] — select thread N (of inferior I) / show the selected thread", (*REPL).cmdThread},
+		{[]string{"inferior"}, "inferior [N] — select inferior N (a process; info inferiors lists them) / show the selected one", (*REPL).cmdInferior},
+		{[]string{"detach"}, "detach — remove krait from every process and leave", (*REPL).cmdDetach},
 		{[]string{"quit", "q", "exit"}, "quit — detach and leave", (*REPL).cmdDetach},
 		{[]string{"echo"}, "echo TEXT — print TEXT (\\n for a newline), as gdb's echo", (*REPL).cmdEcho},
 		{[]string{"help", "h"}, "help [COMMAND]", (*REPL).cmdHelp},
@@ -133,14 +146,14 @@ func bpCmd(name string) func(*REPL, string) error {
 			if name != "delete" {
 				return fmt.Errorf("Argument required (breakpoint number).")
 			}
-			return r.S.BPCommand("delete", 0)
+			return r.G.BPCommand("delete", 0)
 		}
 		for _, a := range ids {
 			n, err := strconv.Atoi(a)
 			if err != nil {
 				return fmt.Errorf("Convenience variable must have integer value.\nBad breakpoint argument: '%s'", a)
 			}
-			if err := r.S.BPCommand(name, n); err != nil {
+			if err := r.G.BPCommand(name, n); err != nil {
 				return err
 			}
 		}
@@ -174,6 +187,7 @@ func (r *REPL) Exec(line string) error {
 		arg = name[i:] + " " + arg
 		name = name[:i]
 	}
+	r.sync()
 	c := lookup(name)
 	if c == nil {
 		return fmt.Errorf("Undefined command: \"%s\".  Try \"help\".", name)
@@ -196,15 +210,52 @@ func (r *REPL) Flush() {
 // terminal prompt, as they happen; from a script, stops wait for the next
 // command that waits, so a script's continue meets the stop it expects).
 func (r *REPL) flush(stops bool) {
-	for _, n := range r.S.TakeNotes() {
+	for _, n := range r.G.TakeNotes() {
 		r.printf("%s\n", n)
 	}
 	for stops {
-		st := r.S.NextStop()
+		var only *session.Inferior
+		if sel := r.G.Selected(); r.G.Server() && sel != nil && sel.S.HasStops() {
+			// A thread of the selected process is being examined: the
+			// stops of other processes wait to be reported in order by
+			// continue (gdb's all-stop); each is mentioned once.
+			only = sel
+			for _, q := range r.G.Queued() {
+				if q.Inf != sel && !r.told[q.Stop] {
+					if r.told == nil {
+						r.told = map[*session.Stop]bool{}
+					}
+					r.told[q.Stop] = true
+					r.printf("%s has stopped too (%s at %s:%d); continue reports it\n", q.Inf.Label(), stopWhat(q.Stop), q.Stop.File, q.Stop.Line)
+				}
+			}
+		}
+		inf, st := r.G.NextStopOf(only)
 		if st == nil {
+			r.sync()
 			return
 		}
+		r.S = inf.S
 		r.reportStop(st, true)
+	}
+}
+
+// stopWhat names why a thread stopped, briefly.
+func stopWhat(st *session.Stop) string {
+	switch st.Reason {
+	case "breakpoint":
+		return fmt.Sprintf("breakpoint %d", st.BP)
+	case "exception":
+		return fmt.Sprintf("catchpoint %d", st.Catch)
+	}
+	return st.Reason
+}
+
+// sync makes S the selected inferior's session (the selection changes
+// with stops, and when an inferior exits).
+func (r *REPL) sync() {
+	if inf := r.G.Selected(); inf != nil {
+		r.S = inf.S
 	}
 }
 
@@ -230,7 +281,7 @@ func (r *REPL) setBreak(arg string, temp bool) error {
 		}
 		loc = fmt.Sprintf("%s:%d", st.File, st.Line)
 	}
-	bp, err := r.S.Break(loc, cond, temp)
+	bp, err := r.G.Break(loc, cond, temp)
 	if err != nil {
 		return err
 	}
@@ -325,7 +376,7 @@ func (r *REPL) cmdIgnore(arg string) error {
 	if c < 0 {
 		c = 0
 	}
-	if err := r.S.Ignore(n, c); err != nil {
+	if err := r.G.Ignore(n, c); err != nil {
 		return err
 	}
 	switch c {
@@ -418,7 +469,7 @@ func (r *REPL) cmdCondition(arg string) error {
 	if len(f) == 2 {
 		cond = strings.TrimSpace(f[1])
 	}
-	if err := r.S.Condition(n, cond); err != nil {
+	if err := r.G.Condition(n, cond); err != nil {
 		return err
 	}
 	if cond == "" {
@@ -434,6 +485,8 @@ func (r *REPL) cmdContinue(arg string) error {
 		// run on past it.
 		return r.wait(0)
 	}
+	// continue resumes the selected inferior's threads; a stop queued in
+	// another inferior is reported next.
 	if err := r.S.Resume("continue", true); err != nil {
 		return err
 	}
@@ -449,6 +502,70 @@ func resume(cmd string) func(*REPL, string) error {
 		}
 		return r.wait(thread)
 	}
+}
+
+// cmdInferior is gdb's inferior: select a process of the group.
+func (r *REPL) cmdInferior(arg string) error {
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		inf := r.G.Selected()
+		if inf == nil {
+			return fmt.Errorf("No inferior.")
+		}
+		r.printf("[Current inferior is %d [process %d]]\n", inf.Num, inf.PID)
+		return nil
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil {
+		return fmt.Errorf("Invalid inferior ID: %s", arg)
+	}
+	inf, err := r.G.Select(n)
+	if err != nil {
+		return err
+	}
+	r.S = inf.S
+	r.printf("[Switching to inferior %d [process %d]]\n", inf.Num, inf.PID)
+	if st := r.S.Stopped(); st != nil {
+		r.printf("#0  %s (%s) at %s:%d\n", st.Function, argsText(st.Args), st.File, st.Line)
+		r.printSourceLine(st.File, st.Line)
+	}
+	listedOnce = false
+	return nil
+}
+
+// infoInferiors is gdb's info inferiors, with what krait knows of each
+// process: server, group, interpreter, threads and stopped threads.
+func (r *REPL) infoInferiors() error {
+	sel := r.G.Selected()
+	r.printf("  Num  Description       Server           Group            Python             Threads  Stopped\n")
+	for _, inf := range r.G.Inferiors() {
+		cur := " "
+		if inf == sel {
+			cur = "*"
+		}
+		threads, stopped := "?", 0
+		if ts, err := inf.S.Threads(); err == nil {
+			threads = strconv.Itoa(len(ts))
+			for _, t := range ts {
+				if t.Stopped {
+					stopped++
+				}
+			}
+		}
+		server, group := inf.Server, inf.Group
+		if server == "" {
+			server = "-"
+		}
+		if group == "" {
+			group = "-"
+		}
+		py := inf.S.Version
+		if inf.S.Inject != nil && inf.S.Inject.InterpID != 0 {
+			py += fmt.Sprintf(" (interp %d)", inf.S.Inject.InterpID)
+		}
+		r.printf("%s %-4d %-17s %-16s %-16s %-18s %-8s %d\n", cur, inf.Num, fmt.Sprintf("process %d", inf.PID), server, group, py, threads, stopped)
+	}
+	return nil
 }
 
 func (r *REPL) cmdFinish(arg string) error {
@@ -484,7 +601,7 @@ func (r *REPL) wait(stepping int64) error {
 		select {
 		case <-sig:
 			close(cancel)
-		case <-r.S.Done():
+		case <-r.G.Done():
 		case <-stop:
 		}
 	}()
@@ -492,20 +609,26 @@ func (r *REPL) wait(stepping int64) error {
 	if r.Batch {
 		timeout = r.Timeout
 	}
-	st, err := r.S.WaitStop(timeout, cancel)
+	stepper := r.S
+	inf, st, err := r.G.WaitStop(timeout, cancel)
 	if err != nil {
 		return err
 	}
+	if inf != nil {
+		r.S = inf.S
+	}
 	if st == nil && stepping != 0 {
-		cancelled, err := r.S.Cancel(stepping)
+		cancelled, err := stepper.Cancel(stepping)
 		if err != nil {
 			return err
 		}
-		if cancelled || !r.S.HasPendingStop() {
-			r.printf("\nQuit: the step is cancelled; thread %d runs on (breakpoints stay set).\n", r.S.ThreadNumber(stepping))
+		if cancelled || !stepper.HasPendingStop() {
+			r.printf("\nQuit: the step is cancelled; thread %d runs on (breakpoints stay set).\n", stepper.ThreadNumber(stepping))
 			return nil
 		}
-		st = r.S.NextStop() // it stopped as the step was cancelled: report it
+		st = stepper.NextStop() // it stopped as the step was cancelled: report it
+		r.S = stepper
+		r.G.SelectSession(stepper)
 	}
 	if st == nil {
 		r.printf("\nStopped waiting; the process keeps running (breakpoints stay set).\n")
@@ -535,25 +658,37 @@ func frameText(f session.Frame) string {
 }
 
 var lastStopThread int64
+var lastStopPID int
 
 func (r *REPL) reportStop(st *session.Stop, async bool) {
 	n := r.S.ThreadNumber(st.Thread)
-	if lastStopThread != 0 && lastStopThread != st.Thread || async {
+	if lastStopThread != 0 && (lastStopThread != st.Thread || lastStopPID != r.S.PID) || async {
 		name := ""
 		if st.ThreadName != "" {
 			name = fmt.Sprintf(" %q", st.ThreadName)
 		}
 		r.printf("[Switching to thread %d (LWP %d)%s]\n", n, st.NativeID, name)
 	}
-	lastStopThread = st.Thread
+	lastStopThread, lastStopPID = st.Thread, r.S.PID
 	loc := fmt.Sprintf("%s (%s) at %s:%d", st.Function, argsText(st.Args), st.File, st.Line)
+	// With several processes, every stop line names its process.
+	who := ""
+	var inf *session.Inferior
+	if r.G.Server() {
+		for _, x := range r.G.Inferiors() {
+			if x.S == r.S {
+				inf = x
+				who = x.Label() + " "
+			}
+		}
+	}
 	switch st.Reason {
 	case "breakpoint":
 		if st.CondError != "" {
 			r.printf("Error in testing condition for breakpoint %d: %s\n", st.BP, st.CondError)
 		}
 		kind := "Breakpoint"
-		r.printf("\n%s %d, %s\n", kind, st.BP, loc)
+		r.printf("\n%s%s %d, %s\n", who, kind, st.BP, loc)
 	case "exception":
 		what := "raised"
 		if st.CatchKind == "uncaught" {
@@ -563,18 +698,19 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 		if st.Exception != nil {
 			exc = st.Exception.Value
 		}
-		r.printf("\nCatchpoint %d (%s), %s %s in %s\n", st.Catch, st.CatchKind, exc, what, loc)
+		r.printf("\n%sCatchpoint %d (%s), %s %s in %s\n", who, st.Catch, st.CatchKind, exc, what, loc)
 	case "interrupt":
 		name := ""
 		if st.ThreadName != "" {
 			name = fmt.Sprintf(" %q", st.ThreadName)
 		}
-		r.printf("\nThread %d%s stopped.\n%s\n", n, name, loc)
+		r.printf("\n%sThread %d%s stopped.\n%s\n", who, n, name, loc)
 	case "finish":
-		r.printf("%s\n", loc)
+		r.printf("%s%s\n", who, loc)
 	default:
-		r.printf("%s\n", loc)
+		r.printf("%s%s\n", who, loc)
 	}
+
 	if st.LoopTasks >= 0 {
 		tasks := "tasks"
 		if st.LoopTasks == 1 {
@@ -589,6 +725,16 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 	}
 	r.listFile, r.listLine = st.File, st.Line
 	r.doDisplays()
+	if inf == nil {
+		for _, x := range r.G.Inferiors() {
+			if x.S == r.S {
+				inf = x
+			}
+		}
+	}
+	if inf != nil {
+		r.watchdogLines(inf)
+	}
 }
 
 func (r *REPL) printSourceLine(file string, line int) {
@@ -708,12 +854,14 @@ func (r *REPL) cmdInfo(arg string) error {
 		return r.infoDisplay()
 	case "source":
 		return r.infoSource()
+	case "inferiors", "inferior":
+		return r.infoInferiors()
 	}
 	return fmt.Errorf("Undefined info command: \"%s\".  Try \"help info\".", f[0])
 }
 
 func (r *REPL) infoBreakpoints() error {
-	bps, err := r.S.Breakpoints()
+	bps, err := r.G.Breakpoints()
 	if err != nil {
 		return err
 	}
@@ -740,7 +888,11 @@ func (r *REPL) infoBreakpoints() error {
 		if len(b.Locations) > 1 {
 			what = "<MULTIPLE>"
 		}
-		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, "breakpoint", disp, enb, what)
+		kind := "breakpoint"
+		if b.Dprintf != nil {
+			kind = "dprintf"
+		}
+		r.printf("%-7d %-14s %-4s %-3s %s\n", b.ID, kind, disp, enb, what)
 		for i, l := range b.Locations {
 			r.printf("%-7s %-14s %-4s %-3s in %s at %s:%d\n", fmt.Sprintf("%d.%d", b.ID, i+1), "", "", enb, l.Function, l.File, l.Line)
 		}
@@ -756,6 +908,9 @@ func (r *REPL) infoBreakpoints() error {
 				times = "time"
 			}
 			r.printf("\tbreakpoint already hit %d %s\n", b.Hits, times)
+		}
+		if b.Dprintf != nil {
+			r.printf("        printf \"%s\"%s\n", cEscape(b.Dprintf.Format), strings.Join(append([]string{""}, b.Dprintf.Args...), ","))
 		}
 	}
 	return nil
@@ -785,6 +940,9 @@ func (r *REPL) infoVars(args bool) error {
 }
 
 func (r *REPL) infoThreads() error {
+	if infs := r.G.Inferiors(); r.G.Server() && len(infs) > 0 {
+		return r.infoThreadsAll(infs)
+	}
 	ts, err := r.S.Threads()
 	if err != nil {
 		return err
@@ -930,8 +1088,56 @@ var listedOnce bool
 
 func (r *REPL) listed() bool { return listedOnce }
 
+// infoThreadsAll lists, with several inferiors, every thread of the
+// selected one and the stopped threads of the others, as gdb numbers them
+// (INFERIOR.THREAD).
+func (r *REPL) infoThreadsAll(infs []*session.Inferior) error {
+	sel := r.G.Selected()
+	r.printf("  Id     Target Id                                               Frame\n")
+	for _, inf := range infs {
+		ts, err := inf.S.Threads()
+		if err != nil {
+			r.printf("  %d.*    process %d: %v\n", inf.Num, inf.PID, err)
+			continue
+		}
+		for _, t := range ts {
+			if inf != sel && !t.Stopped {
+				continue
+			}
+			cur := " "
+			if inf == sel && t.Ident == inf.S.Thread {
+				cur = "*"
+			}
+			name := ""
+			if t.Name != "" {
+				name = fmt.Sprintf(" %q", t.Name)
+			}
+			state := "running"
+			if t.Stopped {
+				state = "stopped"
+			}
+			target := fmt.Sprintf("process %d Thread 0x%x (LWP %d)%s", inf.PID, t.Ident, t.NativeID, name)
+			r.printf("%s %-6s %-55s %s: %s at %s:%d\n", cur, fmt.Sprintf("%d.%d", inf.Num, t.Number), target, state, t.Function, t.File, t.Line)
+		}
+	}
+	return nil
+}
+
 func (r *REPL) cmdThread(arg string) error {
 	arg = strings.TrimSpace(arg)
+	if i, n, ok := strings.Cut(arg, "."); ok {
+		// thread I.N: thread N of inferior I.
+		num, err := strconv.Atoi(i)
+		if err != nil {
+			return fmt.Errorf("Invalid thread ID: %s", arg)
+		}
+		inf, err := r.G.Select(num)
+		if err != nil {
+			return err
+		}
+		r.S = inf.S
+		arg = n
+	}
 	if arg == "" {
 		ts, err := r.S.Threads()
 		if err != nil {
@@ -971,8 +1177,11 @@ func (r *REPL) cmdDetach(arg string) error {
 	if ended, _ := r.sayEnd(); ended {
 		return nil
 	}
-	err := r.S.Detach()
-	r.printf("[Inferior 1 (process %d) detached]\n", r.S.PID)
+	infs, err := r.G.Detach()
+	r.waitProbes() // what the agents sent before they left
+	for _, inf := range infs {
+		r.printf("[Inferior %d (process %d) detached]\n", inf.Num, inf.PID)
+	}
 	return err
 }
 
@@ -1020,7 +1229,7 @@ func (r *REPL) Run(in *os.File) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		if _, ok := <-sigs; ok {
-			r.S.Detach()
+			_, _ = r.G.Detach()
 			os.Exit(1)
 		}
 	}()

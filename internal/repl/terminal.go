@@ -102,7 +102,7 @@ func (r *REPL) announce() func() {
 			select {
 			case <-stop:
 				return
-			case <-r.S.Updates():
+			case <-r.G.Updates():
 				r.flush(true)
 			}
 		}
@@ -135,7 +135,7 @@ func (c completer) Do(line []rune, pos int) ([][]rune, int) {
 	case fields[0] == "info" || fields[0] == "i":
 		cands = infoSubcommands
 	case isOneOf(fields[0], "delete", "d", "disable", "enable", "condition", "ignore"):
-		if bps, err := c.r.S.Breakpoints(); err == nil {
+		if bps, err := c.r.G.Breakpoints(); err == nil {
 			for _, bp := range bps {
 				cands = append(cands, strconv.Itoa(bp.ID))
 			}
@@ -148,7 +148,7 @@ func (c completer) Do(line []rune, pos int) ([][]rune, int) {
 				}
 			}
 		}
-	case isOneOf(fields[0], "break", "b", "br", "tbreak", "list", "l"):
+	case isOneOf(fields[0], "break", "b", "br", "tbreak", "dprintf", "list", "l"):
 		cands = c.r.knownFiles()
 	}
 	sort.Strings(cands)
@@ -173,13 +173,13 @@ func isOneOf(s string, names ...string) bool {
 }
 
 // infoSubcommands are what `info` answers.
-var infoSubcommands = []string{"args", "breakpoints", "display", "frame", "locals", "source", "threads"}
+var infoSubcommands = []string{"args", "breakpoints", "display", "frame", "inferiors", "locals", "source", "threads"}
 
 // knownFiles are file names krait has seen in this session (breakpoints,
 // stops, frames), by base name, for completing break and list.
 func (r *REPL) knownFiles() []string {
 	var out []string
-	if bps, err := r.S.Breakpoints(); err == nil {
+	if bps, err := r.G.Breakpoints(); err == nil {
 		for _, bp := range bps {
 			out = append(out, filepath.Base(bp.File))
 		}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"krait/internal/cpython"
+	"krait/internal/procinfo"
 	"krait/internal/target"
 	"krait/internal/target/live"
 )
@@ -281,7 +281,7 @@ func (p *proc) release() {
 // scan opens pending processes and, with Subprocesses, finds new children.
 func (s *Sampler) scan() {
 	if s.opt.Subprocesses {
-		for _, pid := range descendants(s.rootsAndProcs()) {
+		for _, pid := range procinfo.Descendants(s.rootsAndProcs()) {
 			s.Add(pid)
 		}
 	}
@@ -327,48 +327,6 @@ func (s *Sampler) rootsAndProcs() []int {
 			out = append(out, pid)
 		}
 	}
-	return out
-}
-
-// descendants lists every living descendant of pids, from /proc.
-func descendants(pids []int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		children[ppid] = append(children[ppid], pid)
-	}
-	seen := map[int]bool{}
-	var out []int
-	queue := append([]int(nil), pids...)
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			if !seen[c] {
-				seen[c] = true
-				out = append(out, c)
-				queue = append(queue, c)
-			}
-		}
-	}
-	sort.Ints(out)
 	return out
 }
 

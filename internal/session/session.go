@@ -57,6 +57,8 @@ type Session struct {
 	catches   []Catchpoint
 	nextCatch int
 
+	inf *Inferior // the group's inferior this session is, when it is one (set under mu)
+
 	start       string // the process's start time (/proc stat field 22)
 	detached    bool   // Detach was called
 	terminating string // the agent let go because the process was told to stop (the signal)
@@ -168,6 +170,14 @@ type Breakpoint struct {
 	Ignore    int        // crossings still to ignore
 	Warning   string     // e.g. a module-level line that has run already
 	Locations []Location // where it is set, when more than one place (break FUNC)
+	Dprintf   *Printf    // a dprintf's format and arguments (nil: a breakpoint)
+}
+
+// Printf is what a dprintf prints: gdb's "FORMAT",ARG... (the arguments
+// are Python expressions).
+type Printf struct {
+	Format string
+	Args   []string
 }
 
 // Location is one place a breakpoint is set.
@@ -324,11 +334,18 @@ func (s *Session) eventLoop() {
 			if rv, ok := ev["return_value"].(map[string]any); ok {
 				st.Return = &Var{Type: str(rv, "type"), Value: str(rv, "value")}
 			}
+			inf := s.inferior()
+			if inf != nil {
+				inf.g.translate(inf, st)
+			}
 			s.mu.Lock()
 			s.stops[st.Thread] = st
 			s.pending = append(s.pending, st)
 			s.number(st.Thread)
 			s.mu.Unlock()
+			if inf != nil {
+				inf.g.stopped(inf, st)
+			}
 			select {
 			case s.stopCh <- struct{}{}:
 			default:
@@ -363,6 +380,23 @@ func (s *Session) updated() {
 	case s.updates <- struct{}{}:
 	default:
 	}
+	if inf := s.inferior(); inf != nil {
+		inf.g.updated()
+	}
+}
+
+// inferior is the group's inferior this session is, or nil.
+func (s *Session) inferior() *Inferior {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inf
+}
+
+// HasStops says whether any thread of the process is stopped in the agent.
+func (s *Session) HasStops() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.stops) > 0
 }
 
 func (s *Session) note(msg string) {
@@ -412,6 +446,14 @@ func toBP(v any) Breakpoint {
 	bp := Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
 		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits"),
 		Ignore: num(m, "ignore"), Warning: str(m, "warning")}
+	if d, ok := m["dprintf"].(map[string]any); ok {
+		bp.Dprintf = &Printf{Format: str(d, "format")}
+		list, _ := d["args"].([]any)
+		for _, a := range list {
+			as, _ := a.(string)
+			bp.Dprintf.Args = append(bp.Dprintf.Args, as)
+		}
+	}
 	if locs, _ := m["locations"].([]any); len(locs) > 1 {
 		for _, l := range locs {
 			lm, _ := l.(map[string]any)
@@ -429,25 +471,71 @@ func (s *Session) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 	if cond != "" {
 		args["cond"] = cond
 	}
-	cmd := "break_func"
-	if m := fileLine.FindStringSubmatch(spec); m != nil {
-		line, _ := strconv.Atoi(m[2])
-		cmd, args["file"], args["line"] = "break", m[1], line
-	} else if n, err := strconv.Atoi(spec); err == nil {
-		// "break 42": a line of the selected frame's file.
-		f, err := s.frameFile()
-		if err != nil {
-			return Breakpoint{}, err
-		}
-		cmd, args["file"], args["line"] = "break", f, n
-	} else {
-		args["name"] = spec
+	cmd, err := s.location(spec, args)
+	if err != nil {
+		return Breakpoint{}, err
 	}
 	r, err := s.call(cmd, args)
 	if err != nil {
 		return Breakpoint{}, err
 	}
 	return toBP(r["bp"]), nil
+}
+
+// Dprintf sets gdb's dynamic printf at spec (as Break's): each time a
+// thread passes there, the agent evaluates exprs in its frame and sends a
+// "dprintf" probe event (Probes) with their values rendered safely, and
+// the thread goes on. format is kept for the listing (Breakpoint.Dprintf);
+// the front end formats the line (package dprintf). Every value is sent
+// in mode "value" (DprintfCond).
+func (s *Session) Dprintf(spec, format string, exprs []string) (Breakpoint, error) {
+	return s.DprintfCond(spec, "", format, exprs, nil)
+}
+
+// DprintfCond is Dprintf with a condition (cond, "" for none) and, per
+// expression, its mode: "value" (a str's own text, a number's digits) or
+// "repr" (as print renders it); nil: every one "value".
+func (s *Session) DprintfCond(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
+	if exprs == nil {
+		exprs = []string{}
+	}
+	if modes == nil {
+		modes = []string{}
+	}
+	args := map[string]any{"format": format, "args": exprs, "modes": modes}
+	if cond != "" {
+		args["cond"] = cond
+	}
+	if _, err := s.location(spec, args); err != nil { // the agent tells a location by its fields
+		return Breakpoint{}, err
+	}
+	r, err := s.call("dprintf", args)
+	if err != nil {
+		return Breakpoint{}, err
+	}
+	return toBP(r["bp"]), nil
+}
+
+// location fills args with where spec says (FILE:LINE, LINE in the
+// selected frame's file, or a function name) and returns the agent
+// command that sets a breakpoint there.
+func (s *Session) location(spec string, args map[string]any) (string, error) {
+	if m := fileLine.FindStringSubmatch(spec); m != nil {
+		line, _ := strconv.Atoi(m[2])
+		args["file"], args["line"] = m[1], line
+		return "break", nil
+	}
+	if n, err := strconv.Atoi(spec); err == nil {
+		// "break 42": a line of the selected frame's file.
+		f, err := s.frameFile()
+		if err != nil {
+			return "", err
+		}
+		args["file"], args["line"] = f, n
+		return "break", nil
+	}
+	args["name"] = spec
+	return "break_func", nil
 }
 
 func (s *Session) frameFile() (string, error) {

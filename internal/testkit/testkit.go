@@ -83,7 +83,14 @@ type Session struct {
 // Attach starts `krait attach PID` and waits for its first line.
 func Attach(t *testing.T, bin string, pid int) *Session {
 	t.Helper()
-	cmd := exec.Command(bin, "attach", strconv.Itoa(pid))
+	return AttachArgs(t, bin, strconv.Itoa(pid))
+}
+
+// AttachArgs starts `krait attach ARGS...` (several PIDs, --all, …) and
+// waits for its first line.
+func AttachArgs(t *testing.T, bin string, args ...string) *Session {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"attach"}, args...)...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

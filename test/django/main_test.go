@@ -580,6 +580,10 @@ type request struct {
 	SQL           *string  `json:"sql"`
 	SQLParams     *string  `json:"sql_params"`
 	Server        *string  `json:"server"`
+	Client        *string  `json:"client"`
+	Task          *string  `json:"task"`
+	TaskID        *uint64  `json:"task_id"`
+	Awaiting      *string  `json:"awaiting"`
 	Function      string   `json:"function"`
 	File          string   `json:"file"`
 	Line          int      `json:"line"`

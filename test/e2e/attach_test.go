@@ -46,7 +46,7 @@ func startAttachServer(t *testing.T, py python) *attachServer {
 		t.Fatalf("server did not start: %s", p.stderr.String())
 	}
 	s := &attachServer{p: p, port: st.Port, views: st.Views, marks: map[string]int{}}
-	for _, f := range []string{"shop/views.py", "shop/later.py", "shop/steps.py"} {
+	for _, f := range []string{"shop/views.py", "shop/later.py", "shop/steps.py", "shop/probe.py"} {
 		data, err := os.ReadFile(fixture(f))
 		if err != nil {
 			t.Fatal(err)

@@ -166,3 +166,49 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// TestPauseKraitSeveral interrupts `krait requests` while it holds two
+// processes paused at once (their reads run side by side): both must be
+// released, and krait exits 130 saying so.
+func TestPauseKraitSeveral(t *testing.T) {
+	py := pickPython(t)
+	a, b := startCounter(t, py, ""), startCounter(t, py, "")
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(kraitBin, "requests", "--pid", strconv.Itoa(a.pid()), "--pid", strconv.Itoa(b.pid()), "--debug-hold-pause", "5s")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	if !waitUntil(5*time.Second, func() bool { return allStopped(a.pid()) && allStopped(b.pid()) }) {
+		t.Fatalf("krait did not hold both targets at once (thread states %s and %s)", statesString(a.pid()), statesString(b.pid()))
+	}
+	heldA, _ := a.stdout.Lines()
+	heldB, _ := b.stdout.Lines()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+		done <- err
+	case <-time.After(2 * time.Second):
+		t.Fatal("krait still running 2 s after SIGINT")
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != exitInterrupted {
+		t.Errorf("krait after SIGINT: %v, want exit %d; stderr: %s", err, exitInterrupted, stderr.String())
+	}
+	checkOneLine(t, "krait after SIGINT", stderr.String())
+	if !strings.Contains(stderr.String(), "processes released") {
+		t.Errorf("krait after SIGINT: %q, want it to say the processes were released", stderr.String())
+	}
+	checkRunsUntraced(t, a, heldA)
+	checkRunsUntraced(t, b, heldB)
+}

@@ -10,6 +10,8 @@
 #   stdin:  import          import lazy_mod, start thread "late" calling it
 #   stdin:  cthread         start a thread with pthread_create (unknown to
 #                           threading) that calls c_body in a loop
+#   stdin:  flood           start thread "flood": flood_body in a loop as
+#                           fast as it can, counting its iterations (FLOOD)
 #   stdin:  count           print {"count": {...}} (see count()): what the
 #                           process holds, counted by the process itself
 #   stdout every 100 ms: {"status": {...}} (see status())
@@ -41,6 +43,8 @@ CYCLE.append(CYCLE)
 LONG = "x" * 5000
 TP = None  # [address of tracing_possible, its value before the last load]
 PAGE = 0
+FLOOD = 0
+PROBES = {}  # ITER -> repr of what the worker passed probe_me: the truth for a dprintf's output
 
 
 class Thing(object):
@@ -109,6 +113,21 @@ def compute(x):
     return z + 1  # @compute-return
 
 
+def probe_me(i, obj):
+    return i  # @probe
+
+
+def flood_body(i):
+    return i  # @flood-body
+
+
+def flood():
+    global FLOOD
+    while True:
+        FLOOD += 1
+        flood_body(FLOOD)
+
+
 def looper(n):
     total = 0
     for k in range(n):  # @loop-head
@@ -125,6 +144,10 @@ def worker():
     while True:
         ITER += 1
         compute(ITER)  # @worker-call
+        obj = (ITER, "s%d" % ITER, {"k": ITER / 4.0, "l": [None, True, -ITER]})
+        PROBES[ITER] = repr(obj)
+        PROBES.pop(ITER - 50, None)
+        probe_me(ITER, obj)
         looper(3)
         THING.poke()
         SUB.poke()  # @worker-sub
@@ -179,6 +202,8 @@ def status(loads):
     return {
         "count": COUNT,
         "iter": ITER,
+        "flood": FLOOD,
+        "probes": dict(PROBES),
         "traces": dict(TRACES),
         "agents": [t.name for t in threading.enumerate() if t.name == "krait-agent"],
         "tools": tools,
@@ -279,6 +304,8 @@ def main():
                 import lazy_mod
                 LAZY = lazy_mod
                 threading.Thread(target=late, name="late", daemon=True).start()
+            elif cmd == "flood":
+                threading.Thread(target=flood, name="flood", daemon=True).start()
             elif cmd == "count":
                 print(json.dumps({"count": count()}))
             elif cmd == "cthread":

@@ -54,7 +54,15 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		off, dbg, err := layout.FromDWARF(ix)
+		var more []*binfmt.StructIndex
+		if ext, err := layout.PrefixExtension(p, "_asyncio"); err == nil {
+			aix, err := binfmt.OpenStructIndex(ext)
+			if err != nil {
+				log.Fatal(err)
+			}
+			more = append(more, aix)
+		}
+		off, dbg, err := layout.FromDWARF(ix, more...)
 		if err != nil {
 			log.Fatalf("%s: %v", lib, err)
 		}

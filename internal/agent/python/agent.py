@@ -1,6 +1,6 @@
 # agent.py: the Agent class and its start
 
-class Agent(_Serving, _Files, _Breakpoints, _Stopping,
+class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
             _Threads, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
@@ -45,6 +45,7 @@ class Agent(_Serving, _Files, _Breakpoints, _Stopping,
         self.inwrap = {}       # ident -> [wrapped calls in progress, tracing turned on by the outermost]
         self.clones = {}       # id -> the functions wrappers call (running the original code)
         self.utv = self.tobj = None  # use_tracing when tracing; our trace object
+        self._ev_init()
 
 
 

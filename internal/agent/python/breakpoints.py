@@ -36,6 +36,8 @@ class _Breakpoints(object):
     def _remove(self, bp):
         with self.lock:
             self.bps.pop(bp.id, None)
+            if bp.printf is not None and not any(b.printf is not None for b in self.bps.values()):
+                self.ev_use('dprintf', False)
             if bp.pending:
                 if bp in self.pending:
                     self.pending.remove(bp)
@@ -61,6 +63,8 @@ class _Breakpoints(object):
     def _add(self, spec, line, req, path):
         """A new breakpoint: armed in path, or pending without one."""
         bp = Bp(self.next_bp, spec, line, req.get('cond'), bool(req.get('temporary')))
+        if req.get('cmd') == 'dprintf':
+            bp.printf, bp.temporary = self._printf(req), False
         if path:
             self._arm(bp, path)
         else:
@@ -202,6 +206,31 @@ class _Breakpoints(object):
             if type(obj) is _FUNC:
                 return obj.__code__
         raise Err('Function "%s" not defined.' % '.'.join(parts))
+
+    def c_dprintf(self, req):
+        """gdb's dprintf: a breakpoint (file and line, or name as in
+        break_func) whose action is to emit a "dprintf" event with the
+        rendered values of its args, and go on: the thread never stops."""
+        self._printf(req)  # errors before anything is set
+        res = self.c_break_func(req) if req.get('name') is not None else self.c_break(req)
+        self.ev_use('dprintf', True)
+        return res
+
+    @staticmethod
+    def _printf(req):
+        fmt, args, modes = req.get('format'), req.get('args') or [], req.get('modes') or []
+        if type(fmt) is not str or type(args) is not list or any(type(a) is not str for a in args) or \
+                type(modes) is not list or any(m not in ('repr', 'value') for m in modes):
+            raise Err('dprintf needs format (a string), args (a list of expressions) and modes '
+                      '(a list of "repr" or "value")')
+        codes = []
+        for a in args:
+            try:
+                codes.append(compile(a, '<dprintf>', 'eval'))
+            except SyntaxError as e:
+                raise Err('dprintf argument %r: %s' % (a, exc_line(e)))
+        return (fmt, list(args), codes, [printf_hide(a) for a in args],
+                [i < len(modes) and modes[i] == 'repr' for i in range(len(args))])
 
     def c_delete(self, req):
         if req.get('bp') is None:

@@ -31,6 +31,7 @@
 # second. No import hook is installed, so none has to be removed.
 
 import atexit
+import collections
 import ctypes
 import functools
 import gc

@@ -12,6 +12,7 @@ class Bp(object):
         self.ignore = 0     # crossings still to ignore (gdb's ignore)
         self.locs = []      # [(file, line, function)] once armed: one, or several (break FUNC)
         self.warning = None
+        self.printf = None  # dprintf: (format, [expressions], [their code]): emit an event, never stop
         self.set_cond(cond)
 
     def set_cond(self, cond):
@@ -25,7 +26,8 @@ class Bp(object):
                 'function': self.function, 'pending': self.pending, 'cond': self.cond,
                 'temporary': self.temporary, 'enabled': self.enabled, 'hits': self.hits,
                 'ignore': self.ignore, 'warning': self.warning,
-                'locations': [{'file': f, 'line': l, 'function': q} for f, l, q in self.locs]}
+                'locations': [{'file': f, 'line': l, 'function': q} for f, l, q in self.locs],
+                'dprintf': None if self.printf is None else {'format': self.printf[0], 'args': self.printf[1]}}
 
 
 class Stopped(object):

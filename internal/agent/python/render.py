@@ -81,10 +81,22 @@ def _name_words(name):
     return words
 
 
+_SEC_SEEN = {}  # name -> secret_name(name), for the first 10,000 names (render asks at every dict key)
+
+
 def secret_name(name):
     """Whether a value stored under name looks secret (internal/secrets)."""
     if type(name) is not str:
         return False
+    r = _SEC_SEEN.get(name)
+    if r is None:
+        r = _secret_name(name)
+        if len(_SEC_SEEN) < 10000 and len(name) <= 100:
+            _SEC_SEEN[name] = r
+    return r
+
+
+def _secret_name(name):
     if name.upper() in _SEC_EXACT:
         return True
     words = _name_words(name)
@@ -171,6 +183,10 @@ def _render_container(v, t, depth, path):
         path = set()
     if id(v) in path or depth >= MAX_DEPTH:
         return _ELIDED.get(t, '{...}')
+    if type(path) is _Budget:  # (a dprintf's)
+        path.left -= min(len(v), MAX_ITEMS)
+        if path.left < 0:
+            return _ELIDED.get(t, '{...}')
     path.add(id(v))
     try:
         items, more = [], False
@@ -363,6 +379,45 @@ def _sql(v):
         raise Err('print/sql needs a Django QuerySet or Query, not %s' % type_name(v))
     sql, params = v.sql_with_params()
     return '%s  -- params: %r' % (sql, tuple(params))
+
+
+PRINTF_MAX = 2000  # characters of a dprintf value
+PRINTF_VISITS = 2000  # values a dprintf value's rendering may visit
+
+
+class _Budget(set):
+    """The path render passes down (ids of the containers being rendered,
+    for cycles), with a budget of values to visit, left: a container that
+    would exceed it is elided, as one too deep is."""
+
+
+def printf_value(v, hide, rep):
+    """A dprintf argument for krait's formatting: [kind, text], kind "str"
+    (text: the string itself), "int", "bool", "float" (text: its repr),
+    "other" (the safe rendering, as print's; always with rep, for %r) or
+    "error"; text at most PRINTF_MAX characters. (Its type's name goes
+    in the event's "types".)"""
+    try:
+        if hide:  # the expression reads a name that looks secret (printf_hide)
+            return ['other', REDACTED]
+        t = type(v)
+        if not rep:
+            if t is str:
+                return ['str', v[:PRINTF_MAX]]
+            if (t is int and v.bit_length() <= 12000) or t is bool or t is float:
+                return [_tname(t), repr(v)]
+        # As print renders it, visiting at most PRINTF_VISITS values (a
+        # dprintf runs in the application's thread, at every crossing).
+        b = _Budget()
+        b.left = PRINTF_VISITS
+        return ['other', render(v, 0, True, b)[:PRINTF_MAX]]
+    except Exception as e:
+        return ['error', '<error: %s>' % exc_line(e)]
+
+
+def printf_hide(expr):
+    n = expr_name(expr)
+    return bool(n) and secret_name(n)
 
 
 def value(v):

@@ -55,7 +55,9 @@ class _Serving(object):
     def _serve(self, conn):
         buf, hello, last = b'', False, time.time()
         while not self.closing:
-            r, _, _ = select.select([conn], [], [], 0.5)
+            r, _, _ = select.select([conn], [], [], self._ev_timeout(0.5))
+            if hello and not self._ev_flush():
+                return
             if time.time() - last >= 1:
                 last = time.time()
                 self._periodic()
@@ -102,6 +104,10 @@ class _Serving(object):
             # Before the reply: a breakpoint krait reports as set must
             # already be armed on every thread.
             self._sync()
+        if cmd != 'hello':
+            # Events queued before the command took effect come first
+            # (before detach: every event of the session).
+            self._ev_flush(True)
         self.send(reply)
         if after is not None:
             after()
@@ -129,6 +135,9 @@ class _Serving(object):
             data = (json.dumps(msg) + '\n').encode('utf-8')
         except Exception as e:
             data = (json.dumps({'id': msg.get('id'), 'ok': False, 'error': exc_line(e)}) + '\n').encode()
+        return self._send_data(data)
+
+    def _send_data(self, data):
         with self.wlock:
             if self.conn is None:
                 return False
@@ -171,8 +180,8 @@ class _Serving(object):
                 del self.history[:]  # drop the references krait's $N held
                 self.exc_filters = []
                 self.ccache.clear()
-            steps = [self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw, self._close,
-                     lambda: self._exit_hooks(False)]
+            steps = [self._ev_clear, self._uninstall, self._resume_all, self._sig_unguard, self._pep768_withdraw,
+                     self._close, lambda: self._exit_hooks(False)]
             if not exiting:
                 steps.append(self._unmap)
             for step in steps:

@@ -20,6 +20,12 @@ class _Stopping(object):
             if bp.ignore > 0 and err is None:
                 bp.ignore -= 1
                 continue
+            if bp.printf is not None:
+                try:
+                    self._dprintf(frame, bp, err)
+                except Exception:
+                    pass  # never an error in the application's thread
+                continue
             if bp.temporary:
                 self._remove(bp)
             return self._stop(frame, 'breakpoint', bp, extra={'cond_error': err} if err else None)
@@ -44,6 +50,35 @@ class _Stopping(object):
                 self._stop(frame, 'until' if st.mode == 'until' else 'step')
         elif rel == 'gone':
             self._stop(frame, {'next': 'step'}.get(st.mode, st.mode))
+
+    def _dprintf(self, frame, bp, err):
+        """A dprintf's location is reached: its event, and the thread goes
+        on. Its args are evaluated here (as a condition is) and rendered
+        safely, bounded; an exception becomes the value's text."""
+        ident = _ident()
+        if ident == self.ident or self.closing or os.getpid() != self.pid:
+            return
+        vals, types = [], []
+        if err is None:
+            _, _, codes, hide, rep = bp.printf
+            g = frame.f_globals
+            loc = frame.f_locals if codes else None
+            for i, c in enumerate(codes):
+                try:
+                    v = eval(c, g, loc)
+                except Exception as ex:
+                    vals.append(['error', '<error: %s>' % exc_line(ex)])
+                    types.append(None)
+                    continue
+                vals.append(printf_value(v, hide[i], rep[i]))
+                types.append(type_name(v))
+        t = threading._active.get(ident)
+        ev = {'kind': 'dprintf', 'bp': bp.id, 'time': time.time(), 'thread': ident,
+              'native_id': _native() if _native else None, 'thread_name': t.name if t is not None else None,
+              'values': vals, 'types': types}
+        if err is not None:
+            ev['cond_error'] = err
+        self.ev_put(ev)
 
     @staticmethod
     def _relation(frame, target):

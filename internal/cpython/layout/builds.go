@@ -53,6 +53,16 @@ func PrefixLibpython(prefix string) (string, error) {
 	return libs[0], nil
 }
 
+// PrefixExtension finds an extension module (such as "_asyncio") of an
+// installation prefix, in lib/pythonX.Y/lib-dynload.
+func PrefixExtension(prefix, name string) (string, error) {
+	libs, _ := filepath.Glob(filepath.Join(prefix, "lib", "python*", "lib-dynload", name+".*so"))
+	if len(libs) == 0 {
+		return "", fmt.Errorf("%s: no extension module %s", prefix, name)
+	}
+	return libs[0], nil
+}
+
 // PrefixVersion asks a prefix's interpreter for its version ("3.12",
 // "3.12.1"). It is for tooling and tests; krait itself reads versions from
 // target memory.

@@ -39,7 +39,15 @@ func TestTablesMatchDWARF(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			off, dbg, err := FromDWARF(ix)
+			var more []*binfmt.StructIndex
+			if ext, err := PrefixExtension(p, "_asyncio"); err == nil {
+				aix, err := binfmt.OpenStructIndex(ext)
+				if err != nil {
+					t.Fatal(err)
+				}
+				more = append(more, aix)
+			}
+			off, dbg, err := FromDWARF(ix, more...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,5 +84,75 @@ func TestForEverySupportedVersion(t *testing.T) {
 	}
 	if _, err := For(Version{3, 5, 0}); err == nil {
 		t.Error("3.5 should be unsupported")
+	}
+}
+
+// TestAsyncioDebugPositions checks where krait reads each field of
+// _Py_AsyncioModuleDebugOffsets (3.14+) against the struct's DWARF in the
+// _asyncio module of every installed build that has it.
+func TestAsyncioDebugPositions(t *testing.T) {
+	prefixes, err := PyenvPrefixes()
+	if err != nil {
+		t.Skip(err)
+	}
+	names := map[int]string{
+		8:  "asyncio_task_object.task_name",
+		40: "asyncio_task_object.task_coro",
+		48: "asyncio_task_object.task_node",
+		64: "asyncio_interpreter_state.asyncio_tasks_head",
+		80: "asyncio_thread_state.asyncio_running_loop",
+		96: "asyncio_thread_state.asyncio_tasks_head",
+	}
+	checked := 0
+	for _, p := range prefixes {
+		ext, err := PrefixExtension(p, "_asyncio")
+		if err != nil {
+			continue
+		}
+		ix, err := binfmt.OpenStructIndex(ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, err := ix.Sizeof("_Py_AsyncioModuleDebugOffsets")
+		if err != nil {
+			continue // before 3.14
+		}
+		checked++
+		for _, f := range asyncioDebugFields {
+			off, _, err := ix.Member("_Py_AsyncioModuleDebugOffsets." + names[f.pos])
+			if err != nil || off != int64(f.pos) {
+				t.Errorf("%s: %s at %d (%v), krait reads %d", ext, names[f.pos], off, err, f.pos)
+			}
+		}
+		minor, _, err := PrefixVersion(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := ParseVersion(minor)
+		l, err := For(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(l.AsyncioDebugSize()) != size {
+			t.Errorf("%s: the struct has %d bytes, krait reads %d", ext, size, l.AsyncioDebugSize())
+		}
+	}
+	t.Logf("checked %d builds with _Py_AsyncioModuleDebugOffsets", checked)
+}
+
+func TestApplyAsyncioDebugOffsetsChecks(t *testing.T) {
+	l, err := For(Version{3, 14, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ApplyAsyncioDebugOffsets(make([]byte, 104)); err == nil {
+		t.Error("offsets of zero accepted")
+	}
+	if err := l.ApplyAsyncioDebugOffsets(make([]byte, 10)); err == nil {
+		t.Error("a short blob accepted")
+	}
+	old, _ := For(Version{3, 12, 0})
+	if old.AsyncioDebugSize() != 0 || old.ApplyAsyncioDebugOffsets(nil) != nil {
+		t.Error("3.12 has no _Py_AsyncioModuleDebugOffsets")
 	}
 }

@@ -8,20 +8,24 @@ import (
 	"krait/internal/binfmt"
 )
 
-// FromDWARF resolves every field of Offsets against one build's DWARF. A
+// FromDWARF resolves every field of Offsets against one build's DWARF: its
+// libpython's (ix), then that of extension modules (more: _asyncio). A
 // field none of whose alternatives exists in that build is -1. It also
 // returns where, inside _Py_DebugOffsets, each `dbg` field is published
 // (empty before 3.13; only the fields that version publishes).
-func FromDWARF(ix *binfmt.StructIndex) (Offsets, map[string]int64, error) {
+func FromDWARF(ix *binfmt.StructIndex, more ...*binfmt.StructIndex) (Offsets, map[string]int64, error) {
 	var o Offsets
 	v := reflect.ValueOf(&o).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		val := int64(-1)
+	alts:
 		for _, alt := range strings.Split(t.Field(i).Tag.Get("c"), "|") {
-			if n, err := resolve(ix, alt); err == nil {
-				val = n
-				break
+			for _, x := range append([]*binfmt.StructIndex{ix}, more...) {
+				if n, err := resolve(x, alt); err == nil {
+					val = n
+					break alts
+				}
 			}
 		}
 		v.Field(i).SetInt(val)

@@ -142,6 +142,26 @@ type Layout struct {
 	// DictKindGeneral is the dk_kind of keys whose entries hold hashes
 	// (3.11+; unicode-only keys have smaller entries).
 	DictKindGeneral byte
+
+	// asyncio. AsyncioTaskSets names the sets of asyncio.tasks that hold
+	// tasks (WeakSets or sets); AsyncioAllTasksSymbol the static WeakSet
+	// of the _asyncio module that holds its C tasks (3.6). C tasks of
+	// 3.14+ are in linked lists (TaskNode, *AsyncioTasksHead).
+	AsyncioTaskSets       []string
+	AsyncioAllTasksSymbol string
+	// AsyncioPyTaskSet names the class attribute of asyncio.tasks that
+	// holds pure-Python tasks ("_PyTask._all_tasks", 3.6).
+	AsyncioPyTaskSet string
+	// RunningLoopKey is the key of the running loop in a thread state's
+	// dict (3.7–3.12; "" where the version keeps it elsewhere).
+	RunningLoopKey string
+	// YieldFromOpcode is the opcode at which a frame object suspended in
+	// an await waits (≤3.10; 0: not checked).
+	YieldFromOpcode byte
+	// FrameStateYieldFrom is the cr_frame_state of a coroutine suspended
+	// in an await (3.13+); CheckFrameState says whether it is set.
+	CheckFrameState     bool
+	FrameStateYieldFrom int8
 }
 
 // Supported lists the minor versions krait has tables for.
@@ -224,6 +244,24 @@ func For(v Version) (*Layout, error) {
 		l.Managed, l.SplitOrderPrefix = Managed311, true
 		l.FlagManagedDict = 1 << 4
 	}
+	switch {
+	case at(3, 12):
+		l.AsyncioTaskSets = []string{"_scheduled_tasks", "_eager_tasks"}
+	case at(3, 7):
+		l.AsyncioTaskSets = []string{"_all_tasks"}
+	case at(3, 6):
+		l.AsyncioAllTasksSymbol = "all_tasks"
+		l.AsyncioPyTaskSet = "_PyTask._all_tasks"
+	}
+	if !l.Py2 && !at(3, 11) {
+		l.YieldFromOpcode = 72
+	}
+	if at(3, 7) && !at(3, 13) {
+		l.RunningLoopKey = "__asyncio_running_event_loop__"
+	}
+	if at(3, 13) {
+		l.CheckFrameState, l.FrameStateYieldFrom = true, -1
+	}
 	l.FastCell, l.FastFree = 0x40, 0x80
 	if at(3, 13) {
 		l.FastHidden = 0x10
@@ -272,5 +310,55 @@ func (l *Layout) ApplyDebugOffsets(blob []byte) error {
 		}
 	}
 	l.From += " + target's _Py_DebugOffsets"
+	return nil
+}
+
+// AsyncioDebugSection is the section of the _asyncio module (3.14+) that
+// holds _Py_AsyncioModuleDebugOffsets.
+const AsyncioDebugSection = ".AsyncioDebug"
+
+// asyncioDebugFields says where _Py_AsyncioModuleDebugOffsets (3.14)
+// publishes each offset: byte position in the struct → Offsets field.
+var asyncioDebugFields = []struct {
+	pos   int
+	field func(*Offsets) *int64
+}{
+	{8, func(o *Offsets) *int64 { return &o.TaskName }},
+	{40, func(o *Offsets) *int64 { return &o.TaskCoro }},
+	{48, func(o *Offsets) *int64 { return &o.TaskNode }},
+	{64, func(o *Offsets) *int64 { return &o.InterpAsyncioTasksHead }},
+	{80, func(o *Offsets) *int64 { return &o.TstateAsyncioLoop }},
+	{96, func(o *Offsets) *int64 { return &o.TstateAsyncioTasksHead }},
+}
+
+// AsyncioDebugSize is how many bytes of _Py_AsyncioModuleDebugOffsets
+// krait reads; 0 where the version publishes none.
+func (l *Layout) AsyncioDebugSize() int {
+	if l.TaskNode < 0 {
+		return 0
+	}
+	return 104
+}
+
+// ApplyAsyncioDebugOffsets overrides the tabled asyncio offsets with those
+// the target's _asyncio module publishes (3.14+). It checks that the task
+// object size it states is plausible first.
+func (l *Layout) ApplyAsyncioDebugOffsets(blob []byte) error {
+	if l.AsyncioDebugSize() == 0 {
+		return nil
+	}
+	if len(blob) < l.AsyncioDebugSize() {
+		return fmt.Errorf("_Py_AsyncioModuleDebugOffsets: %d bytes, expected %d", len(blob), l.AsyncioDebugSize())
+	}
+	size := binary.LittleEndian.Uint64(blob)
+	for _, f := range asyncioDebugFields[:3] {
+		if v := binary.LittleEndian.Uint64(blob[f.pos:]); v == 0 || v >= size || size > 4096 {
+			return fmt.Errorf("_Py_AsyncioModuleDebugOffsets: implausible task offsets (size %d)", size)
+		}
+	}
+	for _, f := range asyncioDebugFields {
+		*f.field(&l.Offsets) = int64(binary.LittleEndian.Uint64(blob[f.pos:]))
+	}
+	l.From += " + _asyncio's debug offsets"
 	return nil
 }

@@ -71,6 +71,44 @@ type Offsets struct {
 	IFrameLocalsplus int64 `c:"_PyInterpreterFrame.localsplus" dbg:"interpreter_frame.localsplus"`
 	IFrameOwner      int64 `c:"_PyInterpreterFrame.owner" dbg:"interpreter_frame.owner"`
 
+	// Coroutine and generator objects (they share a head): the frame of
+	// a suspended coroutine, a pointer up to 3.10 and embedded from 3.11.
+	CoroFrame      int64 `c:"PyCoroObject.cr_frame"`
+	CoroIFrame     int64 `c:"PyCoroObject.cr_iframe"`
+	CoroFrameState int64 `c:"PyCoroObject.cr_frame_state"`
+	// The value stack of a suspended frame, whose top is what a
+	// coroutine awaits: f_stacktop (≤3.9), f_valuestack + f_stackdepth
+	// (3.10), stacktop, an index into localsplus (3.11–3.13), stackpointer
+	// (3.14+).
+	FrameStacktop      int64 `c:"_frame.f_stacktop"`
+	FrameValuestack    int64 `c:"_frame.f_valuestack"`
+	FrameStackdepth    int64 `c:"_frame.f_stackdepth"`
+	IFrameStacktop     int64 `c:"_PyInterpreterFrame.stacktop"`
+	IFrameStackpointer int64 `c:"_PyInterpreterFrame.stackpointer"`
+
+	// weakref.ref objects (WeakSet's members).
+	WeakrefObject int64 `c:"PyWeakReference.wr_object"`
+
+	// asyncio's C Future and Task (Modules/_asynciomodule.c, not in a
+	// header: from the DWARF of the _asyncio extension module).
+	FutLoop       int64 `c:"FutureObj.fut_loop"`
+	FutState      int64 `c:"FutureObj.fut_state"`
+	TaskLoop      int64 `c:"TaskObj.task_loop"`
+	TaskState     int64 `c:"TaskObj.task_state"`
+	TaskFutWaiter int64 `c:"TaskObj.task_fut_waiter"`
+	TaskCoro      int64 `c:"TaskObj.task_coro"`
+	TaskName      int64 `c:"TaskObj.task_name"`
+	TaskNode      int64 `c:"TaskObj.task_node"`
+	// The running loop of a thread on 3.7–3.12: in its thread state's
+	// dict, under RunningLoopKey, in a holder up to 3.11.
+	TstateDict        int64 `c:"_ts.dict"`
+	RunningLoopHolder int64 `c:"PyRunningLoopHolder.rl_loop"`
+	// Where 3.14+ links C tasks: per thread state, and per interpreter
+	// for tasks whose thread has gone.
+	TstateAsyncioTasksHead int64 `c:"_PyThreadStateImpl.asyncio_tasks_head"`
+	TstateAsyncioLoop      int64 `c:"_PyThreadStateImpl.asyncio_running_loop"`
+	InterpAsyncioTasksHead int64 `c:"_is.asyncio_tasks_head"`
+
 	// PyCodeObject
 	CodeArgcount        int64 `c:"PyCodeObject.co_argcount" dbg:"code_object.argcount"`
 	CodePosonlyArgcount int64 `c:"PyCodeObject.co_posonlyargcount"`

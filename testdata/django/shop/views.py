@@ -1,5 +1,6 @@
 """Views of krait's test shop. Each is a plain function; importing this module
 does nothing but define them (no queries, no cache access)."""
+import asyncio
 import hashlib
 import os
 import sys
@@ -14,6 +15,8 @@ from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+
+from asgiref.sync import sync_to_async
 
 from shop.models import Order
 
@@ -137,6 +140,44 @@ def cached(request):
         }
         cache.set(CACHE_KEY, summary, timeout=None)
     return JsonResponse(dict(summary, cache_hit=hit))
+
+
+def _pg_sleep(seconds):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+        cursor.fetchone()
+
+
+async def _http_get(path):
+    """GET PATH from KRAIT_UPSTREAM (host:port, another server of the
+    stack) over asyncio streams; returns the status line."""
+    host, port = os.environ["KRAIT_UPSTREAM"].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+        await writer.drain()
+        status = await reader.readline()
+        await reader.read()
+        return status.decode().strip()
+    finally:
+        writer.close()
+
+
+async def aslow(request):
+    """An async view (served by uvicorn): counts orders with the async ORM,
+    waits ?db=N seconds in PostgreSQL (through sync_to_async), then makes
+    an HTTP call to another server's /slow/ that takes ?http=N seconds."""
+    db = _number(request, "db", 0.0, 0.0, 600.0)
+    http = _number(request, "http", 0.0, 0.0, 600.0)
+    if db is None or http is None:
+        return HttpResponseBadRequest("db and http must be numbers\n")
+    count = await Order.objects.acount()
+    if db:
+        await sync_to_async(_pg_sleep)(db)
+    status = ""
+    if http:
+        status = await _http_get("/slow/?s=%g" % http)
+    return JsonResponse({"orders": count, "db": db, "http": http, "upstream": status})
 
 
 def cpu(request):

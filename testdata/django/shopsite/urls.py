@@ -9,5 +9,6 @@ urlpatterns = [
     path("stream/", views.stream),
     path("slow/", views.slow),
     path("cached/", views.cached),
+    path("aslow/", views.aslow),
     path("cpu/", views.cpu),
 ]

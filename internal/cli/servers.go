@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"os"
+
+	"krait/internal/dump"
+	"krait/internal/procinfo"
+)
+
+// expandServers replaces each PID that is a server's master (a gunicorn
+// arbiter, an Apache parent, a uWSGI master, …) by its Python workers
+// running now; masters lists the masters found.
+func expandServers(pids []int) (out, masters []int) {
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		in, err := procinfo.Read(pid)
+		if err != nil || !in.IsMaster() {
+			if !seen[pid] {
+				seen[pid] = true
+				out = append(out, pid)
+			}
+			continue
+		}
+		masters = append(masters, pid)
+		for _, w := range procinfo.Workers(pid) {
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	return out, masters
+}
+
+// djangoProcesses lists the processes krait ps shows with Django loaded
+// and configured (read without pausing them), and the masters of those
+// that are a server's workers.
+func djangoProcesses() (pids, masters []int) {
+	found, _ := procinfo.Survey(os.Getpid())
+	seenMaster := map[int]bool{}
+	for _, pid := range found {
+		rd, err := dump.Read(pid, dump.ReadOptions{NonBlocking: true, Snapshot: requestRead})
+		if err != nil {
+			continue
+		}
+		dj := djangoSettings(rd) != nil
+		rd.Proc.Close()
+		if !dj {
+			continue
+		}
+		in, err := procinfo.Read(pid)
+		if err != nil {
+			continue
+		}
+		if in.IsMaster() { // a master that preloaded the app stands for its workers
+			if !seenMaster[pid] {
+				seenMaster[pid] = true
+				masters = append(masters, pid)
+			}
+			continue
+		}
+		pids = append(pids, pid)
+		if procinfo.IsWorker(in.Server) && !seenMaster[in.PPID] {
+			if p, err := procinfo.Read(in.PPID); err == nil && p.IsMaster() {
+				seenMaster[in.PPID] = true
+				masters = append(masters, in.PPID)
+			}
+		}
+	}
+	// Workers of a master found only through the master (preload_app).
+	have := map[int]bool{}
+	for _, p := range pids {
+		have[p] = true
+	}
+	for _, m := range masters {
+		for _, w := range procinfo.Workers(m) {
+			if !have[w] {
+				have[w] = true
+				pids = append(pids, w)
+			}
+		}
+	}
+	return pids, masters
+}
