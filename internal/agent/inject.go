@@ -419,6 +419,9 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 		if err != nil {
 			return nil, err
 		}
+		// What py read at an earlier try (its page cache: the GIL's
+		// holder, the thread list) is stale now: read afresh.
+		py.Reset()
 		err = inj.enter(p, py, fn, osThreads, maps, lw)
 		p.Release()
 		inj.Paused += p.Held
