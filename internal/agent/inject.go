@@ -27,7 +27,7 @@ import (
 type Regs = live.Regs
 
 // ErrNoSafeThread: no thread is parked where injection is safe.
-var ErrNoSafeThread = errors.New("no thread was parked in a system call where krait can safely enter within 10 s (every thread kept running, holding the GIL or waiting on a lock)")
+var ErrNoSafeThread = errors.New("no thread stopped where krait can safely enter (a system call or a Python-level lock wait, without the GIL) before the attach timeout; every thread kept running Python, waiting for the GIL or in a wait krait cannot enter through")
 
 // ErrUnsupported: attach does not work on this target.
 var ErrUnsupported = errors.New("attach is not supported here")
@@ -110,24 +110,56 @@ var ErrInterrupted = errors.New("interrupted; attach abandoned, nothing of krait
 // failure nothing of krait's is left: the agent's directory is removed
 // and an agent that started anyway is told to leave.
 func Start(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration) (*Injection, string, error) {
-	return StartCancel(proc, py, interp, method, timeout, nil)
+	return StartWith(proc, py, interp, method, timeout, StartOptions{})
 }
 
 // StartCancel is Start, given up (ErrInterrupted) when cancel is closed:
 // once the process is entered, krait takes the agent back (claims its
 // source, or tells a started agent to leave) and removes its directory.
 func StartCancel(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration, cancel <-chan struct{}) (*Injection, string, error) {
+	return StartWith(proc, py, interp, method, timeout, StartOptions{Cancel: cancel})
+}
+
+// StartOptions are Start's optional settings.
+type StartOptions struct {
+	// Cancel, closed, gives the attach up (ErrInterrupted).
+	Cancel <-chan struct{}
+	// Progress, if set, is told once, in one line, what krait waits for
+	// when the ptrace way in has found no thread it can enter through
+	// within progressAfter (a busy process).
+	Progress func(line string)
+}
+
+// progressAfter is how long krait looks for a safe thread before it says
+// what it is waiting for.
+const progressAfter = time.Second
+
+// StartWith is Start with options. The ptrace way in keeps looking for a
+// thread it can enter through until timeout (the process runs between
+// tries); what remains of timeout, but at least agentStartMin, is left for
+// the agent to start.
+func StartWith(proc *live.Process, py *cpython.Python, interp int64, method string, timeout time.Duration, opts StartOptions) (*Injection, string, error) {
+	cancel := opts.Cancel
 	if isClosed(cancel) {
 		return nil, "", ErrInterrupted
 	}
-	inj, err := Inject(proc, py, interp, method)
+	begin := time.Now()
+	deadline := begin.Add(timeout)
+	po := ptraceOpts{deadline: deadline, progress: opts.Progress, cancel: cancel}
+	inj, err := inject(proc, py, interp, method, po)
 	if err != nil {
 		return nil, "", err
 	}
 	inj.cancel = cancel
+	rest := func() time.Duration {
+		if d := time.Until(deadline); d > agentStartMin {
+			return d
+		}
+		return agentStartMin
+	}
 	auto := method == MethodAuto || method == ""
 	if !auto || inj.Method != MethodPEP768 || timeout <= 2*pep768Grace {
-		sock, err := inj.WaitSocket(timeout)
+		sock, err := inj.WaitSocket(rest())
 		return inj, sock, err
 	}
 	sock, err := inj.WaitSocket(pep768Grace)
@@ -137,14 +169,25 @@ func StartCancel(proc *live.Process, py *cpython.Python, interp int64, method st
 	if isClosed(cancel) {
 		return nil, "", ErrInterrupted
 	}
-	inj2, err := injectPtrace(proc, py, interp)
+	inj2, err := injectPtrace(proc, py, interp, po)
 	if err != nil {
 		return nil, "", fmt.Errorf("no thread ran Python within %s to take the PEP 768 request, and entering through ptrace failed: %w", pep768Grace, err)
 	}
 	inj2.cancel = cancel
 	inj2.Note = fmt.Sprintf("no thread ran Python within %s to take the PEP 768 request", pep768Grace)
-	sock, err = inj2.WaitSocket(timeout - pep768Grace)
+	sock, err = inj2.WaitSocket(rest())
 	return inj2, sock, err
+}
+
+// agentStartMin is the least time an agent that krait has sent on its way
+// gets to start, however long finding the thread took.
+const agentStartMin = 3 * time.Second
+
+// ptraceOpts steer the ptrace way in.
+type ptraceOpts struct {
+	deadline time.Time       // keep looking for a safe thread until then
+	progress func(string)    // told once what krait waits for (may be nil)
+	cancel   <-chan struct{} // closed: give up
 }
 
 // isClosed says whether ch (nil: never) is closed.
@@ -289,6 +332,10 @@ func newInjection(py *cpython.Python, interp int64, method string) (*Injection, 
 // paused only while krait picks a thread and prepares the trampoline; the
 // thread then runs the bootstrap on its own.
 func Inject(proc *live.Process, py *cpython.Python, interp int64, method string) (*Injection, error) {
+	return inject(proc, py, interp, method, ptraceOpts{deadline: time.Now().Add(safeThreadWait)})
+}
+
+func inject(proc *live.Process, py *cpython.Python, interp int64, method string, po ptraceOpts) (*Injection, error) {
 	if py.L.Py2 {
 		return nil, fmt.Errorf("%w: attach needs Python 3.6 or later; this is %s (krait dump works on it)", ErrUnsupported, py.Version)
 	}
@@ -312,10 +359,10 @@ func Inject(proc *live.Process, py *cpython.Python, interp int64, method string)
 	default:
 		return nil, fmt.Errorf("unknown attach method %q (auto, pep768 or ptrace)", method)
 	}
-	return injectPtrace(proc, py, interp)
+	return injectPtrace(proc, py, interp, po)
 }
 
-func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Injection, error) {
+func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptraceOpts) (*Injection, error) {
 	if runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("%w: attach works on x86-64 Linux only", ErrUnsupported)
 	}
@@ -343,15 +390,26 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	if inj.Cave, err = codeCave(proc, py, len(trampolineCode)); err != nil {
 		return nil, err
 	}
-	// A busy process may have no thread parked in a safe system call at
-	// the instant krait looks: watch /proc (no pause) until one is, then
-	// pause and try; again until safeThreadWait has passed.
-	deadline := time.Now().Add(safeThreadWait)
+	// A busy process may have no thread parked where krait can enter at
+	// the instant krait looks: watch /proc (no pause) until one may be,
+	// then pause and try; again until the deadline, the process running
+	// between tries.
+	maps, err := proc.Maps()
+	if err != nil {
+		return nil, err
+	}
+	lw := newLockWaits(proc, py, maps)
+	begin, told := time.Now(), false
 	for tries := 1; ; tries++ {
-		waitSafeCandidate(pid, deadline)
-		maps, err := proc.Maps()
-		if err != nil {
-			return nil, err
+		if isClosed(po.cancel) {
+			return nil, ErrInterrupted
+		}
+		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1)
+		if tries > 1 {
+			if maps, err = proc.Maps(); err != nil {
+				return nil, err
+			}
+			lw.unw.Remap(maps)
 		}
 		osThreads, err := proc.Threads()
 		if err != nil {
@@ -361,13 +419,21 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 		if err != nil {
 			return nil, err
 		}
-		err = inj.enter(p, py, fn, osThreads, maps)
+		// What py read at an earlier try (its page cache: the GIL's
+		// holder, the thread list) is stale now: read afresh.
+		py.Reset()
+		err = inj.enter(p, py, fn, osThreads, maps, lw)
 		p.Release()
 		inj.Paused += p.Held
 		// A pointer read while the process ran (thread names, code objects
 		// read before the pause) may be stale by the time it holds: look again.
-		if (errors.Is(err, ErrNoSafeThread) || errors.Is(err, target.ErrBadAddress)) && time.Now().Before(deadline) {
-			time.Sleep(time.Duration(5+mrand.Intn(20)) * time.Millisecond) // the process runs meanwhile
+		if (errors.Is(err, ErrNoSafeThread) || errors.Is(err, target.ErrBadAddress)) && time.Now().Before(po.deadline) {
+			if !told && po.progress != nil && time.Since(begin) >= progressAfter {
+				told = true
+				po.progress(fmt.Sprintf("krait: waiting until a thread of process %d stops where krait can enter (a system call or a lock wait, without the GIL); until %s at most; last look: %s",
+					pid, time.Until(po.deadline).Round(time.Second), lookOf(err)))
+			}
+			time.Sleep(retryPause(tries))
 			continue
 		}
 		if err != nil {
@@ -379,20 +445,57 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64) (*Inject
 	}
 }
 
-// safeThreadWait is how long the ptrace way in keeps looking for a thread
-// parked in a safe system call in a busy process.
+// retryPause is how long the process runs between two tries: a few ms at
+// first, growing to 50-100 ms, so that waiting for a busy process costs it
+// little (each try holds it for a millisecond or two).
+func retryPause(tries int) time.Duration {
+	base := 5 + 5*tries
+	if base > 50 {
+		base = 50
+	}
+	return time.Duration(base+mrand.Intn(base)) * time.Millisecond
+}
+
+// lookOf is what an ErrNoSafeThread says of each thread.
+func lookOf(err error) string {
+	var ns *noSafeThread
+	if errors.As(err, &ns) {
+		return strings.Join(ns.why, "; ")
+	}
+	return err.Error()
+}
+
+// noSafeThread is ErrNoSafeThread with what each thread was doing.
+type noSafeThread struct{ why []string }
+
+func (e *noSafeThread) Error() string {
+	return fmt.Sprintf("%v (last look: %s)", ErrNoSafeThread, strings.Join(e.why, "; "))
+}
+
+func (e *noSafeThread) Unwrap() error { return ErrNoSafeThread }
+
+// safeThreadWait is how long Inject (without a timeout of its own) keeps
+// looking for a thread to enter through in a busy process.
 const safeThreadWait = 10 * time.Second
 
+// lockTryEvery is how often krait pauses a process none of whose threads
+// is in a safe system call but some in a futex (perhaps a lock wait, which
+// only a pause can tell).
+const lockTryEvery = 50 * time.Millisecond
+
 // waitSafeCandidate waits (until deadline at most) until /proc says a
-// thread of pid is blocked in one of the safe system calls; it pauses
-// nothing. The answer may be stale by the time krait pauses: enter checks
-// again.
-func waitSafeCandidate(pid int, deadline time.Time) {
+// thread of pid is blocked in one of the safe system calls or, with
+// futexToo, lockTryEvery has passed with a thread in a futex wait; it
+// pauses nothing. The answer may be stale by the time krait pauses:
+// enter checks again.
+func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo bool) {
+	start := time.Now()
 	for {
 		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if len(tids) == 0 {
 			return // gone, or not readable: let Pause say why
 		}
+		futex := false
 		for _, t := range tids {
 			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, t.Name()))
 			if err != nil {
@@ -406,9 +509,13 @@ func waitSafeCandidate(pid int, deadline time.Time) {
 				if _, safe := safeSyscalls[nr]; safe {
 					return
 				}
+				futex = futex || nr == sysFutex
 			}
 		}
-		if time.Now().After(deadline) {
+		if futex && (!futexToo || time.Since(start) >= lockTryEvery) {
+			return
+		}
+		if time.Now().After(deadline) || isClosed(cancel) {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -416,7 +523,7 @@ func waitSafeCandidate(pid int, deadline time.Time) {
 }
 
 // enter picks the thread and sets it on its way into the trampoline.
-func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFuncs, osThreads []target.Thread, maps []target.Mapping) error {
+func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFuncs, osThreads []target.Thread, maps []target.Mapping, lw *lockWaits) error {
 	pid := p.PID()
 	interps, err := py.Snapshot(cpython.Options{OSThreads: osThreads})
 	if err != nil {
@@ -427,15 +534,19 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		return err
 	}
 	target := chosen.ID
+	if lw != nil && len(lw.methods) == 0 {
+		lw.methods = py.LockWaitFuncs(chosen) // read while the process holds still
+	}
 	// Candidates: that interpreter's thread states whose threads do not
 	// hold the GIL, the main thread first. The thread enters with its own
 	// thread state, as it would returning from its system call.
 	type cand struct {
 		tid    int
 		tstate uint64
+		name   string
 	}
 	var cands []cand
-	var why []string // why each thread was passed over, for the error
+	var why []string // what each thread was doing, for the error
 	found := false
 	for _, in := range interps {
 		if in.ID != target {
@@ -443,15 +554,19 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		}
 		found = true
 		for _, t := range in.Threads {
+			label := fmt.Sprint(t.NativeID)
+			if t.Name != "" {
+				label = fmt.Sprintf("%d (%s)", t.NativeID, t.Name)
+			}
 			switch {
 			case t.NativeID == 0:
 				continue
 			case t.GIL:
-				why = append(why, fmt.Sprintf("%d holds the GIL", t.NativeID))
+				why = append(why, label+" holds the GIL (runs Python)")
 			case !p.Holds(t.NativeID):
-				why = append(why, fmt.Sprintf("%d did not stop", t.NativeID))
+				why = append(why, label+" did not stop")
 			default:
-				cands = append(cands, cand{t.NativeID, t.TState})
+				cands = append(cands, cand{t.NativeID, t.TState, label})
 			}
 		}
 	}
@@ -462,12 +577,13 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	sort.Slice(cands, func(i, j int) bool {
 		return cands[i].tid == pid || cands[j].tid != pid && cands[i].tid < cands[j].tid
 	})
-	tid, tstate, saved := 0, uint64(0), Regs{}
+	tid, tstate, saved, resumeFutex := 0, uint64(0), Regs{}, false
 	for _, cd := range cands {
 		c := cd.tid
+		futexResume := false
 		r, err := p.GetRegs(c)
 		if err != nil {
-			why = append(why, fmt.Sprintf("%d: %v", c, err))
+			why = append(why, fmt.Sprintf("%s: %v", cd.name, err))
 			continue
 		}
 		name, safe := safeSyscalls[r.Orig_rax]
@@ -477,38 +593,77 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		// interrupt did that, as any signal would); it resumes as is.
 		switch {
 		case int64(r.Orig_rax) < 0:
-			why = append(why, fmt.Sprintf("%d runs (no system call)", c))
+			why = append(why, cd.name+" runs (not in a system call)")
+			continue
+		case r.Orig_rax == sysRestartSyscall:
+			// The restart of a call interrupted before (krait's own last
+			// try, say): which call? The native stack says.
+			if lw == nil || !restart {
+				why = append(why, cd.name+" is in restart_syscall")
+				continue
+			}
+			sleep, lock, no := lw.restarted(p, r)
+			switch {
+			case sleep != "":
+				name = "restart_syscall (" + sleep + ")"
+			case lock != "":
+				name, futexResume = "futex in "+lock, true
+			default:
+				why = append(why, cd.name+" is in a "+no)
+				continue
+			}
+		case r.Orig_rax == sysFutex && (restart || ret == eintr):
+			if lw == nil || !futexRestartable(r) {
+				why = append(why, cd.name+" is in a futex wait krait cannot resume")
+				continue
+			}
+			lock, no := lw.check(p, r)
+			if lock == "" {
+				why = append(why, cd.name+" is in a "+no)
+				continue
+			}
+			name = "futex in " + lock
+		case r.Orig_rax == sysFutex:
+			why = append(why, cd.name+" is returning from a futex wait")
 			continue
 		case !safe:
-			why = append(why, fmt.Sprintf("%d is in system call %d", c, r.Orig_rax))
+			why = append(why, fmt.Sprintf("%s is in system call %d", cd.name, r.Orig_rax))
 			continue
 		case !restart && ret != eintr:
-			why = append(why, fmt.Sprintf("%d is returning from %s", c, name))
+			why = append(why, fmt.Sprintf("%s is returning from %s", cd.name, name))
 			continue
 		}
 		insn, err := p.ReadMem(r.Rip-2, 2)
 		if err != nil || insn[0] != 0x0f || insn[1] != 0x05 {
-			why = append(why, fmt.Sprintf("%d: no syscall instruction before its rip", c))
+			why = append(why, cd.name+": no syscall instruction before its rip")
 			continue
 		}
 		if !stackRoom(maps, r.Rsp) {
-			why = append(why, fmt.Sprintf("%d: too little stack", c))
+			why = append(why, cd.name+": too little stack")
 			continue
 		}
-		tid, tstate, saved, inj.Syscall = c, cd.tstate, r, name
+		tid, tstate, saved, inj.Syscall, resumeFutex = c, cd.tstate, r, name, futexResume
 		break
 	}
 	if tid == 0 {
-		return fmt.Errorf("%w (last look: %s)", ErrNoSafeThread, strings.Join(why, "; "))
+		return &noSafeThread{why: why}
 	}
 	inj.Thread = tid
 
 	// Where the thread resumes once the trampoline is done: its
-	// interrupted system call, restarted as the kernel would.
+	// interrupted system call, restarted as the kernel would. A futex wait
+	// (also one being restarted by restart_syscall: its registers still
+	// hold the futex's arguments) is executed again rather than through
+	// restart_syscall: its timeout is absolute (futexRestartable), so that
+	// is the same wait, and it does not depend on the restart block, which
+	// the system calls the trampoline's Python code makes may replace.
 	resume := saved
-	switch -int64(saved.Rax) {
-	case eintr:
-	case erestartRestartblock:
+	switch {
+	case -int64(saved.Rax) == eintr:
+	case saved.Orig_rax == sysFutex || resumeFutex:
+		resume.Rip -= 2
+		resume.Rax = sysFutex
+	case -int64(saved.Rax) == erestartRestartblock:
 		resume.Rip -= 2
 		resume.Rax = sysRestartSyscall
 	default:
@@ -537,7 +692,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		}
 	}
 	if hookBeforeEnter != nil {
-		hookBeforeEnter(tid)
+		hookBeforeEnter(tid, inj.Syscall)
 	}
 	entry := saved
 	entry.Rip, entry.Rsp, entry.R12 = inj.Cave, entryRSP, blockAt
@@ -546,14 +701,15 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		return err
 	}
 	if hookAfterEnter != nil {
-		hookAfterEnter(tid)
+		hookAfterEnter(tid, inj.Syscall)
 	}
 	return nil
 }
 
 // Test hooks: called while the process is paused, just before and just
-// after the chosen thread is sent into the trampoline.
-var hookBeforeEnter, hookAfterEnter func(tid int)
+// after the chosen thread is sent into the trampoline (via: where it was
+// parked).
+var hookBeforeEnter, hookAfterEnter func(tid int, via string)
 
 // WaitSocket waits until the agent's socket appears and returns its path
 // (reached through the directory krait holds open). On failure the attach

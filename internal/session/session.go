@@ -266,7 +266,9 @@ func attach(pid int, interp int64, method string, timeout time.Duration, cancel 
 	if err != nil {
 		return nil, err
 	}
-	inj, sock, err := agent.StartCancel(proc, py, interp, method, timeout, cancel)
+	inj, sock, err := agent.StartWith(proc, py, interp, method, timeout, agent.StartOptions{Cancel: cancel, Progress: func(line string) {
+		fmt.Fprintln(os.Stderr, line)
+	}})
 	if err != nil {
 		return nil, err
 	}

@@ -72,9 +72,20 @@ type Frame struct {
 	// Signal: the kernel's signal frame (__restore_rt).
 	Signal bool
 	// How the caller of this frame was found: "cfi", "fp" (frame
-	// pointer), "signal" or "" for the outermost.
+	// pointer), "signal" or "" for the outermost (or the last one
+	// StackN was asked for).
 	Via string
+	// FuncStart and FuncEnd are the first address of the function the
+	// frame runs and one past its last, in the process (run-time
+	// addresses), from its call-frame information: known even where no
+	// symbol names the function (a stripped binary's static functions);
+	// 0 when the frame has none.
+	FuncStart, FuncEnd uint64
 }
+
+// Covers says whether the frame runs the function that starts at the
+// run-time address start (as its call-frame information says).
+func (f Frame) Covers(start uint64) bool { return f.FuncStart != 0 && f.FuncStart == start }
 
 // String renders a frame the way the issue asks: the function, or
 // libfoo.so+0x1234.
@@ -103,6 +114,31 @@ func New(mem target.Memory, maps []target.Mapping, open func(string) (string, er
 	m := append([]target.Mapping(nil), maps...)
 	sort.Slice(m, func(i, j int) bool { return m[i].Start < m[j].Start })
 	return &Unwinder{mem: mem, maps: m, open: open, objs: map[string]*object{}, limit: 1024}
+}
+
+// Remap gives the unwinder the process's memory map as it is now (the
+// process ran since New); what was read of each file stays cached.
+func (u *Unwinder) Remap(maps []target.Mapping) {
+	m := append([]target.Mapping(nil), maps...)
+	sort.Slice(m, func(i, j int) bool { return m[i].Start < m[j].Start })
+	u.maps = m
+}
+
+// Load reads ahead, before any Stack, the call-frame information and
+// symbols of every file mapped executable whose path satisfies want, so
+// that unwinding while the process is held does not spend its time
+// parsing them. It returns the first file that could not be read.
+func (u *Unwinder) Load(want func(path string) bool) error {
+	var first error
+	for _, m := range u.maps {
+		if !strings.Contains(m.Perms, "x") || m.Path == "" || strings.HasPrefix(m.Path, "[") || !want(m.Path) {
+			continue
+		}
+		if _, _, _, err := u.objectAt(m.Start); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // mapping finds the mapping holding address a.
@@ -160,12 +196,30 @@ func (u *Unwinder) describe(f *Frame, lookup uint64) {
 	if name, off, ok := o.symbolize(lookup - bias); ok {
 		f.Function, f.Offset = name, off+(f.PC-lookup)
 	}
+	if fde, err := o.fde(lookup - bias); err == nil {
+		f.FuncStart, f.FuncEnd = fde.Begin()+bias, fde.End()+bias
+	}
 }
 
 // Stack unwinds a thread from its registers, innermost frame first. It
 // returns the frames it found and, when it stopped before the thread's
 // outermost frame, why.
 func (u *Unwinder) Stack(regs Regs) ([]Frame, error) {
+	return u.stack(regs, 0)
+}
+
+// StackN is Stack for the innermost max frames only: it stops, without
+// error, once it has them (the last one's caller is not looked for).
+func (u *Unwinder) StackN(regs Regs, max int) ([]Frame, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	return u.stack(regs, max)
+}
+
+// stack unwinds at most max frames (0: up to the unwinder's limit, past
+// which is an error).
+func (u *Unwinder) stack(regs Regs, max int) ([]Frame, error) {
 	var out []Frame
 	var known [NumRegs]bool
 	for i := range known {
@@ -193,6 +247,9 @@ func (u *Unwinder) Stack(regs Regs) ([]Frame, error) {
 			f.Function = "__restore_rt"
 		}
 		out = append(out, f)
+		if len(out) == max {
+			return out, nil
+		}
 		last := &out[len(out)-1]
 		next, how, done, err := u.step(regs, &known, lookup, f.Signal)
 		last.Via = how

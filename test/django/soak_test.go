@@ -143,7 +143,7 @@ func TestSoak(t *testing.T) {
 					// load) may offer no safe thread within 10 s: krait
 					// says so and leaves it as it was. Counted, reported,
 					// not harm.
-					if strings.Contains(stderr.String(), "no thread was parked in a system call") {
+					if strings.Contains(stderr.String(), "no thread stopped where krait can safely enter") {
 						w.refused++
 						break
 					}

@@ -138,8 +138,15 @@ type Offsets struct {
 	TypeDict           int64 `c:"PyTypeObject.tp_dict"`
 	TypeDictoffset     int64 `c:"PyTypeObject.tp_dictoffset"`
 	TypeMro            int64 `c:"PyTypeObject.tp_mro"`
+	TypeMethods        int64 `c:"PyTypeObject.tp_methods"`
 	HeapTypeQualname   int64 `c:"PyHeapTypeObject.ht_qualname"`
 	HeapTypeCachedKeys int64 `c:"PyHeapTypeObject.ht_cached_keys"`
+
+	// PyMethodDef: a C method's name and function (attach looks for the
+	// lock methods on a thread's native stack).
+	MethodDefName int64 `c:"PyMethodDef.ml_name"`
+	MethodDefMeth int64 `c:"PyMethodDef.ml_meth"`
+	MethodDefSize int64 `c:"sizeof(PyMethodDef)"`
 
 	// Numbers
 	IntIval    int64 `c:"PyIntObject.ob_ival"`

@@ -1,6 +1,7 @@
 """Views of krait's test shop. Each is a plain function; importing this module
 does nothing but define them (no queries, no cache access)."""
 import asyncio
+import hashlib
 import os
 import sys
 import threading
@@ -276,3 +277,21 @@ def paged(request):
     """A page cached whole by cache_page for a minute (its keys name no
     view: krait cache shows the URL they stand for)."""
     return HttpResponse("%d categories\n" % Category.objects.count(), content_type="text/plain")
+def cpu(request):
+    """Burns ?ms=N milliseconds (default 50, at most 10000) of wall time in
+    Python, hashing and adding, with no system call, database or cache: a
+    CPU-bound request (attach-under-load benchmarks)."""
+    ms = _number(request, "ms", 50.0, 0.0, 10000.0)
+    if ms is None:
+        return HttpResponseBadRequest("ms must be a number\n")
+    end = time.perf_counter() + ms / 1000.0
+    digest = hashlib.sha256()
+    total = rounds = 0
+    while True:
+        for i in range(200):
+            total += i * i
+        digest.update(b"%d" % total)
+        rounds += 1
+        if time.perf_counter() >= end:
+            break
+    return HttpResponse("%d %s\n" % (rounds, digest.hexdigest()[:16]), content_type="text/plain")

@@ -16,4 +16,5 @@ urlpatterns = [
     path("hooks/", views.hooks),
     path("cacheloop/", views.cacheloop),
     path("paged/", views.paged),
+    path("cpu/", views.cpu),
 ]
