@@ -178,7 +178,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	}
 	// A server's master (gunicorn arbiter, Apache parent, …) stands for
 	// its workers.
-	pids.pids, _ = expandServers(pids.pids)
+	pids.pids, _ = procinfo.ExpandServers(pids.pids)
 	opts := dump.Options{Locals: *locals, NonBlocking: *nonblocking, Limits: cpython.DefaultLimits, HoldPause: *hold, ShowSecrets: *showSecrets, Native: *native}
 	write := func(res *dump.Result) int {
 		if *asJSON {
@@ -485,7 +485,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 // be.
 func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr io.Writer) (*session.Group, int) {
 	g := session.NewGroup(opt)
-	targets, masters := expandServers(pids)
+	targets, masters := procinfo.ExpandServers(pids)
 	if all {
 		targets, masters = djangoProcesses()
 		if len(targets) == 0 {

@@ -173,7 +173,7 @@ func (f *profFlags) start(cmd string, stderr io.Writer) (*sample.Sampler, *exec.
 	opt := sample.Options{Rate: *f.rate, Idle: *f.idle, GIL: *f.gil, NonBlocking: *f.nonblocking, Subprocesses: *f.subprocesses}
 	// A server's master stands for its workers: they are followed as
 	// with --subprocesses.
-	if _, masters := expandServers(f.pids.pids); len(masters) > 0 {
+	if _, masters := procinfo.ExpandServers(f.pids.pids); len(masters) > 0 {
 		opt.Subprocesses = true
 	}
 	warn := func(msg string) { fmt.Fprintf(stderr, "krait %s: %s\n", cmd, msg) }

@@ -8,31 +8,6 @@ import (
 	"krait/internal/procinfo"
 )
 
-// expandServers replaces each PID that is a server's master (a gunicorn
-// arbiter, an Apache parent, a uWSGI master, …) by its Python workers
-// running now; masters lists the masters found.
-func expandServers(pids []int) (out, masters []int) {
-	seen := map[int]bool{}
-	for _, pid := range pids {
-		in, err := procinfo.Read(pid)
-		if err != nil || !in.IsMaster() {
-			if !seen[pid] {
-				seen[pid] = true
-				out = append(out, pid)
-			}
-			continue
-		}
-		masters = append(masters, pid)
-		for _, w := range procinfo.Workers(pid) {
-			if !seen[w] {
-				seen[w] = true
-				out = append(out, w)
-			}
-		}
-	}
-	return out, masters
-}
-
 // djangoProcesses lists the processes krait ps shows with Django loaded
 // and configured (read without pausing them), and the masters of those
 // that are a server's workers.

@@ -268,7 +268,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		now := time.Now()
 		// A server's master stands for its workers (found again at each
 		// refresh: new workers appear).
-		list, _ := expandServers(pids.pids)
+		list, _ := procinfo.ExpandServers(pids.pids)
 		var bad unreadable
 		if *all {
 			// One pass over /proc per refresh.

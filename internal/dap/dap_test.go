@@ -612,3 +612,182 @@ func TestHitCount(t *testing.T) {
 		}
 	}
 }
+
+// TestAdapterProcesses attaches one debug session to two processes of
+// different Pythons (processId and processIds): a breakpoint set once
+// stops a thread in each, threads are listed from both with their
+// process in their names, each stopped thread's stack and variables are
+// its own process's, exception breakpoints reach both, continue acts on
+// the thread's process, and disconnect leaves both as they were.
+func TestAdapterProcesses(t *testing.T) {
+	var pys []testkit.Python
+	for _, minor := range []string{"3.9", "3.12"} {
+		for _, p := range testkit.AttachPythons(t) {
+			if p.Minor == minor && !strings.HasPrefix(p.Name, "system") {
+				pys = append(pys, p)
+				break
+			}
+		}
+	}
+	if len(pys) != 2 {
+		t.Skip("needs pyenv's 3.9 and 3.12")
+	}
+	cmdA, file := target(t, pys[0].Path)
+	cmdB, _ := target(t, pys[1].Path)
+	pids := []int{cmdA.Process.Pid, cmdB.Process.Pid}
+	workLine := testkit.FixtureLine(t, file, "# LINE work")
+	c := newClient(t)
+	c.call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true})
+	c.call("attach", map[string]any{"processId": pids[0], "processIds": []string{strconv.Itoa(pids[1])}})
+	c.event("initialized", 5*time.Second)
+
+	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+		"breakpoints": []map[string]any{{"line": workLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
+	if len(bps) != 1 || !bps[0].Verified || bps[0].Line != workLine {
+		t.Fatalf("setBreakpoints: %+v", bps)
+	}
+	c.call("configurationDone", nil)
+
+	// One stop in each process: the first one's thread stays stopped, so
+	// the second comes from the other process.
+	stops := map[int]dap.StoppedEventBody{} // by pid
+	for len(stops) < 2 {
+		st := c.stopped(30 * time.Second)
+		if st.Reason != "breakpoint" || len(st.HitBreakpointIds) != 1 || st.HitBreakpointIds[0] != bps[0].Id {
+			t.Errorf("stopped: %+v", st)
+		}
+		f := c.top(st.ThreadId)
+		if f.Name != "work" || f.Line != workLine || f.Source == nil || f.Source.Path != file {
+			t.Errorf("top frame: %+v", f)
+		}
+		pid, _ := strconv.Atoi(c.eval(f.Id, "os.getpid()", "watch").Result)
+		if _, dup := stops[pid]; dup || (pid != pids[0] && pid != pids[1]) {
+			t.Fatalf("stop in process %d (stops so far: %v)", pid, stops)
+		}
+		stops[pid] = st
+	}
+	if stops[pids[0]].ThreadId == stops[pids[1]].ThreadId {
+		t.Fatalf("both processes' threads have DAP id %d", stops[pids[0]].ThreadId)
+	}
+
+	// threads: both processes', unique ids, named by their process.
+	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	names := map[int]string{}
+	for _, th := range threads {
+		if _, dup := names[th.Id]; dup {
+			t.Errorf("thread id %d listed twice", th.Id)
+		}
+		names[th.Id] = th.Name
+	}
+	for i, pid := range pids {
+		want := fmt.Sprintf("[process %d] worker", pid)
+		if names[stops[pid].ThreadId] != want {
+			t.Errorf("stopped thread of process %d is named %q, want %q", pid, names[stops[pid].ThreadId], want)
+		}
+		for _, n := range []string{"ticker", "spinner"} {
+			found := false
+			for _, name := range names {
+				found = found || name == fmt.Sprintf("[process %d] %s", pid, n)
+			}
+			if !found {
+				t.Errorf("no %s thread of process %d in %v", n, pid, names)
+			}
+		}
+		// Each thread's frames and variables are its own process's: the
+		// Python version, as the target itself says it.
+		th := stops[pid].ThreadId
+		frame := c.top(th).Id
+		ver := c.eval(frame, "'%d.%d' % sys.version_info[:2]", "watch").Result
+		if ver != "'"+pys[i].Minor+"'" {
+			t.Errorf("process %d: version %s, want %s", pid, ver, pys[i].Minor)
+		}
+		scopes := c.call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
+		locals := c.vars(scopes[0].VariablesReference)
+		data := locals["data"]
+		if data.VariablesReference == 0 {
+			t.Fatalf("process %d: locals %+v", pid, locals)
+		}
+		kids := c.vars(data.VariablesReference)
+		if kids["'i'"].Value != locals["i"].Value || kids["'items'"].Value != "[1, 2, 3]" {
+			t.Errorf("process %d: data's children %+v", pid, kids)
+		}
+	}
+
+	// Breakpoints cleared once, in both; continue is per thread, in its
+	// process.
+	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	c.call("continue", map[string]any{"threadId": stops[pids[0]].ThreadId})
+	if msg := c.callErr("stackTrace", map[string]any{"threadId": stops[pids[0]].ThreadId}); !strings.Contains(msg, "not stopped") {
+		t.Errorf("stackTrace of a continued thread: %q", msg)
+	}
+	if f := c.top(stops[pids[1]].ThreadId); f.Name != "work" {
+		t.Errorf("the other process's thread moved: %+v", f)
+	}
+	c.call("continue", map[string]any{"threadId": stops[pids[1]].ThreadId})
+
+	// Exception breakpoints reach both processes.
+	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+	seen := map[int]int{} // pid → thread
+	for len(seen) < 2 {
+		st := c.stopped(30 * time.Second)
+		if st.Reason != "exception" {
+			t.Fatalf("exception stop: %+v", st)
+		}
+		ei := c.call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
+		// fail's ValueError, or json's decode error as it enters worker
+		if ei.ExceptionId != "ValueError" && ei.ExceptionId != "json.decoder.JSONDecodeError" {
+			t.Errorf("exceptionInfo: %+v", ei)
+		}
+		pid, _ := strconv.Atoi(c.eval(c.top(st.ThreadId).Id, "os.getpid()", "watch").Result)
+		if _, dup := seen[pid]; dup {
+			t.Fatalf("two exception stops in process %d", pid)
+		}
+		seen[pid] = st.ThreadId
+	}
+	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
+	for _, th := range seen {
+		c.call("continue", map[string]any{"threadId": th})
+	}
+
+	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+	for _, cmd := range []*exec.Cmd{cmdA, cmdB} {
+		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+			t.Fatalf("target gone after disconnect: %v", err)
+		}
+		if agentThread(cmd.Process.Pid) {
+			t.Fatalf("krait's agent is still in process %d after disconnect", cmd.Process.Pid)
+		}
+	}
+}
+
+func TestAttachPids(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want []int
+		err  string
+	}{
+		{`{"processId": 12}`, []int{12}, ""},
+		{`{"processId": "12"}`, []int{12}, ""},
+		{`{"processId": [12, "13"]}`, []int{12, 13}, ""},
+		{`{"processId": 12, "processIds": [13, 14]}`, []int{12, 13, 14}, ""},
+		{`{"processIds": ["13"]}`, []int{13}, ""},
+		{`{}`, nil, "attach needs processId"},
+		{`{"processIds": [13, "x"]}`, nil, "bad processId"},
+		{`{"processId": 1.5}`, nil, "bad processId"},
+	} {
+		var a attachArgs
+		if err := json.Unmarshal([]byte(tc.args), &a); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.pids()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: %v, %v; want an error %q", tc.args, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: %v, %v; want %v", tc.args, got, err, tc.want)
+		}
+	}
+}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"krait/internal/agent"
+	"krait/internal/session"
 )
 
 // logpoint is a breakpoint with a logMessage: a dprintf in the agent
@@ -98,17 +98,27 @@ func (lp *logpoint) format(ev map[string]any) string {
 	return b.String()
 }
 
-// logs turns an inferior's dprintf events into output events, each with
-// the logpoint's source and line.
-func (sv *Server) logs(n int, probes <-chan agent.ProbeBatch) {
-	for batch := range probes {
+// logs turns the processes' dprintf events into output events, each
+// with the logpoint's source and line (a dprintf event's bp is the
+// group's number, as the logpoints are keyed).
+func (sv *Server) logs(probes <-chan session.ProbeBatch) {
+	for {
+		var batch session.ProbeBatch
+		select {
+		case <-sv.done:
+			return
+		case batch = <-probes:
+		}
+		if batch.Inf == nil {
+			continue // a flush marker
+		}
 		sv.mu.Lock()
 		for _, ev := range batch.Events {
 			if k, _ := ev["kind"].(string); k != "dprintf" {
 				continue
 			}
 			id, _ := ev["bp"].(float64)
-			lp := sv.logpoints[logKey{n, int(id)}]
+			lp := sv.logpoints[int(id)]
 			if lp == nil {
 				continue // deleted since
 			}
@@ -120,5 +130,3 @@ func (sv *Server) logs(n int, probes <-chan agent.ProbeBatch) {
 		sv.mu.Unlock()
 	}
 }
-
-type logKey struct{ inf, bp int }

@@ -8,10 +8,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/google/go-dap"
 
 	"krait/internal/agent"
+	"krait/internal/procinfo"
 	"krait/internal/session"
 )
 
@@ -92,7 +94,7 @@ func (sv *Server) dispatch(rm dap.RequestMessage) (dap.ResponseMessage, error) {
 		return &dap.ConfigurationDoneResponse{}, nil
 	}
 	// mu is held from here on (handle).
-	if len(sv.inferiors) == 0 {
+	if sv.g == nil {
 		return nil, errNotAttached
 	}
 	switch r := rm.(type) {
@@ -133,8 +135,11 @@ func (sv *Server) dispatch(rm dap.RequestMessage) (dap.ResponseMessage, error) {
 // attachArgs are the attach configuration's fields krait reads.
 type attachArgs struct {
 	// ProcessID is a pid, as a number or a string (VS Code's process
-	// picker gives a string).
+	// picker gives a string), or a list of them; a server's master (a
+	// gunicorn arbiter, an Apache parent, …) stands for its workers, new
+	// ones included. ProcessIDs is a list too, added to it.
 	ProcessID   json.RawMessage `json:"processId"`
+	ProcessIDs  json.RawMessage `json:"processIds"`
 	Method      string          `json:"method"`
 	Interpreter *int64          `json:"interpreter"`
 	JustMyCode  *bool           `json:"justMyCode"`
@@ -146,35 +151,38 @@ type attachArgs struct {
 	} `json:"pathMappings"`
 }
 
-// pids reads processId: one pid, as a number or a string.
+// pids reads processId and processIds: pids, as numbers or strings,
+// one or a list each.
 func (a *attachArgs) pids() ([]int, error) {
-	var v any
-	if len(a.ProcessID) == 0 || json.Unmarshal(a.ProcessID, &v) != nil || v == nil {
-		return nil, errors.New("attach needs processId (the pid of a Python process)")
-	}
-	list, isList := v.([]any)
-	if !isList {
-		list = []any{v}
-	}
 	var out []int
-	for _, it := range list {
-		var n int
-		switch x := it.(type) {
-		case float64:
-			n = int(x)
-			if float64(n) != x {
-				n = 0
+	for _, raw := range []json.RawMessage{a.ProcessID, a.ProcessIDs} {
+		var v any
+		if len(raw) == 0 || json.Unmarshal(raw, &v) != nil || v == nil {
+			continue
+		}
+		list, isList := v.([]any)
+		if !isList {
+			list = []any{v}
+		}
+		for _, it := range list {
+			var n int
+			switch x := it.(type) {
+			case float64:
+				n = int(x)
+				if float64(n) != x {
+					n = 0
+				}
+			case string:
+				n, _ = strconv.Atoi(strings.TrimSpace(x))
 			}
-		case string:
-			n, _ = strconv.Atoi(strings.TrimSpace(x))
+			if n <= 0 {
+				return nil, fmt.Errorf("bad processId %s (a process id)", string(raw))
+			}
+			out = append(out, n)
 		}
-		if n <= 0 {
-			return nil, fmt.Errorf("bad processId %s (a process id)", string(a.ProcessID))
-		}
-		out = append(out, n)
 	}
-	if len(out) != 1 {
-		return nil, errors.New("krait dap attaches to one process (processId: one pid)")
+	if len(out) == 0 {
+		return nil, errors.New("attach needs processId (the pid of a Python process, or a server's master) or processIds (a list of them)")
 	}
 	return out, nil
 }
@@ -206,7 +214,7 @@ func (sv *Server) attach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 		interp = *a.Interpreter
 	}
 	sv.mu.Lock()
-	if len(sv.inferiors) > 0 {
+	if sv.g != nil {
 		sv.mu.Unlock()
 		return nil, errors.New("already attached")
 	}
@@ -219,20 +227,66 @@ func (sv *Server) attach(r *dap.AttachRequest) (dap.ResponseMessage, error) {
 		}
 	}
 	sv.mu.Unlock()
-	for _, pid := range pids {
-		s, err := sv.Attach(pid, interp, method, sv.AttachTimeout)
-		if err != nil {
-			return nil, err
-		}
-		inf := &inferior{s: s, pid: pid, stops: map[int64]*session.Stop{}, known: map[int64]bool{}}
-		sv.mu.Lock()
-		sv.inferiors = append(sv.inferiors, inf)
-		n := len(sv.inferiors) - 1
-		sv.mu.Unlock()
-		go sv.watch(n, inf)
-		go sv.logs(n, s.Probes())
-		sv.output("console", fmt.Sprintf("Attached to process %d (Python %s, %s backend).", pid, s.Version, s.Backend))
+	// A server's master stands for its workers; several processes, or a
+	// master, make thread names and notices name their process.
+	targets, masters := procinfo.ExpandServers(pids)
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("server %d has no Python workers running", masters[0])
 	}
+	g := session.NewGroup(session.AttachOptions{Interp: interp, Method: method, Timeout: sv.AttachTimeout})
+	if len(targets) > 1 || len(masters) > 0 {
+		g.SetServer()
+	}
+	type result struct {
+		s   *session.Session
+		err error
+	}
+	results := make([]result, len(targets))
+	var wg sync.WaitGroup
+	for i, pid := range targets {
+		wg.Add(1)
+		go func(i, pid int) {
+			defer wg.Done()
+			s, err := sv.Attach(pid, interp, method, sv.AttachTimeout)
+			results[i] = result{s, err}
+		}(i, pid)
+	}
+	wg.Wait()
+	var firstErr error
+	attached := 0
+	for i, res := range results {
+		if res.err != nil {
+			if firstErr == nil {
+				firstErr = res.err
+			}
+			if len(targets) > 1 {
+				sv.output("stderr", fmt.Sprintf("krait: process %d: %v", targets[i], res.err))
+			}
+			continue
+		}
+		gi := g.Add(res.s)
+		sv.mu.Lock()
+		sv.adopt(gi)
+		sv.mu.Unlock()
+		attached++
+		sv.output("console", fmt.Sprintf("Attached to process %d (Python %s, %s backend).", targets[i], res.s.Version, res.s.Backend))
+	}
+	if attached == 0 {
+		g.Close()
+		sv.mu.Lock()
+		sv.inferiors, sv.byInf = nil, map[*session.Inferior]int{}
+		sv.mu.Unlock()
+		return nil, firstErr
+	}
+	sv.mu.Lock()
+	sv.g = g
+	sv.mu.Unlock()
+	for _, m := range masters {
+		g.Follow(m)
+		sv.output("console", fmt.Sprintf("Following the new workers of server %d.", m))
+	}
+	go sv.watch(g)
+	go sv.logs(g.Probes())
 	return &dap.AttachResponse{}, nil
 }
 
@@ -281,15 +335,14 @@ func hitCount(s string) (ignore int, once bool, err error) {
 }
 
 func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMessage, error) {
-	inf := sv.inferiors[0]
 	path := r.Arguments.Source.Path
 	if path == "" {
 		return nil, errors.New("setBreakpoints needs a source path")
 	}
 	file := sv.remote(path)
 	for _, id := range sv.srcBPs[file] {
-		_ = inf.s.BPCommand("delete", id)
-		delete(sv.logpoints, logKey{0, id})
+		_ = sv.g.BPCommand("delete", id)
+		delete(sv.logpoints, id)
 	}
 	delete(sv.srcBPs, file)
 	bps := r.Arguments.Breakpoints
@@ -311,7 +364,7 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 			}
 			lp = &logpoint{parts: parts, exprs: exprs, path: path}
 		}
-		bp, err := sv.setOne(inf, fmt.Sprintf("%s:%d", file, b.Line), b.Condition, b.HitCondition, lp)
+		bp, err := sv.setOne(fmt.Sprintf("%s:%d", file, b.Line), b.Condition, b.HitCondition, lp)
 		if err != nil {
 			res.Message = err.Error()
 			out = append(out, res)
@@ -320,16 +373,17 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 		sv.srcBPs[file] = append(sv.srcBPs[file], bp.ID)
 		if lp != nil {
 			lp.line = bp.Line
-			sv.logpoints[logKey{0, bp.ID}] = lp
+			sv.logpoints[bp.ID] = lp
 		}
 		out = append(out, sv.dapBP(bp, res))
 	}
 	return &dap.SetBreakpointsResponse{Body: dap.SetBreakpointsResponseBody{Breakpoints: out}}, nil
 }
 
-// setOne sets one breakpoint with its condition and hit condition; with
-// lp, a logpoint: the agent's dprintf, which never stops the thread.
-func (sv *Server) setOne(inf *inferior, spec, cond, hit string, lp *logpoint) (session.Breakpoint, error) {
+// setOne sets one breakpoint with its condition and hit condition, in
+// every process (and in every worker that joins); with lp, a logpoint:
+// the agent's dprintf, which never stops the thread.
+func (sv *Server) setOne(spec, cond, hit string, lp *logpoint) (session.Breakpoint, error) {
 	o := session.BreakOptions{Cond: cond}
 	if hit != "" {
 		var err error
@@ -341,9 +395,9 @@ func (sv *Server) setOne(inf *inferior, spec, cond, hit string, lp *logpoint) (s
 		if o.Temporary {
 			return session.Breakpoint{}, errors.New("a logpoint takes N, >=N or >N as its hit condition (not ==N)")
 		}
-		return inf.s.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, nil, o)
+		return sv.g.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, nil, o)
 	}
-	return inf.s.BreakWith(spec, o)
+	return sv.g.BreakWith(spec, o)
 }
 
 func (sv *Server) dapBP(bp session.Breakpoint, res dap.Breakpoint) dap.Breakpoint {
@@ -365,9 +419,8 @@ func (sv *Server) dapBP(bp session.Breakpoint, res dap.Breakpoint) dap.Breakpoin
 }
 
 func (sv *Server) setFunctionBreakpoints(r *dap.SetFunctionBreakpointsRequest) (dap.ResponseMessage, error) {
-	inf := sv.inferiors[0]
 	for _, id := range sv.funcBPs {
-		_ = inf.s.BPCommand("delete", id)
+		_ = sv.g.BPCommand("delete", id)
 	}
 	sv.funcBPs = nil
 	var out []dap.Breakpoint
@@ -379,7 +432,7 @@ func (sv *Server) setFunctionBreakpoints(r *dap.SetFunctionBreakpointsRequest) (
 			out = append(out, res)
 			continue
 		}
-		bp, err := sv.setOne(inf, name, b.Condition, b.HitCondition, nil)
+		bp, err := sv.setOne(name, b.Condition, b.HitCondition, nil)
 		if err != nil {
 			res.Message = err.Error()
 			out = append(out, res)
@@ -392,7 +445,6 @@ func (sv *Server) setFunctionBreakpoints(r *dap.SetFunctionBreakpointsRequest) (
 }
 
 func (sv *Server) setExceptionBreakpoints(r *dap.SetExceptionBreakpointsRequest) (dap.ResponseMessage, error) {
-	inf := sv.inferiors[0]
 	filters := r.Arguments.Filters
 	for _, o := range r.Arguments.FilterOptions {
 		filters = append(filters, o.FilterId)
@@ -408,19 +460,22 @@ func (sv *Server) setExceptionBreakpoints(r *dap.SetExceptionBreakpointsRequest)
 			return nil, fmt.Errorf("unknown exception filter %q (raised, uncaught)", f)
 		}
 	}
-	if len(inf.s.Catchpoints()) > 0 {
-		if err := inf.s.DeleteCatch(0); err != nil {
+	for len(sv.catches) > 0 {
+		if err := sv.g.BPCommand("delete", sv.catches[0]); err != nil {
 			return nil, err
 		}
+		sv.catches = sv.catches[1:]
 	}
 	var out []dap.Breakpoint
 	for _, k := range kinds {
 		// justMyCode: no stop where library code raises (it may well
 		// catch it); uncaught stops are at a thread's outermost frame,
 		// often a server's, and are kept.
-		if _, err := inf.s.CatchIn(k, nil, k == "raise" && sv.justMine); err != nil {
+		c, err := sv.g.CatchIn(k, nil, k == "raise" && sv.justMine)
+		if err != nil {
 			return nil, err
 		}
+		sv.catches = append(sv.catches, c.ID)
 		out = append(out, dap.Breakpoint{Verified: true})
 	}
 	return &dap.SetExceptionBreakpointsResponse{Body: dap.SetExceptionBreakpointsResponseBody{Breakpoints: out}}, nil
@@ -428,9 +483,17 @@ func (sv *Server) setExceptionBreakpoints(r *dap.SetExceptionBreakpointsRequest)
 
 func (sv *Server) threadsReq() (dap.ResponseMessage, error) {
 	var out []dap.Thread
+	sv.sync()
+	server := sv.g.Server()
 	for n, inf := range sv.inferiors {
+		if inf == nil {
+			continue
+		}
 		ts, err := inf.s.Threads()
 		if err != nil {
+			if server {
+				continue // a worker leaving: the others are listed
+			}
 			return nil, err
 		}
 		sv.threadEvents(n, inf, ts)
@@ -439,8 +502,8 @@ func (sv *Server) threadsReq() (dap.ResponseMessage, error) {
 			if name == "" {
 				name = fmt.Sprintf("Thread %d", t.Number)
 			}
-			if len(sv.inferiors) > 1 {
-				name = fmt.Sprintf("%d: %s", inf.pid, name)
+			if server {
+				name = inf.gi.Label() + " " + name
 			}
 			out = append(out, dap.Thread{Id: sv.threadID(threadKey{n, t.Ident}), Name: name})
 		}
@@ -569,6 +632,9 @@ func (sv *Server) evaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error) 
 		}
 	} else { // no frame given: the first stopped thread's innermost frame
 		for n, in := range sv.inferiors {
+			if in == nil || inf != nil {
+				continue
+			}
 			for ident := range in.stops {
 				inf, f = in, frameRef{threadKey{n, ident}, 0}
 				break

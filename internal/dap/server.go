@@ -42,25 +42,30 @@ type Server struct {
 	wmu sync.Mutex // writes
 	seq int
 
-	mu        sync.Mutex // the inferiors and the tables below
-	inferiors []*inferior
-	threadIDs map[threadKey]int // DAP thread ids, stable for the session
+	mu        sync.Mutex // the group, the inferiors and the tables below
+	g         *session.Group
+	inferiors []*inferior               // by the adapter's index, in the order they joined; nil once gone
+	byInf     map[*session.Inferior]int // index of a group's inferior
+	threadIDs map[threadKey]int         // DAP thread ids, stable for the session
 	threads   map[int]threadKey
 	frames    map[int]frameRef // frame ids of stopped threads
 	refs      map[int]varRef   // variablesReference of stopped threads
 	nextID    int
 	srcBPs    map[string][]int // breakpoints set by setBreakpoints, by remote file
 	funcBPs   []int            // by setFunctionBreakpoints
-	logpoints map[logKey]*logpoint
+	catches   []int            // by setExceptionBreakpoints
+	logpoints map[int]*logpoint
 	maps      []pathMapping
 	justMine  bool
 	done      chan struct{} // closed when Serve returns
 	ended     bool          // terminated was sent
 }
 
-// inferior is one attached process. The adapter holds a list so that a
-// server's several processes can join one debug session.
+// inferior is one attached process, one of the group's. The group may
+// hold several (a server's workers, several PIDs): a DAP thread is a
+// thread of one of them.
 type inferior struct {
+	gi    *session.Inferior
 	s     *session.Session
 	pid   int
 	stops map[int64]*session.Stop // reported stops of threads still stopped
@@ -89,8 +94,9 @@ type pathMapping struct{ local, remote string }
 func NewServer(in io.Reader, out io.Writer) *Server {
 	return &Server{in: bufio.NewReader(in), out: out, Attach: session.Attach, AttachTimeout: 10 * time.Second,
 		ThreadPoll: 2 * time.Second, threadIDs: map[threadKey]int{}, threads: map[int]threadKey{},
-		frames: map[int]frameRef{}, refs: map[int]varRef{}, srcBPs: map[string][]int{}, logpoints: map[logKey]*logpoint{}, justMine: true,
-		done: make(chan struct{})}
+		frames: map[int]frameRef{}, refs: map[int]varRef{}, srcBPs: map[string][]int{}, logpoints: map[int]*logpoint{}, justMine: true,
+		byInf: map[*session.Inferior]int{},
+		done:  make(chan struct{})}
 }
 
 // Serve handles requests until disconnect or the end of the input. Every
@@ -170,13 +176,52 @@ func (sv *Server) outputAt(text, path string, line int) {
 
 func (sv *Server) detachAll() {
 	sv.mu.Lock()
-	infs := sv.inferiors
-	sv.inferiors = nil
+	g := sv.g
+	sv.g, sv.inferiors, sv.byInf = nil, nil, map[*session.Inferior]int{}
 	sv.ended = true // detached: no terminated event follows
 	sv.mu.Unlock()
-	for _, inf := range infs {
-		_ = inf.s.Detach()
-		inf.s.Close()
+	if g != nil {
+		_, _ = g.Detach()
+		g.Close()
+	}
+}
+
+// adopt is the adapter's index of a group's inferior, given one if it
+// has none yet (a worker followed since) (mu held).
+func (sv *Server) adopt(gi *session.Inferior) (int, *inferior) {
+	if n, ok := sv.byInf[gi]; ok {
+		return n, sv.inferiors[n]
+	}
+	inf := &inferior{gi: gi, s: gi.S, pid: gi.PID, stops: map[int64]*session.Stop{}, known: map[int64]bool{}}
+	sv.inferiors = append(sv.inferiors, inf)
+	n := len(sv.inferiors) - 1
+	sv.byInf[gi] = n
+	return n, inf
+}
+
+// sync adopts the group's inferiors that joined and forgets those that
+// left, with a thread exited event for each thread they had (mu held).
+func (sv *Server) sync() {
+	if sv.g == nil {
+		return
+	}
+	live := map[*session.Inferior]bool{}
+	for _, gi := range sv.g.Inferiors() {
+		live[gi] = true
+		sv.adopt(gi)
+	}
+	for n, inf := range sv.inferiors {
+		if inf == nil || live[inf.gi] {
+			continue
+		}
+		for ident := range inf.known {
+			sv.event("thread", &dap.ThreadEvent{Body: dap.ThreadEventBody{Reason: "exited", ThreadId: sv.threadID(threadKey{n, ident})}})
+		}
+		for ident := range inf.stops {
+			sv.resumed(inf, threadKey{n, ident})
+		}
+		delete(sv.byInf, inf.gi)
+		sv.inferiors[n] = nil
 	}
 }
 
@@ -241,9 +286,10 @@ func selectFrame(inf *inferior, ident int64, frame int) {
 	inf.s.Thread, inf.s.Frame = ident, frame
 }
 
-// watch turns what the session reports into events: stops, notices,
-// threads started and exited, and the end of the session.
-func (sv *Server) watch(n int, inf *inferior) {
+// watch turns what the group reports into events: stops, notices,
+// threads started and exited, processes joining and leaving, and the end
+// of the session.
+func (sv *Server) watch(g *session.Group) {
 	var tick <-chan time.Time
 	if sv.ThreadPoll > 0 {
 		t := time.NewTicker(sv.ThreadPoll)
@@ -254,18 +300,21 @@ func (sv *Server) watch(n int, inf *inferior) {
 		select {
 		case <-sv.done:
 			return
-		case <-inf.s.Updates():
+		case <-g.Updates():
 			sv.mu.Lock()
-			sv.pump(n, inf)
+			sv.pump(g)
 			sv.mu.Unlock()
 		case <-tick:
 			sv.mu.Lock()
-			sv.pollThreads(n, inf)
+			if sv.g == g {
+				sv.sync()
+				sv.pollThreads()
+			}
 			sv.mu.Unlock()
-		case <-inf.s.Done():
+		case <-g.Done():
 			sv.mu.Lock()
-			sv.pump(n, inf)
-			msg, _ := inf.s.End()
+			sv.pump(g)
+			msg, _ := g.End()
 			ended := sv.ended
 			sv.ended = true
 			sv.mu.Unlock()
@@ -280,10 +329,10 @@ func (sv *Server) watch(n int, inf *inferior) {
 	}
 }
 
-// pump reports the session's queued stops and notices (mu held).
-func (sv *Server) pump(n int, inf *inferior) {
-	for _, note := range inf.s.TakeNotes() {
-		if m := resolved.FindStringSubmatch(note); m != nil && n == 0 {
+// pump reports the group's queued stops and notices (mu held).
+func (sv *Server) pump(g *session.Group) {
+	for _, note := range g.TakeNotes() {
+		if m := resolved.FindStringSubmatch(note); m != nil {
 			// a pending breakpoint armed as its module loaded
 			id, _ := strconv.Atoi(m[1])
 			line, _ := strconv.Atoi(m[3])
@@ -293,11 +342,15 @@ func (sv *Server) pump(n int, inf *inferior) {
 		}
 		sv.output("console", note)
 	}
+	if sv.g != g {
+		return // detached
+	}
 	for {
-		st := inf.s.NextStop()
+		gi, st := g.NextStop()
 		if st == nil {
 			return
 		}
+		n, inf := sv.adopt(gi)
 		k := threadKey{n, st.Thread}
 		inf.stops[st.Thread] = st
 		if !inf.known[st.Thread] {
@@ -330,13 +383,18 @@ func (sv *Server) pump(n int, inf *inferior) {
 }
 
 // pollThreads sends thread events for threads started and exited since
-// the last look (mu held).
-func (sv *Server) pollThreads(n int, inf *inferior) {
-	ts, err := inf.s.Threads()
-	if err != nil {
-		return
+// the last look, in every process (mu held).
+func (sv *Server) pollThreads() {
+	for n, inf := range sv.inferiors {
+		if inf == nil {
+			continue
+		}
+		ts, err := inf.s.Threads()
+		if err != nil {
+			continue
+		}
+		sv.threadEvents(n, inf, ts)
 	}
-	sv.threadEvents(n, inf, ts)
 }
 
 func (sv *Server) threadEvents(n int, inf *inferior, ts []session.Thread) {

@@ -118,3 +118,28 @@ func Workers(master int) []int {
 	}
 	return out
 }
+
+// ExpandServers replaces each PID that is a server's master (a gunicorn
+// arbiter, an Apache parent, a uWSGI master, …) by its Python workers
+// running now; masters lists the masters found.
+func ExpandServers(pids []int) (out, masters []int) {
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		in, err := Read(pid)
+		if err != nil || !in.IsMaster() {
+			if !seen[pid] {
+				seen[pid] = true
+				out = append(out, pid)
+			}
+			continue
+		}
+		masters = append(masters, pid)
+		for _, w := range Workers(pid) {
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	return out, masters
+}

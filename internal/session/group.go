@@ -83,6 +83,7 @@ type groupBP struct {
 	Spec    string
 	Cond    string
 	Temp    bool
+	Ignore  int // crossings each process lets go first (gdb's ignore)
 	Enabled bool
 	Printf  *Printf  // a dprintf's (nil: a breakpoint)
 	Modes   []string // a dprintf's argument modes (Session.DprintfCond)
@@ -95,13 +96,13 @@ type groupBP struct {
 // set sets b in inf's process.
 func (b *groupBP) set(inf *Inferior) (Breakpoint, error) {
 	if b.Catch != nil {
-		c, err := inf.S.Catch(b.Catch.Kind, b.Catch.Types)
+		c, err := inf.S.CatchIn(b.Catch.Kind, b.Catch.Types, b.Catch.UserOnly)
 		return Breakpoint{ID: c.ID}, err
 	}
 	if b.Printf != nil {
-		return inf.S.DprintfCond(b.Spec, b.Cond, b.Printf.Format, b.Printf.Args, b.Modes)
+		return inf.S.DprintfWith(b.Spec, b.Printf.Format, b.Printf.Args, b.Modes, BreakOptions{Cond: b.Cond, Ignore: b.Ignore})
 	}
-	return inf.S.Break(b.Spec, b.Cond, b.Temp)
+	return inf.S.BreakWith(b.Spec, BreakOptions{Cond: b.Cond, Temporary: b.Temp, Ignore: b.Ignore})
 }
 
 type queuedStop struct {
@@ -671,16 +672,34 @@ func (g *Group) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 	return g.setBP(&groupBP{Spec: spec, Cond: cond, Temp: temporary, Enabled: true})
 }
 
+// BreakWith is Break with all of a breakpoint's options (see
+// Session.BreakWith); each process counts its own ignored crossings.
+func (g *Group) BreakWith(spec string, o BreakOptions) (Breakpoint, error) {
+	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Temp: o.Temporary, Ignore: o.Ignore, Enabled: true})
+}
+
 // Catch sets a catchpoint (see Session.Catch) in every inferior: it is
 // numbered with the breakpoints, as gdb numbers them.
 func (g *Group) Catch(kind string, types []string) (Breakpoint, error) {
-	return g.setBP(&groupBP{Enabled: true, Catch: &Catchpoint{Kind: kind, Types: types}})
+	return g.CatchIn(kind, types, false)
+}
+
+// CatchIn is Catch for the user's code only, with userOnly (see
+// Session.CatchIn).
+func (g *Group) CatchIn(kind string, types []string, userOnly bool) (Breakpoint, error) {
+	return g.setBP(&groupBP{Enabled: true, Catch: &Catchpoint{Kind: kind, Types: types, UserOnly: userOnly}})
 }
 
 // Dprintf sets a dprintf (see Session.DprintfCond) in every inferior, as
 // Break sets a breakpoint; its events come through Probes.
 func (g *Group) Dprintf(spec, cond, format string, exprs, modes []string) (Breakpoint, error) {
 	return g.setBP(&groupBP{Spec: spec, Cond: cond, Enabled: true, Printf: &Printf{Format: format, Args: exprs}, Modes: modes})
+}
+
+// DprintfWith is Dprintf with an ignore count too (o.Temporary does not
+// apply: a dprintf never stops).
+func (g *Group) DprintfWith(spec, format string, exprs, modes []string, o BreakOptions) (Breakpoint, error) {
+	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Ignore: o.Ignore, Enabled: true, Printf: &Printf{Format: format, Args: exprs}, Modes: modes})
 }
 
 func (g *Group) setBP(b *groupBP) (Breakpoint, error) {
