@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"krait/internal/cpython"
+	"krait/internal/target"
 )
 
 // ErrBusy: another krait session is in the process.
@@ -48,6 +49,12 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 	deadline := time.Now().Add(busyGrace)
 	for {
 		ts, err := py.ThreadsNamed(agentThread)
+		for i := 0; i < 5 && errors.Is(err, target.ErrBadAddress); i++ {
+			// Read while the process runs: a thread state freed as krait
+			// followed it. Look again.
+			py.Reset()
+			ts, err = py.ThreadsNamed(agentThread)
+		}
 		if err != nil {
 			return false, nil // no names to go by: let the attach tell
 		}

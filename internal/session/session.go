@@ -262,7 +262,13 @@ func attach(pid int, interp int64, method string, timeout time.Duration, cancel 
 		return nil, err
 	}
 	defer proc.Close()
+	// Read while the process runs: a pointer followed just as a thread
+	// starts or ends may be stale (an address not mapped); look again.
 	py, err := cpython.Open(proc)
+	for i := 0; i < 5 && errors.Is(err, target.ErrBadAddress); i++ {
+		time.Sleep(10 * time.Millisecond)
+		py, err = cpython.Open(proc)
+	}
 	if err != nil {
 		return nil, err
 	}
