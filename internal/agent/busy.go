@@ -46,7 +46,8 @@ const busyGrace = 2 * time.Second
 // whether krait could read the thread names (and so knows there is no
 // agent).
 func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error) {
-	deadline := time.Now().Add(busyGrace)
+	begin := time.Now()
+	deadline := begin.Add(busyGrace)
 	for {
 		ts, err := py.ThreadsNamed(agentThread)
 		for i := 0; i < 5 && errors.Is(err, target.ErrBadAddress); i++ {
@@ -70,7 +71,15 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 				continue
 			}
 		}
-		if len(liveSessions(tmp, o.PID, o.Start)) > 0 || time.Now().After(deadline) {
+		live := len(liveSessions(tmp, o.PID, o.Start)) > 0
+		if !live && time.Now().After(deadline) && time.Since(begin) < orphanGrace && orphanStarting(tmp, o.PID, o.Start) {
+			// The agent of a krait killed after it sent the agent in is
+			// still loading (a busy process takes seconds): once it
+			// listens, it is told to leave (above).
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if live || time.Now().After(deadline) {
 			e := &busyError{pid: o.PID, gone: abandonedOnly(tmp, o.PID, o.Start)}
 			for _, t := range ts {
 				if t.NativeID != 0 {
@@ -120,6 +129,26 @@ func (e *liveKraitError) Error() string {
 }
 
 func (e *liveKraitError) Unwrap() error { return ErrBusy }
+
+// orphanGrace is how long attach waits for the agent of a krait that is
+// gone to start listening (and then be told to leave): an agent loads in
+// a second or two, up to several seconds in a process busy on every core.
+const orphanGrace = 15 * time.Second
+
+// orphanStarting says whether an agent directory for process pid (started
+// at start) was made by a krait that is gone and has no socket yet: its
+// agent, if one runs, is still loading.
+func orphanStarting(tmp int, pid int, start uint64) bool {
+	found := false
+	scanDirs(tmp, func(name string, fd int, st *unix.Stat_t, o owner) {
+		var sock unix.Stat_t
+		if o.PID == pid && o.Start == start && !same(o.Krait, o.KraitStart) &&
+			unix.Fstatat(fd, "sock", &sock, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			found = true
+		}
+	})
+	return found
+}
 
 // abandonedOnly says whether every session with a socket for process pid
 // (started at start) was made by a krait that is gone (and there is one).

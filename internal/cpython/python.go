@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"krait/internal/binfmt"
 	"krait/internal/cpython/layout"
@@ -124,7 +125,10 @@ func mappedBuildID(proc target.Memory, start uint64) string {
 }
 
 // objectCache keeps parsed binaries by build id (or path) across Opens.
-var objectCache = map[string]*binfmt.Object{}
+var objectCache = struct {
+	sync.Mutex
+	m map[string]*binfmt.Object
+}{m: map[string]*binfmt.Object{}}
 
 // Open finds the CPython runtime in a process.
 func Open(proc target.Process) (*Python, error) {
@@ -198,14 +202,16 @@ func Open(proc target.Process) (*Python, error) {
 }
 
 func openObject(opened, path string) (*binfmt.Object, error) {
-	if o, ok := objectCache[path]; ok {
+	objectCache.Lock()
+	defer objectCache.Unlock()
+	if o, ok := objectCache.m[path]; ok {
 		return o, nil
 	}
 	o, err := binfmt.OpenObject(opened, path)
 	if err != nil {
 		return nil, err
 	}
-	objectCache[path] = o
+	objectCache.m[path] = o
 	return o, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // capNames are the Linux capabilities by bit, for saying which ones a
@@ -140,10 +141,13 @@ func PermissionAdvice(pid int) string {
 	return "krait has CAP_SYS_PTRACE, so a security module (AppArmor, SELinux) or another user namespace forbids it"
 }
 
-var users map[int]string
+var (
+	users     map[int]string
+	usersOnce sync.Once
+)
 
 func userName(uid int) string {
-	if users == nil {
+	usersOnce.Do(func() {
 		users = map[int]string{}
 		if data, err := os.ReadFile("/etc/passwd"); err == nil {
 			for _, line := range strings.Split(string(data), "\n") {
@@ -155,6 +159,6 @@ func userName(uid int) string {
 				}
 			}
 		}
-	}
+	})
 	return users[uid]
 }
