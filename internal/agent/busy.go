@@ -72,10 +72,12 @@ func checkNoSession(py *cpython.Python, tmp int, o owner) (known bool, err error
 			}
 		}
 		live := len(liveSessions(tmp, o.PID, o.Start)) > 0
-		if !live && time.Now().After(deadline) && time.Since(begin) < orphanGrace && orphanStarting(tmp, o.PID, o.Start) {
-			// The agent of a krait killed after it sent the agent in is
-			// still loading (a busy process takes seconds): once it
-			// listens, it is told to leave (above).
+		gone := live && abandonedOnly(tmp, o.PID, o.Start)
+		if time.Since(begin) < orphanGrace && (gone || !live && time.Now().After(deadline) && orphanStarting(tmp, o.PID, o.Start)) {
+			// Only agents of kraits that are gone: one that was serving
+			// its krait is leaving (resuming what it held, removing what
+			// it set: seconds in a process busy on every core), one still
+			// loading will be told to leave once it listens (above).
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
