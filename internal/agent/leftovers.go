@@ -108,17 +108,24 @@ func cleanLeftovers(tmp int, idle owner) (removed []string) {
 	return removed
 }
 
-// onlyOurs says whether directory fd holds nothing but names krait and the
-// agent make (a directory holding anything else is left alone).
-func onlyOurs(fd int) bool {
+// entries lists the names in directory fd (read through a descriptor of its
+// own, fd's offset untouched).
+func entries(fd int) ([]string, bool) {
 	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return nil, false
 	}
 	f := os.NewFile(uintptr(dfd), "dir")
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
-	if err != nil {
+	return names, err == nil
+}
+
+// onlyOurs says whether directory fd holds nothing but names krait and the
+// agent make (a directory holding anything else is left alone).
+func onlyOurs(fd int) bool {
+	names, ok := entries(fd)
+	if !ok {
 		return false
 	}
 	for _, n := range names {
@@ -187,14 +194,8 @@ func cleanUnfinished(tmp int) (removed []string) {
 // unfinished says whether directory fd holds only empty regular files of
 // the names krait makes (so no owner written yet).
 func unfinished(fd int) bool {
-	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	f := os.NewFile(uintptr(dfd), "dir")
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
+	names, ok := entries(fd)
+	if !ok {
 		return false
 	}
 	for _, n := range names {
