@@ -738,9 +738,11 @@ func agentSession(t *testing.T, fx *agentFixture, py agentPython) {
 	c.call("break", "file", "fixture.py", "line", fx.line("sub-poke"))
 	ev = c.stop("breakpoint", "Sub.poke", fx.line("sub-poke"))
 	if backend == "settrace" {
-		if st := fx.waitStatus(time.Second, "status", func(s fixtureStatus) bool { return true }); fmt.Sprint(st.Wrapped) != "[Sub.poke]" {
-			t.Errorf("wrapped with a breakpoint in Sub.poke: %v", st.Wrapped)
-		}
+		// The fixture's reports come every so often, and one may have been
+		// taken just before the stop: wait for one that shows the wrapper.
+		fx.waitStatus(5*time.Second, "wrapped with a breakpoint in Sub.poke: [Sub.poke]", func(s fixtureStatus) bool {
+			return fmt.Sprint(s.Wrapped) == "[Sub.poke]"
+		})
 	}
 	if frames := c.call("stack", "thread", ev["thread"])["frames"].([]any); frames[1].(map[string]any)["function"] != "worker" {
 		t.Errorf("stack under Sub.poke: %v", frames)
