@@ -46,9 +46,16 @@ func TestAgentProbeEvents(t *testing.T) {
 
 func probeClient(t *testing.T, fx *agentFixture) {
 	dir := fx.load("tok", 30, false)
-	c, _, err := Dial(filepath.Join(dir, "sock"), "tok", fx.pid)
-	if err != nil {
-		t.Fatal(err)
+	// the agent thread makes its socket after the load returns: wait for
+	// it, as krait's attach does
+	var c *Client
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if c, _, err = Dial(filepath.Join(dir, "sock"), "tok", fx.pid); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	defer c.Close()
 	call := func(cmd string, args map[string]any) map[string]any {
