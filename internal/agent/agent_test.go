@@ -315,19 +315,30 @@ type agentConn struct {
 	done chan struct{}
 }
 
+// retry calls f every 10 ms until it succeeds, failing the test with its
+// last error after timeout (the agent thread makes its socket after the
+// load returns: krait's attach waits for it too).
+func retry(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
 func dialAgent(t *testing.T, dir string) *agentConn {
 	t.Helper()
 	sock := filepath.Join(dir, "sock")
 	var conn net.Conn
-	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if conn, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent socket: %v", err)
-		}
-	}
+	retry(t, 5*time.Second, "agent socket", func() (err error) {
+		conn, err = net.Dial("unix", sock)
+		return err
+	})
 	c := &agentConn{t: t, conn: conn, rep: map[int]chan map[string]any{}, evc: make(chan struct{}, 1), done: make(chan struct{})}
 	t.Cleanup(func() { conn.Close() })
 	go func() {

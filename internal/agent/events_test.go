@@ -46,17 +46,11 @@ func TestAgentProbeEvents(t *testing.T) {
 
 func probeClient(t *testing.T, fx *agentFixture) {
 	dir := fx.load("tok", 30, false)
-	// the agent thread makes its socket after the load returns: wait for
-	// it, as krait's attach does
 	var c *Client
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var err error
-		if c, _, err = Dial(filepath.Join(dir, "sock"), "tok", fx.pid); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-	}
+	retry(t, 5*time.Second, "agent socket", func() (err error) {
+		c, _, err = Dial(filepath.Join(dir, "sock"), "tok", fx.pid)
+		return err
+	})
 	defer c.Close()
 	call := func(cmd string, args map[string]any) map[string]any {
 		t.Helper()
@@ -190,14 +184,10 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 	fx.send("flood")
 	fx.waitStatus(5*time.Second, "flood started", func(s fixtureStatus) bool { return s.Flood > 0 })
 	var conn net.Conn
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var err error
-		if conn, err = net.Dial("unix", filepath.Join(dir, "sock")); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-	}
+	retry(t, 5*time.Second, "agent socket", func() (err error) {
+		conn, err = net.Dial("unix", filepath.Join(dir, "sock"))
+		return err
+	})
 	defer conn.Close()
 	rd := bufio.NewReaderSize(conn, 1<<20)
 	id := 0
