@@ -278,45 +278,17 @@ func (py *Python) fillNativeIDs(threads []*Thread, os []target.Thread) {
 	if !need || len(os) == 0 {
 		return
 	}
-	tids := map[int32]bool{}
-	for _, o := range os {
-		tids[int32(o.TID)] = true
+	off := py.pthreadTIDOffset(threads, os)
+	if off < 0 {
+		return
 	}
-	const span = 2048
-	// One struct pthread per distinct thread id (sub-interpreter thread
-	// states can share one).
-	blobs := map[uint64][]byte{}
 	for _, t := range threads {
-		if t.ThreadID == 0 || blobs[t.ThreadID] != nil {
+		if t.NativeID != 0 || t.ThreadID == 0 {
 			continue
 		}
-		b := make([]byte, span)
-		if err := py.Proc.ReadAt(b, t.ThreadID); err == nil {
-			blobs[t.ThreadID] = b
+		var b [4]byte
+		if err := py.Proc.ReadAt(b[:], t.ThreadID+uint64(off)); err == nil {
+			t.NativeID = int(int32(binary.LittleEndian.Uint32(b[:])))
 		}
-	}
-	if len(blobs) == 0 {
-		return
-	}
-	for off := 0; off+4 <= span; off += 4 {
-		ok := true
-		used := map[int32]bool{}
-		for _, b := range blobs {
-			v := int32(binary.LittleEndian.Uint32(b[off:]))
-			if !tids[v] || used[v] {
-				ok = false
-				break
-			}
-			used[v] = true
-		}
-		if !ok {
-			continue
-		}
-		for _, t := range threads {
-			if b := blobs[t.ThreadID]; b != nil && t.NativeID == 0 {
-				t.NativeID = int(int32(binary.LittleEndian.Uint32(b[off:])))
-			}
-		}
-		return
 	}
 }
