@@ -290,14 +290,8 @@ func runCache(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(asJSON, "j", false, "short for --json")
 	events := fs.Bool("events", false, "stream every event as a JSON line on stdout (the report goes to stderr)")
 	attachTimeout := fs.Duration("attach-timeout", 10*time.Second, "how long to wait for each process's agent to start")
-	if neg, ok := negativeArg(fs, args); ok {
-		return badPID(stderr, "cache", neg)
-	}
-	if code := parseFlags(fs, "cache", args, stdout, stderr); code >= 0 {
+	if code := parsePIDFlags(fs, "cache", args, &pids, stdout, stderr); code >= 0 {
 		return code
-	}
-	if pids.bad != "" {
-		return badPID(stderr, "cache", pids.bad)
 	}
 	switch {
 	case fs.NArg() > 0:

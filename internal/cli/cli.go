@@ -128,14 +128,8 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	sysroot := fs.String("sysroot", "", "with --core: where the core's mapped files are (another machine's or a container's root)")
 	showSecrets := fs.Bool("show-secrets", false, "show values under names that look secret (by default <redacted>)")
 	all := fs.Bool("all", false, "every Python process krait ps finds")
-	if neg, ok := negativeArg(fs, args); ok {
-		return badPID(stderr, "dump", neg)
-	}
-	if code := parseFlags(fs, "dump", args, stdout, stderr); code >= 0 {
+	if code := parsePIDFlags(fs, "dump", args, &pids, stdout, stderr); code >= 0 {
 		return code
-	}
-	if pids.bad != "" {
-		return badPID(stderr, "dump", pids.bad)
 	}
 	// The pid may also come first, before the other flags: krait dump PID
 	// --locals.
@@ -222,6 +216,22 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 func badPID(stderr io.Writer, cmd, arg string) int {
 	fmt.Fprintf(stderr, "krait %s: bad process id %q (a process id is a positive number)\n", cmd, arg)
 	return ExitUsage
+}
+
+// parsePIDFlags is parseFlags for a command that takes process ids
+// (--pid, repeatable): a negative or bad id is badPID's one line. It
+// returns -1 when parsing succeeded.
+func parsePIDFlags(fs *flag.FlagSet, cmd string, args []string, pids *pidList, stdout, stderr io.Writer) int {
+	if neg, ok := negativeArg(fs, args); ok {
+		return badPID(stderr, cmd, neg)
+	}
+	if code := parseFlags(fs, cmd, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	if pids.bad != "" {
+		return badPID(stderr, cmd, pids.bad)
+	}
+	return -1
 }
 
 // isSet: one of the named flags was given.

@@ -110,6 +110,53 @@ Python (from its native stack, e.g. _pq_execute_sync → … → poll).
   --nonblocking      read without pausing the processes (no WAITING then)
   --show-secrets     show query-string values that look secret
 `,
+	"record": `Usage:
+  krait record (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [-o FILE] [--format F] [--idle] [--gil] [--threads] [--subprocesses] [--nonblocking] [--by view] [--json]
+
+Sample the Python stacks of processes (a whole server) from outside, as
+dump reads them, and write a profile; every sample taken on a thread that
+serves a web request is charged to its Django view. Ctrl-C writes the
+profile and exits 0.
+
+  -p, --pid PID          a process (repeatable, or comma-separated); a
+                         server's master stands for its workers
+  --all                  every Python process krait ps finds
+  --server S             with --all: only servers of this kind (gunicorn, mod_wsgi, …)
+  -- COMMAND ARGS...     run COMMAND and sample it (and its children with -s)
+  -r, --rate N           samples per second (default 100)
+  -d, --duration D       how long (seconds, or e.g. 1m30s; default: until Ctrl-C)
+  -o, --output FILE      where to write (- for stdout; default krait-PID-TIME.EXT)
+  -f, --format F         flamegraph (interactive SVG, the default), speedscope,
+                         pprof (gzipped profile.proto, labels pid, thread,
+                         view, method, route) or raw (collapsed stacks)
+  -i, --idle             include threads that are not running
+  -g, --gil              only the thread holding the GIL
+  -t, --threads          a root frame per thread
+  -s, --subprocesses     also the processes' children, including later ones
+  --nonblocking          never pause the processes (stacks may be torn)
+  --by view              the Django view as the root frame
+  -j, --json             a JSON summary on stdout
+`,
+	"top": `Usage:
+  krait top (--pid PID... | --all [--server S] | -- COMMAND ARGS...) [--rate N] [--duration D] [--delay D] [--idle] [--gil] [--subprocesses] [--nonblocking] [--by view] [--json]
+
+A live view of where processes spend their time, by function (own and
+total time) or, with --by view, by Django view; refreshed every --delay.
+
+  -p, --pid PID          a process (repeatable, or comma-separated)
+  --all                  every Python process krait ps finds
+  --server S             with --all: only servers of this kind
+  -- COMMAND ARGS...     run COMMAND and sample it
+  -r, --rate N           samples per second (default 100)
+  -d, --duration D       stop after D (default: until Ctrl-C or q)
+  --delay D              refresh interval (default 1s)
+  -i, --idle             include threads that are not running
+  -g, --gil              only the thread holding the GIL
+  -s, --subprocesses     also the processes' children
+  --nonblocking          never pause the processes
+  --by view              group by the Django view of each thread's request
+  -j, --json             one JSON document per refresh
+`,
 	"dap": `Usage:
   krait dap [--attach-timeout D]
 
@@ -136,7 +183,7 @@ Print the usage, or one command's help.
 }
 
 // commands lists the commands that have help, in usage order.
-var commands = []string{"dump", "attach", "ps", "requests", "dap", "version", "help"}
+var commands = []string{"dump", "attach", "record", "top", "cache", "ps", "requests", "dap", "version", "help"}
 
 // runHelp: krait help [CMD].
 func runHelp(args []string, stdout, stderr io.Writer) int {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,25 +108,14 @@ func (f *profFlags) parse(cmd string, args []string, stdout, stderr io.Writer) i
 		f.command = args[i+1:]
 		args = args[:i]
 	}
-	if neg, ok := negativeArg(f.fs, args); ok {
-		return badPID(stderr, cmd, neg)
-	}
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return ExitOK
-		}
-		fmt.Fprintf(stderr, "krait %s: %v (see krait help)\n", cmd, err)
-		return ExitUsage
-	}
-	if f.pids.bad != "" {
-		return badPID(stderr, cmd, f.pids.bad)
+	if code := parsePIDFlags(f.fs, cmd, args, &f.pids, stdout, stderr); code >= 0 {
+		return code
 	}
 	// Bare process ids are accepted too: krait record 4242.
 	for _, a := range f.fs.Args() {
 		n, err := strconv.Atoi(a)
 		if err != nil || n <= 0 {
-			fmt.Fprintf(stderr, "krait %s: unexpected argument %q (a command to run goes after --; see krait help)\n", cmd, a)
+			fmt.Fprintf(stderr, "krait %s: unexpected argument %q (a command to run goes after --; see krait help %s)\n", cmd, a, cmd)
 			return ExitUsage
 		}
 		f.pids.pids = append(f.pids.pids, n)

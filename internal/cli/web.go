@@ -235,14 +235,8 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 	nonblocking := fs.Bool("nonblocking", false, "read without pausing the processes")
 	showSecrets := fs.Bool("show-secrets", false, "show values that look secret")
 	hold := fs.Duration("debug-hold-pause", 0, "testing: keep each process paused this long after reading")
-	if neg, ok := negativeArg(fs, args); ok {
-		return badPID(stderr, "requests", neg)
-	}
-	if code := parseFlags(fs, "requests", args, stdout, stderr); code >= 0 {
+	if code := parsePIDFlags(fs, "requests", args, &pids, stdout, stderr); code >= 0 {
 		return code
-	}
-	if pids.bad != "" {
-		return badPID(stderr, "requests", pids.bad)
 	}
 	switch {
 	case fs.NArg() > 0:

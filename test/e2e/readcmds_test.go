@@ -89,7 +89,7 @@ func TestFramesNeverNull(t *testing.T) {
 // and exit 0; krait help BOGUS is a bad command line.
 func TestCommandHelp(t *testing.T) {
 	all := krait(t, "help").stdout
-	for _, cmd := range []string{"dump", "attach", "ps", "requests", "version"} {
+	for _, cmd := range []string{"dump", "attach", "record", "top", "cache", "ps", "requests", "dap", "version"} {
 		want := krait(t, "help", cmd)
 		if want.code != exitOK || !strings.HasPrefix(want.stdout, "Usage:\n  krait "+cmd) || want.stdout == all {
 			t.Errorf("krait help %s: exit %d, stdout %q; want %s's own help", cmd, want.code, want.stdout, cmd)
