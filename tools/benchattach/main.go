@@ -206,24 +206,11 @@ func findPython(arg string) (*python, error) {
 	if !pyenv {
 		p.exe = arg
 	} else {
-		root := benchkit.PyenvRoot()
-		ents, err := os.ReadDir(filepath.Join(root, "versions"))
+		exe, err := benchkit.PyenvPython(arg)
 		if err != nil {
-			return nil, fmt.Errorf("python %s: no pyenv versions under %s: %v", arg, tidy(root), err)
+			return nil, err
 		}
-		best := ""
-		for _, e := range ents {
-			n := e.Name()
-			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || benchkit.VersionLess(best, n)) {
-				if _, err := os.Stat(filepath.Join(root, "versions", n, "bin", "python3")); err == nil {
-					best = n
-				}
-			}
-		}
-		if best == "" {
-			return nil, fmt.Errorf("python %s: no matching pyenv version under %s", arg, tidy(root))
-		}
-		p.exe = filepath.Join(root, "versions", best, "bin", "python3")
+		p.exe = exe
 	}
 	out, err := exec.Command(p.exe, "-c", "import sys; print(sys.version_info[1]); print(sys.version.split()[0])").Output()
 	if err != nil {
@@ -272,17 +259,9 @@ func setupDebugpy(c *config, py *python, dir string) {
 	py.debugpyPy, py.debugpyVer = vpy, strings.TrimSpace(out)
 }
 
-// tidy hides this machine's paths: $PYENV_ROOT and ~ instead of their values.
+// tidy is benchkit.Tidy, with this tool's temporary directories as $TMP.
 func tidy(s string) string {
-	if r := benchkit.PyenvRoot(); r != "" && r != "/" {
-		s = strings.ReplaceAll(s, strings.TrimRight(r, "/"), "$PYENV_ROOT")
-	}
-	if home, err := os.UserHomeDir(); err == nil && home != "" && home != "/" {
-		s = strings.ReplaceAll(s, strings.TrimRight(home, "/"), "~")
-	}
-	if wd, err := os.Getwd(); err == nil && wd != "/" {
-		s = strings.ReplaceAll(s, wd+"/", "")
-	}
+	s = benchkit.Tidy(s)
 	if tmp := os.TempDir(); tmp != "" && tmp != "/" {
 		s = regexp.MustCompile(regexp.QuoteMeta(strings.TrimRight(tmp, "/"))+`/benchattach-[^/ ]*`).ReplaceAllString(s, "$$TMP")
 	}

@@ -161,24 +161,11 @@ func findPython(arg, gdbExt string) (*python, error) {
 	if strings.ContainsRune(arg, '/') {
 		p.exe = arg
 	} else {
-		root := benchkit.PyenvRoot()
-		ents, err := os.ReadDir(filepath.Join(root, "versions"))
+		exe, err := benchkit.PyenvPython(arg)
 		if err != nil {
-			return nil, fmt.Errorf("python %s: no pyenv versions under %s: %v", arg, tidy(root), err)
+			return nil, err
 		}
-		best := ""
-		for _, e := range ents {
-			n := e.Name()
-			if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || benchkit.VersionLess(best, n)) {
-				if _, err := os.Stat(filepath.Join(root, "versions", n, "bin", "python3")); err == nil {
-					best = n
-				}
-			}
-		}
-		if best == "" {
-			return nil, fmt.Errorf("python %s: no matching pyenv version under %s", arg, tidy(root))
-		}
-		p.exe = filepath.Join(root, "versions", best, "bin", "python3")
+		p.exe = exe
 	}
 	out, err := exec.Command(p.exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.version.split()[0]); print(sys.base_prefix)").Output()
 	if err != nil {
@@ -231,21 +218,7 @@ func findGDBExt(p *python) (string, string) {
 			}
 		}
 	}
-	return "", fmt.Sprintf("no %s under %s or in $(pyenv root)/shims", name, tidy(p.prefix))
-}
-
-// tidy hides this machine's paths: $PYENV_ROOT and ~ instead of their values.
-func tidy(s string) string {
-	if r := benchkit.PyenvRoot(); r != "" && r != "/" {
-		s = strings.ReplaceAll(s, strings.TrimRight(r, "/"), "$PYENV_ROOT")
-	}
-	if home, err := os.UserHomeDir(); err == nil && home != "" && home != "/" {
-		s = strings.ReplaceAll(s, strings.TrimRight(home, "/"), "~")
-	}
-	if wd, err := os.Getwd(); err == nil && wd != "/" {
-		s = strings.ReplaceAll(s, wd+"/", "")
-	}
-	return s
+	return "", fmt.Sprintf("no %s under %s or in $(pyenv root)/shims", name, benchkit.Tidy(p.prefix))
 }
 
 // ---- the target ----
@@ -500,7 +473,7 @@ func firstLine(s string) string {
 	if len(s) > 200 {
 		s = s[:200] + "…"
 	}
-	return tidy(s)
+	return benchkit.Tidy(s)
 }
 
 // ---- the benchmark ----
@@ -708,11 +681,11 @@ func machineInfo(c *config, pys []*python) [][2]string {
 		}
 	}
 	for _, py := range pys {
-		ext := "gdb extension: " + tidy(py.gdbExt)
+		ext := "gdb extension: " + benchkit.Tidy(py.gdbExt)
 		if py.gdbExt == "" {
 			ext = "no gdb extension: " + py.gdbError
 		}
-		add("Python "+py.version, fmt.Sprintf("`%s` (%s)", tidy(py.exe), ext))
+		add("Python "+py.version, fmt.Sprintf("`%s` (%s)", benchkit.Tidy(py.exe), ext))
 	}
 	return info
 }
@@ -789,7 +762,7 @@ func report(w io.Writer, c *config, pys []*python, info [][2]string, all []sampl
 					wallMed, wallP90, benchkit.FmtMS(st.pauseMed), benchkit.FmtMS(st.pauseP90), kp)
 				if st.firstErr != "" {
 					failures = append(failures, fmt.Sprintf("- Python %s, %d threads, %s: %d of %d runs failed; first: %s",
-						py.version, n, tool, st.runs-st.ok, st.runs, tidy(st.firstErr)))
+						py.version, n, tool, st.runs-st.ok, st.runs, benchkit.Tidy(st.firstErr)))
 				}
 			}
 		}

@@ -78,6 +78,44 @@ func PyenvRoot() string {
 	return filepath.Join(home, ".pyenv")
 }
 
+// PyenvPython is the python3 of the newest pyenv version named arg or
+// starting with arg+"." ("3.12" → 3.12.1).
+func PyenvPython(arg string) (string, error) {
+	root := PyenvRoot()
+	ents, err := os.ReadDir(filepath.Join(root, "versions"))
+	if err != nil {
+		return "", fmt.Errorf("python %s: no pyenv versions under %s: %v", arg, Tidy(root), err)
+	}
+	best := ""
+	for _, e := range ents {
+		n := e.Name()
+		if (n == arg || strings.HasPrefix(n, arg+".")) && (best == "" || VersionLess(best, n)) {
+			if _, err := os.Stat(filepath.Join(root, "versions", n, "bin", "python3")); err == nil {
+				best = n
+			}
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("python %s: no matching pyenv version under %s", arg, Tidy(root))
+	}
+	return filepath.Join(root, "versions", best, "bin", "python3"), nil
+}
+
+// Tidy hides this machine's paths in s: $PYENV_ROOT and ~ instead of
+// their values, paths under the working directory made relative.
+func Tidy(s string) string {
+	if r := PyenvRoot(); r != "" && r != "/" {
+		s = strings.ReplaceAll(s, strings.TrimRight(r, "/"), "$PYENV_ROOT")
+	}
+	if home, err := os.UserHomeDir(); err == nil && home != "" && home != "/" {
+		s = strings.ReplaceAll(s, strings.TrimRight(home, "/"), "~")
+	}
+	if wd, err := os.Getwd(); err == nil && wd != "/" {
+		s = strings.ReplaceAll(s, wd+"/", "")
+	}
+	return s
+}
+
 // VersionLess compares dotted version strings numerically.
 func VersionLess(a, b string) bool {
 	as, bs := strings.Split(a, "."), strings.Split(b, ".")
