@@ -596,6 +596,59 @@ func TestAdapterJustMyCode(t *testing.T) {
 	}
 }
 
+// TestAdapterJustMyCodeSteps: with justMyCode, stepIn at a call into the
+// standard library (copy.deepcopy) lands in the fixture's own code it
+// calls back (Twin.__deepcopy__), and stepOut from there, returning into
+// copy.py, lands on the fixture's next line; without justMyCode stepIn
+// lands in copy.py.
+func TestAdapterJustMyCodeSteps(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.9" && py.Minor != "3.12" && py.Minor != "3.14" {
+			continue
+		}
+		for _, mine := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/justMyCode=%v", py.Name, mine), func(t *testing.T) {
+				cmd, file := target(t, py.Path)
+				callLine := testkit.FixtureLine(t, file, "# LINE deepcopy")
+				mineLine := testkit.FixtureLine(t, file, "# LINE mine")
+				c := newClient(t)
+				c.call("initialize", map[string]any{"adapterID": "krait"})
+				c.call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
+				c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+					"breakpoints": []map[string]any{{"line": callLine}}})
+				c.call("configurationDone", nil)
+				st := c.stopped(30 * time.Second)
+				th := st.ThreadId
+				c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+				if f := c.top(th); f.Line != callLine {
+					t.Fatalf("stopped at %s:%d, want line %d", f.Source.Path, f.Line, callLine)
+				}
+				c.call("stepIn", map[string]any{"threadId": th})
+				c.stopped(30 * time.Second)
+				f := c.top(th)
+				if !mine {
+					if filepath.Base(f.Source.Path) != "copy.py" {
+						t.Errorf("stepIn without justMyCode: at %s:%d (%s), want copy.py", f.Source.Path, f.Line, f.Name)
+					}
+					c.call("disconnect", nil)
+					return
+				}
+				if f.Source.Path != file || f.Line != mineLine {
+					t.Fatalf("stepIn with justMyCode: at %s:%d (%s), want %s:%d", f.Source.Path, f.Line, f.Name, file, mineLine)
+				}
+				c.call("stepOut", map[string]any{"threadId": th})
+				if st := c.stopped(30 * time.Second); st.ThreadId != th {
+					t.Fatalf("stepOut: %+v", st)
+				}
+				if f := c.top(th); f.Source.Path != file || f.Name != "worker" || f.Line <= callLine {
+					t.Errorf("stepOut with justMyCode into copy.py: at %s:%d (%s), want worker after line %d", f.Source.Path, f.Line, f.Name, callLine)
+				}
+				c.call("disconnect", nil)
+			})
+		}
+	}
+}
+
 func TestHitCount(t *testing.T) {
 	for _, tc := range []struct {
 		in     string

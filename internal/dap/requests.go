@@ -709,6 +709,9 @@ func (sv *Server) resume(id int, cmd string) error {
 	}
 	selectFrame(inf, k.ident, 0)
 	sv.resumed(inf, k)
+	if sv.justMine {
+		return inf.s.ResumeMine(cmd)
+	}
 	return inf.s.Resume(cmd, false)
 }
 

@@ -865,13 +865,30 @@ func (s *Session) Resume(cmd string, all bool) error {
 		}
 		return nil
 	}
+	return s.resume(cmd, false)
+}
+
+// ResumeMine is Resume for the selected thread's step (step, next, finish,
+// until) that lands only in the user's code, as DAP's justMyCode asks: it
+// goes on through the lines of the standard library, installed packages
+// and frozen modules (and a finish that returns into them goes on to the
+// user's next line).
+func (s *Session) ResumeMine(cmd string) error {
+	return s.resume(cmd, cmd != "continue")
+}
+
+func (s *Session) resume(cmd string, mine bool) error {
 	if err := s.needStopped(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	delete(s.stops, s.Thread)
 	s.mu.Unlock()
-	_, err := s.call(cmd, map[string]any{"thread": s.Thread})
+	args := map[string]any{"thread": s.Thread}
+	if mine {
+		args["mine"] = true
+	}
+	_, err := s.call(cmd, args)
 	return err
 }
 

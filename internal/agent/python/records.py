@@ -41,8 +41,11 @@ class Stopped(object):
 
 
 class Step(object):
-    def __init__(self, mode, frame):
+    def __init__(self, mode, frame, mine=False):
         self.mode, self.frame, self.line = mode, frame, frame.f_lineno
+        # justMyCode: the step lands only in the user's code (it steps
+        # through the lines of the standard library and installed packages)
+        self.mine = mine
         # In a coroutine, the step waits while it awaits (suspended):
         # the other tasks' code that runs meanwhile is not where it lands.
         self.co = bool(frame.f_code.co_flags & CO_AWAITS)

@@ -41,6 +41,8 @@ class _Stopping(object):
             return  # its coroutine awaits: this is another task's code (or the loop's)
         if rel == 'same':
             st.suspended = False
+        elif st.mine and self._library(frame):
+            return  # justMyCode: on through library code, to the user's next line
         if st.mode == 'step':
             if not frame.f_code.co_filename.startswith('<frozen'):
                 self._stop(frame, 'step')
@@ -99,7 +101,13 @@ class _Stopping(object):
             return
         st.suspended = False
         if st.mode == 'finish':
-            self._stop(frame, 'finish', None, rv, self._up(frame) or frame)
+            up = self._up(frame)
+            if st.mine and up is not None and self._library(up):
+                # justMyCode: it returns into library code; the step out
+                # lands on the next line of the user's code instead
+                st.mode = 'step'
+                return
+            self._stop(frame, 'finish', None, rv, up or frame)
 
     def _stop(self, frame, reason, bp=None, rv=_NO, top=None, extra=None):
         ident = _ident()

@@ -69,11 +69,12 @@ class _Threads(object):
     def _resume(self, ths, mode, req=None):
         if mode == 'finish':
             target = self._frame(ths[0], req)
+        mine = bool(req and req.get('mine'))
         for th in ths:
             if mode == 'continue':
                 th.resume = ('continue', None)
             else:
-                th.resume = (mode, target if mode == 'finish' else th.top)
+                th.resume = (mode, target if mode == 'finish' else th.top, mine)
 
         def go():
             with self.cv:
@@ -86,13 +87,13 @@ class _Threads(object):
         return self._resume([self._thread(req)], 'continue')
 
     def c_step(self, req):
-        return self._resume([self._thread(req)], 'step')
+        return self._resume([self._thread(req)], 'step', req)
 
     def c_next(self, req):
-        return self._resume([self._thread(req)], 'next')
+        return self._resume([self._thread(req)], 'next', req)
 
     def c_until(self, req):
-        return self._resume([self._thread(req)], 'until')
+        return self._resume([self._thread(req)], 'until', req)
 
     def c_finish(self, req):
         return self._resume([self._thread(req)], 'finish', req)
