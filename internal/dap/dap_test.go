@@ -308,6 +308,27 @@ func testAdapter(t *testing.T, py string) {
 	if v := c.eval(frame, "i", "watch"); v.Result != "1000" {
 		t.Errorf("i after setVariable: %s", v.Result)
 	}
+	// setVariable on children: a dict's item, a list's item, an
+	// attribute (the object's __repr__ never runs), a global; the new
+	// values as the target itself computes them.
+	for _, tc := range []struct {
+		ref         int
+		name, value string
+		check, want string
+	}{
+		{data.VariablesReference, "'items'", "[i, 'x']", "repr(data['items'])", `"[1000, 'x']"`},
+		{kids["'items'"].VariablesReference, "[0]", "i + 1", "data['items']", "[1001, 'x']"},
+		{p.VariablesReference, "x", "'moved'", "data['p'].x", "'moved'"},
+		{scopes[1].VariablesReference, "rounds", "-7", "rounds", "-7"},
+	} {
+		sv := c.call("setVariable", map[string]any{"variablesReference": tc.ref, "name": tc.name, "value": tc.value}).(*dap.SetVariableResponse).Body
+		if got := c.eval(frame, tc.check, "watch").Result; got != tc.want {
+			t.Errorf("setVariable %s = %s (answer %+v): %s is %s, want %s", tc.name, tc.value, sv, tc.check, got, tc.want)
+		}
+	}
+	if msg := c.callErr("setVariable", map[string]any{"variablesReference": p.VariablesReference, "name": "nosuch", "value": "1"}); !strings.Contains(msg, "nosuch") {
+		t.Errorf("setVariable of no child: %q", msg)
+	}
 
 	// Other threads run while this one is stopped.
 	t0, _ := strconv.Atoi(c.eval(frame, "ticks", "watch").Result)

@@ -666,15 +666,17 @@ func (sv *Server) setVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, e
 	if !ok {
 		return nil, fmt.Errorf("no variables %d (their thread runs again?)", r.Arguments.VariablesReference)
 	}
-	if len(ref.path) != 1 || ref.path[0] != "locals" {
-		return nil, errors.New("krait sets a frame's local variables (Locals) only")
-	}
 	inf, err := sv.inf(ref.threadKey)
 	if err != nil {
 		return nil, err
 	}
 	selectFrame(inf, ref.ident, ref.index)
-	_, v, err := inf.s.SetVar(r.Arguments.Name, r.Arguments.Value, false)
+	var v session.Var
+	if len(ref.path) == 1 && ref.path[0] == "locals" {
+		_, v, err = inf.s.SetVar(r.Arguments.Name, r.Arguments.Value, false)
+	} else {
+		v, err = inf.s.SetChild(ref.path, r.Arguments.Name, r.Arguments.Value)
+	}
 	if err != nil {
 		return nil, err
 	}

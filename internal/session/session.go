@@ -773,6 +773,25 @@ func (s *Session) SetVar(name, expr string, store bool) (int, Var, error) {
 	return len(s.History), v, nil
 }
 
+// SetChild sets name, a child of the value at path in the selected
+// frame (as Children lists it: a dict's or list's item, an instance's
+// attribute, a global under ["globals"]), to the value of expr evaluated
+// in that frame.
+func (s *Session) SetChild(path []any, name, expr string) (Var, error) {
+	if err := s.needStopped(); err != nil {
+		return Var{}, err
+	}
+	e, err := s.expandHistory(expr)
+	if err != nil {
+		return Var{}, err
+	}
+	r, err := s.call("set_child", map[string]any{"thread": s.Thread, "frame": s.Frame, "path": path, "name": name, "expr": e, "secrets": s.ShowSecrets})
+	if err != nil {
+		return Var{}, err
+	}
+	return Var{Name: name, Type: str(r, "type"), Value: str(r, "value")}, nil
+}
+
 // Thread is one thread as the agent lists it.
 type Thread struct {
 	Ident    int64

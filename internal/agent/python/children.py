@@ -141,6 +141,50 @@ class _Children(object):
             return {'children': out, 'total': len(kids)}
         return self._in_thread(th, self._shown(req, run))
 
+    def c_set_child(self, req):
+        """name = expr, where name is a child of the value at path (as
+        c_children names it): an item of a dict or list, an instance
+        attribute (written to the instance's dict: no __setattr__ runs),
+        a global (path ["globals"]). The expression is evaluated in the
+        frame, as set_local's is."""
+        th = self._thread(req)
+        f = self._frame(th, req)
+        path, name, expr = req.get('path'), req.get('name'), req.get('expr')
+        if type(name) is not str or type(expr) is not str:
+            raise Err('set_child needs path, name and expr')
+        history = self.history
+
+        def run(th):
+            v = self._walk(f, path)
+            if type(v) is _Scope and v.which == 'locals' and f.f_locals is not f.f_globals:
+                raise Err('set a local with set_local')
+            kids = self._scope(f, 'globals') if type(v) is _Scope else _kids(v)
+            step = key = None
+            for kname, kkey, _, kstep in kids:
+                if kname == name:
+                    step, key = kstep, kkey
+                    break
+            if step is None:
+                raise Err('No child "%s" to set.' % (name,))
+            try:
+                loc = dict(f.f_locals)
+                loc['__krait_h'] = history
+                new = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
+            except BaseException as e:
+                raise Err(exc_line(e))
+            if type(v) is _Scope:
+                f.f_globals[step[1]] = new
+            elif step[0] == 'k':
+                _instance_dict(v)[step[1]] = new
+            elif issubclass(type(v), dict):
+                dict.__setitem__(v, list(dict.keys(v))[step[1]], new)
+            elif issubclass(type(v), list):
+                list.__setitem__(v, step[1], new)
+            else:
+                raise Err('cannot set an item of a %s' % (type_name(v),))
+            return named_value(key if type(key) is str else name, new)
+        return self._in_thread(th, self._shown(req, run))
+
 
 class _Scope(object):
     def __init__(self, which):
