@@ -152,7 +152,6 @@ class _Children(object):
         path, name, expr = req.get('path'), req.get('name'), req.get('expr')
         if type(name) is not str or type(expr) is not str:
             raise Err('set_child needs path, name and expr')
-        history = self.history
 
         def run(th):
             v = self._walk(f, path)
@@ -166,12 +165,7 @@ class _Children(object):
                     break
             if step is None:
                 raise Err('No child "%s" to set.' % (name,))
-            try:
-                loc = dict(f.f_locals)
-                loc['__krait_h'] = history
-                new = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
-            except BaseException as e:
-                raise Err(exc_line(e))
+            new = self._eval_in(f, expr)
             if type(v) is _Scope:
                 f.f_globals[step[1]] = new
             elif step[0] == 'k':

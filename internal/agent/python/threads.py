@@ -148,12 +148,7 @@ class _Threads(object):
         history = self.history
 
         def run(th):
-            try:
-                loc = dict(f.f_locals)
-                loc['__krait_h'] = history
-                v = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
-            except BaseException as e:
-                raise Err(exc_line(e))
+            v = self._eval_in(f, expr)
             c = f.f_code
             if f.f_locals is f.f_globals:
                 f.f_globals[name] = v
@@ -205,6 +200,17 @@ class _Threads(object):
             return out
         return {'locals': self._in_thread(th, self._shown(req, run))}
 
+    def _eval_in(self, f, expr):
+        """expr's value in frame f (its globals, a copy of its locals, and
+        krait's value history as __krait_h: gdb's $N, rewritten by krait);
+        what it raises is the request's error."""
+        try:
+            loc = dict(f.f_locals)
+            loc['__krait_h'] = self.history
+            return eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
+        except BaseException as e:
+            raise Err(exc_line(e))
+
     def c_eval(self, req):
         th = self._thread(req)
         f = self._frame(th, req)
@@ -215,9 +221,7 @@ class _Threads(object):
 
         def run(th):
             try:
-                loc = dict(f.f_locals)
-                loc['__krait_h'] = history  # gdb's $N, rewritten by krait
-                v = eval(compile(expr, '<krait>', 'eval'), f.f_globals, loc)
+                v = self._eval_in(f, expr)
                 if req.get('store'):
                     history.append(v)
                 if mode == 'safe':
