@@ -240,16 +240,25 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// kraitDirs lists the agent directories (/tmp/krait-<16 hex>) in the
-// /tmp that process pid sees.
+// kraitDirs lists the agent directories (/tmp/krait-<16 hex>) for process
+// pid in the /tmp it sees: those whose owner file names it, and those with
+// no owner file (a krait killed as it made one). Other tests' targets,
+// running meanwhile, have theirs in the same /tmp.
 func kraitDirs(pid int) map[string]bool {
 	out := map[string]bool{}
 	ents, _ := filepath.Glob(fmt.Sprintf("/proc/%d/root/tmp/krait-*", pid))
 	for _, e := range ents {
 		name := filepath.Base(e)
-		if len(name) == len("krait-")+16 && strings.Trim(name[6:], "0123456789abcdef") == "" {
-			out["/tmp/"+name] = true
+		if len(name) != len("krait-")+16 || strings.Trim(name[6:], "0123456789abcdef") != "" {
+			continue
 		}
+		var o struct {
+			PID int `json:"pid"`
+		}
+		if data, err := os.ReadFile(filepath.Join(e, "owner")); err == nil && json.Unmarshal(data, &o) == nil && o.PID != pid {
+			continue
+		}
+		out["/tmp/"+name] = true
 	}
 	return out
 }
