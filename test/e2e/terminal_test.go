@@ -99,7 +99,9 @@ func TestTerminal(t *testing.T) {
 			s := startPTY(t, home, 120, "attach", fmt.Sprint(srv.p.pid()))
 			at := s.waitFor(0, "(krait) ", 30*time.Second)
 			s.typeKeys(fmt.Sprintf("break views.py:%d\r", srv.marks["report_call"]))
-			at = s.waitFor(at, "(krait) ", 10*time.Second)
+			// The breakpoint's line, not a prompt: readline redraws the
+			// prompt as it echoes each key typed.
+			at = s.waitFor(at, "Breakpoint 1 at ", 10*time.Second)
 			resp := srv.getAsync(t, "/report?n=3")
 			// Announced at once, with no command typed, and the prompt back.
 			at = s.waitFor(at, "Breakpoint 1, report (n=3)", 15*time.Second)
