@@ -171,7 +171,7 @@ class _Children(object):
             elif step[0] == 'k':
                 _instance_dict(v)[step[1]] = new
             elif issubclass(type(v), dict):
-                dict.__setitem__(v, list(dict.keys(v))[step[1]], new)
+                dict.__setitem__(v, key, new)
             elif issubclass(type(v), list):
                 list.__setitem__(v, step[1], new)
             else:
