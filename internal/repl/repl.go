@@ -128,7 +128,7 @@ func init() {
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
 		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame|inferiors", (*REPL).cmdInfo},
 		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/s EXPR shows values under secret-looking names (else <redacted>); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
-		{[]string{"set"}, "set var NAME = EXPR — assign to a local of the selected frame; set print secrets on|off — show values under secret-looking names in print, info locals and bt (off: <redacted>)", (*REPL).cmdSet},
+		{[]string{"set"}, "set var NAME = EXPR — assign to a local of the selected frame (or to an attribute or item: set var order.total = 0, set var d['k'] = 1); set print secrets on|off — show values under secret-looking names in print, info locals and bt (off: <redacted>)", (*REPL).cmdSet},
 		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
 		{[]string{"thread", "t"}, "thread [N | I.N] — select thread N (of inferior I) / show the selected thread", (*REPL).cmdThread},
 		{[]string{"inferior"}, "inferior [N] — select inferior N (a process; info inferiors lists them) / show the selected one", (*REPL).cmdInferior},
@@ -1043,8 +1043,8 @@ func (r *REPL) cmdPrint(arg string) error {
 	var n int
 	var v session.Var
 	var err error
-	if m := assignment.FindStringSubmatch(arg); m != nil && mode == "safe" {
-		n, v, err = r.S.SetVar(m[1], strings.TrimSpace(m[2]), true) // print NAME = EXPR
+	if target, expr, ok := splitAssign(arg); ok && mode == "safe" {
+		n, v, err = r.S.SetVar(target, expr, true) // print TARGET = EXPR
 	} else {
 		n, v, err = r.S.PrintSecrets(arg, mode, show)
 	}
@@ -1055,22 +1055,61 @@ func (r *REPL) cmdPrint(arg string) error {
 	return nil
 }
 
-// assignment matches NAME = EXPR (not ==).
-var assignment = regexp.MustCompile(`^([A-Za-z_][A-Za-z_0-9]*)\s*=([^=].*)$`)
+// splitAssign splits TARGET = EXPR at its assignment's "=" (outside
+// brackets and strings; not ==, !=, <=, >=): TARGET a name, an attribute
+// or an item, as the agent takes them.
+func splitAssign(s string) (target, expr string, ok bool) {
+	depth := 0
+	var quote rune
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case quote != 0:
+			if c == '\\' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '(' || c == '[' || c == '{':
+			depth++
+		case c == ')' || c == ']' || c == '}':
+			depth--
+		case c == '=' && depth == 0:
+			if i+1 < len(rs) && rs[i+1] == '=' {
+				return "", "", false
+			}
+			if i > 0 && strings.ContainsRune("=!<>:", rs[i-1]) {
+				return "", "", false
+			}
+			target, expr = strings.TrimSpace(string(rs[:i])), strings.TrimSpace(string(rs[i+1:]))
+			if !lvalue.MatchString(target) || expr == "" {
+				return "", "", false
+			}
+			return target, expr, true
+		}
+	}
+	return "", "", false
+}
+
+// lvalue: a name, then attributes and items (a.b, d['k'], a.b[0].c).
+var lvalue = regexp.MustCompile(`^[A-Za-z_]\w*(\s*(\.\s*[A-Za-z_]\w*|\[.*\]))*$`)
 
 // cmdSet is gdb's set: set var NAME = EXPR, set print secrets on|off.
 func (r *REPL) cmdSet(arg string) error {
 	f := strings.Fields(arg)
 	if len(f) > 0 && (f[0] == "var" || f[0] == "variable") {
-		m := assignment.FindStringSubmatch(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(arg), f[0])))
-		if m == nil {
+		target, expr, ok := splitAssign(strings.TrimPrefix(strings.TrimSpace(arg), f[0]))
+		if !ok {
 			return fmt.Errorf("Argument required (NAME = EXPRESSION).")
 		}
-		_, _, err := r.S.SetVar(m[1], strings.TrimSpace(m[2]), false)
+		_, _, err := r.S.SetVar(target, expr, false)
 		return err
 	}
-	if m := assignment.FindStringSubmatch(strings.TrimSpace(arg)); m != nil && f[0] != "print" {
-		_, _, err := r.S.SetVar(m[1], strings.TrimSpace(m[2]), false)
+	if target, expr, ok := splitAssign(arg); ok && f[0] != "print" {
+		_, _, err := r.S.SetVar(target, expr, false)
 		return err
 	}
 	switch {

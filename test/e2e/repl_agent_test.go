@@ -152,8 +152,15 @@ func TestAttachAgentCommands(t *testing.T) {
 			s.do("set print secrets off")
 			s.do("set var password = 'x' * 3")
 			mustMatch(t, "print NAME = EXPR", `(?m)^\$3 = \{\}$`, s.do("print env = {}"))
+			// An item or an attribute as the target, as gdb's set var takes
+			// any lvalue: the assignment runs as Python runs it.
+			mustMatch(t, "print ITEM = EXPR", `(?m)^\$4 = \[1, 2\]$`, s.do("print env['k'] = [1, 2]"))
+			s.do("set var env['k'][0] = len(password) + 2")
+			mustMatch(t, "set var ITEM", `(?m)^\$5 = \{'k': \[5, 2\]\}$`, s.do("print env"))
+			mustMatch(t, "set var ATTR error", `AttributeError: 'dict' object has no attribute 'x'`, s.do("set var env.x = 1"))
+			mustMatch(t, "print EXPR == EXPR", `(?m)^\$6 = False$`, s.do("print env == {}"))
 			s.do("delete")
-			if body := s.interrupt("continue", resp); body == nil || body["password"] != "'xxx'" || body["n"] != "3" {
+			if body := s.interrupt("continue", resp); body == nil || body["password"] != "'xxx'" || body["n"] != "4" {
 				t.Errorf("the function did not see set var's values: %v", body)
 			}
 

@@ -139,17 +139,38 @@ class _Threads(object):
 
     def c_set_local(self, req):
         """name = expr in a stopped thread's frame (gdb's set var): a local
-        (or cell) of the frame, a global at module level."""
+        (or cell) of the frame, a global at module level; or, name being
+        an attribute or an item (obj.attr, d['k'], xs[0]), that assignment
+        as Python runs it (its __setattr__ or __setitem__: the user asked)."""
         th = self._thread(req)
         f = self._frame(th, req)
         name, expr = req.get('name'), req.get('expr')
-        if type(name) is not str or not name.isidentifier() or type(expr) is not str:
+        if type(name) is not str or type(expr) is not str:
             raise Err('set_local needs name and expr')
+        plain = name.isidentifier()
+        if not plain:
+            import ast
+            try:
+                kind = type(ast.parse(name.strip(), mode='eval').body)
+            except SyntaxError as e:
+                raise Err(exc_line(e))
+            if kind not in (ast.Attribute, ast.Subscript):
+                raise Err('cannot assign to %s: a name, an attribute or an item' % (name.strip(),))
         history = self.history
 
         def run(th):
             v = self._eval_in(f, expr)
             c = f.f_code
+            if not plain:
+                loc = dict(f.f_locals)
+                loc['__krait_v'] = v
+                try:
+                    exec(compile('%s = __krait_v' % name.strip(), '<krait>', 'exec'), f.f_globals, loc)
+                except BaseException as e:
+                    raise Err(exc_line(e))
+                if req.get('store'):
+                    history.append(v)
+                return named_value(expr_name(name) or '', v)
             if f.f_locals is f.f_globals:
                 f.f_globals[name] = v
             elif name not in c.co_varnames + c.co_cellvars + c.co_freevars:
