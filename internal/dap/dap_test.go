@@ -326,6 +326,13 @@ func testAdapter(t *testing.T, py string) {
 			t.Errorf("setVariable %s = %s (answer %+v): %s is %s, want %s", tc.name, tc.value, sv, tc.check, got, tc.want)
 		}
 	}
+	// An assignment typed in the debug console.
+	if r := c.eval(frame, "data['items'] = [i, 8]", "repl"); r.Result != "[1000, 8]" {
+		t.Errorf("console assignment: %+v", r)
+	}
+	if got := c.eval(frame, "data['items']", "watch").Result; got != "[1000, 8]" {
+		t.Errorf("after the console's assignment: %s", got)
+	}
 	if msg := c.callErr("setVariable", map[string]any{"variablesReference": p.VariablesReference, "name": "nosuch", "value": "1"}); !strings.Contains(msg, "nosuch") {
 		t.Errorf("setVariable of no child: %q", msg)
 	}

@@ -649,7 +649,14 @@ func (sv *Server) evaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error) 
 		mode = "repr" // the console: repr() runs, as print/r
 	}
 	selectFrame(inf, f.ident, f.index)
-	n, v, err := inf.s.Print(r.Arguments.Expression, mode)
+	var n int
+	var v session.Var
+	var err error
+	if target, expr, ok := session.SplitAssign(r.Arguments.Expression); ok && mode == "repr" {
+		n, v, err = inf.s.SetVar(target, expr, true) // an assignment typed in the console
+	} else {
+		n, v, err = inf.s.Print(r.Arguments.Expression, mode)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -1043,7 +1042,7 @@ func (r *REPL) cmdPrint(arg string) error {
 	var n int
 	var v session.Var
 	var err error
-	if target, expr, ok := splitAssign(arg); ok && mode == "safe" {
+	if target, expr, ok := session.SplitAssign(arg); ok && mode == "safe" {
 		n, v, err = r.S.SetVar(target, expr, true) // print TARGET = EXPR
 	} else {
 		n, v, err = r.S.PrintSecrets(arg, mode, show)
@@ -1055,60 +1054,18 @@ func (r *REPL) cmdPrint(arg string) error {
 	return nil
 }
 
-// splitAssign splits TARGET = EXPR at its assignment's "=" (outside
-// brackets and strings; not ==, !=, <=, >=): TARGET a name, an attribute
-// or an item, as the agent takes them.
-func splitAssign(s string) (target, expr string, ok bool) {
-	depth := 0
-	var quote rune
-	rs := []rune(s)
-	for i := 0; i < len(rs); i++ {
-		c := rs[i]
-		switch {
-		case quote != 0:
-			if c == '\\' {
-				i++
-			} else if c == quote {
-				quote = 0
-			}
-		case c == '\'' || c == '"':
-			quote = c
-		case c == '(' || c == '[' || c == '{':
-			depth++
-		case c == ')' || c == ']' || c == '}':
-			depth--
-		case c == '=' && depth == 0:
-			if i+1 < len(rs) && rs[i+1] == '=' {
-				return "", "", false
-			}
-			if i > 0 && strings.ContainsRune("=!<>:", rs[i-1]) {
-				return "", "", false
-			}
-			target, expr = strings.TrimSpace(string(rs[:i])), strings.TrimSpace(string(rs[i+1:]))
-			if !lvalue.MatchString(target) || expr == "" {
-				return "", "", false
-			}
-			return target, expr, true
-		}
-	}
-	return "", "", false
-}
-
-// lvalue: a name, then attributes and items (a.b, d['k'], a.b[0].c).
-var lvalue = regexp.MustCompile(`^[A-Za-z_]\w*(\s*(\.\s*[A-Za-z_]\w*|\[.*\]))*$`)
-
 // cmdSet is gdb's set: set var NAME = EXPR, set print secrets on|off.
 func (r *REPL) cmdSet(arg string) error {
 	f := strings.Fields(arg)
 	if len(f) > 0 && (f[0] == "var" || f[0] == "variable") {
-		target, expr, ok := splitAssign(strings.TrimPrefix(strings.TrimSpace(arg), f[0]))
+		target, expr, ok := session.SplitAssign(strings.TrimPrefix(strings.TrimSpace(arg), f[0]))
 		if !ok {
 			return fmt.Errorf("Argument required (NAME = EXPRESSION).")
 		}
 		_, _, err := r.S.SetVar(target, expr, false)
 		return err
 	}
-	if target, expr, ok := splitAssign(arg); ok && f[0] != "print" {
+	if target, expr, ok := session.SplitAssign(arg); ok && f[0] != "print" {
 		_, _, err := r.S.SetVar(target, expr, false)
 		return err
 	}

@@ -751,8 +751,9 @@ func (s *Session) Interrupt(thread int64, all bool) ([]int64, error) {
 }
 
 // SetVar assigns expr's value to name in the selected frame (a local, or a
-// global at module level: gdb's set var). With store the value joins the
-// history (print NAME = EXPR) and its $N is returned.
+// global at module level: gdb's set var; or an attribute or an item,
+// assigned as Python does). With store the value joins the history (print
+// NAME = EXPR) and its $N is returned.
 func (s *Session) SetVar(name, expr string, store bool) (int, Var, error) {
 	if err := s.needStopped(); err != nil {
 		return 0, Var{}, err

@@ -1,4 +1,4 @@
-package repl
+package session
 
 import "testing"
 
@@ -20,9 +20,9 @@ func TestSplitAssign(t *testing.T) {
 		{"= 1", "", ""},
 		{"x =", "", ""},
 	} {
-		target, expr, ok := splitAssign(tc.in)
+		target, expr, ok := SplitAssign(tc.in)
 		if ok != (tc.target != "") || target != tc.target || expr != tc.expr {
-			t.Errorf("splitAssign(%q) = %q, %q, %v; want %q, %q", tc.in, target, expr, ok, tc.target, tc.expr)
+			t.Errorf("SplitAssign(%q) = %q, %q, %v; want %q, %q", tc.in, target, expr, ok, tc.target, tc.expr)
 		}
 	}
 }
