@@ -125,11 +125,11 @@ func init() {
 		{[]string{"up"}, "up [N] — select an outer frame", (*REPL).cmdUp},
 		{[]string{"down"}, "down [N] — select an inner frame", (*REPL).cmdDown},
 		{[]string{"frame", "f"}, "frame [N] — select frame N / show the selected frame", (*REPL).cmdFrame},
-		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame|inferiors", (*REPL).cmdInfo},
+		{[]string{"info", "i"}, "info breakpoints|locals|args|threads|frame|source|display|inferiors", (*REPL).cmdInfo},
 		{[]string{"print", "p", "inspect"}, "print EXPR — evaluate in the selected frame without running user __repr__; print/r EXPR uses repr(); print/s EXPR shows values under secret-looking names (else <redacted>); print/sql QS shows a QuerySet's SQL (compiled, not run)", (*REPL).cmdPrint},
 		{[]string{"set"}, "set var NAME = EXPR — assign to a local of the selected frame (or to an attribute or item: set var order.total = 0, set var d['k'] = 1); set print secrets on|off — show values under secret-looking names in print, info locals and bt (off: <redacted>)", (*REPL).cmdSet},
 		{[]string{"list", "l"}, "list [FILE:]LINE — show source around a line (again: the next lines)", (*REPL).cmdList},
-		{[]string{"thread", "t"}, "thread [N | I.N] — select thread N (of inferior I) / show the selected thread", (*REPL).cmdThread},
+		{[]string{"thread", "t"}, "thread [N | I.N] — select thread N (of inferior I) / show the selected thread; thread apply all|N… CMD — run CMD in each of those threads (thread apply all bt)", (*REPL).cmdThread},
 		{[]string{"inferior"}, "inferior [N] — select inferior N (a process; info inferiors lists them) / show the selected one", (*REPL).cmdInferior},
 		{[]string{"detach"}, "detach — remove krait from every process and leave", (*REPL).cmdDetach},
 		{[]string{"quit", "q", "exit"}, "quit — detach and leave", (*REPL).cmdDetach},
@@ -1166,6 +1166,9 @@ func (r *REPL) infoThreadsAll(infs []*session.Inferior) error {
 
 func (r *REPL) cmdThread(arg string) error {
 	arg = strings.TrimSpace(arg)
+	if rest, ok := strings.CutPrefix(arg, "apply"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+		return r.threadApply(strings.TrimSpace(rest))
+	}
 	if i, n, ok := strings.Cut(arg, "."); ok {
 		// thread I.N: thread N of inferior I.
 		num, err := strconv.Atoi(i)
@@ -1210,6 +1213,69 @@ func (r *REPL) cmdThread(arg string) error {
 		r.printSourceLine(st.File, st.Line)
 	}
 	listedOnce = false
+	return nil
+}
+
+// threadApply is gdb's thread apply (all | N…) COMMAND: COMMAND run with
+// each of those threads selected in turn (all: the highest number first,
+// as gdb does), each under a "Thread N (…):" header; a thread where it
+// fails says why and the others go on. The selection is restored.
+func (r *REPL) threadApply(arg string) error {
+	f := strings.Fields(arg)
+	var nums []int
+	i := 0
+	for ; i < len(f); i++ {
+		n, err := strconv.Atoi(f[i])
+		if err != nil || n <= 0 {
+			break
+		}
+		nums = append(nums, n)
+	}
+	all := len(nums) == 0 && len(f) > 0 && f[0] == "all"
+	if all {
+		i = 1
+	}
+	if len(nums) == 0 && !all {
+		return fmt.Errorf("Please specify a thread ID list or \"all\".")
+	}
+	if i >= len(f) {
+		return fmt.Errorf("Please specify a command following the thread ID list")
+	}
+	cmd := strings.Join(f[i:], " ")
+	ts, err := r.S.Threads()
+	if err != nil {
+		return err
+	}
+	byNum := map[int]session.Thread{}
+	for _, t := range ts {
+		byNum[t.Number] = t
+	}
+	if all {
+		for _, t := range ts {
+			nums = append(nums, t.Number)
+		}
+		sort.Sort(sort.Reverse(sort.IntSlice(nums)))
+	}
+	s, thread, frame := r.S, r.S.Thread, r.S.Frame
+	defer func() { s.Thread, s.Frame = thread, frame }()
+	for _, n := range nums {
+		t, ok := byNum[n]
+		if !ok {
+			r.printf("warning: Unknown thread %d\n", n)
+			continue
+		}
+		name := ""
+		if t.Name != "" {
+			name = fmt.Sprintf(" %q", t.Name)
+		}
+		r.printf("\nThread %d (Thread 0x%x (LWP %d)%s):\n", t.Number, t.Ident, t.NativeID, name)
+		s.Thread, s.Frame = t.Ident, 0
+		if err := r.Exec(cmd); err != nil {
+			if r.Report(err) {
+				return nil
+			}
+		}
+	}
 	return nil
 }
 

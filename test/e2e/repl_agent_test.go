@@ -105,8 +105,20 @@ func TestAttachAgentCommands(t *testing.T) {
 			steps := strings.Replace(srv.views, "views.py", "steps.py", 1)
 			q := regexp.QuoteMeta
 
+			// thread apply all bt: every thread, the highest number first,
+			// each under gdb's header; running ones read from outside.
+			out := s.do("thread apply all bt 1")
+			m := mustMatch(t, "thread apply all bt", `(?s)\nThread (\d+) \(Thread 0x[0-9a-f]+ \(LWP \d+\) "[^"]+"\):\n.*\nThread (\d+) \(Thread 0x[0-9a-f]+ \(LWP \d+\) "[^"]+"\):\n`, out)
+			first, _ := strconv.Atoi(m[1])
+			second, _ := strconv.Atoi(m[2])
+			if first <= second {
+				t.Errorf("thread apply all: thread %s before thread %s, want the highest first:\n%s", m[1], m[2], out)
+			}
+			mustMatch(t, "thread apply all bt: the counter thread", `(?m)^#0  counter \(\) at .*attach_server\.py:\d+$`, out)
+			mustMatch(t, "thread apply unknown", `warning: Unknown thread 999`, s.do("thread apply 999 bt"))
+
 			// break FUNC: every function and method of that name.
-			out := s.do("break handle_item")
+			out = s.do("break handle_item")
 			mustMatch(t, "break handle_item", fmt.Sprintf(`Breakpoint 1 at %s:%d: handle_item\. \(3 locations\)`, q(steps), srv.marks["a_handle"]), out)
 			out = s.do("info breakpoints")
 			mustMatch(t, "info breakpoints", `(?m)^1\s+breakpoint\s+keep y\s+<MULTIPLE>\n1\.1 .* in A\.handle_item at .*steps\.py:\d+\n1\.2 .* in B\.handle_item at .*\n1\.3 .* in handle_item at `, out)
@@ -187,7 +199,7 @@ func TestAttachAgentCommands(t *testing.T) {
 			resp = srv.getAsync(t, "/steps/idle?s=3")
 			time.Sleep(500 * time.Millisecond)
 			out = s.do("info threads")
-			m := mustMatch(t, "info threads", `(?m)^[ *] (\d+) .* running: idle at `, out)
+			m = mustMatch(t, "info threads", `(?m)^[ *] (\d+) .* running: idle at `, out)
 			out = s.do("interrupt " + m[1])
 			mustMatch(t, "interrupt", fmt.Sprintf(`Thread %s "[^"]*" stopped\.\nidle \(s='3'\) at .*steps\.py:\d+`, m[1]), out)
 			mustMatch(t, "bt after interrupt", `#0\s+idle \(s='3'\)`, s.do("bt"))
