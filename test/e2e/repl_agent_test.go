@@ -155,6 +155,14 @@ func TestAttachAgentCommands(t *testing.T) {
 			s.do(fmt.Sprintf("break steps.py:%d", srv.marks["creds_after"]))
 			out, resp = s.continueWith(srv, "/steps/creds?user=ann")
 			mustMatch(t, "stop in creds", `Breakpoint 4, creds \(user='ann'\)`, out)
+			// CPython's gdb extension's names (libpython.py) work too.
+			for alias, cmd := range map[string]string{"py-bt": "bt", "py-locals": "info locals", "py-bt-full": "bt full"} {
+				if a, b := s.do(alias), s.do(cmd); a != b {
+					t.Errorf("%s:\n%s\nwant as %s:\n%s", alias, a, cmd, b)
+				}
+			}
+			mustMatch(t, "py-up", `^#1  `, s.do("py-up"))
+			mustMatch(t, "py-down", `^#0  creds `, s.do("py-down"))
 			out = s.do("info locals")
 			mustMatch(t, "info locals", `(?m)^password = <redacted>\nenv = \{'API_TOKEN': <redacted>, 'HOME': '/home/ann'\}$`, out)
 			mustMatch(t, "print", `(?m)^\$1 = <redacted>$`, s.do("print password"))
