@@ -5,10 +5,13 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Source lines and inlined functions come from a file's DWARF
@@ -97,6 +100,9 @@ var errNoDWARF = errors.New("no DWARF")
 // load reads the DWARF sections of the object (or its debug file) and the
 // address ranges of its compilation units.
 func (s *sourceInfo) load(o *object) {
+	// The sections are the file's pages, mapped: a file cut short while
+	// mapped faults, which this makes a panic recovered here.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			s.d, s.err = nil, fmt.Errorf("%s: damaged DWARF (%v)", o.path, r)
@@ -110,12 +116,7 @@ func (s *sourceInfo) load(o *object) {
 		if p == "" {
 			continue
 		}
-		f, closer, err := openELF(p)
-		if err != nil {
-			continue
-		}
-		d, err := readDWARF(f)
-		closer()
+		d, err := readDWARF(p)
 		if err != nil {
 			if err != errNoDWARF {
 				s.err = fmt.Errorf("%s: %w", p, err)
@@ -148,37 +149,49 @@ func (s *sourceInfo) load(o *object) {
 	sort.Slice(s.units, func(i, j int) bool { return s.units[i].lo < s.units[j].lo })
 }
 
-// readDWARF reads the sections line and function lookups need (not the
-// location lists, the largest).
-func readDWARF(f *elf.File) (*dwarf.Data, error) {
+// readDWARF reads the sections of the ELF file at path that line and
+// function lookups need (not the location lists, the largest). Sections
+// stored as they are are the file's pages mapped read-only (the kernel's
+// page cache, nothing copied: libpython's DWARF is 20 MB); compressed ones
+// are decompressed.
+func readDWARF(path string) (*dwarf.Data, error) {
+	f, closer, err := openELF(path)
+	if err != nil {
+		return nil, err
+	}
+	defer closer()
+	info := f.Section(".debug_info")
+	if info == nil || info.Type == elf.SHT_NOBITS || info.Size == 0 {
+		return nil, errNoDWARF
+	}
+	mapped, err := mapFile(path)
+	if err != nil {
+		return nil, err
+	}
 	sec := func(name string) ([]byte, error) {
 		s := f.Section(name)
 		if s == nil || s.Type == elf.SHT_NOBITS {
 			return nil, nil
 		}
+		if s.Flags&elf.SHF_COMPRESSED == 0 && s.Offset <= uint64(len(mapped)) && s.Size <= uint64(len(mapped))-s.Offset {
+			return mapped[s.Offset : s.Offset+s.Size : s.Offset+s.Size], nil
+		}
 		return s.Data() // decompresses a compressed section
 	}
-	info, err := sec(".debug_info")
-	if err != nil {
-		return nil, err
-	}
-	if len(info) == 0 {
-		return nil, errNoDWARF
-	}
-	var b [5][]byte
-	for i, name := range []string{".debug_abbrev", ".debug_line", ".debug_ranges", ".debug_str", ".debug_aranges"} {
+	var b [6][]byte
+	for i, name := range []string{".debug_info", ".debug_abbrev", ".debug_line", ".debug_ranges", ".debug_str", ".debug_aranges"} {
 		if b[i], err = sec(name); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	d, err := dwarf.New(b[0], b[4], nil, info, b[1], nil, b[2], b[3])
+	d, err := dwarf.New(b[1], b[5], nil, b[0], b[2], nil, b[3], b[4])
 	if err != nil {
 		return nil, err
 	}
 	for _, name := range []string{".debug_addr", ".debug_line_str", ".debug_str_offsets", ".debug_rnglists"} {
 		data, err := sec(name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		if data != nil {
 			if err := d.AddSection(name, data); err != nil {
@@ -187,6 +200,24 @@ func readDWARF(f *elf.File) (*dwarf.Data, error) {
 		}
 	}
 	return d, nil
+}
+
+// mapFile maps a file read-only, for as long as krait runs (what is read
+// of a build is cached as long).
+func mapFile(path string) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() <= 0 || fi.Size() != int64(int(fi.Size())) {
+		return nil, fmt.Errorf("%s: cannot map %d bytes", path, fi.Size())
+	}
+	return syscall.Mmap(int(fh.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_PRIVATE)
 }
 
 // lookup returns the functions link-time address a is in, innermost
@@ -203,6 +234,7 @@ func (s *sourceInfo) lookup(a uint64) []Source {
 	}
 	var src []Source
 	func() {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer func() {
 			if r := recover(); r != nil {
 				src = nil // a damaged unit: no source for a

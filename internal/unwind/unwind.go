@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/op"
@@ -220,6 +221,18 @@ func (u *Unwinder) describe(f *Frame, lookup uint64) {
 // about a file it reads the file's DWARF (or its debug file's), once per
 // build. Frames of files without DWARF are returned as they are.
 func (u *Unwinder) Source(frames []Frame) []Frame {
+	// Read the DWARF of the files on the stack side by side (decompressing
+	// a debug file's takes longest).
+	var wg sync.WaitGroup
+	seen := map[*object]bool{}
+	for _, f := range frames {
+		if o, _, _, err := u.objectAt(f.lookup); err == nil && f.lookup != 0 && !seen[o] {
+			seen[o] = true
+			wg.Add(1)
+			go func() { defer wg.Done(); o.source() }()
+		}
+	}
+	wg.Wait()
 	out := make([]Frame, 0, len(frames))
 	for _, f := range frames {
 		if f.Inlined || f.lookup == 0 {
