@@ -13,6 +13,7 @@ import (
 
 	"krait/internal/cpython/layout"
 	"krait/internal/target/live"
+	"krait/internal/testkit"
 )
 
 // sourcePythons lists every pyenv build by minor version ("2.7",
@@ -43,7 +44,7 @@ func sourcePythons(t *testing.T) map[string]string {
 
 // TestSourceLines: the native stack of a Python's main thread blocked in
 // time.sleep, with Source's file:line and inlined frames, against
-// addr2line -i -f (binutils) for the same addresses: every frame that has
+// elfutils' eu-addr2line -i -f for the same addresses: every frame that has
 // a line has addr2line's function names, files and lines, inlined ones
 // included, innermost first. On every pyenv build (DWARF in libpython and
 // in 2.7's time module): the C function implementing sleep shows a file
@@ -51,9 +52,6 @@ func sourcePythons(t *testing.T) map[string]string {
 // Debian's stripped python3.11 (no DWARF, no debug file): no frame has a
 // line, none is inlined, and nothing fails.
 func TestSourceLines(t *testing.T) {
-	if _, err := exec.LookPath("addr2line"); err != nil {
-		t.Fatalf("addr2line (binutils) is needed: %v", err)
-	}
 	for name, py := range sourcePythons(t) {
 		t.Run(name, func(t *testing.T) {
 			frames := sleepingStack(t, py)
@@ -90,8 +88,10 @@ func TestSourceLines(t *testing.T) {
 	}
 }
 
-// checkAddr2line compares each frame's source lines with addr2line's for
-// its address (PC-1 for a return address).
+// checkAddr2line compares each frame's source lines with eu-addr2line's
+// (elfutils) for its address (PC-1 for a return address): those of the
+// Python's own files (the C library's depend on the machine's debug
+// files).
 func checkAddr2line(t *testing.T, frames []Frame) {
 	t.Helper()
 	var group []Frame
@@ -109,49 +109,26 @@ func checkAddr2line(t *testing.T, frames []Frame) {
 			}
 			continue
 		}
-		if !strings.Contains(filepath.Base(f.Library), "python") && !strings.Contains(f.Library, "/lib-dynload/") {
-			// The C library's debug file (libc6-dbg), where binutils'
-			// addr2line 2.40 names another file than gdb and krait for
-			// some lines: the Python's own files are checked.
+		if strings.HasPrefix(f.Library, "/lib/") || strings.HasPrefix(f.Library, "/usr/lib/") {
 			continue
 		}
 		a := f.Address - (f.PC - f.lookup)
-		out, err := exec.Command("addr2line", "-i", "-f", "-e", f.Library, fmt.Sprintf("%#x", a)).Output()
-		if err != nil {
-			t.Fatalf("addr2line -e %s %#x: %v", f.Library, a, err)
-		}
-		var want []string
-		sc := bufio.NewScanner(strings.NewReader(string(out)))
-		for sc.Scan() {
-			fn := sc.Text()
-			if !sc.Scan() {
-				break
-			}
-			file, line, _ := strings.Cut(sc.Text(), ":")
-			line, _, _ = strings.Cut(line, " ") // " (discriminator 2)"
-			want = append(want, fmt.Sprintf("%s %s:%s", bare(fn), filepath.Clean(file), line))
-		}
+		want := testkit.Addr2Line(t, f.Library, []uint64{a})[0]
 		var got []string
 		for _, gf := range g {
-			got = append(got, fmt.Sprintf("%s %s:%d", bare(gf.Function), gf.File, gf.Line))
+			got = append(got, fmt.Sprintf("%s %s:%d", testkit.BareName(gf.Function), gf.File, gf.Line))
 			if !filepath.IsAbs(gf.File) {
 				t.Errorf("frame %s: file %q is not absolute", gf.String(), gf.File)
 			}
 		}
 		if strings.Join(got, " | ") != strings.Join(want, " | ") {
-			t.Errorf("%s+%#x:\n krait:     %s\n addr2line: %s", filepath.Base(f.Library), a, strings.Join(got, " | "), strings.Join(want, " | "))
+			t.Errorf("%s+%#x:\n krait:        %s\n eu-addr2line: %s", filepath.Base(f.Library), a, strings.Join(got, " | "), strings.Join(want, " | "))
 		}
 		checked++
 	}
 	if checked == 0 {
 		t.Errorf("no frame with a source line to check")
 	}
-}
-
-// bare drops gcc's suffixes of split-off parts (.cold, .isra.0, …).
-func bare(s string) string {
-	name, _, _ := strings.Cut(s, ".")
-	return name
 }
 
 // sleepingStack runs py with its main thread in time.sleep and returns
