@@ -178,23 +178,38 @@ func readDWARF(path string) (*dwarf.Data, error) {
 		}
 		return s.Data() // decompresses a compressed section
 	}
-	var b [6][]byte
-	for i, name := range []string{".debug_info", ".debug_abbrev", ".debug_line", ".debug_ranges", ".debug_str", ".debug_aranges"} {
-		if b[i], err = sec(name); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
+	// Compressed sections are decompressed side by side.
+	names := []string{".debug_info", ".debug_abbrev", ".debug_line", ".debug_ranges", ".debug_str", ".debug_aranges",
+		".debug_addr", ".debug_line_str", ".debug_str_offsets", ".debug_rnglists"}
+	b := make([][]byte, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if r := recover(); r != nil {
+					errs[i] = fmt.Errorf("%s: damaged (%v)", name, r)
+				}
+			}()
+			if b[i], errs[i] = sec(name); errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", name, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	d, err := dwarf.New(b[1], b[5], nil, b[0], b[2], nil, b[3], b[4])
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{".debug_addr", ".debug_line_str", ".debug_str_offsets", ".debug_rnglists"} {
-		data, err := sec(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if data != nil {
-			if err := d.AddSection(name, data); err != nil {
+	for i := 6; i < len(names); i++ {
+		if b[i] != nil {
+			if err := d.AddSection(names[i], b[i]); err != nil {
 				return nil, err
 			}
 		}

@@ -221,16 +221,39 @@ func (u *Unwinder) describe(f *Frame, lookup uint64) {
 // about a file it reads the file's DWARF (or its debug file's), once per
 // build. Frames of files without DWARF are returned as they are.
 func (u *Unwinder) Source(frames []Frame) []Frame {
-	// Read the DWARF of the files on the stack side by side (decompressing
-	// a debug file's takes longest).
-	var wg sync.WaitGroup
-	seen := map[*object]bool{}
+	// Read the DWARF of the files on the stack, and look up their frames,
+	// file by file side by side (decompressing a debug file's DWARF takes
+	// longest); what is found is cached for the loop below.
+	type lookup struct {
+		o     *object
+		addrs []uint64
+	}
+	var byFile []*lookup
+	index := map[*object]*lookup{}
 	for _, f := range frames {
-		if o, _, _, err := u.objectAt(f.lookup); err == nil && f.lookup != 0 && !seen[o] {
-			seen[o] = true
-			wg.Add(1)
-			go func() { defer wg.Done(); o.source() }()
+		if f.Inlined || f.lookup == 0 {
+			continue
 		}
+		if o, bias, _, err := u.objectAt(f.lookup); err == nil {
+			l := index[o]
+			if l == nil {
+				l = &lookup{o: o}
+				index[o] = l
+				byFile = append(byFile, l)
+			}
+			l.addrs = append(l.addrs, f.lookup-bias)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, l := range byFile {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := l.o.source()
+			for _, a := range l.addrs {
+				s.lookup(a)
+			}
+		}()
 	}
 	wg.Wait()
 	out := make([]Frame, 0, len(frames))
