@@ -43,8 +43,13 @@ type unitInfo struct {
 	compDir string
 	files   []*dwarf.LineFile
 	rows    []lineRow // sorted by lo
-	funcs   []pcRange // the unit's functions (DW_TAG_subprogram), sorted by lo
 	err     error
+	// funcs are the unit's functions (DW_TAG_subprogram) read so far, in
+	// the unit's order; walker reads on (nil at the unit's end), depth
+	// namespaces deep.
+	funcs  []pcRange
+	walker *dwarf.Reader
+	depth  int
 }
 
 type lineRow struct {
@@ -344,50 +349,73 @@ func (s *sourceInfo) unit(off dwarf.Offset) *unitInfo {
 		}
 	}
 	sort.SliceStable(u.rows, func(i, j int) bool { return u.rows[i].lo < u.rows[j].lo })
-	// Functions at the unit's top level, and in namespaces and classes.
-	var walk func(depth int)
-	walk = func(depth int) {
-		for {
-			e, err := r.Next()
-			if err != nil || e == nil || e.Tag == 0 {
-				return
-			}
-			switch e.Tag {
-			case dwarf.TagSubprogram:
-				if rs, err := s.d.Ranges(e); err == nil {
-					for _, rg := range rs {
-						if rg[0] < rg[1] {
-							u.funcs = append(u.funcs, pcRange{rg[0], rg[1], e.Offset})
-						}
-					}
-				}
-			case dwarf.TagNamespace, dwarf.TagModule, dwarf.TagClassType, dwarf.TagStructType:
-				if e.Children && depth < 16 {
-					walk(depth + 1)
-					continue
-				}
-			}
-			if e.Children {
-				r.SkipChildren()
-			}
+	// Its functions are indexed as lookups ask for them (funcAt).
+	if e.Children {
+		u.walker = r
+	}
+	return u
+}
+
+// funcAt finds the unit's function (DW_TAG_subprogram, at the unit's top
+// level or in a namespace) whose ranges hold address a. The unit's
+// entries are read as far as needed and no further, once: most of them
+// are types and declarations.
+func (s *sourceInfo) funcAt(u *unitInfo, a uint64) (dwarf.Offset, bool) {
+	for _, f := range u.funcs {
+		if f.lo <= a && a < f.hi {
+			return f.off, true
 		}
 	}
-	if e.Children {
-		walk(0)
+	for u.walker != nil {
+		e, err := u.walker.Next()
+		if err != nil || e == nil {
+			u.walker = nil
+			break
+		}
+		if e.Tag == 0 {
+			if u.depth == 0 {
+				u.walker = nil
+				break
+			}
+			u.depth--
+			continue
+		}
+		found := false
+		switch e.Tag {
+		case dwarf.TagSubprogram:
+			if rs, err := s.d.Ranges(e); err == nil {
+				for _, rg := range rs {
+					if rg[0] < rg[1] {
+						u.funcs = append(u.funcs, pcRange{rg[0], rg[1], e.Offset})
+						found = found || rg[0] <= a && a < rg[1]
+					}
+				}
+			}
+		case dwarf.TagNamespace, dwarf.TagModule:
+			if e.Children && u.depth < 16 {
+				u.depth++
+				continue
+			}
+		}
+		if e.Children {
+			u.walker.SkipChildren()
+		}
+		if found {
+			return e.Offset, true
+		}
 	}
-	sort.Slice(u.funcs, func(i, j int) bool { return u.funcs[i].lo < u.funcs[j].lo })
-	return u
+	return 0, false
 }
 
 // inlineChain finds the unit's function holding address a and lists the
 // inlined subroutines a is in, outermost first.
 func (s *sourceInfo) inlineChain(u *unitInfo, a uint64) (*dwarf.Entry, []*dwarf.Entry) {
-	i := sort.Search(len(u.funcs), func(i int) bool { return u.funcs[i].lo > a }) - 1
-	if i < 0 || a >= u.funcs[i].hi {
+	off, ok := s.funcAt(u, a)
+	if !ok {
 		return nil, nil
 	}
 	r := s.d.Reader()
-	r.Seek(u.funcs[i].off)
+	r.Seek(off)
 	fn, err := r.Next()
 	if err != nil || fn == nil {
 		return nil, nil

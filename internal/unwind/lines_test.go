@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,7 +136,8 @@ func checkAddr2line(t *testing.T, frames []Frame) {
 func sleepingStack(t *testing.T, py string) []Frame {
 	t.Helper()
 	cmd := exec.Command(py, "-c", "import sys, time\nsys.stdout.write('ready\\n'); sys.stdout.flush()\ntime.sleep(600)\n")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it follows the OS thread that forked, which a Pause
+	// may lock and end with its release.
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
