@@ -2,6 +2,8 @@ package unwind
 
 import (
 	"bufio"
+	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -181,4 +183,100 @@ func sleepingStack(t *testing.T, py string) []Frame {
 			t.Fatalf("the main thread does not sleep: %v (%+v)", err, frames)
 		}
 	}
+}
+
+// TestSourceDamaged: a file whose DWARF is damaged, or cut short while
+// krait has it mapped, gives no source lines and no crash; an intact
+// copy of it gives its lines and inlined function, as eu-addr2line does.
+func TestSourceDamaged(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatalf("gcc is needed (.ci/run installs gcc): %v", err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "p.c")
+	err := os.WriteFile(src, []byte(`volatile int n;
+static inline __attribute__((always_inline)) void bump(void) { n++; n *= 3; }
+int main(void) { bump(); return n; }
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(dir, "p")
+	if out, err := exec.Command("gcc", "-O2", "-g", "-o", prog, src).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := openObject(prog, prog, nil)
+	var main symbol
+	for _, f := range o.funcs {
+		if f.name == "main" {
+			main = f
+		}
+	}
+	if main.size == 0 {
+		t.Fatal("no main")
+	}
+	// The intact file: main's first instruction is in bump, inlined.
+	got := o.source().lookup(main.start)
+	want := testkit.Addr2Line(t, prog, []uint64{main.start})[0]
+	var gotS []string
+	for _, s := range got {
+		gotS = append(gotS, fmt.Sprintf("%s %s:%d", s.Function, s.File, s.Line))
+	}
+	if strings.Join(gotS, " | ") != strings.Join(want, " | ") || len(got) != 2 || !got[0].Inlined {
+		t.Errorf("intact: %v, eu-addr2line %v", got, want)
+	}
+
+	// Damaged: .debug_info and .debug_line overwritten.
+	bad := filepath.Join(dir, "bad")
+	damaged := append([]byte(nil), data...)
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".debug_info", ".debug_line"} {
+		s := f.Section(name)
+		if s == nil {
+			t.Fatalf("no %s", name)
+		}
+		for i := s.Offset + 4; i < s.Offset+s.Size; i++ {
+			damaged[i] = 0xff
+		}
+	}
+	if err := os.WriteFile(bad, damaged, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	forgetSources() // the copies have the intact file's build id
+	if src := openObject(bad, bad, nil).source().lookup(main.start); src != nil {
+		t.Errorf("damaged DWARF gives %v", src)
+	}
+
+	// Cut short while mapped: the DWARF is read (mapped), then the file
+	// loses everything after its first page; the lookup faults in the
+	// mapping, which is a recovered panic, not a crash.
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	forgetSources()
+	so := openObject(short, short, nil)
+	if so.source().d == nil {
+		t.Fatal("no DWARF read from the copy")
+	}
+	if err := os.Truncate(short, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if src := so.source().lookup(main.start); src != nil {
+		t.Errorf("a file cut short gives %v", src)
+	}
+}
+
+// forgetSources empties the cache of DWARF by build id.
+func forgetSources() {
+	sources.Lock()
+	defer sources.Unlock()
+	sources.m = map[string]*sourceInfo{}
 }
