@@ -29,7 +29,8 @@ read from outside: nothing runs in the target.
                      master) stands for its workers
   --all              every Python process krait ps finds
   -l, --locals       each frame's arguments and local variables
-  -n, --native       each thread's native (C) stack too, merged with its Python one
+  -n, --native       each thread's native (C) stack too, merged with its Python one;
+                     source lines and inlined functions where a file has DWARF
   -j, --json         JSON (one document per process)
   --nonblocking      read without pausing the process
   --width N          cut each value in text output to N characters (0: no limit)

@@ -109,6 +109,13 @@ type Frame struct {
 	Library       string `json:"library,omitempty"`
 	Address       string `json:"address,omitempty"`
 	LibraryOffset string `json:"library_offset,omitempty"`
+	// A native frame's File and Line are its source line where the
+	// library (or its debug file) has DWARF; Inlined marks a function
+	// inlined into the native frame after it, at the same address.
+	Inlined bool `json:"inlined,omitempty"`
+	// compDir is the directory a native frame's file was compiled in
+	// (text shows the file relative to it).
+	compDir string
 }
 
 // Local is one variable in the JSON contract.
@@ -352,7 +359,7 @@ func (rd *Reading) Result() *Result {
 					// Another thread state of the same OS thread (one per
 					// interpreter it entered) shows its native stack.
 				} else if ns := rd.NativeStack(t.NativeID); ns != nil {
-					jt.Frames = merge(ns.Frames, jt.Frames, entries(t), py.L.EvalFunction)
+					jt.Frames = merge(rd.sourceFrames(ns), jt.Frames, entries(t), py.L.EvalFunction)
 					jt.NativeError = ns.Err
 				}
 			}

@@ -177,16 +177,28 @@ func callMachinery(fn string) bool {
 	return false
 }
 
+// sourceFrames is a native stack with its frames' source lines and the
+// functions inlined into them (see unwind.Source), for output: the
+// stack itself (what Waiting and the lock-wait rule read) stays as it was
+// unwound.
+func (rd *Reading) sourceFrames(ns *NativeStack) []unwind.Frame {
+	if rd.capture == nil || rd.capture.unw == nil || len(ns.Frames) == 0 {
+		return ns.Frames
+	}
+	return rd.capture.unw.Source(ns.Frames)
+}
+
 // isEval says whether a native frame runs the evaluation loop (gcc's
 // split-off cold part included).
 func isEval(f unwind.Frame, eval string) bool {
 	name, _, _ := strings.Cut(f.Function, ".")
-	return name == eval
+	return name == eval && !f.Inlined
 }
 
 // nativeFrame shapes a native frame for the JSON contract.
 func nativeFrame(f unwind.Frame) *Frame {
-	jf := &Frame{Native: true, Function: f.Function, Library: f.Library, Address: fmt.Sprintf("0x%x", f.PC)}
+	jf := &Frame{Native: true, Function: f.Function, Library: f.Library, Address: fmt.Sprintf("0x%x", f.PC),
+		File: f.File, Line: f.Line, Inlined: f.Inlined, compDir: f.CompDir}
 	if f.Library != "" {
 		jf.LibraryOffset = fmt.Sprintf("0x%x", f.Address)
 	}
@@ -252,7 +264,7 @@ func (rd *Reading) nativeOnlyThreads(python map[int]bool) []*Thread {
 			jt.Idle = ot.State != 'R'
 		}
 		ns := rd.NativeStack(ot.TID)
-		for _, f := range ns.Frames {
+		for _, f := range rd.sourceFrames(ns) {
 			jt.Frames = append(jt.Frames, nativeFrame(f))
 		}
 		jt.NativeError = ns.Err

@@ -1,6 +1,8 @@
 package dump
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -77,5 +79,56 @@ func TestCallMachinery(t *testing.T) {
 		if got := callMachinery(fn); got != want {
 			t.Errorf("callMachinery(%q) = %v, want %v", fn, got, want)
 		}
+	}
+}
+
+// TestNativeSource: native frames with source lines and inlined functions,
+// in text (gdb's "at FILE:LINE", the file relative to the directory it was
+// compiled in, PyStack's "(inlined)") and in JSON (file, line, inlined);
+// an inlined frame is never taken for the evaluation loop.
+func TestNativeSource(t *testing.T) {
+	const lib = "/opt/py/lib/libpython3.12.so.1.0"
+	const dir = "/tmp/python-build/Python-3.12.1"
+	native := []unwind.Frame{
+		{Function: "clock_nanosleep", Library: "/usr/lib/x86_64-linux-gnu/libc.so.6", PC: 0x7f00000cf503, Address: 0xcf503},
+		{Function: "pysleep", Library: lib, PC: 0x7f0000364b62, Address: 0x364b62, File: dir + "/Modules/timemodule.c", Line: 2182, CompDir: dir, Inlined: true},
+		{Function: "time_sleep", Library: lib, PC: 0x7f0000364b62, Address: 0x364b62, File: dir + "/Modules/timemodule.c", Line: 425, CompDir: dir},
+		{Function: "_PyEval_EvalFrameDefault", Library: lib, PC: 0x7f0000110812, Address: 0x110812, File: dir + "/Python/bytecodes.c", Line: 2706, CompDir: dir, Inlined: true},
+		{Function: "_PyEval_EvalFrameDefault", Library: lib, PC: 0x7f0000110812, Address: 0x110812, File: dir + "/Python/bytecodes.c", Line: 2706, CompDir: dir},
+		{Function: "header_only", Library: lib, PC: 0x7f0000200000, Address: 0x200000, File: "/usr/include/stdio.h", CompDir: dir},
+	}
+	frames := merge(native, []*Frame{{Function: "inner", Qualname: "inner", File: "/srv/app.py", Line: 3}}, []bool{true}, "_PyEval_EvalFrameDefault")
+	var text bytes.Buffer
+	WriteText(&text, &Result{Threads: []*Thread{{ThreadID: 1, Frames: frames}}}, 80)
+	for _, want := range []string{
+		"    clock_nanosleep (libc.so.6)\n",
+		"    pysleep (inlined) (libpython3.12.so.1.0) at Modules/timemodule.c:2182\n",
+		"    time_sleep (libpython3.12.so.1.0) at Modules/timemodule.c:425\n",
+		"    _PyEval_EvalFrameDefault (inlined) (libpython3.12.so.1.0) at Python/bytecodes.c:2706\n    inner (/srv/app.py:3)\n",
+		"    header_only (libpython3.12.so.1.0) at /usr/include/stdio.h\n",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	js, err := json.Marshal(frames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []map[string]any
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != 6 {
+		t.Fatalf("frames %s", js)
+	}
+	if f := back[1]; f["file"] != dir+"/Modules/timemodule.c" || f["line"] != 2182.0 || f["inlined"] != true {
+		t.Errorf("inlined frame in JSON: %v", f)
+	}
+	if f := back[2]; f["line"] != 425.0 || f["inlined"] != nil {
+		t.Errorf("frame in JSON: %v", f)
+	}
+	if f := back[0]; f["file"] != "" || f["line"] != 0.0 || f["inlined"] != nil {
+		t.Errorf("frame without a source line in JSON: %v", f)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+
+	"krait/internal/unwind"
 )
 
 // PauseNoteMillis: a pause longer than this is shown in text output.
@@ -63,11 +65,7 @@ func WriteText(w io.Writer, r *Result, width int) {
 		}
 		for _, f := range t.Frames {
 			if f.Native {
-				if f.Library != "" && !strings.HasPrefix(f.Function, filepath.Base(f.Library)+"+") {
-					fmt.Fprintf(w, "    %s (%s)\n", f.Function, filepath.Base(f.Library))
-				} else {
-					fmt.Fprintf(w, "    %s\n", f.Function)
-				}
+				writeNativeFrame(w, f)
 				continue
 			}
 			writeFrame(w, f, "    ", width)
@@ -87,6 +85,27 @@ func WriteText(w io.Writer, r *Result, width int) {
 	if r.TasksError != "" {
 		fmt.Fprintf(w, "\n<asyncio tasks unreadable: %s>\n", r.TasksError)
 	}
+}
+
+// writeNativeFrame prints a native frame: its function (marked when
+// inlined, as PyStack marks it), its library, and where the library has
+// DWARF its source line, as gdb shows it:
+// "pysleep (inlined) (libpython3.12.so.1.0) at Modules/timemodule.c:2182".
+func writeNativeFrame(w io.Writer, f *Frame) {
+	line := "    " + f.Function
+	if f.Inlined {
+		line += " (inlined)"
+	}
+	if f.Library != "" && !strings.HasPrefix(f.Function, filepath.Base(f.Library)+"+") {
+		line += " (" + filepath.Base(f.Library) + ")"
+	}
+	if f.File != "" {
+		line += " at " + unwind.ShortFile(f.File, f.compDir)
+		if f.Line > 0 {
+			line += fmt.Sprintf(":%d", f.Line)
+		}
+	}
+	fmt.Fprintln(w, line)
 }
 
 // writeFrame prints one frame and its locals at an indentation.

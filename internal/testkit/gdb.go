@@ -102,13 +102,18 @@ type NativeFrame struct {
 	Library       string `json:"library"`
 	Address       string `json:"address"`
 	LibraryOffset string `json:"library_offset"`
+	Inlined       bool   `json:"inlined"`
 }
 
 // KraitSequence is GDBSequence of krait's merged frames: native
-// addresses, and "PY" for each run of Python frames.
+// addresses, and "PY" for each run of Python frames. Inlined frames are
+// left out, as GDBStacks leaves them out.
 func KraitSequence(frames []NativeFrame) []string {
 	var out []string
 	for _, f := range frames {
+		if f.Inlined {
+			continue
+		}
 		if !f.Native {
 			if len(out) == 0 || out[len(out)-1] != "PY" {
 				out = append(out, "PY")
@@ -124,7 +129,9 @@ func KraitSequence(frames []NativeFrame) []string {
 func FrameList(frames []NativeFrame) string {
 	var s []string
 	for _, f := range frames {
-		if f.Native {
+		if f.Native && f.Inlined {
+			s = append(s, f.Function+"(inlined)@"+f.Address)
+		} else if f.Native {
 			s = append(s, f.Function+"@"+f.Address)
 		} else {
 			s = append(s, f.Function+"()")

@@ -32,6 +32,12 @@ type object struct {
 	debugFile string
 	loads     []elf.ProgHeader
 	err       error // why the file could not be read at all
+	// opened is where the file was opened on this machine.
+	opened string
+	// src: its DWARF, for source lines and inlined functions, read on
+	// first use.
+	srcOnce sync.Once
+	src     *sourceInfo
 }
 
 type symbol struct {
@@ -93,7 +99,7 @@ func inode(fi os.FileInfo) uint64 {
 // machine (through its root, or under a core's sysroot): debug files are
 // looked for there first.
 func openObject(opened, path string, find func(string) (string, error)) *object {
-	o := &object{path: path}
+	o := &object{path: path, opened: opened}
 	f, closer, err := openELF(opened)
 	if err != nil {
 		o.err = err

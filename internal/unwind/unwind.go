@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-delve/delve/pkg/dwarf/frame"
 	"github.com/go-delve/delve/pkg/dwarf/op"
@@ -81,6 +82,19 @@ type Frame struct {
 	// symbol names the function (a stripped binary's static functions);
 	// 0 when the frame has none.
 	FuncStart, FuncEnd uint64
+	// File and Line are the source line the frame runs, from its file's
+	// DWARF (Source fills them in), with the directory the file was
+	// compiled in (CompDir); "" and 0 where the file has no line for it.
+	File    string
+	Line    int
+	CompDir string
+	// Inlined: a function inlined into the frame's function at its PC.
+	// Source lists these before the frame they are in, innermost first,
+	// with its PC, library and address.
+	Inlined bool
+	// lookup is the address that names the frame: the PC, or PC-1 (the
+	// call instruction) for a return address.
+	lookup uint64
 }
 
 // Covers says whether the frame runs the function that starts at the
@@ -201,6 +215,79 @@ func (u *Unwinder) describe(f *Frame, lookup uint64) {
 	}
 }
 
+// Source gives frames from Stack their source lines and puts before each
+// the functions inlined into it at its PC, innermost first (Inlined, Via
+// "inline"), as gdb and addr2line -i show them: the first time it asks
+// about a file it reads the file's DWARF (or its debug file's), once per
+// build. Frames of files without DWARF are returned as they are.
+func (u *Unwinder) Source(frames []Frame) []Frame {
+	// Read the DWARF of the files on the stack, and look up their frames,
+	// file by file side by side (decompressing a debug file's DWARF takes
+	// longest); what is found is cached for the loop below.
+	type lookup struct {
+		o     *object
+		addrs []uint64
+	}
+	var byFile []*lookup
+	index := map[*object]*lookup{}
+	for _, f := range frames {
+		if f.Inlined || f.lookup == 0 {
+			continue
+		}
+		if o, bias, _, err := u.objectAt(f.lookup); err == nil {
+			l := index[o]
+			if l == nil {
+				l = &lookup{o: o}
+				index[o] = l
+				byFile = append(byFile, l)
+			}
+			l.addrs = append(l.addrs, f.lookup-bias)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, l := range byFile {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := l.o.source()
+			for _, a := range l.addrs {
+				s.lookup(a)
+			}
+		}()
+	}
+	wg.Wait()
+	out := make([]Frame, 0, len(frames))
+	for _, f := range frames {
+		if f.Inlined || f.lookup == 0 {
+			out = append(out, f)
+			continue
+		}
+		o, bias, _, err := u.objectAt(f.lookup)
+		if err != nil {
+			out = append(out, f)
+			continue
+		}
+		src := o.source().lookup(f.lookup - bias)
+		for i, s := range src {
+			if i == len(src)-1 {
+				f.File, f.Line, f.CompDir = s.File, s.Line, s.CompDir
+				if f.Function == "" {
+					f.Function = s.Function
+				}
+				break
+			}
+			in := f
+			in.Function, in.Offset, in.File, in.Line, in.CompDir, in.Inlined, in.Via = s.Function, 0, s.File, s.Line, s.CompDir, true, "inline"
+			if in.Function == "" {
+				in.Function = "??"
+			}
+			out = append(out, in)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // Stack unwinds a thread from its registers, innermost frame first. It
 // returns the frames it found and, when it stopped before the thread's
 // outermost frame, why.
@@ -242,6 +329,7 @@ func (u *Unwinder) stack(regs Regs, max int) ([]Frame, error) {
 			f.Signal = true
 			lookup = pc
 		}
+		f.lookup = lookup
 		u.describe(&f, lookup)
 		if f.Signal && f.Function == "" {
 			f.Function = "__restore_rt"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,21 +55,34 @@ func TestDumpNative(t *testing.T) {
 			live := nativeJSON(t, "dump", "--pid", strconv.Itoa(p.pid()), "--native", "--json")
 			gdbLive := testkit.GDBStacks(t, "-p", strconv.Itoa(p.pid()))
 			checkNative(t, "live", py, live, plain, gdbLive, tids)
+			checkSource(t, "live", py, live, tids)
 
 			core := gcore(t, p.pid())
 			fromCore := nativeJSON(t, "dump", "--core", core, "-n", "--json")
 			gdbCore := testkit.GDBStacks(t, py.path, core)
 			checkNative(t, "core", py, fromCore, plain, gdbCore, tids)
+			checkSource(t, "core", py, fromCore, tids)
 
 			// Text: native frames named, the Python ones as ever.
 			r := krait(t, "dump", "--pid", strconv.Itoa(p.pid()), "--native")
 			if r.code != 0 {
 				t.Fatalf("%v", r)
 			}
-			for _, want := range []string{"    inner (", "__restore_rt (libc.so.6)", "    pause (libc.so.6)\n"} {
+			for _, want := range []string{"    inner (", "__restore_rt (libc.so.6)", "    pause (libc.so.6)"} {
 				if !strings.Contains(r.stdout, want) {
 					t.Errorf("text output lacks %q:\n%s", want, r.stdout)
 				}
+			}
+			// Source lines as gdb shows them, relative to the build's
+			// directory, and inlined functions marked as PyStack marks
+			// them; none in Debian's stripped build.
+			if py.name == "system3.11" {
+				if regexp.MustCompile(`\(python3\.11\) at |\(inlined\) \(python3\.11\)`).MatchString(r.stdout) {
+					t.Errorf("stripped python3.11: text output shows source lines:\n%s", r.stdout)
+				}
+			} else {
+				testkit.MustMatch(t, "text output", `\n    \w*sleep\w* \((libpython|time\.so)[^)]*\) at Modules/timemodule\.c:[1-9]\d*\n`, r.stdout)
+				testkit.MustMatch(t, "text output", `\n    \w+ \(inlined\) \(libpython[^)]*\) at \S+:[1-9]\d*\n`, r.stdout)
 			}
 		})
 	}
@@ -198,4 +212,110 @@ __attribute__((constructor)) static void krait_ctor(void) {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	return lib
+}
+
+// checkSource: native frames' source lines and inlined functions (from
+// the DWARF of pyenv's builds) are elfutils' eu-addr2line -i -f's for the
+// same addresses (each frame's address, the call instruction's for a
+// return address, with the functions inlined there, innermost first); the main thread, in time.sleep, shows the C function that
+// sleeps in Modules/timemodule.c at a line, and the interpreter's frames
+// show an inlined function. Debian's stripped python3.11 has no source
+// lines and no inlined frames (and no error: checkNative). Files of the
+// system (the C library, whose debug file this machine may have) are not
+// compared: which of them have DWARF depends on the machine.
+func checkSource(t *testing.T, what string, py python, d *nativeDump, tids map[string]int) {
+	t.Helper()
+	type group struct {
+		lib    string
+		addr   uint64
+		frames []nativeFrameJSON
+		// partial: the inlined frames of an evaluation loop's frame,
+		// which its Python frames replace (addr2line's list goes on with
+		// the loop's function)
+		partial bool
+	}
+	var groups []group
+	sleep, inlined := false, false
+	for _, th := range d.Threads {
+		atPC := true // the innermost frame and one a signal interrupted are at their PC
+		var pending []nativeFrameJSON
+		for _, f := range th.Frames {
+			if !f.Native {
+				if len(pending) > 0 {
+					p := pending[0]
+					off, err := strconv.ParseUint(strings.TrimPrefix(p.LibraryOffset, "0x"), 16, 64)
+					if err == nil && !strings.HasPrefix(p.Library, "/lib/") && !strings.HasPrefix(p.Library, "/usr/lib/") {
+						if !atPC {
+							off--
+						}
+						groups = append(groups, group{p.Library, off, pending, true})
+					}
+				}
+				pending, atPC = nil, false
+				continue
+			}
+			lib := filepath.Base(f.Library)
+			if py.name == "system3.11" && strings.HasPrefix(lib, "python3") && (f.File != "" || f.Inlined) {
+				t.Errorf("%s: stripped python3.11: frame %s has source %s:%d (inlined %v)", what, f.Function, f.File, f.Line, f.Inlined)
+			}
+			if th.NativeID != nil && *th.NativeID == tids["main"] && strings.Contains(f.Function, "sleep") &&
+				strings.Contains(f.File, "/Modules/timemodule.c") && f.Line > 0 {
+				sleep = true
+			}
+			if f.Inlined && strings.Contains(lib, "python") {
+				inlined = true
+			}
+			pending = append(pending, f)
+			if f.Inlined {
+				continue
+			}
+			off, err := strconv.ParseUint(strings.TrimPrefix(f.LibraryOffset, "0x"), 16, 64)
+			if f.File != "" && err == nil && !strings.HasPrefix(f.Library, "/lib/") && !strings.HasPrefix(f.Library, "/usr/lib/") {
+				if !atPC {
+					off--
+				}
+				groups = append(groups, group{f.Library, off, pending, false})
+			} else if f.File == "" && len(pending) > 1 {
+				t.Errorf("%s: frame %s has inlined frames but no source line", what, f.Function)
+			}
+			pending = nil
+			atPC = f.Function == "__restore_rt"
+		}
+	}
+	if py.name == "system3.11" {
+		return
+	}
+	if !sleep {
+		t.Errorf("%s: the main thread shows no sleep function in Modules/timemodule.c with a line", what)
+	}
+	if !inlined {
+		t.Errorf("%s: no inlined frame in the interpreter", what)
+	}
+	// eu-addr2line once per file, every address at once.
+	byLib := map[string][]int{}
+	for i, g := range groups {
+		byLib[g.lib] = append(byLib[g.lib], i)
+	}
+	for lib, idx := range byLib {
+		var addrs []uint64
+		for _, i := range idx {
+			addrs = append(addrs, groups[i].addr)
+		}
+		for n, want := range testkit.Addr2Line(t, lib, addrs) {
+			g := groups[idx[n]]
+			var got []string
+			for _, f := range g.frames {
+				got = append(got, fmt.Sprintf("%s %s:%d", testkit.BareName(f.Function), f.File, f.Line))
+			}
+			if g.partial && len(want) > len(got) {
+				want = want[:len(got)]
+			}
+			if strings.Join(got, " | ") != strings.Join(want, " | ") {
+				t.Errorf("%s: %s+%#x:\n krait:        %s\n eu-addr2line: %s", what, filepath.Base(lib), g.addr, strings.Join(got, " | "), strings.Join(want, " | "))
+			}
+		}
+	}
+	if len(groups) == 0 {
+		t.Errorf("%s: no native frame with a source line", what)
+	}
 }
