@@ -557,6 +557,9 @@ func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr
 		if s.Inject.Method == agent.MethodPEP768 {
 			via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
 		}
+		if s.Inject.Method == agent.MethodPending {
+			via = fmt.Sprintf("a pending call (%s; %s)", s.Inject.Syscall, s.Inject.Note)
+		}
 		paused := s.Inject.Paused.Round(10 * time.Microsecond).String()
 		if s.Inject.Tries > 1 {
 			paused = fmt.Sprintf("%s in %d pauses", paused, s.Inject.Tries)
