@@ -407,7 +407,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 	}
 	lw := newLockWaits(proc, py, maps)
 	begin, told := time.Now(), false
-	pc := pendingTry{on: po.pending}
+	pc := pendingTry{on: po.pending && py.L.PendingCalls >= 0}
 	for tries := 1; ; tries++ {
 		if isClosed(po.cancel) {
 			return nil, ErrInterrupted

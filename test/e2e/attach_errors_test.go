@@ -125,39 +125,3 @@ func minorAtLeast(minor string, min int) bool {
 	return strings.HasPrefix(minor, "3.") && err == nil && m >= min
 }
 
-// A process none of whose threads ever stops where krait can enter
-// (every thread runs Python): krait keeps trying until --attach-timeout,
-// says after a second what it waits for (one line), then fails with exit
-// 7 and one line naming each thread and what it was doing; the process
-// runs on and nothing of krait's is left in /tmp.
-func TestAttachAllBusy(t *testing.T) {
-	py := pickPython(t)
-	if minorAtLeast(py.minor, 14) {
-		t.Skip("3.14+ enters through PEP 768")
-	}
-	p := start(t, nil, py.path, fixture("all_busy.py"))
-	if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
-		t.Fatalf("all_busy.py printed nothing: %s", p.stderr)
-	}
-	start := time.Now()
-	r := krait(t, "attach", strconv.Itoa(p.pid()), "--attach-timeout", "3s", "--batch", "-ex", "info threads")
-	took := time.Since(start)
-	if r.code != 7 {
-		t.Fatalf("%v: want exit 7", r)
-	}
-	if took < 3*time.Second {
-		t.Errorf("gave up after %v, before --attach-timeout", took)
-	}
-	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "krait: waiting until a thread of process") ||
-		!strings.HasPrefix(lines[1], "krait: no thread stopped where krait can safely enter") || !strings.Contains(lines[1], "MainThread") {
-		t.Errorf("stderr is not the wait line and the error: %q", r.stderr)
-	}
-	checkNoPanic(t, "attach", r.stderr)
-	if p.exited() {
-		t.Fatal("the target died")
-	}
-	if left := agentDirsLeft(); len(left) > 0 {
-		t.Errorf("left in /tmp: %v", left)
-	}
-}
