@@ -124,4 +124,3 @@ func minorAtLeast(minor string, min int) bool {
 	m, err := strconv.Atoi(strings.TrimPrefix(minor, "3."))
 	return strings.HasPrefix(minor, "3.") && err == nil && m >= min
 }
-
