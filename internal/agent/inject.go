@@ -412,7 +412,7 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 		if isClosed(po.cancel) {
 			return nil, ErrInterrupted
 		}
-		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1)
+		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1, pc.on)
 		if tries > 1 {
 			if maps, err = proc.Maps(); err != nil {
 				return nil, err
@@ -505,16 +505,18 @@ const lockTryEvery = 50 * time.Millisecond
 // waitSafeCandidate waits (until deadline at most) until /proc says a
 // thread of pid is blocked in one of the safe system calls or, with
 // futexToo, lockTryEvery has passed with a thread in a futex wait; it
-// pauses nothing. The answer may be stale by the time krait pauses:
+// pauses nothing. With orRunning it returns too when no thread is in a
+// system call at all (the pending-call way in needs no parked thread, only
+// one that runs Python). The answer may be stale by the time krait pauses:
 // enter checks again.
-func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo bool) {
+func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo, orRunning bool) {
 	start := time.Now()
 	for {
 		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if len(tids) == 0 {
 			return // gone, or not readable: let Pause say why
 		}
-		futex := false
+		futex, running := false, true
 		for _, t := range tids {
 			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, t.Name()))
 			if err != nil {
@@ -524,6 +526,7 @@ func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, fute
 			if len(f) == 0 {
 				continue
 			}
+			running = running && f[0] == "running"
 			if nr, err := strconv.ParseUint(f[0], 10, 64); err == nil {
 				if _, safe := safeSyscalls[nr]; safe {
 					return
@@ -531,7 +534,7 @@ func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, fute
 				futex = futex || nr == sysFutex
 			}
 		}
-		if futex && (!futexToo || time.Since(start) >= lockTryEvery) {
+		if futex && (!futexToo || time.Since(start) >= lockTryEvery) || orRunning && running {
 			return
 		}
 		if time.Now().After(deadline) || isClosed(cancel) {
