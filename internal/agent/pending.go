@@ -42,6 +42,7 @@ type pendingEntry struct {
 	fn, arg uint64 // PyRun_SimpleString and the bootstrap string
 	str     []byte // the string at arg (NUL-terminated)
 	old     []byte // the cave's bytes it replaced
+	oldCall []byte // the slot's bytes before (a call run long ago, up to 3.12)
 	toDo    []byte // calls_to_do before (up to 3.12)
 }
 
@@ -183,10 +184,14 @@ func (inj *Injection) queuePending(p *live.Pauser, py *cpython.Python, in *cpyth
 	if err := p.WriteMem(cave, str); err != nil {
 		return fmt.Errorf("write the pending call's bootstrap: %w", err)
 	}
+	slotAt := q.Addr + uint64(L.PendingCalls+e.slot*L.PendingCallSize)
+	if e.oldCall, err = p.ReadMem(slotAt, int(L.PendingCallSize)); err != nil {
+		return err
+	}
 	call := make([]byte, L.PendingCallSize) // func, arg, and 3.13's flags = 0
 	binary.LittleEndian.PutUint64(call[0:], fn)
 	binary.LittleEndian.PutUint64(call[8:], cave)
-	if err := p.WriteMem(q.Addr+uint64(L.PendingCalls+e.slot*L.PendingCallSize), call); err != nil {
+	if err := p.WriteMem(slotAt, call); err != nil {
 		return err
 	}
 	if L.PendingNpending >= 0 {
@@ -310,7 +315,7 @@ func (inj *Injection) unqueue(proc *live.Process, py *cpython.Python) bool {
 	if p.WriteMem(e.q.Addr+uint64(L.PendingLast), b[:]) != nil {
 		return false
 	}
-	_ = p.WriteMem(e.q.Addr+uint64(L.PendingCalls+e.slot*L.PendingCallSize), make([]byte, L.PendingCallSize))
+	_ = p.WriteMem(e.q.Addr+uint64(L.PendingCalls+e.slot*L.PendingCallSize), e.oldCall)
 	if L.PendingNpending >= 0 {
 		if n, err := p.ReadMem(e.q.Addr+uint64(L.PendingNpending), 4); err == nil && binary.LittleEndian.Uint32(n) > 0 {
 			binary.LittleEndian.PutUint32(n, binary.LittleEndian.Uint32(n)-1)
@@ -350,7 +355,7 @@ func (inj *Injection) restoreCave(proc *live.Process, e *pendingEntry) {
 // waits for it, as withdraw does for PEP 768.
 func (inj *Injection) withdrawPending(timeout time.Duration) (string, error) {
 	if inj.unqueue(inj.proc, inj.py) {
-		_ = inj.dir.rename("agent.py", "agent.krait")
+		// Abort (after WaitSocket) claims agent.py, removes the directory.
 		return "", fmt.Errorf("%w: the interpreter did not reach a safe point to run krait's pending call within %s (%s); krait took the call back", ErrTimeout, timeout, inj.Syscall)
 	}
 	if err := inj.dir.rename("agent.py", "agent.krait"); err == nil {
