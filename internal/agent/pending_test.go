@@ -65,6 +65,7 @@ func TestPendingKilled(t *testing.T) {
 				t.Skipf("Python %s has no pending-call way in", tg.py.Version)
 			}
 			pid := tg.cmd.Process.Pid
+			begin := time.Now()
 			h := exec.Command(os.Args[0], "-test.run=^TestInjectHelperProcess$")
 			h.Env = append(os.Environ(), "KRAIT_INJECT_PID="+strconv.Itoa(pid), "KRAIT_INJECT_STAGE=pending")
 			out, err := h.StdoutPipe()
@@ -86,8 +87,10 @@ func TestPendingKilled(t *testing.T) {
 			if len(got) == 0 || got[len(got)-1] != "stage pending" {
 				t.Fatalf("helper said %q, not %q", got, "stage pending")
 			}
+			queued := time.Now()
 			h.Process.Kill() // SIGKILL, the process held and its call queued
 			h.Wait()
+			defer func() { t.Logf("queued after %v, ran %v later", queued.Sub(begin).Round(time.Millisecond), time.Since(queued).Round(time.Millisecond)) }()
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				data, _ := os.ReadFile(log)
 				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 {
