@@ -59,7 +59,7 @@ func pendingString(path string) string {
 // pendingCave is where the bootstrap string goes: the start of a cave
 // whose end the trampoline's code may take.
 func pendingCave(proc *live.Process, py *cpython.Python) (uint64, error) {
-	return codeCave(proc, py, len(trampolineCode)+pendingRoom)
+	return codeCave(proc, py, pendingRoom+caveAlign+len(trampolineCode))
 }
 
 // pendingRunner says whether a thread of interpreter in that can run its
