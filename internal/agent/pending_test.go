@@ -90,7 +90,9 @@ func TestPendingKilled(t *testing.T) {
 			queued := time.Now()
 			h.Process.Kill() // SIGKILL, the process held and its call queued
 			h.Wait()
-			defer func() { t.Logf("queued after %v, ran %v later", queued.Sub(begin).Round(time.Millisecond), time.Since(queued).Round(time.Millisecond)) }()
+			defer func() {
+				t.Logf("queued after %v, ran %v later", queued.Sub(begin).Round(time.Millisecond), time.Since(queued).Round(time.Millisecond))
+			}()
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				data, _ := os.ReadFile(log)
 				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 {
