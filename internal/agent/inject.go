@@ -740,7 +740,13 @@ var hookBeforeEnter, hookAfterEnter func(tid int, via string)
 // is taken back: nothing of krait's stays in the target.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
-	sock, err := inj.waitUntil(deadline)
+	var sock string
+	var err error
+	if inj.Method == MethodPending {
+		sock, err = inj.waitPendingRun(deadline)
+	} else {
+		sock, err = inj.waitUntil(deadline)
+	}
 	if sock != "" {
 		if e := inj.pending; e != nil {
 			inj.pending = nil // it ran: the agent is up

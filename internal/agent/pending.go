@@ -243,6 +243,55 @@ func (inj *Injection) signalPending(p *live.Pauser, py *cpython.Python, in *cpyt
 	return nil
 }
 
+// pendingNudge is how often krait, waiting for its queued call to run,
+// sets the eval breaker's bit again: up to 3.11 a thread that cannot run
+// pending calls may recompute the breaker without it (CPython's own calls
+// from other threads wait for the main thread's next GIL switch the same
+// way).
+const pendingNudge = 250 * time.Millisecond
+
+// waitPendingRun is waitUntil for a queued call: every pendingNudge the
+// breaker's bit is set again while the call is still queued.
+func (inj *Injection) waitPendingRun(deadline time.Time) (string, error) {
+	for {
+		next := time.Now().Add(pendingNudge)
+		if next.After(deadline) {
+			next = deadline
+		}
+		sock, err := inj.waitUntil(next)
+		if sock != "" || err != nil || !time.Now().Before(deadline) {
+			return sock, err
+		}
+		inj.nudgePending()
+	}
+}
+
+// nudgePending sets the eval breaker's pending-calls bit again, with the
+// process held, if krait's call is still queued.
+func (inj *Injection) nudgePending() {
+	if inj.pending == nil || inj.proc == nil || inj.py == nil {
+		return
+	}
+	p, err := live.Pause(inj.proc.PID(), 2*time.Second)
+	if err != nil {
+		return
+	}
+	defer p.Release()
+	inj.py.Reset()
+	if inj.pendingStatus(p, inj.py) != pendingQueued {
+		return
+	}
+	interps, err := inj.py.Interpreters()
+	if err != nil {
+		return
+	}
+	for _, in := range interps {
+		if in.ID == inj.InterpID {
+			_ = inj.signalPending(p, inj.py, in)
+		}
+	}
+}
+
 // pendingState is where krait's queued call stands.
 type pendingState int
 
