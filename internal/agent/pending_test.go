@@ -159,7 +159,7 @@ func pendingBytes(t *testing.T, tg *testTarget) []byte {
 
 // TestPendingWithdrawn: a pending call the interpreter does not run by
 // the attach's deadline (its only thread is in one long C call, holding
-// the GIL) is taken back: attach fails with ErrTimeout saying so, the
+// the GIL), or when the attach is interrupted, is taken back: attach fails with ErrTimeout saying so, the
 // queue is byte for byte as krait found it, the cave's bytes are back,
 // nothing is left in /tmp, and the process runs on with nothing on its
 // stderr.
@@ -193,6 +193,22 @@ func TestPendingWithdrawn(t *testing.T) {
 			}
 			if !bytes.Equal(caveBefore, caveAfter) {
 				t.Errorf("the cave was not restored:\n%q\n%q", caveBefore, caveAfter)
+			}
+			if d := dirsOf(tg.cmd.Process.Pid); len(d) > 0 {
+				t.Errorf("left in /tmp: %v", d)
+			}
+			// Interrupted (Ctrl-C) while the call waits: the same.
+			cancel := make(chan struct{})
+			time.AfterFunc(1500*time.Millisecond, func() { close(cancel) })
+			_, _, err = StartCancel(tg.proc, tg.py, -1, MethodAuto, 30*time.Second, cancel)
+			if !errors.Is(err, ErrInterrupted) {
+				t.Fatalf("interrupted attach: %v", err)
+			}
+			if after := pendingBytes(t, tg); !bytes.Equal(before, after) {
+				t.Errorf("the pending-call queue differs after the interrupted attach:\n%x\n%x", before, after)
+			}
+			if err := tg.proc.ReadAt(caveAfter, cave); err != nil || !bytes.Equal(caveBefore, caveAfter) {
+				t.Errorf("the cave was not restored after the interrupted attach: %v", err)
 			}
 			if d := dirsOf(tg.cmd.Process.Pid); len(d) > 0 {
 				t.Errorf("left in /tmp: %v", d)
