@@ -194,33 +194,38 @@ func (inj *Injection) queuePending(p *live.Pauser, py *cpython.Python, in *cpyth
 	if err := p.WriteMem(slotAt, call); err != nil {
 		return err
 	}
+	inj.pending = e // from the index on, what unqueue takes back
 	if L.PendingNpending >= 0 {
 		n, _ := u32(q.Addr + uint64(L.PendingNpending))
-		if err := put32(q.Addr+uint64(L.PendingLast), uint32(next)); err != nil {
+		if err := put32(q.Addr+uint64(L.PendingNpending), n+1); err != nil {
+			inj.pending = nil
 			return err
 		}
-		if err := put32(q.Addr+uint64(L.PendingNpending), n+1); err != nil {
+		if err := put32(q.Addr+uint64(L.PendingLast), uint32(next)); err != nil {
+			_ = put32(q.Addr+uint64(L.PendingNpending), n)
+			inj.pending = nil
 			return err
 		}
 	} else {
 		if e.toDo, err = p.ReadMem(q.Addr+uint64(L.PendingCallsToDo), 4); err != nil {
+			inj.pending = nil
 			return err
 		}
 		if err := put32(q.Addr+uint64(L.PendingLast), uint32(next)); err != nil {
+			inj.pending = nil
 			return err
 		}
 		if err := put32(q.Addr+uint64(L.PendingCallsToDo), 1); err != nil {
-			return err
+			return err // queued; the nudges set it (and the breaker) again
 		}
 	}
-	inj.pending = e
-	// From here the call is queued: a failure to set the breaker leaves it
-	// for the interpreter's next look (a signal, a GIL switch).
+	// The call is queued: a failure to set the breaker leaves it for the
+	// interpreter's next look (krait's nudges, a signal, a GIL switch).
 	return inj.signalPending(p, py, in)
 }
 
-// signalPending sets the eval breaker's pending-calls bit: beside the
-// queue up to 3.12, on every thread state of the interpreter from 3.13
+// signalPending sets the eval breaker's pending-calls bit (and up to 3.12
+// calls_to_do): beside the queue up to 3.12, on every thread state of the interpreter from 3.13
 // (as _Py_set_eval_breaker_bit_all). The process is held.
 func (inj *Injection) signalPending(p *live.Pauser, py *cpython.Python, in *cpython.Interpreter) error {
 	L := py.L
@@ -233,6 +238,11 @@ func (inj *Injection) signalPending(p *live.Pauser, py *cpython.Python, in *cpyt
 		return p.WriteMem(a, b)
 	}
 	if inj.pending.q.Breaker != 0 {
+		if L.PendingCallsToDo >= 0 { // the queue holds krait's call
+			if err := p.WriteMem(inj.pending.q.Addr+uint64(L.PendingCallsToDo), []byte{1, 0, 0, 0}); err != nil {
+				return err
+			}
+		}
 		return or(inj.pending.q.Breaker)
 	}
 	for _, t := range in.Threads {
