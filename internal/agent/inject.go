@@ -412,7 +412,11 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 		if isClosed(po.cancel) {
 			return nil, ErrInterrupted
 		}
-		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1, pc.on)
+		var wake time.Time // when the pending-call way may be tried
+		if pc.on {
+			wake = begin.Add(pendingAfter)
+		}
+		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1, wake)
 		if tries > 1 {
 			if maps, err = proc.Maps(); err != nil {
 				return nil, err
@@ -505,11 +509,11 @@ const lockTryEvery = 50 * time.Millisecond
 // waitSafeCandidate waits (until deadline at most) until /proc says a
 // thread of pid is blocked in one of the safe system calls or, with
 // futexToo, lockTryEvery has passed with a thread in a futex wait; it
-// pauses nothing. With orRunning it returns too when no thread is in a
-// system call at all (the pending-call way in needs no parked thread, only
-// one that runs Python). The answer may be stale by the time krait pauses:
-// enter checks again.
-func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo, orRunning bool) {
+// pauses nothing. With wake set (the pending-call way is open: it needs
+// no parked thread, only one that runs Python) it returns too when no
+// thread is in a system call at all, and from wake on. The answer may be
+// stale by the time krait pauses: enter checks again.
+func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo bool, wake time.Time) {
 	start := time.Now()
 	for {
 		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -534,7 +538,7 @@ func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, fute
 				futex = futex || nr == sysFutex
 			}
 		}
-		if futex && (!futexToo || time.Since(start) >= lockTryEvery) || orRunning && running {
+		if futex && (!futexToo || time.Since(start) >= lockTryEvery) || !wake.IsZero() && (running || !time.Now().Before(wake)) {
 			return
 		}
 		if time.Now().After(deadline) || isClosed(cancel) {

@@ -62,31 +62,32 @@ func pendingCave(proc *live.Process, py *cpython.Python) (uint64, error) {
 	return codeCave(proc, py, pendingRoom+caveAlign+len(trampolineCode))
 }
 
-// pendingRunner says whether a thread of interpreter in that can run its
-// pending calls runs Python: before 3.12 the main thread of the main
-// interpreter, from 3.12 any thread of the interpreter. "" if so, else why not.
+// pendingRunner says whether a thread that can run interpreter in's
+// pending calls runs Python now (holds the GIL; the process is held):
+// before 3.12 the main thread of the main interpreter, from 3.12 any
+// thread of the interpreter. "" if so, else why not (for the per-thread
+// list of the error; krait tries again at its next pause).
 func pendingRunner(py *cpython.Python, in *cpython.Interpreter, pid int) string {
-	runs := func(t *cpython.Thread) bool { return t.GIL || len(t.Frames) > 0 }
 	if py.L.PendingMainThread {
 		if in.ID != 0 {
 			return fmt.Sprintf("before Python 3.12 only the main interpreter runs pending calls, and the agent is for interpreter %d", in.ID)
 		}
 		for _, t := range in.Threads {
 			if t.NativeID == pid {
-				if runs(t) {
+				if t.GIL {
 					return ""
 				}
-				return "the main thread runs no Python, and before Python 3.12 only it runs pending calls (mod_wsgi's main thread never does)"
+				return "the main thread does not hold the GIL, and before Python 3.12 only it runs pending calls"
 			}
 		}
-		return "the main thread has no Python thread state, and before Python 3.12 only it runs pending calls (mod_wsgi's main thread never does)"
+		return "the main thread has no Python thread state, and before Python 3.12 only it runs pending calls (mod_wsgi's main thread never runs Python)"
 	}
 	for _, t := range in.Threads {
-		if runs(t) {
+		if t.GIL {
 			return ""
 		}
 	}
-	return fmt.Sprintf("no thread of interpreter %d runs Python", in.ID)
+	return fmt.Sprintf("no thread of interpreter %d holds the GIL to run a pending call", in.ID)
 }
 
 // queuePending writes one pending call {PyRun_SimpleString, the bootstrap

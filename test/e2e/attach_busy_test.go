@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -142,6 +145,47 @@ func TestAttachBusyBreak(t *testing.T) {
 			mustMatch(t, "print", `(?m)^\$1 = 0$`, r.stdout)
 			mustMatch(t, "info breakpoints", `already hit 2 times`, r.stdout)
 			mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, r.stdout)
+			checkBusyAfter(t, p)
+		})
+	}
+}
+
+// A process whose main thread waits where krait cannot enter (flock)
+// while another thread runs Python: from 3.12 any thread of the
+// interpreter runs its pending calls, so krait gets in through the
+// spinning thread; before 3.12 only the main thread runs them, and krait
+// fails after --attach-timeout saying so. Either way the process runs on,
+// unharmed and clean.
+func TestAttachMainBlocked(t *testing.T) {
+	lock := filepath.Join(t.TempDir(), "lock")
+	f, err := os.Create(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	for _, py := range pendingPythons(t) {
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			p := start(t, nil, py.path, fixture("main_blocked.py"), lock)
+			if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
+				t.Fatalf("main_blocked.py printed nothing: %s", p.stderr)
+			}
+			r := krait(t, "attach", strconv.Itoa(p.pid()), "--attach-timeout", "4s", "--batch", "-ex", "info threads")
+			checkNoPanic(t, "attach", r.stderr)
+			if minorAtLeast(py.minor, 12) {
+				if r.code != 0 {
+					t.Fatalf("%v\n%s", r, r.stdout)
+				}
+				mustMatch(t, "attach line", `entered via a pending call`, r.stdout)
+				mustMatch(t, "info threads", `(?m)"spinner"\s+running: spin at .*main_blocked\.py:\d+$`, r.stdout)
+			} else {
+				if r.code != 7 || !strings.Contains(r.stderr, "before Python 3.12 only it runs pending calls") {
+					t.Fatalf("%v: want exit 7 saying that only the main thread runs pending calls", r)
+				}
+			}
 			checkBusyAfter(t, p)
 		})
 	}
