@@ -65,7 +65,7 @@ func TestPendingKilled(t *testing.T) {
 				t.Skipf("Python %s has no pending-call way in", tg.py.Version)
 			}
 			pid := tg.cmd.Process.Pid
-			begin := time.Now()
+			begin, dirsBefore := time.Now(), pendingDirs()
 			h := exec.Command(os.Args[0], "-test.run=^TestInjectHelperProcess$")
 			h.Env = append(os.Environ(), "KRAIT_INJECT_PID="+strconv.Itoa(pid), "KRAIT_INJECT_STAGE=pending")
 			out, err := h.StdoutPipe()
@@ -95,7 +95,7 @@ func TestPendingKilled(t *testing.T) {
 			}()
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				data, _ := os.ReadFile(log)
-				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 {
+				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 && len(newPendingDirs(dirsBefore)) == 0 {
 					break
 				}
 				if time.Now().After(end) {
@@ -108,6 +108,33 @@ func TestPendingKilled(t *testing.T) {
 			tg.finish(t, "count True\n", true)
 		})
 	}
+}
+
+// pendingDirs lists the agent directories in /tmp holding a pending.py
+// (only the pending-call way makes one): once krait removed the owner
+// file, nothing else says whose a directory is.
+func pendingDirs() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir("/tmp")
+	for _, e := range ents {
+		if isDirName(e.Name()) {
+			if _, err := os.Lstat(filepath.Join("/tmp", e.Name(), "pending.py")); err == nil {
+				out[e.Name()] = true
+			}
+		}
+	}
+	return out
+}
+
+// newPendingDirs lists those of pendingDirs not in before.
+func newPendingDirs(before map[string]bool) []string {
+	var out []string
+	for d := range pendingDirs() {
+		if !before[d] {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // dirsOf lists krait's agent directories in /tmp for target pid.
@@ -180,6 +207,7 @@ func TestPendingWithdrawn(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := pendingBytes(t, tg)
+			dirsBefore := pendingDirs()
 			_, _, err = Start(tg.proc, tg.py, -1, MethodAuto, time.Second)
 			if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "did not reach a safe point") {
 				t.Fatalf("attach: %v; want the pending call withdrawn", err)
@@ -194,7 +222,7 @@ func TestPendingWithdrawn(t *testing.T) {
 			if !bytes.Equal(caveBefore, caveAfter) {
 				t.Errorf("the cave was not restored:\n%q\n%q", caveBefore, caveAfter)
 			}
-			if d := dirsOf(tg.cmd.Process.Pid); len(d) > 0 {
+			if d := append(dirsOf(tg.cmd.Process.Pid), newPendingDirs(dirsBefore)...); len(d) > 0 {
 				t.Errorf("left in /tmp: %v", d)
 			}
 			// Interrupted (Ctrl-C) while the call waits: the same.
@@ -210,7 +238,7 @@ func TestPendingWithdrawn(t *testing.T) {
 			if err := tg.proc.ReadAt(caveAfter, cave); err != nil || !bytes.Equal(caveBefore, caveAfter) {
 				t.Errorf("the cave was not restored after the interrupted attach: %v", err)
 			}
-			if d := dirsOf(tg.cmd.Process.Pid); len(d) > 0 {
+			if d := append(dirsOf(tg.cmd.Process.Pid), newPendingDirs(dirsBefore)...); len(d) > 0 {
 				t.Errorf("left in /tmp: %v", d)
 			}
 			if !tg.proc.Alive() || tg.stderr.Len() > 0 {

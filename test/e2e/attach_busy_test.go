@@ -23,22 +23,56 @@ func pendingPythons(t *testing.T) []python {
 	return out
 }
 
-// startBusy starts a fixture that prints "busy" once its threads run.
-func startBusy(t *testing.T, py python, name string) *proc {
+// startBusy starts a fixture that prints "busy" once its threads run,
+// and says which agent directories holding a pending.py there are before
+// krait attaches (see checkBusyAfter).
+func startBusy(t *testing.T, py python, name string, args ...string) (*proc, map[string]bool) {
 	t.Helper()
-	p := start(t, nil, py.path, fixture(name))
+	p := start(t, nil, append([]string{py.path, fixture(name)}, args...)...)
 	if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
 		t.Fatalf("%s printed nothing: %s", name, p.stderr)
 	}
-	return p
+	return p, pendingDirs()
+}
+
+// pendingDirs lists the agent directories in /tmp holding a pending.py
+// (only the pending-call way makes one): once krait removed the owner
+// file, nothing else says whose a directory is.
+func pendingDirs() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir("/tmp")
+	for _, e := range ents {
+		if agentDirName.MatchString(e.Name()) {
+			if _, err := os.Lstat(filepath.Join("/tmp", e.Name(), "pending.py")); err == nil {
+				out[e.Name()] = true
+			}
+		}
+	}
+	return out
 }
 
 // checkBusyAfter checks that a busy fixture krait detached from runs on,
-// with nothing of krait's left in /tmp and nothing on its stderr (no
-// SystemError from a failed pending call, no traceback).
-func checkBusyAfter(t *testing.T, p *proc) {
+// with nothing of krait's left in /tmp (nor a directory with a pending.py
+// that was not there before) and nothing on its stderr (no SystemError
+// from a failed pending call, no traceback).
+func checkBusyAfter(t *testing.T, p *proc, before map[string]bool) {
 	t.Helper()
 	checkNoAgentDir(t, p.pid())
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var left []string
+		for d := range pendingDirs() {
+			if !before[d] {
+				left = append(left, d)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Errorf("krait left %v (with its pending.py) in /tmp", left)
+			break
+		}
+	}
 	time.Sleep(300 * time.Millisecond)
 	if p.exited() {
 		t.Fatalf("the target died: %s", p.stderr)
@@ -61,7 +95,7 @@ func TestAttachAllBusy(t *testing.T) {
 	for _, py := range pendingPythons(t) {
 		py := py
 		t.Run(py.name, func(t *testing.T) {
-			p := startBusy(t, py, "all_busy.py")
+			p, before := startBusy(t, py, "all_busy.py")
 			r := krait(t, "attach", strconv.Itoa(p.pid()), "--attach-timeout", "30s", "--batch", "-ex", "info threads")
 			checkNoPanic(t, "attach", r.stderr)
 			if r.code != 0 {
@@ -70,7 +104,7 @@ func TestAttachAllBusy(t *testing.T) {
 			mustMatch(t, "attach line", `entered via a pending call \(.*entered at the interpreter's next safe point \(pending call\)\)`, r.stdout)
 			mustMatch(t, "info threads", `(?m)"MainThread"\s+running: spin at .*all_busy\.py:\d+$`, r.stdout)
 			mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, r.stdout)
-			checkBusyAfter(t, p)
+			checkBusyAfter(t, p, before)
 		})
 	}
 }
@@ -100,7 +134,7 @@ func TestAttachAllBusyImpossible(t *testing.T) {
 	for _, c := range cases {
 		c := c
 		t.Run(c.name, func(t *testing.T) {
-			p := startBusy(t, c.py, "all_busy.py")
+			p, before := startBusy(t, c.py, "all_busy.py")
 			begin := time.Now()
 			args := append([]string{"attach", strconv.Itoa(p.pid()), "--attach-timeout", "3s", "--batch", "-ex", "info threads"}, c.args...)
 			r := krait(t, args...)
@@ -117,7 +151,7 @@ func TestAttachAllBusyImpossible(t *testing.T) {
 				t.Errorf("stderr is not the wait line and the error: %q", r.stderr)
 			}
 			checkNoPanic(t, "attach", r.stderr)
-			checkBusyAfter(t, p)
+			checkBusyAfter(t, p, before)
 		})
 	}
 }
@@ -130,7 +164,7 @@ func TestAttachBusyBreak(t *testing.T) {
 	for _, py := range pendingPythons(t) {
 		py := py
 		t.Run(py.name, func(t *testing.T) {
-			p := startBusy(t, py, "one_busy.py")
+			p, before := startBusy(t, py, "one_busy.py")
 			r := krait(t, "attach", strconv.Itoa(p.pid()), "--attach-timeout", "30s", "--batch", "--timeout", "30s",
 				"-ex", fmt.Sprintf("break one_busy.py:%d", line), "-ex", "continue", "-ex", "print n % 1225",
 				"-ex", "continue", "-ex", "info breakpoints")
@@ -145,7 +179,7 @@ func TestAttachBusyBreak(t *testing.T) {
 			mustMatch(t, "print", `(?m)^\$1 = 0$`, r.stdout)
 			mustMatch(t, "info breakpoints", `already hit 2 times`, r.stdout)
 			mustMatch(t, "detach", `\[Inferior 1 \(process \d+\) detached\]`, r.stdout)
-			checkBusyAfter(t, p)
+			checkBusyAfter(t, p, before)
 		})
 	}
 }
@@ -169,10 +203,7 @@ func TestAttachMainBlocked(t *testing.T) {
 	for _, py := range pendingPythons(t) {
 		py := py
 		t.Run(py.name, func(t *testing.T) {
-			p := start(t, nil, py.path, fixture("main_blocked.py"), lock)
-			if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
-				t.Fatalf("main_blocked.py printed nothing: %s", p.stderr)
-			}
+			p, before := startBusy(t, py, "main_blocked.py", lock)
 			r := krait(t, "attach", strconv.Itoa(p.pid()), "--attach-timeout", "4s", "--batch", "-ex", "info threads")
 			checkNoPanic(t, "attach", r.stderr)
 			if minorAtLeast(py.minor, 12) {
@@ -186,7 +217,7 @@ func TestAttachMainBlocked(t *testing.T) {
 					t.Fatalf("%v: want exit 7 saying that only the main thread runs pending calls", r)
 				}
 			}
-			checkBusyAfter(t, p)
+			checkBusyAfter(t, p, before)
 		})
 	}
 }
