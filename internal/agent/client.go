@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"krait/internal/target"
 )
 
 // Client speaks the agent's protocol (PROTOCOL.md) over its unix socket.
@@ -72,7 +71,7 @@ func dialPeer(sock string, pid int, timeout time.Duration) (net.Conn, error) {
 		return nil, err
 	}
 	peer, err := peerPID(conn)
-	if err == nil && peer != pid && tgid(peer) != pid {
+	if err == nil && peer != pid && target.StatusInt(peer, "Tgid") != pid {
 		err = fmt.Errorf("the agent socket is not process %d's but process %d's; not attaching", pid, peer)
 	}
 	if err != nil {
@@ -104,22 +103,6 @@ func peerPID(conn net.Conn) (int, error) {
 		return 0, fmt.Errorf("cannot tell which process listens on the agent socket: %w", cerr)
 	}
 	return int(cred.Pid), nil
-}
-
-// tgid returns the process (thread group) that thread tid belongs to, or
-// 0 if unknown.
-func tgid(tid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }
 
 func (c *Client) readLoop() {

@@ -45,6 +45,13 @@ func statusFields(pid int, names ...string) map[string]string {
 	return out
 }
 
+// StatusInt is the number that /proc/PID/status gives for key (Tgid,
+// TracerPid, PPid…; for a thread, /proc/TID/status), 0 if none or unknown.
+func StatusInt(pid int, key string) int {
+	n, _ := firstInt(statusFields(pid, key)[key])
+	return n
+}
+
 func firstInt(s string) (int, bool) {
 	f := strings.Fields(s)
 	if len(f) == 0 {
@@ -57,12 +64,12 @@ func firstInt(s string) (int, bool) {
 // TracedBy is the process (not thread) that traces pid's main thread,
 // when it is not this one; 0 if none.
 func TracedBy(pid int) int {
-	tp, ok := firstInt(statusFields(pid, "TracerPid")["TracerPid"])
-	if !ok || tp == 0 {
+	tp := StatusInt(pid, "TracerPid")
+	if tp == 0 {
 		return 0
 	}
 	// TracerPid is the tracing thread: name its process.
-	if tg, ok := firstInt(statusFields(tp, "Tgid")["Tgid"]); ok && tg > 0 {
+	if tg := StatusInt(tp, "Tgid"); tg > 0 {
 		tp = tg
 	}
 	if tp == os.Getpid() {

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -201,29 +200,13 @@ func seizeMain(pid int) error {
 		if err != unix.EPERM || time.Now().After(deadline) {
 			return err
 		}
-		if tracerOf(pid) == 0 {
+		if target.StatusInt(pid, "TracerPid") == 0 {
 			if untraced++; untraced > 2 {
 				return err
 			}
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-}
-
-// tracerOf is the thread tracing thread tid of its process (TracerPid), 0
-// if none or unknown.
-func tracerOf(tid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }
 
 func threadAlive(pid, tid int) bool {
