@@ -120,7 +120,8 @@ func (r *REPL) runStopCommands(cmds []string) bool {
 			continue
 		}
 		if cmd, ok := resumers[name]; ok {
-			if r.Report(r.S.Resume(cmd, false)) {
+			if err := r.S.Resume(cmd, false); err != nil {
+				r.Report(err)
 				return false
 			}
 			return true
