@@ -303,6 +303,8 @@ func TestCleanLeftovers(t *testing.T) {
 		mtime  time.Time
 		link   bool // krait-<hex> is a symbolic link to such a directory
 		remove bool
+		// uids to give the owner file and the directory (0: krait's)
+		ownerUID, dirUID int
 	}
 	o := func(pid int, start uint64, krait int, kstart uint64, pidns uint64) *owner {
 		return &owner{PID: pid, Start: start, Krait: krait, KraitStart: kstart, PIDNS: pidns}
@@ -322,6 +324,11 @@ func TestCleanLeftovers(t *testing.T) {
 		{what: "no owner file", extra: []string{"agent.py"}, mtime: old},
 		{what: "a file krait does not make", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"theirs"}},
 		{what: "a link to a leftover", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"agent.py"}, link: true},
+		// krait gives the owner file to the target's user first and the
+		// directory last: killed in between, the directory is still
+		// krait's own (0700: nobody else wrote in it).
+		{what: "krait killed before giving the directory away", owner: o(live.Process.Pid, liveStart, deadPID, 1, ns), extra: []string{"agent.py"}, ownerUID: 65534, remove: true},
+		{what: "an owner file of another user in a third user's directory", owner: o(deadPID, 1, deadPID, 1, ns), extra: []string{"agent.py"}, ownerUID: 65533, dirUID: 65534},
 	}
 	names := map[string]dir{}
 	for _, c := range cases {
@@ -351,6 +358,16 @@ func TestCleanLeftovers(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else if err := os.WriteFile(filepath.Join(path, e), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.ownerUID != 0 {
+			if err := os.Chown(filepath.Join(path, "owner"), c.ownerUID, c.ownerUID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.dirUID != 0 {
+			if err := os.Chown(path, c.dirUID, c.dirUID); err != nil {
 				t.Fatal(err)
 			}
 		}

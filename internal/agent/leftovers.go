@@ -16,7 +16,8 @@ const abandonedAge = 2 * time.Minute
 
 // scanDirs looks at every agent directory (krait-<16 hex>) in a target's
 // /tmp, open as tmp, that holds an owner file krait can read and trust:
-// a directory and owner file of the same user, on the same mount as /tmp,
+// a directory and owner file of the same user (or a directory of krait's
+// user, which krait had not yet given away), on the same mount as /tmp,
 // written by a krait in this pid namespace. visit gets the directory open
 // (never through a symbolic link), its fstat and its owner; the
 // descriptor is closed after visit returns.
@@ -50,8 +51,12 @@ func scanDirs(tmp int, visit func(name string, fd int, st *unix.Stat_t, o owner)
 			if m, ok := mountID(fd); !ok || m != tmpMnt {
 				return // something mounted there: not a directory krait made
 			}
+			// The owner file is the directory's user's, or the directory
+			// is still krait's own (krait gives the files to the target's
+			// user first and the directory last; a 0700 directory of
+			// krait's user holds only what that user wrote).
 			data, ost, err := readFileAt(fd, "owner", 4096)
-			if err != nil || ost.Uid != st.Uid {
+			if err != nil || ost.Uid != st.Uid && int(st.Uid) != os.Geteuid() {
 				return
 			}
 			var o owner
