@@ -14,6 +14,7 @@ import (
 
 	"krait/internal/cpython"
 	"krait/internal/target/live"
+	"krait/internal/testkit"
 )
 
 // pendingTarget runs Python in its main thread only and never waits: no
@@ -65,7 +66,7 @@ func TestPendingKilled(t *testing.T) {
 				t.Skipf("Python %s has no pending-call way in", tg.py.Version)
 			}
 			pid := tg.cmd.Process.Pid
-			begin, dirsBefore := time.Now(), pendingDirs()
+			begin, dirsBefore := time.Now(), testkit.PendingDirs()
 			h := exec.Command(os.Args[0], "-test.run=^TestInjectHelperProcess$")
 			h.Env = append(os.Environ(), "KRAIT_INJECT_PID="+strconv.Itoa(pid), "KRAIT_INJECT_STAGE=pending")
 			out, err := h.StdoutPipe()
@@ -95,7 +96,7 @@ func TestPendingKilled(t *testing.T) {
 			}()
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				data, _ := os.ReadFile(log)
-				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 && len(newPendingDirs(dirsBefore)) == 0 {
+				if strings.TrimSpace(string(data)) == "krait-agent" && len(dirsOf(pid)) == 0 && len(testkit.PendingDirsLeft(dirsBefore, tg.cmd.Process.Pid, 0)) == 0 {
 					break
 				}
 				if time.Now().After(end) {
@@ -108,33 +109,6 @@ func TestPendingKilled(t *testing.T) {
 			tg.finish(t, "count True\n", true)
 		})
 	}
-}
-
-// pendingDirs lists the agent directories in /tmp holding a pending.py
-// (only the pending-call way makes one): once krait removed the owner
-// file, nothing else says whose a directory is.
-func pendingDirs() map[string]bool {
-	out := map[string]bool{}
-	ents, _ := os.ReadDir("/tmp")
-	for _, e := range ents {
-		if isDirName(e.Name()) {
-			if _, err := os.Lstat(filepath.Join("/tmp", e.Name(), "pending.py")); err == nil {
-				out[e.Name()] = true
-			}
-		}
-	}
-	return out
-}
-
-// newPendingDirs lists those of pendingDirs not in before.
-func newPendingDirs(before map[string]bool) []string {
-	var out []string
-	for d := range pendingDirs() {
-		if !before[d] {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 // dirsOf lists krait's agent directories in /tmp for target pid.
@@ -207,7 +181,7 @@ func TestPendingWithdrawn(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := pendingBytes(t, tg)
-			dirsBefore := pendingDirs()
+			dirsBefore := testkit.PendingDirs()
 			_, _, err = Start(tg.proc, tg.py, -1, MethodAuto, time.Second)
 			if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "did not reach a safe point") {
 				t.Fatalf("attach: %v; want the pending call withdrawn", err)
@@ -222,7 +196,7 @@ func TestPendingWithdrawn(t *testing.T) {
 			if !bytes.Equal(caveBefore, caveAfter) {
 				t.Errorf("the cave was not restored:\n%q\n%q", caveBefore, caveAfter)
 			}
-			if d := append(dirsOf(tg.cmd.Process.Pid), newPendingDirs(dirsBefore)...); len(d) > 0 {
+			if d := append(dirsOf(tg.cmd.Process.Pid), testkit.PendingDirsLeft(dirsBefore, tg.cmd.Process.Pid, 3*time.Second)...); len(d) > 0 {
 				t.Errorf("left in /tmp: %v", d)
 			}
 			// Interrupted (Ctrl-C) while the call waits: the same.
@@ -238,7 +212,7 @@ func TestPendingWithdrawn(t *testing.T) {
 			if err := tg.proc.ReadAt(caveAfter, cave); err != nil || !bytes.Equal(caveBefore, caveAfter) {
 				t.Errorf("the cave was not restored after the interrupted attach: %v", err)
 			}
-			if d := append(dirsOf(tg.cmd.Process.Pid), newPendingDirs(dirsBefore)...); len(d) > 0 {
+			if d := append(dirsOf(tg.cmd.Process.Pid), testkit.PendingDirsLeft(dirsBefore, tg.cmd.Process.Pid, 3*time.Second)...); len(d) > 0 {
 				t.Errorf("left in /tmp: %v", d)
 			}
 			if !tg.proc.Alive() || tg.stderr.Len() > 0 {

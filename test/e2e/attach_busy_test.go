@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 // pendingPythons are the interpreters krait enters through the pending
@@ -32,23 +34,7 @@ func startBusy(t *testing.T, py python, name string, args ...string) (*proc, map
 	if !p.waitFor(30*time.Second, func() bool { n, _ := p.stdout.Lines(); return n > 0 }) {
 		t.Fatalf("%s printed nothing: %s", name, p.stderr)
 	}
-	return p, pendingDirs()
-}
-
-// pendingDirs lists the agent directories in /tmp holding a pending.py
-// (only the pending-call way makes one): once krait removed the owner
-// file, nothing else says whose a directory is.
-func pendingDirs() map[string]bool {
-	out := map[string]bool{}
-	ents, _ := os.ReadDir("/tmp")
-	for _, e := range ents {
-		if agentDirName.MatchString(e.Name()) {
-			if _, err := os.Lstat(filepath.Join("/tmp", e.Name(), "pending.py")); err == nil {
-				out[e.Name()] = true
-			}
-		}
-	}
-	return out
+	return p, testkit.PendingDirs()
 }
 
 // checkBusyAfter checks that a busy fixture krait detached from runs on,
@@ -58,20 +44,8 @@ func pendingDirs() map[string]bool {
 func checkBusyAfter(t *testing.T, p *proc, before map[string]bool) {
 	t.Helper()
 	checkNoAgentDir(t, p.pid())
-	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var left []string
-		for d := range pendingDirs() {
-			if !before[d] {
-				left = append(left, d)
-			}
-		}
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Errorf("krait left %v (with its pending.py) in /tmp", left)
-			break
-		}
+	if left := testkit.PendingDirsLeft(before, p.pid(), 3*time.Second); len(left) > 0 {
+		t.Errorf("krait left %v (with its pending.py) in /tmp", left)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if p.exited() {
