@@ -184,7 +184,7 @@ func TestAgentDirHandedOver(t *testing.T) {
 	if strings.Contains(string(data), inj.Token) {
 		t.Error("the owner file holds the session's token")
 	}
-	sock, err := inj.WaitSocket(5 * time.Second)
+	sock, err := inj.WaitSocket(30 * time.Second) // generous: a loaded machine
 	if err != nil {
 		t.Fatal(err)
 	}
