@@ -97,5 +97,11 @@ func agentComplete(t *testing.T, c *agentConn, th any) {
 	if r["value"] != "[]" {
 		t.Errorf("completion ran the object's own code: %v", r["value"])
 	}
+	// At most 300 candidates; more says some were left out.
+	c.call("eval", "thread", th, "frame", 0, "expr", "ENV.update(('k%03d' % n, n) for n in range(400))", "mode", "safe")
+	r = c.call("complete", "thread", th, "frame", 0, "chain", []any{"ENV"}, "what", "key", "prefix", "k")
+	if items := r["items"].([]any); len(items) != 300 || r["more"] != true || items[299].(map[string]any)["name"] != "k299" {
+		t.Errorf("400 keys: %d completions, more %v", len(items), r["more"])
+	}
 	c.call("continue")
 }
