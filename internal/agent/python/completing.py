@@ -16,6 +16,23 @@ _FUNC_TYPES = tuple(set([types.FunctionType, types.BuiltinFunctionType, types.Me
                          type(str.join), type(object.__init__), type(object().__str__), type(dict.__dict__['fromkeys'])]))
 
 
+# The type of a function frame's f_locals: dict, or (3.13+, PEP 667) the
+# C proxy of its fast locals.
+_FLP = type((lambda: sys._getframe().f_locals)())
+
+
+def _scope_items(scope):
+    """A scope's (name, value) pairs through the builtin types' own
+    methods: a class body's namespace from a metaclass's __prepare__
+    (any mapping) gives none."""
+    t = type(scope)
+    if issubclass(t, dict):
+        return list(dict.items(scope))
+    if t is _FLP:
+        return list(scope.items())
+    return []
+
+
 def _kind(v, default):
     """A candidate's kind from its value's exact type (no user code)."""
     t = type(v)
@@ -162,7 +179,7 @@ class _Completing(object):
     def _names(f):
         out = []
         for scope in (f.f_locals, f.f_globals, f.f_builtins):
-            out += [(k, _kind(val, 'variable')) for k, val in list(scope.items())]
+            out += [(k, _kind(val, 'variable')) for k, val in _scope_items(scope)]
         return out
 
     @staticmethod
@@ -171,8 +188,9 @@ class _Completing(object):
         if type(root) is not str:
             raise Err('bad chain root %r' % (root,))
         for scope in (f.f_locals, f.f_globals, f.f_builtins):
-            if root in scope:
-                v = scope[root]
+            found = [val for k, val in _scope_items(scope) if type(k) is str and k == root]
+            if found:
+                v = found[0]
                 break
         else:
             raise Err('No symbol "%s" in current context.' % (root,))
