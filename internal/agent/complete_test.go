@@ -97,6 +97,12 @@ func agentComplete(t *testing.T, c *agentConn, th any) {
 	if r["value"] != "[]" {
 		t.Errorf("completion ran the object's own code: %v", r["value"])
 	}
+	// A value of the history.
+	c.call("eval", "thread", th, "frame", 0, "expr", "DATA", "mode", "safe", "store", true)
+	r = c.call("complete", "thread", th, "frame", 0, "chain", []any{[]any{"h", 0}, []any{"a", "env"}}, "what", "key", "prefix", "HOM")
+	if fmt.Sprint(r["items"]) != "[map[kind:key name:HOME]]" {
+		t.Errorf("complete $1.env['HOM: %v", r["items"])
+	}
 	// At most 300 candidates; more says some were left out.
 	c.call("eval", "thread", th, "frame", 0, "expr", "ENV.update(('k%03d' % n, n) for n in range(400))", "mode", "safe")
 	r = c.call("complete", "thread", th, "frame", 0, "chain", []any{"ENV"}, "what", "key", "prefix", "k")

@@ -17,7 +17,7 @@ type Completion struct {
 // in the selected frame of the selected (stopped) thread: a bare name
 // (locals, globals, builtins), NAME.partial (attributes), NAME['partial
 // (a dict's str keys), NAME being a chain of names, attributes and items
-// with literal keys (request.META, data.items[0]). It returns where the
+// with literal keys (request.META, data.items[0], $2.lines). It returns where the
 // completed word starts in text and the candidates, sorted. The agent
 // walks the chain without running user code (no getattr, property,
 // __getattr__ or __dir__); a chain it cannot walk that way, or text that
@@ -32,6 +32,16 @@ func (s *Session) Complete(text string, cursor int) (int, []Completion, error) {
 	}
 	if err := s.needStopped(); err != nil {
 		return cursor, nil, err
+	}
+	if root, ok := firstString(ctx.chain); ok && strings.HasPrefix(root, "$") {
+		e, err := s.expandHistory(root) // __krait_h[N]
+		n, aerr := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(e, "__krait_h["), "]"))
+		if err != nil || aerr != nil {
+			return cursor, nil, nil
+		}
+		ctx.chain[0] = []any{"h", n}
+	} else if ctx.what == "name" && strings.HasPrefix(ctx.prefix, "$") {
+		return cursor, nil, nil
 	}
 	r, err := s.call("complete", map[string]any{"thread": s.Thread, "frame": s.Frame, "chain": ctx.chain,
 		"what": ctx.what, "prefix": ctx.prefix})
@@ -49,6 +59,14 @@ func (s *Session) Complete(text string, cursor int) (int, []Completion, error) {
 		out = append(out, Completion{Text: name, Kind: str(m, "kind")})
 	}
 	return ctx.start, out, nil
+}
+
+func firstString(chain []any) (string, bool) {
+	if len(chain) == 0 {
+		return "", false
+	}
+	s, ok := chain[0].(string)
+	return s, ok
 }
 
 // completionContext is what the text before the cursor asks to complete.
@@ -79,6 +97,16 @@ func lexCompletion(text string) []token {
 		case c == '_' || unicode.IsLetter(c) || c >= 0x80:
 			j := i
 			for j < len(text) && (text[j] == '_' || text[j] >= 0x80 || unicode.IsLetter(rune(text[j])) || unicode.IsDigit(rune(text[j]))) {
+				j++
+			}
+			out = append(out, token{kind: 'n', text: text[i:j], start: i, end: j})
+			i = j
+		case c == '$': // gdb's value history: $, $N, $$, $$N
+			j := i + 1
+			if j < len(text) && text[j] == '$' {
+				j++
+			}
+			for j < len(text) && unicode.IsDigit(rune(text[j])) {
 				j++
 			}
 			out = append(out, token{kind: 'n', text: text[i:j], start: i, end: j})

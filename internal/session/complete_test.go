@@ -26,7 +26,8 @@ func TestParseCompletion(t *testing.T) {
 		{"1.", ""},
 		{"x['", "key [x] \"\" 3"},
 		{"x[y].", ""},
-		{"$1.", ""},
+		{"$1.", "attr [$1] \"\" 3"},
+		{"$$.up", "attr [$$] \"up\" 3"},
 	} {
 		got := ""
 		if ctx, ok := parseCompletion(c.text); ok {

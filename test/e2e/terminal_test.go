@@ -132,6 +132,11 @@ func TestTerminal(t *testing.T) {
 			at = s.waitFor(at, "print env['HOME", 10*time.Second)
 			s.typeKeys("']\r")
 			at = s.waitFor(at, "$3 = '/srv/shop'", 10*time.Second)
+			// A method of a value in the history.
+			s.typeKeys("print $1.up\t")
+			at = s.waitFor(at, "print $1.upper", 10*time.Second)
+			s.typeKeys("()\r")
+			at = s.waitFor(at, "$4 = 'REPORT-3'", 10*time.Second)
 			s.typeKeys("cont\t\r")
 			select {
 			case body := <-resp:

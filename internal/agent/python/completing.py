@@ -2,9 +2,9 @@
 # name, an attribute, a dict key), found without running user code
 
 # A request names a chain and what to complete after it:
-#   chain: [] (a bare name), or [name, step...] with steps ["a", attr] and
-#          ["i", key] (key a str or an int), walked from the frame's locals,
-#          globals and builtins
+#   chain: [] (a bare name), or [root, step...] with steps ["a", attr] and
+#          ["i", key] (key a str or an int), the root a name of the frame's
+#          locals, globals or builtins, or ["h", N]: the value history's $N+1
 #   what:  "name" | "attr" | "key"
 # Attributes are read as safe rendering reads them: an instance's __dict__
 # through its C descriptor, the type's MRO dicts, a module's dict; never
@@ -182,18 +182,22 @@ class _Completing(object):
             out += [(k, _kind(val, 'variable')) for k, val in _scope_items(scope)]
         return out
 
-    @staticmethod
-    def _chain(f, chain):
+    def _chain(self, f, chain):
         root = chain[0]
-        if type(root) is not str:
+        if type(root) is list and len(root) == 2 and root[0] == 'h' and type(root[1]) is int:
+            if not 0 <= root[1] < len(self.history):
+                raise Err('no value $%d' % (root[1] + 1))
+            v = self.history[root[1]]  # the value $N+1 an eval with store kept
+        elif type(root) is not str:
             raise Err('bad chain root %r' % (root,))
-        for scope in (f.f_locals, f.f_globals, f.f_builtins):
-            found = [val for k, val in _scope_items(scope) if type(k) is str and k == root]
-            if found:
-                v = found[0]
-                break
         else:
-            raise Err('No symbol "%s" in current context.' % (root,))
+            for scope in (f.f_locals, f.f_globals, f.f_builtins):
+                found = [val for k, val in _scope_items(scope) if type(k) is str and k == root]
+                if found:
+                    v = found[0]
+                    break
+            else:
+                raise Err('No symbol "%s" in current context.' % (root,))
         for step in chain[1:]:
             kind, key = step if type(step) is list and len(step) == 2 else (None, None)
             if kind == 'a' and type(key) is str:
