@@ -26,7 +26,7 @@ import (
 
 // dirNames are the names krait and the agent create in the agent's
 // directory, and the only ones krait removes from it.
-var dirNames = []string{"owner", "agent.py", "agent.run", "agent.krait", "bootstrap.py", "sock", "error"}
+var dirNames = []string{"owner", "agent.py", "agent.run", "agent.krait", "bootstrap.py", "pending.py", "sock", "error"}
 
 // dirPrefix starts the name of every agent directory: krait-<16 hex>.
 const dirPrefix = "krait-"

@@ -68,7 +68,8 @@ type Injection struct {
 	// running Django, else the main one); InterpID is the one used.
 	Interp   int64
 	InterpID int64
-	// Method is how the agent got in: MethodPtrace or MethodPEP768.
+	// Method is how the agent got in: MethodPtrace, MethodPEP768 or
+	// MethodPending.
 	Method   string
 	tracecfg *cpython.TraceConfig
 
@@ -79,6 +80,10 @@ type Injection struct {
 	py        *cpython.Python
 	withdrawn bool // the PEP 768 request was taken back: no agent will start
 	refused   bool // a thread took the PEP 768 request but no agent started
+	// pending is the call krait queued in the interpreter's pending calls
+	// (MethodPending) until it is known to have run or is taken back.
+	pending *pendingEntry
+	chosen  *cpython.Interpreter // the interpreter enter picked (last try)
 	// Note says why krait entered another way than asked for ("" if not).
 	Note string
 
@@ -186,6 +191,7 @@ const agentStartMin = 3 * time.Second
 // ptraceOpts steer the ptrace way in.
 type ptraceOpts struct {
 	deadline time.Time       // keep looking for a safe thread until then
+	pending  bool            // may queue a pending call when no thread is parked
 	progress func(string)    // told once what krait waits for (may be nil)
 	cancel   <-chan struct{} // closed: give up
 }
@@ -344,6 +350,7 @@ func inject(proc *live.Process, py *cpython.Python, interp int64, method string,
 		if hasPEP768(py) {
 			return injectRemote(proc, py, interp)
 		}
+		po.pending = true
 	case MethodPEP768:
 		if !hasPEP768(py) {
 			return nil, fmt.Errorf("%w: Python %s has no PEP 768 remote debugging (3.14+); use --method ptrace", ErrUnsupported, py.Version)
@@ -400,11 +407,16 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 	}
 	lw := newLockWaits(proc, py, maps)
 	begin, told := time.Now(), false
+	pc := pendingTry{on: po.pending && py.L.PendingCalls >= 0}
 	for tries := 1; ; tries++ {
 		if isClosed(po.cancel) {
 			return nil, ErrInterrupted
 		}
-		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1)
+		var wake time.Time // when the pending-call way may be tried
+		if pc.on {
+			wake = begin.Add(pendingAfter)
+		}
+		waitSafeCandidate(pid, po.deadline, po.cancel, tries > 1, wake)
 		if tries > 1 {
 			if maps, err = proc.Maps(); err != nil {
 				return nil, err
@@ -423,6 +435,9 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 		// holder, the thread list) is stale now: read afresh.
 		py.Reset()
 		err = inj.enter(p, py, fn, osThreads, maps, lw)
+		if pc.on && errors.Is(err, ErrNoSafeThread) {
+			err = inj.tryPending(p, proc, py, &pc, begin, fn.RunSimpleString, err)
+		}
 		p.Release()
 		inj.Paused += p.Held
 		// A pointer read while the process ran (thread names, code objects
@@ -440,6 +455,11 @@ func injectPtrace(proc *live.Process, py *cpython.Python, interp int64, po ptrac
 			return nil, err
 		}
 		inj.Tries = tries
+		if inj.pending != nil {
+			inj.Method, inj.Note, inj.Thread = MethodPending, pendingNote, 0
+			inj.Syscall = "no thread stopped in a system call or lock wait"
+			inj.proc, inj.py = proc, py
+		}
 		ok = true
 		return inj, nil
 	}
@@ -466,7 +486,10 @@ func lookOf(err error) string {
 }
 
 // noSafeThread is ErrNoSafeThread with what each thread was doing.
-type noSafeThread struct{ why []string }
+type noSafeThread struct {
+	why       []string
+	inSyscall bool // some thread was in a system call (perhaps parked soon)
+}
 
 func (e *noSafeThread) Error() string {
 	return fmt.Sprintf("%v (last look: %s)", ErrNoSafeThread, strings.Join(e.why, "; "))
@@ -486,16 +509,18 @@ const lockTryEvery = 50 * time.Millisecond
 // waitSafeCandidate waits (until deadline at most) until /proc says a
 // thread of pid is blocked in one of the safe system calls or, with
 // futexToo, lockTryEvery has passed with a thread in a futex wait; it
-// pauses nothing. The answer may be stale by the time krait pauses:
-// enter checks again.
-func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo bool) {
+// pauses nothing. With wake set (the pending-call way is open: it needs
+// no parked thread, only one that runs Python) it returns too when no
+// thread is in a system call at all, and from wake on. The answer may be
+// stale by the time krait pauses: enter checks again.
+func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, futexToo bool, wake time.Time) {
 	start := time.Now()
 	for {
 		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if len(tids) == 0 {
 			return // gone, or not readable: let Pause say why
 		}
-		futex := false
+		futex, running := false, true
 		for _, t := range tids {
 			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", pid, t.Name()))
 			if err != nil {
@@ -505,6 +530,7 @@ func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, fute
 			if len(f) == 0 {
 				continue
 			}
+			running = running && f[0] == "running"
 			if nr, err := strconv.ParseUint(f[0], 10, 64); err == nil {
 				if _, safe := safeSyscalls[nr]; safe {
 					return
@@ -512,7 +538,7 @@ func waitSafeCandidate(pid int, deadline time.Time, cancel <-chan struct{}, fute
 				futex = futex || nr == sysFutex
 			}
 		}
-		if futex && (!futexToo || time.Since(start) >= lockTryEvery) {
+		if futex && (!futexToo || time.Since(start) >= lockTryEvery) || !wake.IsZero() && (running || !time.Now().Before(wake)) {
 			return
 		}
 		if time.Now().After(deadline) || isClosed(cancel) {
@@ -533,6 +559,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	if err != nil {
 		return err
 	}
+	inj.chosen = chosen
 	target := chosen.ID
 	if lw != nil && len(lw.methods) == 0 {
 		lw.methods = py.LockWaitFuncs(chosen) // read while the process holds still
@@ -577,7 +604,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 	sort.Slice(cands, func(i, j int) bool {
 		return cands[i].tid == pid || cands[j].tid != pid && cands[i].tid < cands[j].tid
 	})
-	tid, tstate, saved, resumeFutex := 0, uint64(0), Regs{}, false
+	tid, tstate, saved, resumeFutex, inSyscall := 0, uint64(0), Regs{}, false, false
 	for _, cd := range cands {
 		c := cd.tid
 		futexResume := false
@@ -589,6 +616,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		name, safe := safeSyscalls[r.Orig_rax]
 		ret := -int64(r.Rax)
 		restart := ret == erestartsys || ret == erestartnointr || ret == erestartnohand || ret == erestartRestartblock
+		inSyscall = inSyscall || int64(r.Orig_rax) >= 0
 		// -EINTR: the call will return EINTR to its caller anyway (the
 		// interrupt did that, as any signal would); it resumes as is.
 		switch {
@@ -646,7 +674,7 @@ func (inj *Injection) enter(p *live.Pauser, py *cpython.Python, fn trampolineFun
 		break
 	}
 	if tid == 0 {
-		return &noSafeThread{why: why}
+		return &noSafeThread{why: why, inSyscall: inSyscall}
 	}
 	inj.Thread = tid
 
@@ -716,12 +744,28 @@ var hookBeforeEnter, hookAfterEnter func(tid int, via string)
 // is taken back: nothing of krait's stays in the target.
 func (inj *Injection) WaitSocket(timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
-	sock, err := inj.waitUntil(deadline)
+	var sock string
+	var err error
+	if inj.Method == MethodPending {
+		sock, err = inj.waitPendingRun(deadline)
+	} else {
+		sock, err = inj.waitUntil(deadline)
+	}
 	if sock != "" {
+		if e := inj.pending; e != nil {
+			inj.pending = nil // it ran: the agent is up
+			inj.restoreCave(inj.proc, e)
+		}
 		return sock, nil
 	}
 	if err == nil && inj.Method == MethodPEP768 {
 		sock, err = inj.withdraw(timeout)
+		if sock != "" {
+			return sock, nil
+		}
+	}
+	if err == nil && inj.Method == MethodPending {
+		sock, err = inj.withdrawPending(timeout)
 		if sock != "" {
 			return sock, nil
 		}
@@ -795,11 +839,21 @@ func (inj *Injection) withdraw(timeout time.Duration) (string, error) {
 // socket), and krait's directory removed.
 func (inj *Injection) Abort() {
 	inj.clearPending(inj.proc, inj.py)
+	if inj.pending != nil && inj.unqueue(inj.proc, inj.py) {
+		inj.pending = nil
+	}
 	d := inj.dir
 	if d == nil {
 		return
 	}
-	if d.rename("agent.py", "agent.krait") != nil && same(inj.pid, inj.start) {
+	claimed := d.rename("agent.py", "agent.krait") == nil
+	if e := inj.pending; e != nil && !claimed {
+		// The queued call ran (its bootstrap took agent.py): its string
+		// was read long ago.
+		inj.pending = nil
+		inj.restoreCave(inj.proc, e)
+	}
+	if !claimed && same(inj.pid, inj.start) {
 		// The agent has its source: it is starting or up. Closing a
 		// connection to it makes it leave (remove its hooks, its files).
 		for end := time.Now().Add(time.Second); !d.exists("sock") && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {

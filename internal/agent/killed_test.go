@@ -48,7 +48,8 @@ shutil.rmtree(KRAIT["dir"], ignore_errors=True)
 // TestInjectHelperProcess is not a test: TestInjectKilled runs the test
 // binary as a separate krait that injects into KRAIT_INJECT_PID and is
 // killed while doing so. KRAIT_INJECT_STAGE makes it stop and wait (to be
-// killed) at a stage: "before" (block and code written, the thread not yet
+// killed) at a stage: "pending" (a pending call queued, method auto),
+// "before" (block and code written, the thread not yet
 // sent), "after" (the thread sent, the process still paused); "" runs
 // through.
 func TestInjectHelperProcess(t *testing.T) {
@@ -74,6 +75,8 @@ func TestInjectHelperProcess(t *testing.T) {
 		hookBeforeEnter = stall("before")
 	case "after":
 		hookAfterEnter = stall("after")
+	case "pending":
+		hookAfterQueue = func() { stall("pending")(0, "pending_call") }
 	}
 	proc, err := live.Open(pid)
 	if err != nil {
@@ -86,7 +89,11 @@ func TestInjectHelperProcess(t *testing.T) {
 		os.Exit(1)
 	}
 	fmt.Println("ready")
-	inj, err := Inject(proc, py, -1, MethodPtrace)
+	method := MethodPtrace
+	if os.Getenv("KRAIT_INJECT_STAGE") == "pending" {
+		method = MethodAuto
+	}
+	inj, err := Inject(proc, py, -1, method)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)

@@ -356,7 +356,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	interp := fs.Int64("interpreter", -1, "the (sub-)interpreter to debug, by id as krait dump shows it (default: the one running Django, else the main one)")
 	force := fs.Bool("force", false, "when another krait's session is in the process but that krait is gone, make its agent leave and attach (a session whose krait runs is never disturbed)")
 	all := fs.Bool("all", false, "every Django process krait ps finds (and the new workers of their servers)")
-	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14), pep768, or ptrace; a target that opted out of remote debugging is refused either way")
+	method := fs.String("method", agent.MethodAuto, "how the agent gets in: auto (PEP 768 on Python 3.14+, or ptrace when no thread runs Python within a second; ptrace before 3.14, and on 3.7–3.13 a pending call when no thread is parked where ptrace can enter), pep768, or ptrace (a parked thread only); a target that opted out of remote debugging is refused either way")
 	if neg, ok := negativeArg(fs, args); ok {
 		return badPID(stderr, "attach", neg)
 	}
@@ -566,6 +566,9 @@ func attachGroup(pids []int, all bool, opt session.AttachOptions, stdout, stderr
 		}
 		if s.Inject.Method == agent.MethodPEP768 {
 			via = fmt.Sprintf("PEP 768 (%s)", s.Inject.Syscall)
+		}
+		if s.Inject.Method == agent.MethodPending {
+			via = fmt.Sprintf("a pending call (%s; %s)", s.Inject.Syscall, s.Inject.Note)
 		}
 		paused := s.Inject.Paused.Round(10 * time.Microsecond).String()
 		if s.Inject.Tries > 1 {

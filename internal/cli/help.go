@@ -57,7 +57,9 @@ process, new workers are attached and armed as they start.
   -x FILE                execute the commands in FILE (repeatable)
   --timeout D            in batch mode, how long continue/step wait (default 1m0s)
   --attach-timeout D     how long to wait for the agent to start (default 10s)
-  --method M             auto, pep768 or ptrace: how the agent gets in
+  --method M             auto, pep768 or ptrace: how the agent gets in (auto
+                         on 3.7–3.13: ptrace, or a pending call when every
+                         thread is busy; ptrace: a parked thread only)
   --interpreter N        the (sub-)interpreter to debug, by id as dump shows it
 `,
 	"cache": `Usage:

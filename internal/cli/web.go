@@ -272,7 +272,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		}
 		code := ExitOK
 		var reqs []*inflight.Request
-		var held []string
+		var held, traced []string
 		failed := -1
 		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all,
 			Native: !*nonblocking, NativeOnly: inflight.Serving}, func(pid int, rd *dump.Reading, err error) {
@@ -297,6 +297,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			}
 			if rd.Paused && rd.Held > pauseNote {
 				held = append(held, fmt.Sprintf("process %d was held %s", pid, rd.Held.Round(100*time.Microsecond)))
+			}
+			if rd.TracedBy != 0 {
+				traced = append(traced, fmt.Sprintf("process %d is traced by process %d: krait read it without pausing it", pid, rd.TracedBy))
 			}
 			found := inflight.FromThreads(rd.Py, pid, rd.Interps, now, ropt)
 			addWaiting(rd, found)
@@ -357,6 +360,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 			writeRequests(stdout, reqs)
 			for _, h := range held {
 				fmt.Fprintf(stdout, "(%s while krait read it)\n", h)
+			}
+			for _, h := range traced {
+				fmt.Fprintf(stdout, "(%s)\n", h)
 			}
 		}
 		code = bad.report(stderr, "requests", code)

@@ -139,6 +139,9 @@ type Reading struct {
 	OSThreads []target.Thread
 	Paused    bool
 	Held      time.Duration
+	// TracedBy: in a survey, the process another tracer holds (krait
+	// record, gdb), read while it ran instead of paused; 0 otherwise.
+	TracedBy int
 	// Render says how Result renders values (secrets shown or not).
 	Render render.Options
 	// capture holds the threads' registers and stacks (ReadOptions.Native),
@@ -242,7 +245,23 @@ func (r *Reading) read(opt ReadOptions) error {
 		}
 	}
 	var capture *nativeCapture
-	if opt.NonBlocking {
+	var p *live.Pauser
+	if !opt.NonBlocking {
+		py.Prepare() // what need not be read while the process is held
+		// No garbage collection while the process is held: the read is
+		// short and its garbage small.
+		defer gcOff()()
+		var perr error
+		if p, perr = live.Pause(pid, 2*time.Second); perr != nil {
+			// One of many processes that another tracer holds (krait
+			// record, gdb): read it running rather than leave it out.
+			var pe *target.PermissionError
+			if r.TracedBy = target.TracedBy(pid); !opt.Survey || r.TracedBy == 0 || !errors.As(perr, &pe) {
+				return exitedOr(proc, perr)
+			}
+		}
+	}
+	if p == nil {
 		// Memory may change underneath: retry a few times on errors.
 		for i := 0; i < 5; i++ {
 			if err = read(); err == nil {
@@ -251,14 +270,6 @@ func (r *Reading) read(opt ReadOptions) error {
 			py.Reset()
 		}
 	} else {
-		py.Prepare() // what need not be read while the process is held
-		// No garbage collection while the process is held: the read is
-		// short and its garbage small.
-		defer gcOff()()
-		p, perr := live.Pause(pid, 2*time.Second)
-		if perr != nil {
-			return exitedOr(proc, perr)
-		}
 		done := holding(p)
 		err = read()
 		if err == nil && opt.Native {

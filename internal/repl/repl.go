@@ -56,6 +56,7 @@ type REPL struct {
 	// told: queued stops of other processes already mentioned at the
 	// prompt.
 	told map[*session.Stop]bool
+	bc   bpCommands // breakpoint commands
 }
 
 // sayEnd prints why the session ended by itself, once, and reports
@@ -106,6 +107,7 @@ func init() {
 		{[]string{"break", "b", "br"}, "break FILE:LINE | FUNCTION | LINE [if COND] — set a breakpoint", (*REPL).cmdBreak},
 		{[]string{"tbreak"}, "tbreak LOCATION [if COND] — set a breakpoint that is deleted when hit", (*REPL).cmdTbreak},
 		{[]string{"dprintf"}, "dprintf LOCATION,\"FORMAT\",ARG... — print FORMAT (C printf: %d %s %x %f…; %r: the value as print shows it) with the ARGs' values each time a thread passes LOCATION, without stopping it; a breakpoint for delete, condition, ignore, disable", (*REPL).cmdDprintf},
+		{[]string{"commands"}, "commands [N…] — the commands to run each time breakpoint N (the last one set) stops a thread, one per line, ending with \"end\"; silent first: the stop is not shown; continue (or a step) lets the thread go and ends the list", (*REPL).cmdCommands},
 		{[]string{"condition"}, "condition N [COND] — set or remove breakpoint N's condition", (*REPL).cmdCondition},
 		{[]string{"catch"}, "catch raise [TYPE…] | catch uncaught [TYPE…] — stop where an exception (of those classes) is raised, or as it leaves a thread uncaught; catch: list; catch delete [N]", (*REPL).cmdCatch},
 		{[]string{"ignore"}, "ignore N COUNT — let breakpoint N's next COUNT crossings go without stopping", (*REPL).cmdIgnore},
@@ -175,6 +177,9 @@ func lookup(name string) *command {
 
 // Exec runs one command line.
 func (r *REPL) Exec(line string) error {
+	if r.collect(line) {
+		return nil
+	}
 	line = strings.TrimSpace(line)
 	if line == "" || strings.HasPrefix(line, "#") {
 		return nil
@@ -286,6 +291,7 @@ func (r *REPL) setBreak(arg string, temp bool) error {
 	if err != nil {
 		return err
 	}
+	r.bc.last = bp.ID
 	kind := "Breakpoint"
 	if temp {
 		kind = "Temporary breakpoint"
@@ -642,32 +648,37 @@ func (r *REPL) wait(stepping int64) error {
 		timeout = r.Timeout
 	}
 	stepper := r.S
-	inf, st, err := r.G.WaitStop(timeout, cancel)
-	if err != nil {
-		return err
-	}
-	if inf != nil {
-		r.S = inf.S
-	}
-	if st == nil && stepping != 0 {
-		cancelled, err := stepper.Cancel(stepping)
+	for {
+		inf, st, err := r.G.WaitStop(timeout, cancel)
 		if err != nil {
 			return err
 		}
-		if cancelled || !stepper.HasPendingStop() {
-			r.printf("\nQuit: the step is cancelled; thread %d runs on (breakpoints stay set).\n", stepper.ThreadNumber(stepping))
+		if inf != nil {
+			r.S = inf.S
+		}
+		if st == nil && stepping != 0 {
+			cancelled, err := stepper.Cancel(stepping)
+			if err != nil {
+				return err
+			}
+			if cancelled || !stepper.HasPendingStop() {
+				r.printf("\nQuit: the step is cancelled; thread %d runs on (breakpoints stay set).\n", stepper.ThreadNumber(stepping))
+				return nil
+			}
+			st = stepper.NextStop() // it stopped as the step was cancelled: report it
+			r.S = stepper
+			r.G.SelectSession(stepper)
+		}
+		if st == nil {
+			r.printf("\nStopped waiting; the process keeps running (breakpoints stay set).\n")
 			return nil
 		}
-		st = stepper.NextStop() // it stopped as the step was cancelled: report it
-		r.S = stepper
-		r.G.SelectSession(stepper)
+		if !r.reportStop(st, false) {
+			return nil
+		}
+		// Its breakpoint's commands let the thread go: wait on, as gdb does.
+		stepping, stepper = 0, r.S
 	}
-	if st == nil {
-		r.printf("\nStopped waiting; the process keeps running (breakpoints stay set).\n")
-		return nil
-	}
-	r.reportStop(st, false)
-	return nil
 }
 
 // argsText renders a frame's arguments for a location line, each cut to a
@@ -692,14 +703,20 @@ func frameText(f session.Frame) string {
 var lastStopThread int64
 var lastStopPID int
 
-func (r *REPL) reportStop(st *session.Stop, async bool) {
+func (r *REPL) reportStop(st *session.Stop, async bool) (resumed bool) {
+	cmds := r.stopCommands(st)
+	silent := len(cmds) > 0 && strings.Fields(cmds[0])[0] == "silent"
+	say := r.printf
+	if silent {
+		say = func(string, ...any) {} // gdb's silent: the commands say what they say
+	}
 	n := r.S.ThreadNumber(st.Thread)
 	if lastStopThread != 0 && (lastStopThread != st.Thread || lastStopPID != r.S.PID) || async {
 		name := ""
 		if st.ThreadName != "" {
 			name = fmt.Sprintf(" %q", st.ThreadName)
 		}
-		r.printf("[Switching to thread %d (LWP %d)%s]\n", n, st.NativeID, name)
+		say("[Switching to thread %d (LWP %d)%s]\n", n, st.NativeID, name)
 	}
 	lastStopThread, lastStopPID = st.Thread, r.S.PID
 	loc := fmt.Sprintf("%s (%s) at %s:%d", st.Function, argsText(st.Args), st.File, st.Line)
@@ -717,10 +734,10 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 	switch st.Reason {
 	case "breakpoint":
 		if st.CondError != "" {
-			r.printf("Error in testing condition for breakpoint %d: %s\n", st.BP, st.CondError)
+			say("Error in testing condition for breakpoint %d: %s\n", st.BP, st.CondError)
 		}
 		kind := "Breakpoint"
-		r.printf("\n%s%s %d, %s\n", who, kind, st.BP, loc)
+		say("\n%s%s %d, %s\n", who, kind, st.BP, loc)
 	case "exception":
 		what := "raised"
 		if st.CatchKind == "uncaught" {
@@ -730,17 +747,17 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 		if st.Exception != nil {
 			exc = st.Exception.Value
 		}
-		r.printf("\n%sCatchpoint %d (%s), %s %s in %s\n", who, st.Catch, st.CatchKind, exc, what, loc)
+		say("\n%sCatchpoint %d (%s), %s %s in %s\n", who, st.Catch, st.CatchKind, exc, what, loc)
 	case "interrupt":
 		name := ""
 		if st.ThreadName != "" {
 			name = fmt.Sprintf(" %q", st.ThreadName)
 		}
-		r.printf("\n%sThread %d%s stopped.\n%s\n", who, n, name, loc)
+		say("\n%sThread %d%s stopped.\n%s\n", who, n, name, loc)
 	case "finish":
-		r.printf("%s%s\n", who, loc)
+		say("%s%s\n", who, loc)
 	default:
-		r.printf("%s%s\n", who, loc)
+		say("%s%s\n", who, loc)
 	}
 
 	if st.LoopTasks >= 0 {
@@ -748,15 +765,19 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 		if st.LoopTasks == 1 {
 			tasks = "task"
 		}
-		r.printf("[this thread runs an event loop with %d other %s; they wait while it is stopped]\n", st.LoopTasks, tasks)
+		say("[this thread runs an event loop with %d other %s; they wait while it is stopped]\n", st.LoopTasks, tasks)
 	}
-	r.printSourceLine(st.File, st.Line)
+	if !silent {
+		r.printSourceLine(st.File, st.Line)
+	}
 	if st.Return != nil {
 		r.S.History = append(r.S.History, st.Return.Value)
-		r.printf("Value returned is $%d = %s\n", len(r.S.History), st.Return.Value)
+		say("Value returned is $%d = %s\n", len(r.S.History), st.Return.Value)
 	}
 	r.listFile, r.listLine = st.File, st.Line
-	r.doDisplays()
+	if !silent {
+		r.doDisplays()
+	}
 	if inf == nil {
 		for _, x := range r.G.Inferiors() {
 			if x.S == r.S {
@@ -767,6 +788,7 @@ func (r *REPL) reportStop(st *session.Stop, async bool) {
 	if inf != nil {
 		r.watchdogLines(inf)
 	}
+	return r.runStopCommands(cmds)
 }
 
 func (r *REPL) printSourceLine(file string, line int) {
@@ -958,6 +980,7 @@ func (r *REPL) infoBreakpoints() error {
 		if b.Dprintf != nil {
 			r.printf("        printf \"%s\"%s\n", cEscape(b.Dprintf.Format), strings.Join(append([]string{""}, b.Dprintf.Args...), ","))
 		}
+		r.listCommands(b.ID)
 	}
 	return nil
 }

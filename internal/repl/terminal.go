@@ -63,6 +63,7 @@ func (r *REPL) runTerminal(stop chan struct{}) error {
 	for {
 		r.Flush()
 		done := r.announce()
+		rl.SetPrompt(r.prompt())
 		line, err := rl.Readline()
 		done()
 		select { // a Ctrl-C before the prompt is not meant for the next wait
@@ -70,7 +71,8 @@ func (r *REPL) runTerminal(stop chan struct{}) error {
 		default:
 		}
 		if errors.Is(err, readline.ErrInterrupt) {
-			continue // gdb: Ctrl-C at the prompt does nothing
+			r.bc.collecting = false // Ctrl-C at commands' ">" abandons them, as in gdb
+			continue                // gdb: Ctrl-C at the prompt does nothing
 		}
 		if err == io.EOF {
 			r.printf("quit\n")

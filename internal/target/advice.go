@@ -54,20 +54,30 @@ func firstInt(s string) (int, bool) {
 	return n, err == nil
 }
 
-// tracedAdvice says, when pid is already traced by another process (krait
-// record or top, which hold the threads between samples; gdb; strace),
-// that this is why it cannot be traced now: a process has one tracer at a
-// time. "" when it is not traced.
-func tracedAdvice(pid int) string {
+// TracedBy is the process (not thread) that traces pid's main thread,
+// when it is not this one; 0 if none.
+func TracedBy(pid int) int {
 	tp, ok := firstInt(statusFields(pid, "TracerPid")["TracerPid"])
 	if !ok || tp == 0 {
-		return ""
+		return 0
 	}
 	// TracerPid is the tracing thread: name its process.
 	if tg, ok := firstInt(statusFields(tp, "Tgid")["Tgid"]); ok && tg > 0 {
 		tp = tg
 	}
 	if tp == os.Getpid() {
+		return 0
+	}
+	return tp
+}
+
+// tracedAdvice says, when pid is already traced by another process (krait
+// record or top, which hold the threads between samples; gdb; strace),
+// that this is why it cannot be traced now: a process has one tracer at a
+// time. "" when it is not traced.
+func tracedAdvice(pid int) string {
+	tp := TracedBy(pid)
+	if tp == 0 {
 		return ""
 	}
 	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tp))

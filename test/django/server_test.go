@@ -272,11 +272,11 @@ func currentWorkers(t *testing.T, master int) []int {
 	return out
 }
 
-// TestAttachSyncHeartbeat: a gunicorn sync worker (--timeout 5) held at a
-// breakpoint for twice its timeout is not killed by its arbiter (krait
-// keeps its heartbeat), and serves again once continued.
-func TestAttachSyncHeartbeat(t *testing.T) {
-	st := needStack(t)
+// startSyncGunicorn starts a gunicorn of the test's own with one sync
+// worker (--timeout timeout) serving the shop, and waits until it answers;
+// it is stopped at cleanup.
+func startSyncGunicorn(t *testing.T, st *stack, name string, timeout int) (master, worker int, url string) {
+	t.Helper()
 	dir := st.env["KRAIT_DJANGO_DIR"]
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -286,10 +286,10 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 	l.Close()
 	tmp := t.TempDir()
 	c := exec.Command("/usr/bin/python3.11", "-m", "gunicorn", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
-		"--name", "krait-heartbeat", "--worker-class", "sync", "--workers", "1", "--timeout", "5",
+		"--name", name, "--worker-class", "sync", "--workers", "1", "--timeout", strconv.Itoa(timeout),
 		"--error-logfile", filepath.Join(tmp, "error.log"), "shopsite.wsgi:application")
 	c.Dir = dir
-	c.Env = append(os.Environ(), "PYTHONPATH="+dir, "KRAIT_APP_NAME=krait-heartbeat")
+	c.Env = append(os.Environ(), "PYTHONPATH="+dir, "KRAIT_APP_NAME="+name)
 	for k, v := range st.env {
 		if strings.HasPrefix(k, "KRAIT_PG_") || strings.HasPrefix(k, "KRAIT_MEMCACHED_") {
 			c.Env = append(c.Env, k+"="+v)
@@ -310,7 +310,7 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 			<-done
 		}
 	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if body, err := get(url+"/health/", 5*time.Second); err == nil && body == "ok\n" {
@@ -326,9 +326,18 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 	if len(workers) != 1 {
 		t.Fatalf("want one worker, have %v", workers)
 	}
-	worker := workers[0]
+	return c.Process.Pid, workers[0], url
+}
+
+// TestAttachSyncHeartbeat: a gunicorn sync worker (--timeout 5) held at a
+// breakpoint for twice its timeout is not killed by its arbiter (krait
+// keeps its heartbeat), and serves again once continued.
+func TestAttachSyncHeartbeat(t *testing.T) {
+	st := needStack(t)
+	dir := st.env["KRAIT_DJANGO_DIR"]
+	master, worker, url := startSyncGunicorn(t, st, "krait-heartbeat", 5)
 	rowsLine := findLine(t, filepath.Join(dir, "shop", "views.py"), "def orders(", "rows = list(queryset[")
-	s := attach(t, c.Process.Pid)
+	s := attach(t, master)
 	t.Cleanup(func() { _ = s.Cmd.Process.Kill() })
 	s.do(fmt.Sprintf("break shop/views.py:%d", rowsLine))
 	req := getAsync(t, url+"/orders/?limit=2")
@@ -337,7 +346,7 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 	mustMatch(t, "stop", `\[gunicorn timeout 5s: [^\n]*krait keeps the heartbeat`, out)
 	// Held for twice the timeout. (The arbiter checks every second or so.)
 	time.Sleep(10 * time.Second)
-	if now := currentWorkers(t, c.Process.Pid); len(now) != 1 || now[0] != worker {
+	if now := currentWorkers(t, master); len(now) != 1 || now[0] != worker {
 		t.Fatalf("the stopped worker %d was replaced: workers now %v", worker, now)
 	}
 	mustMatch(t, "print limit", `^\$1 = 2\.0$`, strings.TrimSpace(s.do("print limit")))
@@ -349,9 +358,65 @@ func TestAttachSyncHeartbeat(t *testing.T) {
 	if body, err := get(url+"/orders/?limit=1", 20*time.Second); err != nil || !strings.Contains(body, "<h1>1 orders</h1>") {
 		t.Errorf("after detach: %v %q", err, short(body))
 	}
-	if now := currentWorkers(t, c.Process.Pid); len(now) != 1 || now[0] != worker {
+	if now := currentWorkers(t, master); len(now) != 1 || now[0] != worker {
 		t.Errorf("the worker %d was replaced: workers now %v", worker, now)
 	}
+}
+
+// TestAttachSyncBusy: a gunicorn sync worker busy in a CPU-bound view (no
+// system call, no lock, no other thread: nothing the ptrace way can enter
+// through) is entered through CPython's pending calls, at the view's next
+// eval-breaker check: the attach line says so, info threads shows the
+// view running; after detach the request completes, the worker serves on
+// and is not replaced, and nothing of krait's is left in its /tmp.
+func TestAttachSyncBusy(t *testing.T) {
+	st := needStack(t)
+	master, worker, url := startSyncGunicorn(t, st, "krait-busy", 60)
+	req := getAsync(t, url+"/cpu/?ms=8000")
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r := krait(t, "dump", "--pid", strconv.Itoa(worker))
+		if r.code == 0 && strings.Contains(r.stdout, "cpu (") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the worker did not start the view: %v", r)
+		}
+	}
+	r := krait(t, "attach", strconv.Itoa(worker), "--attach-timeout", "30s", "--batch", "-ex", "info threads")
+	if r.code != 0 {
+		t.Fatalf("%v\n%s", r, r.stdout)
+	}
+	mustMatch(t, "attach line", `entered via a pending call \(.*entered at the interpreter's next safe point \(pending call\)\)`, r.stdout)
+	mustMatch(t, "info threads", `"MainThread"\s+running: cpu at .*views\.py:\d+`, r.stdout)
+	if body := req.wait(t, 60*time.Second); !regexp.MustCompile(`^\d+ [0-9a-f]{16}\n$`).MatchString(body) {
+		t.Errorf("the busy request answered %q", short(body))
+	}
+	if body, err := get(url+"/health/", 20*time.Second); err != nil || body != "ok\n" {
+		t.Errorf("after detach: %v %q", err, short(body))
+	}
+	if now := currentWorkers(t, master); len(now) != 1 || now[0] != worker {
+		t.Errorf("the worker %d was replaced: workers now %v", worker, now)
+	}
+	for end := time.Now().Add(5 * time.Second); len(agentDirsFor(worker)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Errorf("left in the worker's /tmp: %v", agentDirsFor(worker))
+			break
+		}
+	}
+}
+
+// agentDirsFor lists the agent directories in process pid's /tmp whose
+// owner file names pid as the target.
+func agentDirsFor(pid int) []string {
+	var out []string
+	for d := range kraitDirs(pid) {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root%s/owner", pid, d))
+		var o struct{ PID int }
+		if err == nil && json.Unmarshal(data, &o) == nil && o.PID == pid {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // TestServerPID: krait dump and krait requests take a server's master for

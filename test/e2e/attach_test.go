@@ -393,6 +393,44 @@ func TestAttachBatch(t *testing.T) {
 	}
 }
 
+// TestAttachBreakpointCommands: gdb's commands … end, from a -x script:
+// silent breakpoint 1 prints n and continues at every hit (no stop shown,
+// the wait goes on), until breakpoint 2's condition holds; info
+// breakpoints lists the commands.
+func TestAttachBreakpointCommands(t *testing.T) {
+	for _, py := range pythons(t) {
+		py := py
+		if py.minor != "3.12" && py.minor != "3.8" {
+			continue
+		}
+		t.Run(py.name, func(t *testing.T) {
+			srv := startAttachServer(t, py)
+			script := filepath.Join(t.TempDir(), "cmds")
+			text := fmt.Sprintf("break views.py:%d\ncommands\nsilent\nprint n\ncontinue\nend\nbreak views.py:%d if n == 3\ncontinue\ninfo breakpoints\n",
+				srv.marks["report_call"], srv.marks["report_after"])
+			if err := os.WriteFile(script, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				time.Sleep(1500 * time.Millisecond)
+				for n := 1; n <= 3; n++ {
+					srv.get(t, fmt.Sprintf("/report?n=%d", n))
+				}
+			}()
+			r := krait(t, "attach", fmt.Sprint(srv.p.pid()), "--batch", "--timeout", "30s", "-x", script)
+			if r.code != 0 {
+				t.Fatalf("%v\n%s", r, r.stdout)
+			}
+			mustMatch(t, "commands ran at each hit", `(?s)\$1 = 1\n.*\$2 = 2\n.*\$3 = 3\n.*Breakpoint 2, report \(n=3\)`, r.stdout)
+			if strings.Contains(r.stdout, "Breakpoint 1, ") {
+				t.Errorf("silent: breakpoint 1's stops were shown:\n%s", r.stdout)
+			}
+			mustMatch(t, "info breakpoints", `(?m)^1 .*\n(\t.*\n)*        silent\n        print n\n        continue\n2 `, r.stdout)
+			checkClean(t, srv)
+		})
+	}
+}
+
 // TestAttachInterrupted signals krait attach (SIGINT, SIGTERM, SIGHUP,
 // SIGKILL) at random instants while it gets into the process, many times
 // on one server per build: the server must go on serving, exactly as

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,6 +238,65 @@ func str(p *string) string {
 // ("elapsed_source": "socket", "~" in text); a class-based view is named
 // by its class, not View.as_view.<locals>.view; a query-string value that
 // looks secret is <redacted> unless --show-secrets.
+// TestRequestsAllTraced: krait requests --all reads a process that
+// another tracer holds (here krait record, which keeps its threads seized)
+// without pausing it, says so, and shows its requests, instead of
+// counting it as a process it may not read.
+func TestRequestsAllTraced(t *testing.T) {
+	p, port := djangoSite(t)
+	get(t, port, "/slow/?s=6")
+	out := filepath.Join(t.TempDir(), "profile.txt")
+	rec := exec.Command(kraitBin, "record", "--pid", strconv.Itoa(p.pid()), "--duration", "30", "--format", "raw", "-o", out)
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
+	record(rec.Process.Pid)
+	t.Cleanup(func() { rec.Process.Signal(syscall.SIGINT); rec.Wait() })
+	deadline := time.Now().Add(15 * time.Second)
+	for tracerOf(p.pid()) != rec.Process.Pid {
+		if time.Now().After(deadline) {
+			t.Fatalf("krait record did not hold process %d", p.pid())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	r := krait(t, "requests", "--all")
+	want := fmt.Sprintf("(process %d is traced by process %d: krait read it without pausing it)", p.pid(), rec.Process.Pid)
+	if !strings.Contains(r.stdout, want) || !regexp.MustCompile(`GET\s+/slow/\?s=6\s+__main__\.slow`).MatchString(r.stdout) {
+		t.Errorf("krait requests --all: want %q and /slow/ in __main__.slow:\n%s\nstderr: %s", want, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stderr, strconv.Itoa(p.pid())) {
+		t.Errorf("krait requests --all named the traced process as unreadable: %s", r.stderr)
+	}
+	// Named alone, it is refused, with the tracer named.
+	one := krait(t, "requests", "--pid", strconv.Itoa(p.pid()))
+	if one.code == 0 || !strings.Contains(one.stderr, fmt.Sprintf("already traced by process %d", rec.Process.Pid)) {
+		t.Errorf("krait requests --pid of a traced process: %v", one)
+	}
+}
+
+// tracerOf is the process tracing pid (its TracerPid's process), 0 if none.
+func tracerOf(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			tp, _ := strconv.Atoi(strings.TrimSpace(v))
+			if tp == 0 {
+				return 0
+			}
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", tp))
+			for _, m := range strings.Split(string(st), "\n") {
+				if g, ok := strings.CutPrefix(m, "Tgid:"); ok {
+					tg, _ := strconv.Atoi(strings.TrimSpace(g))
+					return tg
+				}
+			}
+			return tp
+		}
+	}
+	return 0
+}
+
 func TestRequestsEstimate(t *testing.T) {
 	p, port := djangoSite(t)
 	start := time.Now()

@@ -137,6 +137,15 @@ func TestTerminal(t *testing.T) {
 			at = s.waitFor(at, "print $1.upper", 10*time.Second)
 			s.typeKeys("()\r")
 			at = s.waitFor(at, "$4 = 'REPORT-3'", 10*time.Second)
+			// commands … end at gdb's ">" prompt.
+			s.typeKeys("commands\r")
+			at = s.waitFor(at, "End with a line saying just \"end\".", 10*time.Second)
+			at = s.waitFor(at, "> ", 10*time.Second)
+			s.typeKeys("echo hit\\n\r")
+			at = s.waitFor(at, "echo hit", 10*time.Second)
+			s.typeKeys("end\r")
+			s.typeKeys("info breakpoints\r")
+			at = s.waitFor(at, "        echo hit\\n", 10*time.Second)
 			s.typeKeys("cont\t\r")
 			select {
 			case body := <-resp:

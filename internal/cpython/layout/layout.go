@@ -172,6 +172,14 @@ type Layout struct {
 	// in an await (3.13+); CheckFrameState says whether it is set.
 	CheckFrameState     bool
 	FrameStateYieldFrom int8
+
+	// The pending-call queue (Offsets.Pending*). PendingMainThread: only
+	// the main thread of the main interpreter runs its calls (before
+	// 3.12). PendingBreakerBit is what tells the evaluation loop to run
+	// them, in the (int) eval breaker beside the queue up to 3.12, in
+	// every thread state's from 3.13 (_PY_CALLS_TO_DO_BIT).
+	PendingMainThread bool
+	PendingBreakerBit uint32
 }
 
 // Supported lists the minor versions krait has tables for.
@@ -285,6 +293,16 @@ func For(v Version) (*Layout, error) {
 	}
 	if at(3, 13) {
 		l.CheckFrameState, l.FrameStateYieldFrom = true, -1
+	}
+	if l.PendingCalls >= 0 {
+		l.PendingMainThread = !at(3, 12)
+		l.PendingBreakerBit = 1
+		if at(3, 13) {
+			l.PendingBreakerBit = 1 << 2
+		}
+		if l.PendingCallSize < 0 {
+			l.PendingCallSize = 16 // up to 3.11 an unnamed struct {func, arg}
+		}
 	}
 	l.FastCell, l.FastFree = 0x40, 0x80
 	if at(3, 13) {

@@ -41,6 +41,27 @@ type Offsets struct {
 	RemoteScriptPath     int64 `c:"_PyRemoteDebuggerSupport.debugger_script_path" dbg:"debugger_support.debugger_script_path"`
 	RemoteScriptPathSize int64 `dbg:"debugger_support.debugger_script_path_size"`
 
+	// CPython's pending-call queue (what Py_AddPendingCall fills), through
+	// which attach enters a process none of whose threads is parked
+	// (3.7–3.13): in _PyRuntime up to 3.8, in each interpreter from 3.9
+	// (3.12 also keeps one for the main thread in _PyRuntime, not used).
+	// The eval breaker is beside it up to 3.12, per thread state on 3.13
+	// (TstateEvalBreaker). The lock is a PyThread_type_lock up to 3.12,
+	// a PyMutex on 3.13, whose queue counts its calls (npending, max).
+	RuntimePending     int64 `c:"_PyRuntimeState.ceval.pending"`
+	RuntimeEvalBreaker int64 `c:"_PyRuntimeState.ceval.eval_breaker"`
+	InterpPending      int64 `c:"_is.ceval.pending"`
+	InterpEvalBreaker  int64 `c:"_is.ceval.eval_breaker"`
+	PendingLock        int64 `c:"_pending_calls.lock"`
+	PendingMutex       int64 `c:"_pending_calls.mutex"`
+	PendingCallsToDo   int64 `c:"_pending_calls.calls_to_do"`
+	PendingNpending    int64 `c:"_pending_calls.npending"`
+	PendingMax         int64 `c:"_pending_calls.max"`
+	PendingCalls       int64 `c:"_pending_calls.calls"`
+	PendingFirst       int64 `c:"_pending_calls.first"`
+	PendingLast        int64 `c:"_pending_calls.last|_pending_calls.next"`
+	PendingCallSize    int64 `c:"sizeof(_pending_call)"`
+
 	// PyThreadState
 	TstateNext         int64 `c:"_ts.next" dbg:"thread_state.next"`
 	TstateInterp       int64 `c:"_ts.interp" dbg:"thread_state.interp"`

@@ -179,7 +179,11 @@ func (h *Holder) stop(timeout time.Duration) error {
 		if _, ok := h.threads[tid]; ok {
 			continue
 		}
-		if err := unix.PtraceSeize(tid); err != nil {
+		seize := unix.PtraceSeize
+		if tid == h.pid && len(h.threads) == 0 {
+			seize = seizeMain
+		}
+		if err := seize(tid); err != nil {
 			switch {
 			case err == unix.ESRCH:
 			case err == unix.EPERM && tid == h.pid && len(h.threads) == 0 && threadAlive(h.pid, tid):

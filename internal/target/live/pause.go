@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,7 +99,11 @@ func (p *Pauser) stopAll(timeout time.Duration) error {
 				continue
 			}
 			fresh++
-			if err := unix.PtraceSeize(tid); err != nil {
+			seize := unix.PtraceSeize
+			if tid == p.pid {
+				seize = seizeMain
+			}
+			if err := seize(tid); err != nil {
 				switch {
 				case err == unix.ESRCH:
 					continue // thread exited meanwhile
@@ -179,6 +184,48 @@ func (p *Pauser) stopAll(timeout time.Duration) error {
 }
 
 // threadAlive says whether a thread exists and is not exiting.
+// tracedWait is how long seizeMain waits for another tracer to let go:
+// another krait's pause (a dump, a sample) holds a process for
+// milliseconds.
+const tracedWait = time.Second
+
+// seizeMain seizes a process's main thread. Refused while another
+// process traces it (the kernel's EPERM, as for a real refusal), it tries
+// again until that tracer lets go, for tracedWait at most; refused with
+// no tracer, it tries twice more (one that let go just then), then gives
+// the refusal.
+func seizeMain(pid int) error {
+	deadline := time.Now().Add(tracedWait)
+	for untraced := 0; ; {
+		err := unix.PtraceSeize(pid)
+		if err != unix.EPERM || time.Now().After(deadline) {
+			return err
+		}
+		if tracerOf(pid) == 0 {
+			if untraced++; untraced > 2 {
+				return err
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// tracerOf is the thread tracing thread tid of its process (TracerPid), 0
+// if none or unknown.
+func tracerOf(tid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
 func threadAlive(pid, tid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 	if err != nil {
