@@ -25,6 +25,7 @@ var agentParts = []string{
 	"stopping.py",    // stopping a thread, steps
 	"threads.py",     // commands on stopped threads
 	"children.py",    // a value's children by path (variables trees)
+	"completing.py",  // completions of names, attributes, keys
 	"backends.py",    // monitoring or settrace
 	"monitoring.py",  // sys.monitoring (3.12+)
 	"settrace.py",    // trace functions in thread states (< 3.12)

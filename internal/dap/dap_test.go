@@ -297,6 +297,42 @@ func testAdapter(t *testing.T, py string) {
 	if hk := c.vars(h.VariablesReference); hk["x"].Value != i.Result {
 		t.Errorf("hover's children: %+v", hk)
 	}
+	// completions: names, a dict's keys, attributes (as the debug console
+	// asks them, the cursor a 1-based column), in the frame given or, with
+	// none, the stopped thread's innermost.
+	if !caps.SupportsCompletionsRequest {
+		t.Errorf("capabilities: no completions")
+	}
+	for _, tc := range []struct {
+		text  string
+		frame int
+		want  string
+	}{
+		{"data['i", frame, "i:value@7+1 items:value@7+1"},
+		{"len(data['p'].", frame, "x:property@15+0 y:property@15+0"},
+		{"tic", frame, "ticker:function@1+3 ticks:variable@1+3"},
+		{"wor + 1", frame, ""}, // the cursor is at the end: after a complete operand
+		{"data['p'].y", 0, "y:property@11+1"},
+		{"Poi", 0, "Point:class@1+3"},
+	} {
+		args := map[string]any{"text": tc.text, "column": len(tc.text) + 1}
+		if tc.frame != 0 {
+			args["frameId"] = tc.frame
+		}
+		var got []string
+		for _, it := range c.call("completions", args).(*dap.CompletionsResponse).Body.Targets {
+			if it.Label != it.Text {
+				t.Errorf("completion %+v: label and text differ", it)
+			}
+			got = append(got, fmt.Sprintf("%s:%s@%d+%d", it.Label, it.Type, it.Start, it.Length))
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("completions of %q: %s, want %s", tc.text, strings.Join(got, " "), tc.want)
+		}
+	}
+	if r := c.call("completions", map[string]any{"text": "wor + 1", "column": 4, "frameId": frame}).(*dap.CompletionsResponse).Body.Targets; len(r) != 2 || r[0].Label != "work" || r[1].Label != "worker" || r[0].Type != "function" {
+		t.Errorf("completions with the cursor inside: %+v", r)
+	}
 	if msg := c.callErr("evaluate", map[string]any{"expression": "data['p']", "frameId": frame, "context": "repl"}); !strings.Contains(msg, "user __repr__ ran") {
 		t.Errorf("repl evaluate: %q, want the __repr__'s error", msg)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf16"
 
 	"github.com/google/go-dap"
 
@@ -36,6 +37,8 @@ func capabilities() dap.Capabilities {
 		SupportsDelayedStackTraceLoading:      true,
 		SupportsSingleThreadExecutionRequests: true,
 		SupportsLogPoints:                     true,
+		SupportsCompletionsRequest:            true,
+		CompletionTriggerCharacters:           []string{".", "["},
 		// Not: terminating the debuggee (krait never kills it), restart,
 		// step back, goto.
 	}
@@ -114,6 +117,8 @@ func (sv *Server) dispatch(rm dap.RequestMessage) (dap.ResponseMessage, error) {
 		return sv.variables(r)
 	case *dap.EvaluateRequest:
 		return sv.evaluate(r)
+	case *dap.CompletionsRequest:
+		return sv.completions(r)
 	case *dap.SetVariableRequest:
 		return sv.setVariable(r)
 	case *dap.ExceptionInfoRequest:
@@ -622,27 +627,27 @@ func (sv *Server) variables(r *dap.VariablesRequest) (dap.ResponseMessage, error
 // scalar types have no children to show.
 var scalar = map[string]bool{"int": true, "float": true, "complex": true, "bool": true, "NoneType": true, "str": true, "bytes": true}
 
+// evalFrame is the frame an evaluate or completions request means: its
+// frameId, or with none the first stopped thread's innermost frame.
+func (sv *Server) evalFrame(id int) (*inferior, frameRef, error) {
+	if id != 0 {
+		return sv.frame(id)
+	}
+	for n, in := range sv.inferiors {
+		if in == nil {
+			continue
+		}
+		for ident := range in.stops {
+			return in, frameRef{threadKey{n, ident}, 0}, nil
+		}
+	}
+	return nil, frameRef{}, errors.New("no thread is stopped: krait evaluates in a stopped thread's frame")
+}
+
 func (sv *Server) evaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error) {
-	var inf *inferior
-	var f frameRef
-	if r.Arguments.FrameId != 0 {
-		var err error
-		if inf, f, err = sv.frame(r.Arguments.FrameId); err != nil {
-			return nil, err
-		}
-	} else { // no frame given: the first stopped thread's innermost frame
-		for n, in := range sv.inferiors {
-			if in == nil || inf != nil {
-				continue
-			}
-			for ident := range in.stops {
-				inf, f = in, frameRef{threadKey{n, ident}, 0}
-				break
-			}
-		}
-		if inf == nil {
-			return nil, errors.New("no thread is stopped: krait evaluates in a stopped thread's frame")
-		}
+	inf, f, err := sv.evalFrame(r.Arguments.FrameId)
+	if err != nil {
+		return nil, err
 	}
 	mode := "safe" // hover, watch: rendered without user code, as print
 	if r.Arguments.Context == "repl" {
@@ -651,7 +656,6 @@ func (sv *Server) evaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error) 
 	selectFrame(inf, f.ident, f.index)
 	var n int
 	var v session.Var
-	var err error
 	if target, expr, ok := session.SplitAssign(r.Arguments.Expression); ok && mode == "repr" {
 		n, v, err = inf.s.SetVar(target, expr, true) // an assignment typed in the console
 	} else {
@@ -666,6 +670,55 @@ func (sv *Server) evaluate(r *dap.EvaluateRequest) (dap.ResponseMessage, error) 
 		sv.refs[body.VariablesReference] = varRef{f, []any{"history", n - 1}}
 	}
 	return &dap.EvaluateResponse{Body: body}, nil
+}
+
+// completionTypes are DAP's CompletionItem types for the agent's kinds.
+var completionTypes = map[string]dap.CompletionItemType{"variable": "variable", "attribute": "property", "key": "value",
+	"function": "function", "module": "module", "class": "class"}
+
+// completions completes what the debug console's line has before the
+// cursor (column, 1-based, in UTF-16 code units as DAP counts them): a
+// name, an attribute, a dict key, in the request's frame (or, with no
+// frameId, the first stopped thread's innermost), without running user
+// code (session.Complete).
+func (sv *Server) completions(r *dap.CompletionsRequest) (dap.ResponseMessage, error) {
+	inf, f, err := sv.evalFrame(r.Arguments.FrameId)
+	if err != nil {
+		return nil, err
+	}
+	text := r.Arguments.Text
+	if r.Arguments.Line > 1 { // a multi-line console input: complete its line
+		lines := strings.Split(text, "\n")
+		if r.Arguments.Line <= len(lines) {
+			text = lines[r.Arguments.Line-1]
+		}
+	}
+	cursor := utf16Offset(text, r.Arguments.Column-1)
+	selectFrame(inf, f.ident, f.index)
+	start, cands, err := inf.s.Complete(text, cursor)
+	if err != nil {
+		return nil, err
+	}
+	col := len(utf16.Encode([]rune(text[:start])))
+	length := len(utf16.Encode([]rune(text[start:cursor])))
+	out := []dap.CompletionItem{}
+	for _, c := range cands {
+		out = append(out, dap.CompletionItem{Label: c.Text, Text: c.Text, Type: completionTypes[c.Kind], Start: col + 1, Length: length})
+	}
+	return &dap.CompletionsResponse{Body: dap.CompletionsResponseBody{Targets: out}}, nil
+}
+
+// utf16Offset is the byte offset in s of its n-th UTF-16 code unit (the
+// end of s past it).
+func utf16Offset(s string, n int) int {
+	units := 0
+	for i, r := range s {
+		if units >= n {
+			return i
+		}
+		units += len(utf16.Encode([]rune{r}))
+	}
+	return len(s)
 }
 
 func (sv *Server) setVariable(r *dap.SetVariableRequest) (dap.ResponseMessage, error) {

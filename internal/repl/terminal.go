@@ -113,7 +113,8 @@ func (r *REPL) announce() func() {
 }
 
 // completer completes commands, info's subcommands, breakpoint numbers,
-// and the names of the selected frame's locals.
+// file names, and expressions: names, attributes and dict keys in the
+// selected frame.
 type completer struct{ r *REPL }
 
 func (c completer) Do(line []rune, pos int) ([][]rune, int) {
@@ -142,14 +143,8 @@ func (c completer) Do(line []rune, pos int) ([][]rune, int) {
 				cands = append(cands, strconv.Itoa(bp.ID))
 			}
 		}
-	case isOneOf(fields[0], "print", "p", "inspect", "display", "whatis", "set", "call"):
-		if c.r.S.Stopped() != nil {
-			if vars, err := c.r.S.Locals(); err == nil {
-				for _, v := range vars {
-					cands = append(cands, v.Name)
-				}
-			}
-		}
+	case isOneOf(strings.SplitN(fields[0], "/", 2)[0], exprCommands...):
+		return c.expr(line, pos)
 	case isOneOf(fields[0], "break", "b", "br", "tbreak", "dprintf", "list", "l"):
 		cands = c.r.knownFiles()
 	}
@@ -160,6 +155,38 @@ func (c completer) Do(line []rune, pos int) ([][]rune, int) {
 		if strings.HasPrefix(cand, word) && !seen[cand] {
 			seen[cand] = true
 			out = append(out, []rune(cand[len(word):]+" "))
+		}
+	}
+	return out, len([]rune(word))
+}
+
+// exprCommands take an expression, completed by the agent in the
+// selected frame (session.Complete): names, attributes, dict keys.
+var exprCommands = []string{"print", "p", "inspect", "py-print", "display", "whatis", "set"}
+
+// expr completes the expression under the cursor of an expression
+// command's line: readline gets what each candidate adds to the word.
+func (c completer) expr(line []rune, pos int) ([][]rune, int) {
+	text := string(line[:pos])
+	lead := len(text) - len(strings.TrimLeft(text, " \t"))
+	arg := lead + strings.IndexAny(text[lead:], " \t")
+	if arg < lead || c.r.S.Stopped() == nil {
+		return nil, 0
+	}
+	rest := text[arg:]
+	if f := strings.Fields(text); f[0] == "set" && len(f) > 1 && f[1] == "var" && len(rest) > len(" var") {
+		i := strings.Index(rest, "var")
+		rest = rest[i+3:]
+	}
+	start, cands, err := c.r.S.Complete(rest, len(rest))
+	if err != nil || len(cands) == 0 {
+		return nil, 0
+	}
+	word := rest[start:]
+	var out [][]rune
+	for _, cand := range cands {
+		if strings.HasPrefix(cand.Text, word) {
+			out = append(out, []rune(cand.Text[len(word):]))
 		}
 	}
 	return out, len([]rune(word))

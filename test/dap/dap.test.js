@@ -125,6 +125,14 @@ test('krait dap with DebugClient', { timeout: 5 * TIMEOUT }, async (t) => {
       assert.strictEqual(r.result, '[1, 2, 3, 4]');
     });
 
+    await t.test('completions: a dict key, attributes (no code of the process runs)', async () => {
+      assert.ok(init.body.supportsCompletionsRequest);
+      const keys = (await dc.send('completions', { frameId: frame.id, text: "data['it", column: 9 })).body.targets;
+      assert.deepStrictEqual(keys.map((c) => [c.label, c.type, c.start, c.length]), [['items', 'value', 7, 2]]);
+      const attrs = (await dc.send('completions', { frameId: frame.id, text: "data['p'].", column: 11 })).body.targets;
+      assert.deepStrictEqual(attrs.map((c) => c.label), ['x', 'y']);
+    });
+
     await t.test('setVariable', async () => {
       const scopes = (await dc.scopesRequest({ frameId: frame.id })).body.scopes;
       const r = await dc.setVariableRequest({ variablesReference: scopes[0].variablesReference, name: 'total', value: '-7' });

@@ -1,6 +1,7 @@
 // krait dap on the Django stack, driven by Microsoft's DebugClient: a
 // breakpoint in the orders view of a mod_wsgi daemon, triggered over HTTP;
-// the request and the unevaluated QuerySet in variables, expanded, with
+// the request and the unevaluated QuerySet in variables, expanded, and
+// completions in the debug console, with
 // PostgreSQL's statement log showing no query meanwhile; other requests
 // answered while the thread is stopped; disconnect lets the request finish.
 // test/django/dap_test.go starts it with KRAIT_BIN, TARGET_PID, VIEWS_FILE,
@@ -101,6 +102,15 @@ test('krait dap on a Django view', { timeout: 10 * TIMEOUT }, async () => {
     const hover = (await dc.evaluateRequest({ expression: 'queryset', frameId: frames[0].id, context: 'hover' })).body;
     assert.match(hover.result, /^<QuerySet shop\.Order: not evaluated/);
     await vars(dc, hover.variablesReference);
+    // The debug console's completions: a key of request.META, the
+    // QuerySet's methods, the lazy user's attributes: none evaluates
+    // the QuerySet or loads the user.
+    const complete = async (text) => (await dc.send('completions', { frameId: frames[0].id, text, column: text.length + 1 })).body.targets;
+    const meta = await complete("request.META['QUERY_");
+    assert.deepStrictEqual(meta.map((c) => [c.label, c.type]), [['QUERY_STRING', 'value']]);
+    const methods = await complete('queryset.fil');
+    assert.deepStrictEqual(methods.map((c) => [c.label, c.type]), [['filter', 'function']]);
+    await complete('request.user.');
     await new Promise((r) => setTimeout(r, 500)); // a statement would reach the log by now
     assert.deepStrictEqual(statements(off), [], 'krait ran statements while showing variables');
 

@@ -85,7 +85,8 @@ func (s *ptySession) typeKeys(keys string) {
 // TestTerminal drives krait attach through a pseudo-terminal: a thread
 // that hits a breakpoint while the user sits at the prompt is announced at
 // once (no command typed); Ctrl-C at the prompt does nothing (twice: it
-// never detaches); tab completes commands, info's subcommands and locals;
+// never detaches); tab completes commands, info's subcommands, locals, an
+// object's attributes and a dict's keys;
 // the history file is the user's alone (0600); Ctrl-D detaches and leaves.
 func TestTerminal(t *testing.T) {
 	for _, py := range pythons(t) {
@@ -115,6 +116,27 @@ func TestTerminal(t *testing.T) {
 			at = s.waitFor(at, "print label", 10*time.Second)
 			s.typeKeys("\r")
 			at = s.waitFor(at, "$1 = 'report-3'", 10*time.Second)
+			// An object's attributes: the first Tab lists them, the
+			// second selects the first, Enter takes it, Enter runs it.
+			s.typeKeys("print order.\t")
+			at = s.waitFor(at, "pk", 10*time.Second)
+			at = s.waitFor(at, "total", 10*time.Second)
+			s.typeKeys("\t")
+			time.Sleep(300 * time.Millisecond)
+			s.typeKeys("\r")
+			at = s.waitFor(at, "print order.pk", 10*time.Second)
+			s.typeKeys("\r")
+			at = s.waitFor(at, "$2 = 3", 10*time.Second)
+			// A dict's key.
+			s.typeKeys("print env['\t")
+			at = s.waitFor(at, "print env['HOME", 10*time.Second)
+			s.typeKeys("']\r")
+			at = s.waitFor(at, "$3 = '/srv/shop'", 10*time.Second)
+			// A method of a value in the history.
+			s.typeKeys("print $1.up\t")
+			at = s.waitFor(at, "print $1.upper", 10*time.Second)
+			s.typeKeys("()\r")
+			at = s.waitFor(at, "$4 = 'REPORT-3'", 10*time.Second)
 			// commands … end at gdb's ">" prompt.
 			s.typeKeys("commands\r")
 			at = s.waitFor(at, "End with a line saying just \"end\".", 10*time.Second)

@@ -96,6 +96,44 @@ def gen(n):
         yield i * 10  # @gen-body
 
 
+SPY_CALLS = []  # what Spy's hooks recorded: completing its attributes must run none of them
+
+
+class Spy(object):
+    """An object whose every hook records being called, and raises."""
+    token = "t"
+
+    def __init__(self):
+        self.total = 3
+        self.to_ship = True
+        self._hidden = 1
+
+    def __getattribute__(self, name):
+        if name not in ("total", "to_ship", "_hidden", "__class__", "__dict__"):
+            SPY_CALLS.append("getattribute " + name)
+        return object.__getattribute__(self, name)
+
+    def __getattr__(self, name):
+        SPY_CALLS.append("getattr " + name)
+        raise AttributeError(name)
+
+    def __dir__(self):
+        SPY_CALLS.append("dir")
+        raise RuntimeError("dir")
+
+    @property
+    def topping(self):
+        SPY_CALLS.append("topping")
+        raise RuntimeError("topping")
+
+
+class Holder(object):
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+ENV = {"HOME": "/home/k", "HOSTNAME": "box", "PATH": "/bin", "_PRIVATE": 1, 3: "an int key"}
+DATA = Holder(order=Spy(), env=ENV, items=[Holder(sku="a")])
 THING = Thing()
 SUB = Sub()
 

@@ -1,7 +1,7 @@
 # agent.py: the Agent class and its start
 
 class Agent(_Events, _Serving, _Files, _Breakpoints, _Stopping,
-            _Threads, _Children, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals, _CacheTrace):
+            _Threads, _Children, _Completing, _Backends, _Monitoring, _Settrace, _Wrapping, _Signals, _CacheTrace):
     """krait's agent: one per attach, serving one connection (the methods
     come from the classes above, compiled one at a time)."""
 
