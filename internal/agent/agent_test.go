@@ -331,6 +331,37 @@ func retry(t *testing.T, timeout time.Duration, what string, f func() error) {
 	}
 }
 
+// eachFixture runs f in a subtest per interpreter attach supports (those
+// keep accepts; nil: all), each with a fixture process of its own.
+func eachFixture(t *testing.T, keep func(agentPython) bool, f func(t *testing.T, fx *agentFixture)) {
+	pys := agentPythons(t)
+	if len(pys) == 0 {
+		t.Skip("no Python 3 interpreter found")
+	}
+	krait := buildKrait(t)
+	for _, py := range pys {
+		if keep != nil && !keep(py) {
+			continue
+		}
+		py := py
+		t.Run(py.name, func(t *testing.T) {
+			fx := startAgentFixture(t, py, krait)
+			fx.t = t
+			f(t, fx)
+		})
+	}
+}
+
+// session loads the agent into the fixture, connects and says hello; it
+// returns the connection and the agent's directory.
+func (fx *agentFixture) session(t *testing.T) (*agentConn, string) {
+	t.Helper()
+	dir := fx.load("tok", 30, false)
+	c := dialAgent(t, dir)
+	c.call("hello", "token", "tok")
+	return c, dir
+}
+
 func dialAgent(t *testing.T, dir string) *agentConn {
 	t.Helper()
 	sock := filepath.Join(dir, "sock")

@@ -16,27 +16,15 @@ import (
 // record every call, is never called (the fixture's own record, read by
 // eval, stays empty).
 func TestAgentComplete(t *testing.T) {
-	pys := agentPythons(t)
-	if len(pys) == 0 {
-		t.Skip("no Python 3 interpreter found")
-	}
-	krait := buildKrait(t)
-	for _, py := range pys {
-		py := py
-		t.Run(py.name, func(t *testing.T) {
-			fx := startAgentFixture(t, py, krait)
-			fx.t = t
-			dir := fx.load("tok", 30, false)
-			c := dialAgent(t, dir)
-			c.call("hello", "token", "tok")
-			c.call("break", "file", "fixture.py", "line", fx.line("compute-first"))
-			th := c.stop("breakpoint", "compute", fx.line("compute-first"))["thread"]
-			c.call("delete")
-			agentComplete(t, c, th)
-			c.call("detach")
-			fx.gone(dir, 3*time.Second)
-		})
-	}
+	eachFixture(t, nil, func(t *testing.T, fx *agentFixture) {
+		c, dir := fx.session(t)
+		c.call("break", "file", "fixture.py", "line", fx.line("compute-first"))
+		th := c.stop("breakpoint", "compute", fx.line("compute-first"))["thread"]
+		c.call("delete")
+		agentComplete(t, c, th)
+		c.call("detach")
+		fx.gone(dir, 3*time.Second)
+	})
 }
 
 func agentComplete(t *testing.T, c *agentConn, th any) {

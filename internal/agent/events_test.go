@@ -22,26 +22,16 @@ import (
 // the agent drops what its buffer cannot hold and counts it, every hit is
 // either received or counted as dropped, and detach leaves nothing.
 func TestAgentProbeEvents(t *testing.T) {
-	pys := agentPythons(t)
-	if len(pys) == 0 {
-		t.Skip("no Python 3 interpreter found")
-	}
-	krait := buildKrait(t)
-	for _, py := range pys {
-		py := py
-		t.Run(py.name, func(t *testing.T) {
-			fx := startAgentFixture(t, py, krait)
+	eachFixture(t, nil, func(t *testing.T, fx *agentFixture) {
+		t.Run("client", func(t *testing.T) {
 			fx.t = t
-			t.Run("client", func(t *testing.T) {
-				fx.t = t
-				probeClient(t, fx)
-			})
-			t.Run("flood", func(t *testing.T) {
-				fx.t = t
-				probeFlood(t, fx)
-			})
+			probeClient(t, fx)
 		})
-	}
+		t.Run("flood", func(t *testing.T) {
+			fx.t = t
+			probeFlood(t, fx)
+		})
+	})
 }
 
 func probeClient(t *testing.T, fx *agentFixture) {

@@ -16,27 +16,15 @@ import (
 // secrets redacted in eval and locals unless asked. On the oldest, a
 // settrace and a monitoring interpreter, and the newest.
 func TestAgentREPLCommands(t *testing.T) {
-	pys := agentPythons(t)
-	if len(pys) == 0 {
-		t.Skip("no Python 3 interpreter found")
+	some := func(py agentPython) bool {
+		return py.name == "3.6" || py.name == "3.11" || py.name == "3.12" || py.name == "3.13" || py.name == "3.14"
 	}
-	krait := buildKrait(t)
-	for _, py := range pys {
-		py := py
-		if py.name != "3.6" && py.name != "3.11" && py.name != "3.12" && py.name != "3.13" && py.name != "3.14" {
-			continue
-		}
-		t.Run(py.name, func(t *testing.T) {
-			fx := startAgentFixture(t, py, krait)
-			fx.t = t
-			dir := fx.load("tok", 30, false)
-			c := dialAgent(t, dir)
-			c.call("hello", "token", "tok")
-			agentREPLCommands(t, fx, c)
-			c.call("detach")
-			fx.gone(dir, 3*time.Second)
-		})
-	}
+	eachFixture(t, some, func(t *testing.T, fx *agentFixture) {
+		c, dir := fx.session(t)
+		agentREPLCommands(t, fx, c)
+		c.call("detach")
+		fx.gone(dir, 3*time.Second)
+	})
 }
 
 func agentREPLCommands(t *testing.T, fx *agentFixture, c *agentConn) {
