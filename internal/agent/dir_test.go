@@ -188,9 +188,13 @@ func TestAgentDirHandedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(sock); string(got) != "up" {
-		t.Errorf("socket path %s reads %q", sock, got)
-	}
+	// The stand-in agent's file exists from its open(), before its write.
+	retry(t, 10*time.Second, "the stand-in agent's socket file", func() error {
+		if got, _ := os.ReadFile(sock); string(got) != "up" {
+			return fmt.Errorf("%s reads %q", sock, got)
+		}
+		return nil
+	})
 	inj.Abort()
 	if _, err := os.Lstat(inj.HostDir); !os.IsNotExist(err) {
 		t.Errorf("the agent directory is left after Abort: %v", err)
