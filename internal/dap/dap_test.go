@@ -24,12 +24,9 @@ import (
 
 // client drives a Server in-process with go-dap messages.
 type client struct {
-	t    *testing.T
-	w    io.WriteCloser
-	msgs chan dap.Message
-	seq  int
-	kept []dap.Message // read while waiting for something else
-	done chan struct{} // closed when Serve has returned
+	*testkit.DAPClient
+	in   io.WriteCloser // the server's input
+	done chan struct{}  // closed when Serve has returned
 }
 
 func newClient(t *testing.T) *client {
@@ -37,24 +34,13 @@ func newClient(t *testing.T) *client {
 	outR, outW := io.Pipe()
 	sv := NewServer(inR, outW)
 	sv.ThreadPoll = 200 * time.Millisecond
-	c := &client{t: t, w: inW, msgs: make(chan dap.Message, 1000), done: make(chan struct{})}
+	c := &client{DAPClient: testkit.NewDAPClient(t, inW, outR), in: inW, done: make(chan struct{})}
 	go func() {
 		if err := sv.Serve(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 		outW.Close()
 		close(c.done)
-	}()
-	go func() {
-		r := bufio.NewReader(outR)
-		for {
-			m, err := dap.ReadProtocolMessage(r)
-			if err != nil {
-				close(c.msgs)
-				return
-			}
-			c.msgs <- m
-		}
 	}()
 	t.Cleanup(func() {
 		inW.Close()
@@ -65,85 +51,6 @@ func newClient(t *testing.T) *client {
 		}
 	})
 	return c
-}
-
-func (c *client) send(command string, args any) int {
-	c.t.Helper()
-	c.seq++
-	m := map[string]any{"seq": c.seq, "type": "request", "command": command}
-	if args != nil {
-		m["arguments"] = args
-	}
-	b, _ := json.Marshal(m)
-	if err := dap.WriteBaseMessage(c.w, b); err != nil {
-		c.t.Fatalf("send %s: %v", command, err)
-	}
-	return c.seq
-}
-
-// next returns the first message (kept ones first) that match says yes
-// to, within timeout.
-func (c *client) next(what string, match func(dap.Message) bool, timeout time.Duration) dap.Message {
-	c.t.Helper()
-	for i, m := range c.kept {
-		if match(m) {
-			c.kept = append(c.kept[:i:i], c.kept[i+1:]...)
-			return m
-		}
-	}
-	deadline := time.After(timeout)
-	for {
-		select {
-		case m, ok := <-c.msgs:
-			if !ok {
-				c.t.Fatalf("waiting for %s: the server's output ended", what)
-			}
-			if match(m) {
-				return m
-			}
-			c.kept = append(c.kept, m)
-		case <-deadline:
-			c.t.Fatalf("no %s within %s", what, timeout)
-		}
-	}
-}
-
-// call sends a request and returns its response, failing on an error
-// response unless wantErr.
-func (c *client) call(command string, args any) dap.ResponseMessage {
-	c.t.Helper()
-	seq := c.send(command, args)
-	m := c.next("response to "+command, func(m dap.Message) bool {
-		r, ok := m.(dap.ResponseMessage)
-		return ok && r.GetResponse().RequestSeq == seq
-	}, 60*time.Second)
-	r := m.(dap.ResponseMessage)
-	if !r.GetResponse().Success {
-		c.t.Fatalf("%s failed: %s", command, r.GetResponse().Message)
-	}
-	return r
-}
-
-func (c *client) callErr(command string, args any) string {
-	c.t.Helper()
-	seq := c.send(command, args)
-	m := c.next("response to "+command, func(m dap.Message) bool {
-		r, ok := m.(dap.ResponseMessage)
-		return ok && r.GetResponse().RequestSeq == seq
-	}, 60*time.Second)
-	r := m.(dap.ResponseMessage).GetResponse()
-	if r.Success {
-		c.t.Fatalf("%s succeeded, want an error", command)
-	}
-	return r.Message
-}
-
-func (c *client) event(name string, timeout time.Duration) dap.EventMessage {
-	c.t.Helper()
-	return c.next(name+" event", func(m dap.Message) bool {
-		e, ok := m.(dap.EventMessage)
-		return ok && e.GetEvent().Event == name
-	}, timeout).(dap.EventMessage)
 }
 
 // target runs the fixture on py and returns its pid.
@@ -172,31 +79,17 @@ func target(t *testing.T, py string) (*exec.Cmd, string) {
 }
 
 func (c *client) eval(frame int, expr, context string) dap.EvaluateResponseBody {
-	c.t.Helper()
-	return c.call("evaluate", map[string]any{"expression": expr, "frameId": frame, "context": context}).(*dap.EvaluateResponse).Body
+	c.T.Helper()
+	return c.Call("evaluate", map[string]any{"expression": expr, "frameId": frame, "context": context}).(*dap.EvaluateResponse).Body
 }
 
 func (c *client) vars(ref int) map[string]dap.Variable {
-	c.t.Helper()
+	c.T.Helper()
 	out := map[string]dap.Variable{}
-	for _, v := range c.call("variables", map[string]any{"variablesReference": ref}).(*dap.VariablesResponse).Body.Variables {
+	for _, v := range c.Call("variables", map[string]any{"variablesReference": ref}).(*dap.VariablesResponse).Body.Variables {
 		out[v.Name] = v
 	}
 	return out
-}
-
-func (c *client) stopped(timeout time.Duration) dap.StoppedEventBody {
-	c.t.Helper()
-	return c.event("stopped", timeout).(*dap.StoppedEvent).Body
-}
-
-func (c *client) top(thread int) dap.StackFrame {
-	c.t.Helper()
-	st := c.call("stackTrace", map[string]any{"threadId": thread, "startFrame": 0, "levels": 1}).(*dap.StackTraceResponse).Body
-	if len(st.StackFrames) != 1 {
-		c.t.Fatalf("stackTrace levels 1: %d frames", len(st.StackFrames))
-	}
-	return st.StackFrames[0]
 }
 
 // TestAdapter runs the adapter in-process against the fixture on a few
@@ -220,35 +113,35 @@ func testAdapter(t *testing.T, py string) {
 	failLine := testkit.FixtureLine(t, file, "# LINE fail")
 	c := newClient(t)
 
-	caps := c.call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true}).(*dap.InitializeResponse).Body
+	caps := c.Call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true}).(*dap.InitializeResponse).Body
 	if !caps.SupportsConfigurationDoneRequest || len(caps.ExceptionBreakpointFilters) != 2 || caps.SupportTerminateDebuggee {
 		t.Errorf("capabilities: %+v", caps)
 	}
-	if msg := c.callErr("attach", map[string]any{"processId": "x"}); !strings.Contains(msg, "processId") {
+	if msg := c.CallErr("attach", map[string]any{"processId": "x"}); !strings.Contains(msg, "processId") {
 		t.Errorf("bad processId: %q", msg)
 	}
-	c.call("attach", map[string]any{"processId": strconv.Itoa(pid), "justMyCode": true})
-	c.event("initialized", 5*time.Second)
+	c.Call("attach", map[string]any{"processId": strconv.Itoa(pid), "justMyCode": true})
+	c.Event("initialized", 5*time.Second)
 
 	// A breakpoint with a condition: stops only where it holds.
-	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+	bps := c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 		"breakpoints": []map[string]any{{"line": workLine, "condition": "i % 3 == 0"}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
 	if len(bps) != 1 || !bps[0].Verified || bps[0].Line != workLine {
 		t.Fatalf("setBreakpoints: %+v", bps)
 	}
-	c.call("configurationDone", nil)
-	st := c.stopped(30 * time.Second)
+	c.Call("configurationDone", nil)
+	st := c.Stopped(30 * time.Second)
 	if st.Reason != "breakpoint" || len(st.HitBreakpointIds) != 1 || st.HitBreakpointIds[0] != bps[0].Id {
 		t.Errorf("stopped: %+v", st)
 	}
 	th := st.ThreadId
-	trace := c.call("stackTrace", map[string]any{"threadId": th}).(*dap.StackTraceResponse).Body
+	trace := c.Call("stackTrace", map[string]any{"threadId": th}).(*dap.StackTraceResponse).Body
 	if len(trace.StackFrames) < 2 || trace.StackFrames[0].Name != "work" || trace.StackFrames[0].Line != workLine ||
 		trace.StackFrames[0].Source == nil || trace.StackFrames[0].Source.Path != file || trace.StackFrames[1].Name != "worker" {
 		t.Fatalf("stack: %+v", trace)
 	}
 	// Paging: the second frame alone.
-	page := c.call("stackTrace", map[string]any{"threadId": th, "startFrame": 1, "levels": 1}).(*dap.StackTraceResponse).Body
+	page := c.Call("stackTrace", map[string]any{"threadId": th, "startFrame": 1, "levels": 1}).(*dap.StackTraceResponse).Body
 	if len(page.StackFrames) != 1 || page.StackFrames[0].Name != "worker" || page.TotalFrames != len(trace.StackFrames) {
 		t.Errorf("stack page: %+v", page)
 	}
@@ -258,7 +151,7 @@ func testAdapter(t *testing.T, py string) {
 		t.Errorf("i = %+v, want a multiple of 3", i)
 	}
 
-	scopes := c.call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
+	scopes := c.Call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
 	if len(scopes) != 2 || scopes[0].Name != "Locals" || scopes[1].Name != "Globals" {
 		t.Fatalf("scopes: %+v", scopes)
 	}
@@ -320,7 +213,7 @@ func testAdapter(t *testing.T, py string) {
 			args["frameId"] = tc.frame
 		}
 		var got []string
-		for _, it := range c.call("completions", args).(*dap.CompletionsResponse).Body.Targets {
+		for _, it := range c.Call("completions", args).(*dap.CompletionsResponse).Body.Targets {
 			if it.Label != it.Text {
 				t.Errorf("completion %+v: label and text differ", it)
 			}
@@ -330,14 +223,14 @@ func testAdapter(t *testing.T, py string) {
 			t.Errorf("completions of %q: %s, want %s", tc.text, strings.Join(got, " "), tc.want)
 		}
 	}
-	if r := c.call("completions", map[string]any{"text": "wor + 1", "column": 4, "frameId": frame}).(*dap.CompletionsResponse).Body.Targets; len(r) != 2 || r[0].Label != "work" || r[1].Label != "worker" || r[0].Type != "function" {
+	if r := c.Call("completions", map[string]any{"text": "wor + 1", "column": 4, "frameId": frame}).(*dap.CompletionsResponse).Body.Targets; len(r) != 2 || r[0].Label != "work" || r[1].Label != "worker" || r[0].Type != "function" {
 		t.Errorf("completions with the cursor inside: %+v", r)
 	}
-	if msg := c.callErr("evaluate", map[string]any{"expression": "data['p']", "frameId": frame, "context": "repl"}); !strings.Contains(msg, "user __repr__ ran") {
+	if msg := c.CallErr("evaluate", map[string]any{"expression": "data['p']", "frameId": frame, "context": "repl"}); !strings.Contains(msg, "user __repr__ ran") {
 		t.Errorf("repl evaluate: %q, want the __repr__'s error", msg)
 	}
 	// setVariable on a local.
-	sv := c.call("setVariable", map[string]any{"variablesReference": scopes[0].VariablesReference, "name": "i", "value": "1000"}).(*dap.SetVariableResponse).Body
+	sv := c.Call("setVariable", map[string]any{"variablesReference": scopes[0].VariablesReference, "name": "i", "value": "1000"}).(*dap.SetVariableResponse).Body
 	if sv.Value != "1000" {
 		t.Errorf("setVariable: %+v", sv)
 	}
@@ -357,7 +250,7 @@ func testAdapter(t *testing.T, py string) {
 		{p.VariablesReference, "x", "'moved'", "data['p'].x", "'moved'"},
 		{scopes[1].VariablesReference, "rounds", "-7", "rounds", "-7"},
 	} {
-		sv := c.call("setVariable", map[string]any{"variablesReference": tc.ref, "name": tc.name, "value": tc.value}).(*dap.SetVariableResponse).Body
+		sv := c.Call("setVariable", map[string]any{"variablesReference": tc.ref, "name": tc.name, "value": tc.value}).(*dap.SetVariableResponse).Body
 		if got := c.eval(frame, tc.check, "watch").Result; got != tc.want {
 			t.Errorf("setVariable %s = %s (answer %+v): %s is %s, want %s", tc.name, tc.value, sv, tc.check, got, tc.want)
 		}
@@ -369,7 +262,7 @@ func testAdapter(t *testing.T, py string) {
 	if got := c.eval(frame, "data['items']", "watch").Result; got != "[1000, 8]" {
 		t.Errorf("after the console's assignment: %s", got)
 	}
-	if msg := c.callErr("setVariable", map[string]any{"variablesReference": p.VariablesReference, "name": "nosuch", "value": "1"}); !strings.Contains(msg, "nosuch") {
+	if msg := c.CallErr("setVariable", map[string]any{"variablesReference": p.VariablesReference, "name": "nosuch", "value": "1"}); !strings.Contains(msg, "nosuch") {
 		t.Errorf("setVariable of no child: %q", msg)
 	}
 
@@ -388,52 +281,52 @@ func testAdapter(t *testing.T, py string) {
 	}
 
 	// Steps: next to the return line, stepOut back into worker.
-	c.call("next", map[string]any{"threadId": th})
-	if st := c.stopped(30 * time.Second); st.Reason != "step" || st.ThreadId != th {
+	c.Call("next", map[string]any{"threadId": th})
+	if st := c.Stopped(30 * time.Second); st.Reason != "step" || st.ThreadId != th {
 		t.Errorf("next: %+v", st)
 	}
-	if f := c.top(th); f.Line != workLine+1 {
+	if f := c.Top(th); f.Line != workLine+1 {
 		t.Errorf("after next: line %d, want %d", f.Line, workLine+1)
 	}
-	c.call("stepOut", map[string]any{"threadId": th})
-	c.stopped(30 * time.Second)
-	if f := c.top(th); f.Name != "worker" {
+	c.Call("stepOut", map[string]any{"threadId": th})
+	c.Stopped(30 * time.Second)
+	if f := c.Top(th); f.Name != "worker" {
 		t.Errorf("after stepOut: in %s", f.Name)
 	}
 	// A hit condition: the breakpoint (on fail's line now) stops at its
 	// 3rd crossing.
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 		"breakpoints": []map[string]any{{"line": failLine, "hitCondition": "3"}}})
-	before, _ := strconv.Atoi(c.eval(c.top(th).Id, "i", "watch").Result)
-	c.call("stepIn", map[string]any{"threadId": th})
-	c.stopped(30 * time.Second)
-	c.call("continue", map[string]any{"threadId": th})
-	st = c.stopped(30 * time.Second)
-	if f := c.top(st.ThreadId); f.Line != failLine {
+	before, _ := strconv.Atoi(c.eval(c.Top(th).Id, "i", "watch").Result)
+	c.Call("stepIn", map[string]any{"threadId": th})
+	c.Stopped(30 * time.Second)
+	c.Call("continue", map[string]any{"threadId": th})
+	st = c.Stopped(30 * time.Second)
+	if f := c.Top(st.ThreadId); f.Line != failLine {
 		t.Fatalf("hit condition: stopped at %+v", f)
 	}
-	if n, _ := strconv.Atoi(c.eval(c.top(st.ThreadId).Id, "i", "watch").Result); n < before+2 {
+	if n, _ := strconv.Atoi(c.eval(c.Top(st.ThreadId).Id, "i", "watch").Result); n < before+2 {
 		t.Errorf("hit condition 3: stopped with i=%d after i=%d", n, before)
 	}
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
 
 	// Exception breakpoints: raised stops where fail raises.
-	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
-	c.call("continue", map[string]any{"threadId": st.ThreadId})
-	st = c.stopped(30 * time.Second)
+	c.Call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+	c.Call("continue", map[string]any{"threadId": st.ThreadId})
+	st = c.Stopped(30 * time.Second)
 	if st.Reason != "exception" {
 		t.Fatalf("exception stop: %+v", st)
 	}
-	ei := c.call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
+	ei := c.Call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
 	if ei.ExceptionId != "ValueError" || !regexp.MustCompile(`^ValueError\('bad \d+'\)$`).MatchString(ei.Description) || ei.BreakMode != "always" {
 		t.Errorf("exceptionInfo: %+v", ei)
 	}
-	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
-	c.call("continue", map[string]any{"threadId": st.ThreadId})
+	c.Call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
+	c.Call("continue", map[string]any{"threadId": st.ThreadId})
 
 	// pause: the spinner stops at its next line; the others run on.
-	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	threads := c.Call("threads", nil).(*dap.ThreadsResponse).Body.Threads
 	spin := 0
 	for _, t := range threads {
 		if t.Name == "spinner" {
@@ -444,7 +337,7 @@ func testAdapter(t *testing.T, py string) {
 		t.Fatalf("no spinner thread: %+v", threads)
 	}
 	started := map[int]bool{}
-	for _, m := range c.kept {
+	for _, m := range c.Kept {
 		if e, ok := m.(*dap.ThreadEvent); ok && e.Body.Reason == "started" {
 			started[e.Body.ThreadId] = true
 		}
@@ -454,18 +347,18 @@ func testAdapter(t *testing.T, py string) {
 			t.Errorf("no thread started event for %+v", th)
 		}
 	}
-	c.call("pause", map[string]any{"threadId": spin})
-	st = c.stopped(30 * time.Second)
+	c.Call("pause", map[string]any{"threadId": spin})
+	st = c.Stopped(30 * time.Second)
 	if st.Reason != "pause" || st.ThreadId != spin {
 		t.Errorf("pause: %+v", st)
 	}
-	c.call("continue", map[string]any{"threadId": spin})
+	c.Call("continue", map[string]any{"threadId": spin})
 
 	// A logpoint: a message per crossing, values rendered safely (Point's
 	// __repr__ raises), the thread never stopped.
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 		"breakpoints": []map[string]any{{"line": workLine, "logMessage": "round {i}: {{items}} {data['items']} p={data['p']} {undefined_name}"}}})
-	out := c.next("logpoint output", func(m dap.Message) bool {
+	out := c.Next("logpoint output", func(m dap.Message) bool {
 		o, ok := m.(*dap.OutputEvent)
 		return ok && strings.HasPrefix(o.Body.Output, "round ")
 	}, 30*time.Second).(*dap.OutputEvent).Body
@@ -473,8 +366,8 @@ func testAdapter(t *testing.T, py string) {
 		out.Line != workLine || out.Source == nil || out.Source.Path != file {
 		t.Errorf("logpoint output: %+v", out)
 	}
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
-	for _, m := range c.kept {
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	for _, m := range c.Kept {
 		if e, ok := m.(*dap.StoppedEvent); ok {
 			t.Errorf("a stop while only a logpoint was set: %+v", e.Body)
 		}
@@ -482,7 +375,7 @@ func testAdapter(t *testing.T, py string) {
 
 	// disconnect (terminateDebuggee or not) detaches: the process runs on
 	// with no agent thread.
-	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+	c.Call("disconnect", map[string]any{"terminateDebuggee": true})
 	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("target gone after disconnect: %v", err)
 	}
@@ -522,13 +415,13 @@ func TestAdapterInputClosed(t *testing.T) {
 	}
 	cmd, file := target(t, py.Path)
 	c := newClient(t)
-	c.call("initialize", map[string]any{"adapterID": "krait"})
-	c.call("attach", map[string]any{"processId": cmd.Process.Pid})
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+	c.Call("initialize", map[string]any{"adapterID": "krait"})
+	c.Call("attach", map[string]any{"processId": cmd.Process.Pid})
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 		"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work")}}})
-	c.call("configurationDone", nil)
-	c.stopped(30 * time.Second) // a thread held
-	c.w.Close()
+	c.Call("configurationDone", nil)
+	c.Stopped(30 * time.Second) // a thread held
+	c.in.Close()
 	select {
 	case <-c.done:
 	case <-time.After(30 * time.Second):
@@ -567,21 +460,21 @@ func TestAdapterTargetExits(t *testing.T) {
 	pys := testkit.AttachPythons(t)
 	cmd, _ := target(t, pys[len(pys)-1].Path)
 	c := newClient(t)
-	c.call("initialize", map[string]any{"adapterID": "krait"})
-	c.call("attach", map[string]any{"processId": cmd.Process.Pid})
-	c.call("configurationDone", nil)
+	c.Call("initialize", map[string]any{"adapterID": "krait"})
+	c.Call("attach", map[string]any{"processId": cmd.Process.Pid})
+	c.Call("configurationDone", nil)
 	cmd.Process.Kill()
-	c.event("terminated", 30*time.Second)
+	c.Event("terminated", 30*time.Second)
 	found := false
-	for _, m := range c.kept {
+	for _, m := range c.Kept {
 		if o, ok := m.(*dap.OutputEvent); ok && strings.Contains(o.Body.Output, "exited") {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("no output saying the process exited before terminated: %v", c.kept)
+		t.Errorf("no output saying the process exited before terminated: %v", c.Kept)
 	}
-	c.call("disconnect", nil)
+	c.Call("disconnect", nil)
 }
 
 // TestAdapterPending: a breakpoint in a module not imported yet is
@@ -597,29 +490,29 @@ func TestAdapterPending(t *testing.T) {
 			late := filepath.Join(filepath.Dir(file), "dap_late.py")
 			lateLine := testkit.FixtureLine(t, late, "# LINE late")
 			c := newClient(t)
-			c.call("initialize", map[string]any{"adapterID": "krait"})
-			c.call("attach", map[string]any{"processId": cmd.Process.Pid})
-			bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": late},
+			c.Call("initialize", map[string]any{"adapterID": "krait"})
+			c.Call("attach", map[string]any{"processId": cmd.Process.Pid})
+			bps := c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": late},
 				"breakpoints": []map[string]any{{"line": lateLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
 			if len(bps) != 1 || bps[0].Verified || !strings.Contains(bps[0].Message, "pending") {
 				t.Fatalf("pending breakpoint: %+v", bps)
 			}
-			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+			c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 				"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work")}}})
-			c.call("configurationDone", nil)
-			st := c.stopped(30 * time.Second)
-			c.eval(c.top(st.ThreadId).Id, "globals().__setitem__('load_late', True)", "repl")
-			c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
-			c.call("continue", map[string]any{"threadId": st.ThreadId})
-			ev := c.event("breakpoint", 30*time.Second).(*dap.BreakpointEvent).Body
+			c.Call("configurationDone", nil)
+			st := c.Stopped(30 * time.Second)
+			c.eval(c.Top(st.ThreadId).Id, "globals().__setitem__('load_late', True)", "repl")
+			c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+			c.Call("continue", map[string]any{"threadId": st.ThreadId})
+			ev := c.Event("breakpoint", 30*time.Second).(*dap.BreakpointEvent).Body
 			if ev.Reason != "changed" || !ev.Breakpoint.Verified || ev.Breakpoint.Id != bps[0].Id || ev.Breakpoint.Line != lateLine {
 				t.Errorf("breakpoint event: %+v", ev)
 			}
-			st = c.stopped(30 * time.Second)
-			if f := c.top(st.ThreadId); f.Name != "hello" || f.Line != lateLine {
+			st = c.Stopped(30 * time.Second)
+			if f := c.Top(st.ThreadId); f.Name != "hello" || f.Line != lateLine {
 				t.Errorf("stopped in %+v", f)
 			}
-			c.call("disconnect", nil)
+			c.Call("disconnect", nil)
 		})
 	}
 }
@@ -636,25 +529,25 @@ func TestAdapterJustMyCode(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/justMyCode=%v", py.Name, mine), func(t *testing.T) {
 				cmd, file := target(t, py.Path)
 				c := newClient(t)
-				c.call("initialize", map[string]any{"adapterID": "krait"})
-				c.call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
-				c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
-				c.call("configurationDone", nil)
+				c.Call("initialize", map[string]any{"adapterID": "krait"})
+				c.Call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
+				c.Call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+				c.Call("configurationDone", nil)
 				var files []string
 				sawLib := false
 				for n := 0; n < 6; n++ {
-					st := c.stopped(30 * time.Second)
-					f := c.top(st.ThreadId)
+					st := c.Stopped(30 * time.Second)
+					f := c.Top(st.ThreadId)
 					files = append(files, f.Source.Path)
 					if f.Source.Path != file {
 						sawLib = true
 					}
-					c.call("continue", map[string]any{"threadId": st.ThreadId})
+					c.Call("continue", map[string]any{"threadId": st.ThreadId})
 				}
 				if sawLib == mine {
 					t.Errorf("justMyCode %v: stops in %v", mine, files)
 				}
-				c.call("disconnect", nil)
+				c.Call("disconnect", nil)
 			})
 		}
 	}
@@ -676,38 +569,38 @@ func TestAdapterJustMyCodeSteps(t *testing.T) {
 				callLine := testkit.FixtureLine(t, file, "# LINE deepcopy")
 				mineLine := testkit.FixtureLine(t, file, "# LINE mine")
 				c := newClient(t)
-				c.call("initialize", map[string]any{"adapterID": "krait"})
-				c.call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
-				c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+				c.Call("initialize", map[string]any{"adapterID": "krait"})
+				c.Call("attach", map[string]any{"processId": cmd.Process.Pid, "justMyCode": mine})
+				c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 					"breakpoints": []map[string]any{{"line": callLine}}})
-				c.call("configurationDone", nil)
-				st := c.stopped(30 * time.Second)
+				c.Call("configurationDone", nil)
+				st := c.Stopped(30 * time.Second)
 				th := st.ThreadId
-				c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
-				if f := c.top(th); f.Line != callLine {
+				c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+				if f := c.Top(th); f.Line != callLine {
 					t.Fatalf("stopped at %s:%d, want line %d", f.Source.Path, f.Line, callLine)
 				}
-				c.call("stepIn", map[string]any{"threadId": th})
-				c.stopped(30 * time.Second)
-				f := c.top(th)
+				c.Call("stepIn", map[string]any{"threadId": th})
+				c.Stopped(30 * time.Second)
+				f := c.Top(th)
 				if !mine {
 					if filepath.Base(f.Source.Path) != "copy.py" {
 						t.Errorf("stepIn without justMyCode: at %s:%d (%s), want copy.py", f.Source.Path, f.Line, f.Name)
 					}
-					c.call("disconnect", nil)
+					c.Call("disconnect", nil)
 					return
 				}
 				if f.Source.Path != file || f.Line != mineLine {
 					t.Fatalf("stepIn with justMyCode: at %s:%d (%s), want %s:%d", f.Source.Path, f.Line, f.Name, file, mineLine)
 				}
-				c.call("stepOut", map[string]any{"threadId": th})
-				if st := c.stopped(30 * time.Second); st.ThreadId != th {
+				c.Call("stepOut", map[string]any{"threadId": th})
+				if st := c.Stopped(30 * time.Second); st.ThreadId != th {
 					t.Fatalf("stepOut: %+v", st)
 				}
-				if f := c.top(th); f.Source.Path != file || f.Name != "worker" || f.Line <= callLine {
+				if f := c.Top(th); f.Source.Path != file || f.Name != "worker" || f.Line <= callLine {
 					t.Errorf("stepOut with justMyCode into copy.py: at %s:%d (%s), want worker after line %d", f.Source.Path, f.Line, f.Name, callLine)
 				}
-				c.call("disconnect", nil)
+				c.Call("disconnect", nil)
 			})
 		}
 	}
@@ -754,26 +647,26 @@ func TestAdapterProcesses(t *testing.T) {
 	pids := []int{cmdA.Process.Pid, cmdB.Process.Pid}
 	workLine := testkit.FixtureLine(t, file, "# LINE work")
 	c := newClient(t)
-	c.call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true})
-	c.call("attach", map[string]any{"processId": pids[0], "processIds": []string{strconv.Itoa(pids[1])}})
-	c.event("initialized", 5*time.Second)
+	c.Call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true})
+	c.Call("attach", map[string]any{"processId": pids[0], "processIds": []string{strconv.Itoa(pids[1])}})
+	c.Event("initialized", 5*time.Second)
 
-	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+	bps := c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
 		"breakpoints": []map[string]any{{"line": workLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
 	if len(bps) != 1 || !bps[0].Verified || bps[0].Line != workLine {
 		t.Fatalf("setBreakpoints: %+v", bps)
 	}
-	c.call("configurationDone", nil)
+	c.Call("configurationDone", nil)
 
 	// One stop in each process: the first one's thread stays stopped, so
 	// the second comes from the other process.
 	stops := map[int]dap.StoppedEventBody{} // by pid
 	for len(stops) < 2 {
-		st := c.stopped(30 * time.Second)
+		st := c.Stopped(30 * time.Second)
 		if st.Reason != "breakpoint" || len(st.HitBreakpointIds) != 1 || st.HitBreakpointIds[0] != bps[0].Id {
 			t.Errorf("stopped: %+v", st)
 		}
-		f := c.top(st.ThreadId)
+		f := c.Top(st.ThreadId)
 		if f.Name != "work" || f.Line != workLine || f.Source == nil || f.Source.Path != file {
 			t.Errorf("top frame: %+v", f)
 		}
@@ -788,7 +681,7 @@ func TestAdapterProcesses(t *testing.T) {
 	}
 
 	// threads: both processes', unique ids, named by their process.
-	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	threads := c.Call("threads", nil).(*dap.ThreadsResponse).Body.Threads
 	names := map[int]string{}
 	for _, th := range threads {
 		if _, dup := names[th.Id]; dup {
@@ -813,12 +706,12 @@ func TestAdapterProcesses(t *testing.T) {
 		// Each thread's frames and variables are its own process's: the
 		// Python version, as the target itself says it.
 		th := stops[pid].ThreadId
-		frame := c.top(th).Id
+		frame := c.Top(th).Id
 		ver := c.eval(frame, "'%d.%d' % sys.version_info[:2]", "watch").Result
 		if ver != "'"+pys[i].Minor+"'" {
 			t.Errorf("process %d: version %s, want %s", pid, ver, pys[i].Minor)
 		}
-		scopes := c.call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
+		scopes := c.Call("scopes", map[string]any{"frameId": frame}).(*dap.ScopesResponse).Body.Scopes
 		locals := c.vars(scopes[0].VariablesReference)
 		data := locals["data"]
 		if data.VariablesReference == 0 {
@@ -832,41 +725,41 @@ func TestAdapterProcesses(t *testing.T) {
 
 	// Breakpoints cleared once, in both; continue is per thread, in its
 	// process.
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
-	c.call("continue", map[string]any{"threadId": stops[pids[0]].ThreadId})
-	if msg := c.callErr("stackTrace", map[string]any{"threadId": stops[pids[0]].ThreadId}); !strings.Contains(msg, "not stopped") {
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file}, "breakpoints": []map[string]any{}})
+	c.Call("continue", map[string]any{"threadId": stops[pids[0]].ThreadId})
+	if msg := c.CallErr("stackTrace", map[string]any{"threadId": stops[pids[0]].ThreadId}); !strings.Contains(msg, "not stopped") {
 		t.Errorf("stackTrace of a continued thread: %q", msg)
 	}
-	if f := c.top(stops[pids[1]].ThreadId); f.Name != "work" {
+	if f := c.Top(stops[pids[1]].ThreadId); f.Name != "work" {
 		t.Errorf("the other process's thread moved: %+v", f)
 	}
-	c.call("continue", map[string]any{"threadId": stops[pids[1]].ThreadId})
+	c.Call("continue", map[string]any{"threadId": stops[pids[1]].ThreadId})
 
 	// Exception breakpoints reach both processes.
-	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
+	c.Call("setExceptionBreakpoints", map[string]any{"filters": []string{"raised"}})
 	seen := map[int]int{} // pid → thread
 	for len(seen) < 2 {
-		st := c.stopped(30 * time.Second)
+		st := c.Stopped(30 * time.Second)
 		if st.Reason != "exception" {
 			t.Fatalf("exception stop: %+v", st)
 		}
-		ei := c.call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
+		ei := c.Call("exceptionInfo", map[string]any{"threadId": st.ThreadId}).(*dap.ExceptionInfoResponse).Body
 		// fail's ValueError, or json's decode error as it enters worker
 		if ei.ExceptionId != "ValueError" && ei.ExceptionId != "json.decoder.JSONDecodeError" {
 			t.Errorf("exceptionInfo: %+v", ei)
 		}
-		pid, _ := strconv.Atoi(c.eval(c.top(st.ThreadId).Id, "os.getpid()", "watch").Result)
+		pid, _ := strconv.Atoi(c.eval(c.Top(st.ThreadId).Id, "os.getpid()", "watch").Result)
 		if _, dup := seen[pid]; dup {
 			t.Fatalf("two exception stops in process %d", pid)
 		}
 		seen[pid] = st.ThreadId
 	}
-	c.call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
+	c.Call("setExceptionBreakpoints", map[string]any{"filters": []string{}})
 	for _, th := range seen {
-		c.call("continue", map[string]any{"threadId": th})
+		c.Call("continue", map[string]any{"threadId": th})
 	}
 
-	c.call("disconnect", map[string]any{"terminateDebuggee": true})
+	c.Call("disconnect", map[string]any{"terminateDebuggee": true})
 	for _, cmd := range []*exec.Cmd{cmdA, cmdB} {
 		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
 			t.Fatalf("target gone after disconnect: %v", err)

@@ -1,10 +1,7 @@
 package djangoe2e
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -13,16 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-dap"
+
+	"krait/internal/testkit"
 )
 
 // dapClient drives a krait dap process with go-dap messages.
-type dapClient struct {
-	t    *testing.T
-	in   io.WriteCloser
-	msgs chan dap.Message
-	kept []dap.Message
-	seq  int
-}
+type dapClient struct{ *testkit.DAPClient }
 
 func startDap(t *testing.T) (*dapClient, *exec.Cmd) {
 	t.Helper()
@@ -32,18 +25,8 @@ func startDap(t *testing.T) (*dapClient, *exec.Cmd) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &dapClient{t: t, in: in, msgs: make(chan dap.Message, 1000)}
-	go func() {
-		r := bufio.NewReader(out)
-		for {
-			m, err := dap.ReadProtocolMessage(r)
-			if err != nil {
-				close(c.msgs)
-				return
-			}
-			c.msgs <- m
-		}
-	}()
+	c := &dapClient{testkit.NewDAPClient(t, in, out)}
+	c.Timeout = 90 * time.Second
 	t.Cleanup(func() {
 		in.Close()
 		done := make(chan struct{})
@@ -59,73 +42,9 @@ func startDap(t *testing.T) (*dapClient, *exec.Cmd) {
 	return c, cmd
 }
 
-func (c *dapClient) next(what string, match func(dap.Message) bool, timeout time.Duration) dap.Message {
-	c.t.Helper()
-	for i, m := range c.kept {
-		if match(m) {
-			c.kept = append(c.kept[:i:i], c.kept[i+1:]...)
-			return m
-		}
-	}
-	deadline := time.After(timeout)
-	for {
-		select {
-		case m, ok := <-c.msgs:
-			if !ok {
-				c.t.Fatalf("waiting for %s: krait dap's output ended", what)
-			}
-			if match(m) {
-				return m
-			}
-			c.kept = append(c.kept, m)
-		case <-deadline:
-			c.t.Fatalf("no %s within %s", what, timeout)
-		}
-	}
-}
-
-func (c *dapClient) call(command string, args any) dap.ResponseMessage {
-	c.t.Helper()
-	c.seq++
-	seq := c.seq
-	m := map[string]any{"seq": seq, "type": "request", "command": command}
-	if args != nil {
-		m["arguments"] = args
-	}
-	b, _ := json.Marshal(m)
-	if err := dap.WriteBaseMessage(c.in, b); err != nil {
-		c.t.Fatalf("send %s: %v", command, err)
-	}
-	r := c.next("response to "+command, func(m dap.Message) bool {
-		r, ok := m.(dap.ResponseMessage)
-		return ok && r.GetResponse().RequestSeq == seq
-	}, 90*time.Second).(dap.ResponseMessage)
-	if !r.GetResponse().Success {
-		c.t.Fatalf("%s failed: %s", command, r.GetResponse().Message)
-	}
-	return r
-}
-
-func (c *dapClient) stopped(timeout time.Duration) dap.StoppedEventBody {
-	c.t.Helper()
-	return c.next("stopped event", func(m dap.Message) bool {
-		_, ok := m.(*dap.StoppedEvent)
-		return ok
-	}, timeout).(*dap.StoppedEvent).Body
-}
-
-func (c *dapClient) top(thread int) dap.StackFrame {
-	c.t.Helper()
-	st := c.call("stackTrace", map[string]any{"threadId": thread, "levels": 1}).(*dap.StackTraceResponse).Body
-	if len(st.StackFrames) != 1 {
-		c.t.Fatalf("stackTrace: %+v", st)
-	}
-	return st.StackFrames[0]
-}
-
 func (c *dapClient) eval(frame int, expr string) string {
-	c.t.Helper()
-	return c.call("evaluate", map[string]any{"expression": expr, "frameId": frame, "context": "watch"}).(*dap.EvaluateResponse).Body.Result
+	c.T.Helper()
+	return c.Call("evaluate", map[string]any{"expression": expr, "frameId": frame, "context": "watch"}).(*dap.EvaluateResponse).Body.Result
 }
 
 // TestDAPServer attaches krait dap to the gunicorn sync arbiter (processId:
@@ -143,11 +62,11 @@ func TestDAPServer(t *testing.T) {
 	rowsLine := findLine(t, views, "def orders(", "rows = list(queryset[")
 	st.settle(t)
 	c, _ := startDap(t)
-	c.call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true})
-	c.call("attach", map[string]any{"processId": srv.parent})
-	c.next("initialized event", func(m dap.Message) bool { _, ok := m.(*dap.InitializedEvent); return ok }, 30*time.Second)
+	c.Call("initialize", map[string]any{"adapterID": "krait", "linesStartAt1": true})
+	c.Call("attach", map[string]any{"processId": srv.parent})
+	c.Next("initialized event", func(m dap.Message) bool { _, ok := m.(*dap.InitializedEvent); return ok }, 30*time.Second)
 
-	threads := c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads
+	threads := c.Call("threads", nil).(*dap.ThreadsResponse).Body.Threads
 	for _, w := range srv.workers {
 		found := false
 		for _, th := range threads {
@@ -162,12 +81,12 @@ func TestDAPServer(t *testing.T) {
 			t.Errorf("a thread of the master: %+v", th)
 		}
 	}
-	bps := c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": views},
+	bps := c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": views},
 		"breakpoints": []map[string]any{{"line": rowsLine}}}).(*dap.SetBreakpointsResponse).Body.Breakpoints
 	if len(bps) != 1 || !bps[0].Verified || bps[0].Line != rowsLine {
 		t.Fatalf("setBreakpoints: %+v", bps)
 	}
-	c.call("configurationDone", nil)
+	c.Call("configurationDone", nil)
 
 	// The first request stops in one worker; the second, which the other
 	// worker takes (the first is busy), stops there too.
@@ -175,11 +94,11 @@ func TestDAPServer(t *testing.T) {
 	var reqs []*pending
 	for i, limit := range []int{3, 4} {
 		reqs = append(reqs, getAsync(t, fmt.Sprintf("%s/orders/?limit=%d", srv.url, limit)))
-		s := c.stopped(90 * time.Second)
+		s := c.Stopped(90 * time.Second)
 		if s.Reason != "breakpoint" || len(s.HitBreakpointIds) != 1 || s.HitBreakpointIds[0] != bps[0].Id {
 			t.Errorf("stopped: %+v", s)
 		}
-		f := c.top(s.ThreadId)
+		f := c.Top(s.ThreadId)
 		if f.Name != "orders" || f.Line != rowsLine {
 			t.Fatalf("stopped at %+v", f)
 		}
@@ -193,7 +112,7 @@ func TestDAPServer(t *testing.T) {
 		}
 	}
 	names := map[int]string{}
-	for _, th := range c.call("threads", nil).(*dap.ThreadsResponse).Body.Threads {
+	for _, th := range c.Call("threads", nil).(*dap.ThreadsResponse).Body.Threads {
 		names[th.Id] = th.Name
 	}
 	for w, th := range stopsAt {
@@ -201,15 +120,15 @@ func TestDAPServer(t *testing.T) {
 			t.Errorf("the thread stopped in worker %d is named %q", w, names[th])
 		}
 	}
-	c.call("setBreakpoints", map[string]any{"source": map[string]any{"path": views}, "breakpoints": []map[string]any{}})
+	c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": views}, "breakpoints": []map[string]any{}})
 	for _, th := range stopsAt {
-		c.call("continue", map[string]any{"threadId": th})
+		c.Call("continue", map[string]any{"threadId": th})
 	}
 	for i, r := range reqs {
 		if body := r.wait(t, 60*time.Second); !strings.Contains(body, fmt.Sprintf("<h1>%d orders</h1>", i+3)) {
 			t.Errorf("request %d answered %q", i+1, short(body))
 		}
 	}
-	c.call("disconnect", map[string]any{})
+	c.Call("disconnect", map[string]any{})
 	checkHealth(t, srv, "after the DAP session")
 }
