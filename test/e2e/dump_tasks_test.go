@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // taskTruth is what aio_tasks.py computed about its own tasks.
@@ -82,21 +80,8 @@ func TestDumpTasks(t *testing.T) {
 }
 
 func testDumpTasks(t *testing.T, py python) {
-	path := filepath.Join(t.TempDir(), "truth.json")
-	p := start(t, nil, py.path, fixture("aio_tasks.py"), path)
-	var data []byte
-	p.waitFor(60*time.Second, func() bool {
-		var err error
-		data, err = os.ReadFile(path)
-		return err == nil
-	})
-	if data == nil {
-		t.Fatalf("%s: fixture wrote no truth (exited: %v)\nstdout: %s\nstderr: %s", py.path, p.exited(), p.stdout, p.stderr)
-	}
 	var tr taskTruth
-	if err := json.Unmarshal(data, &tr); err != nil {
-		t.Fatalf("decoding the fixture's truth: %v\n%s", err, data)
-	}
+	p := startWithTruth(t, py, "aio_tasks.py", &tr)
 	pid := strconv.Itoa(p.pid())
 	t.Run("live", func(t *testing.T) {
 		checkTasks(t, &tr, tasksJSON(t, "dump", "--pid", pid, "--json"))

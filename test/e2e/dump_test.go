@@ -75,11 +75,13 @@ var truncatedLocals = map[string]string{
 	"s_long":    "'...",
 }
 
-// startFixture starts dump_fixture.py under py and waits for its truth.
-func startFixture(t *testing.T, py python) (*proc, *truth) {
+// startWithTruth starts fixture name under py with a path to write its
+// truth to (what it computed itself, as JSON), waits for it and decodes it
+// into v.
+func startWithTruth(t *testing.T, py python, name string, v any) *proc {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "truth.json")
-	p := start(t, nil, py.path, fixture("dump_fixture.py"), path)
+	p := start(t, nil, py.path, fixture(name), path)
 	var data []byte
 	p.waitFor(60*time.Second, func() bool {
 		var err error
@@ -89,10 +91,17 @@ func startFixture(t *testing.T, py python) (*proc, *truth) {
 	if data == nil {
 		t.Fatalf("%s: fixture wrote no truth (exited: %v)\nstdout: %s\nstderr: %s", py.path, p.exited(), p.stdout, p.stderr)
 	}
-	var tr truth
-	if err := json.Unmarshal(data, &tr); err != nil {
+	if err := json.Unmarshal(data, v); err != nil {
 		t.Fatalf("decoding the fixture's truth: %v\n%s", err, data)
 	}
+	return p
+}
+
+// startFixture starts dump_fixture.py under py and waits for its truth.
+func startFixture(t *testing.T, py python) (*proc, *truth) {
+	t.Helper()
+	var tr truth
+	p := startWithTruth(t, py, "dump_fixture.py", &tr)
 	if tr.PID != p.pid() {
 		t.Fatalf("truth is from pid %d, fixture is %d", tr.PID, p.pid())
 	}
