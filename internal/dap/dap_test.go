@@ -606,19 +606,55 @@ func TestAdapterJustMyCodeSteps(t *testing.T) {
 	}
 }
 
+// TestAdapterHitEvery: the hit condition %3 stops at every third
+// crossing: two stops in a row are three calls of work() apart (its
+// argument counts the calls).
+func TestAdapterHitEvery(t *testing.T) {
+	for _, py := range testkit.AttachPythons(t) {
+		if py.Minor != "3.9" && py.Minor != "3.12" {
+			continue
+		}
+		t.Run(py.Name, func(t *testing.T) {
+			cmd, file := target(t, py.Path)
+			c := newClient(t)
+			c.Call("initialize", map[string]any{"adapterID": "krait"})
+			c.Call("attach", map[string]any{"processId": cmd.Process.Pid})
+			c.Call("setBreakpoints", map[string]any{"source": map[string]any{"path": file},
+				"breakpoints": []map[string]any{{"line": testkit.FixtureLine(t, file, "# LINE work"), "hitCondition": "%3"}}})
+			c.Call("configurationDone", nil)
+			var is []int
+			for len(is) < 3 {
+				st := c.Stopped(30 * time.Second)
+				n, err := strconv.Atoi(c.eval(c.Top(st.ThreadId).Id, "i", "watch").Result)
+				if err != nil {
+					t.Fatal(err)
+				}
+				is = append(is, n)
+				c.Call("continue", map[string]any{"threadId": st.ThreadId})
+			}
+			if is[1]-is[0] != 3 || is[2]-is[1] != 3 {
+				t.Errorf("stops at i = %v, want every third call", is)
+			}
+			c.Call("disconnect", nil)
+		})
+	}
+}
+
 func TestHitCount(t *testing.T) {
 	for _, tc := range []struct {
 		in     string
 		ignore int
 		once   bool
+		every  int
 		err    bool
 	}{
-		{"1", 0, false, false}, {"5", 4, false, false}, {">=5", 4, false, false}, {" > 5 ", 5, false, false},
-		{"==3", 2, true, false}, {"0", 0, false, false}, {"%2", 0, false, true}, {"x", 0, false, true},
+		{"1", 0, false, 0, false}, {"5", 4, false, 0, false}, {">=5", 4, false, 0, false}, {" > 5 ", 5, false, 0, false},
+		{"==3", 2, true, 0, false}, {"0", 0, false, 0, false}, {"%2", 0, false, 2, false}, {"% 3", 0, false, 3, false},
+		{"x", 0, false, 0, true}, {"%", 0, false, 0, true},
 	} {
-		ig, once, err := hitCount(tc.in)
-		if ig != tc.ignore || once != tc.once || (err != nil) != tc.err {
-			t.Errorf("hitCount(%q) = %d, %v, %v", tc.in, ig, once, err)
+		o, err := hitCount(tc.in)
+		if o.Ignore != tc.ignore || o.Temporary != tc.once || o.Every != tc.every || (err != nil) != tc.err {
+			t.Errorf("hitCount(%q) = %+v, %v", tc.in, o, err)
 		}
 	}
 }

@@ -318,25 +318,27 @@ func mapPath(maps []pathMapping, p string, toRemote bool) string {
 // hitCount reads a hitCondition as the agent's ignore count and whether
 // the breakpoint stops once only: "5" and ">=5" stop at the fifth
 // crossing and every later one, ">5" from the sixth, "==5" at the fifth
-// only (a temporary breakpoint).
-var hitCond = regexp.MustCompile(`^\s*(>=|==|>)?\s*(\d+)\s*$`)
+// only (a temporary breakpoint), "%5" at every fifth (the fifth, the
+// tenth, …).
+var hitCond = regexp.MustCompile(`^\s*(>=|==|>|%)?\s*(\d+)\s*$`)
 
-func hitCount(s string) (ignore int, once bool, err error) {
+func hitCount(s string) (o session.BreakOptions, err error) {
 	m := hitCond.FindStringSubmatch(s)
 	if m == nil {
-		return 0, false, fmt.Errorf("hit condition %q not understood: krait takes N or >=N (stop from the Nth crossing on), >N, ==N (the Nth only)", s)
+		return o, fmt.Errorf("hit condition %q not understood: krait takes N or >=N (stop from the Nth crossing on), >N, ==N (the Nth only), %%N (every Nth)", s)
 	}
 	n, _ := strconv.Atoi(m[2])
 	switch m[1] {
 	case ">":
 		n++
 	case "==":
-		once = true
+		o.Temporary = true
+	case "%":
+		o.Every = max(n, 1)
+		return o, nil
 	}
-	if n < 1 {
-		n = 1
-	}
-	return n - 1, once, nil
+	o.Ignore = max(n, 1) - 1
+	return o, nil
 }
 
 func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMessage, error) {
@@ -389,16 +391,17 @@ func (sv *Server) setBreakpoints(r *dap.SetBreakpointsRequest) (dap.ResponseMess
 // every process (and in every worker that joins); with lp, a logpoint:
 // the agent's dprintf, which never stops the thread.
 func (sv *Server) setOne(spec, cond, hit string, lp *logpoint) (session.Breakpoint, error) {
-	o := session.BreakOptions{Cond: cond}
+	var o session.BreakOptions
 	if hit != "" {
 		var err error
-		if o.Ignore, o.Temporary, err = hitCount(hit); err != nil {
+		if o, err = hitCount(hit); err != nil {
 			return session.Breakpoint{}, err
 		}
 	}
+	o.Cond = cond
 	if lp != nil {
 		if o.Temporary {
-			return session.Breakpoint{}, errors.New("a logpoint takes N, >=N or >N as its hit condition (not ==N)")
+			return session.Breakpoint{}, errors.New("a logpoint takes N, >=N, >N or %N as its hit condition (not ==N)")
 		}
 		return sv.g.DprintfWith(spec, strings.Join(lp.parts, "{}"), lp.exprs, nil, o)
 	}

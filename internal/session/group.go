@@ -84,6 +84,7 @@ type groupBP struct {
 	Cond    string
 	Temp    bool
 	Ignore  int // crossings each process lets go first (gdb's ignore)
+	Every   int // only every Every-th crossing stops (BreakOptions.Every)
 	Enabled bool
 	Printf  *Printf  // a dprintf's (nil: a breakpoint)
 	Modes   []string // a dprintf's argument modes (Session.DprintfCond)
@@ -100,9 +101,9 @@ func (b *groupBP) set(inf *Inferior) (Breakpoint, error) {
 		return Breakpoint{ID: c.ID}, err
 	}
 	if b.Printf != nil {
-		return inf.S.DprintfWith(b.Spec, b.Printf.Format, b.Printf.Args, b.Modes, BreakOptions{Cond: b.Cond, Ignore: b.Ignore})
+		return inf.S.DprintfWith(b.Spec, b.Printf.Format, b.Printf.Args, b.Modes, BreakOptions{Cond: b.Cond, Ignore: b.Ignore, Every: b.Every})
 	}
-	return inf.S.BreakWith(b.Spec, BreakOptions{Cond: b.Cond, Temporary: b.Temp, Ignore: b.Ignore})
+	return inf.S.BreakWith(b.Spec, BreakOptions{Cond: b.Cond, Temporary: b.Temp, Ignore: b.Ignore, Every: b.Every})
 }
 
 type queuedStop struct {
@@ -675,7 +676,7 @@ func (g *Group) Break(spec, cond string, temporary bool) (Breakpoint, error) {
 // BreakWith is Break with all of a breakpoint's options (see
 // Session.BreakWith); each process counts its own ignored crossings.
 func (g *Group) BreakWith(spec string, o BreakOptions) (Breakpoint, error) {
-	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Temp: o.Temporary, Ignore: o.Ignore, Enabled: true})
+	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Temp: o.Temporary, Ignore: o.Ignore, Every: o.Every, Enabled: true})
 }
 
 // Catch sets a catchpoint (see Session.Catch) in every inferior: it is
@@ -699,7 +700,7 @@ func (g *Group) Dprintf(spec, cond, format string, exprs, modes []string) (Break
 // DprintfWith is Dprintf with an ignore count too (o.Temporary does not
 // apply: a dprintf never stops).
 func (g *Group) DprintfWith(spec, format string, exprs, modes []string, o BreakOptions) (Breakpoint, error) {
-	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Ignore: o.Ignore, Enabled: true, Printf: &Printf{Format: format, Args: exprs}, Modes: modes})
+	return g.setBP(&groupBP{Spec: spec, Cond: o.Cond, Ignore: o.Ignore, Every: o.Every, Enabled: true, Printf: &Printf{Format: format, Args: exprs}, Modes: modes})
 }
 
 func (g *Group) setBP(b *groupBP) (Breakpoint, error) {

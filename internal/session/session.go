@@ -168,6 +168,7 @@ type Breakpoint struct {
 	Enabled   bool
 	Hits      int
 	Ignore    int         // crossings still to ignore
+	Every     int         // > 1: it stops at every Every-th crossing only
 	Warning   string      // e.g. a module-level line that has run already
 	Locations []Location  // where it is set, when more than one place (break FUNC)
 	Dprintf   *Printf     // a dprintf's format and arguments (nil: a breakpoint)
@@ -452,7 +453,7 @@ func toBP(v any) Breakpoint {
 	m, _ := v.(map[string]any)
 	bp := Breakpoint{ID: num(m, "id"), File: str(m, "file"), Line: num(m, "line"), Moved: flag(m, "moved"), Function: str(m, "function"),
 		Pending: flag(m, "pending"), Cond: str(m, "cond"), Temporary: flag(m, "temporary"), Enabled: flag(m, "enabled"), Hits: num(m, "hits"),
-		Ignore: num(m, "ignore"), Warning: str(m, "warning")}
+		Ignore: num(m, "ignore"), Every: num(m, "every"), Warning: str(m, "warning")}
 	if d, ok := m["dprintf"].(map[string]any); ok {
 		bp.Dprintf = &Printf{Format: str(d, "format")}
 		list, _ := d["args"].([]any)
@@ -484,6 +485,9 @@ type BreakOptions struct {
 	Cond      string
 	Temporary bool
 	Ignore    int
+	// Every > 1: only every Every-th crossing stops (counted after the
+	// ignored ones), as a debugger's hit condition %N.
+	Every int
 }
 
 func (o BreakOptions) args() map[string]any {
@@ -493,6 +497,9 @@ func (o BreakOptions) args() map[string]any {
 	}
 	if o.Ignore > 0 {
 		args["ignore"] = o.Ignore
+	}
+	if o.Every > 1 {
+		args["every"] = o.Every
 	}
 	return args
 }

@@ -68,6 +68,11 @@ class _Breakpoints(object):
             if type(ig) is not int or ig < 0:
                 raise Err('ignore must be a count (>= 0)')
             bp.ignore = ig  # before it is armed: no crossing sees it without
+        ev = req.get('every')
+        if ev is not None:
+            if type(ev) is not int or ev < 0:
+                raise Err('every must be a count (>= 0)')
+            bp.every = ev
         if req.get('cmd') == 'dprintf':
             bp.printf, bp.temporary = self._printf(req), False
         if path:

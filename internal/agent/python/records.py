@@ -10,6 +10,7 @@ class Bp(object):
         self.file, self.moved, self.function, self.pending = spec, False, None, True
         self.cond, self.ccode, self.temporary, self.enabled, self.hits = None, None, temporary, True, 0
         self.ignore = 0     # crossings still to ignore (gdb's ignore)
+        self.every = 0      # > 1: only every Nth crossing counts (DAP's hit condition %N)
         self.locs = []      # [(file, line, function)] once armed: one, or several (break FUNC)
         self.warning = None
         self.printf = None  # dprintf: (format, [expressions], [their code]): emit an event, never stop
@@ -25,7 +26,7 @@ class Bp(object):
         return {'id': self.id, 'file': self.file, 'line': self.line, 'moved': self.moved,
                 'function': self.function, 'pending': self.pending, 'cond': self.cond,
                 'temporary': self.temporary, 'enabled': self.enabled, 'hits': self.hits,
-                'ignore': self.ignore, 'warning': self.warning,
+                'ignore': self.ignore, 'every': self.every, 'warning': self.warning,
                 'locations': [{'file': f, 'line': l, 'function': q} for f, l, q in self.locs],
                 'dprintf': None if self.printf is None else {'format': self.printf[0], 'args': self.printf[1]}}
 

@@ -20,6 +20,8 @@ class _Stopping(object):
             if bp.ignore > 0 and err is None:
                 bp.ignore -= 1
                 continue
+            if bp.every > 1 and err is None and bp.hits % bp.every:
+                continue
             if bp.printf is not None:
                 try:
                     self._dprintf(frame, bp, err)
