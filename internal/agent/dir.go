@@ -25,8 +25,10 @@ import (
 // chowned or removed through; the swap is noticed and the attach refused.
 
 // dirNames are the names krait and the agent create in the agent's
-// directory, and the only ones krait removes from it.
-var dirNames = []string{"owner", "agent.py", "agent.run", "agent.krait", "bootstrap.py", "pending.py", "sock", "error"}
+// directory, and the only ones krait removes from it: "owner" last, so
+// that a removal cut short (krait killed) leaves what proves the
+// directory a leftover of krait's to the next attach.
+var dirNames = []string{"agent.py", "agent.run", "agent.krait", "bootstrap.py", "pending.py", "sock", "error", "owner"}
 
 // dirPrefix starts the name of every agent directory: krait-<16 hex>.
 const dirPrefix = "krait-"

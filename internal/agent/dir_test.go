@@ -201,6 +201,17 @@ func TestAgentDirHandedOver(t *testing.T) {
 	}
 }
 
+// TestOwnerRemovedLast: krait removes the owner file after every other
+// name, so that a removal cut short (krait killed in it, as the Django
+// soak does) leaves a directory the next attach can still prove a
+// leftover (a directory with no owner file and something in it is left
+// alone forever).
+func TestOwnerRemovedLast(t *testing.T) {
+	if dirNames[len(dirNames)-1] != "owner" {
+		t.Fatalf("dirNames %v: the owner file is not removed last", dirNames)
+	}
+}
+
 // TestRemoveDirNoFollow: removing an agent directory whose entries are
 // symbolic links to root's files removes the links, never their targets,
 // and leaves names krait does not make alone.

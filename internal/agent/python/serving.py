@@ -282,9 +282,11 @@ class _Serving(object):
                     s.close()
             self.conn = None
         # Everything in the directory, whatever its name (krait's files and
-        # ours), then the directory. Names, not paths: nothing is followed.
+        # ours), the owner file last (cut short, what is left can still be
+        # proved krait's), then the directory. Names, not paths: nothing is
+        # followed.
         try:
-            names = os.listdir(self.dir)
+            names = sorted(os.listdir(self.dir), key=lambda n: n == 'owner')
         except OSError:
             names = []
         for name in names:
