@@ -274,7 +274,9 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 		var reqs []*inflight.Request
 		var held, traced []string
 		failed := -1
-		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all,
+		// Several processes are a survey: one that another tracer holds
+		// (gdb, krait record) is read running, with a note, not left out.
+		readEach(list, dump.ReadOptions{NonBlocking: *nonblocking, Snapshot: requestRead, HoldPause: *hold, Survey: *all || len(list) > 1,
 			Native: !*nonblocking, NativeOnly: inflight.Serving}, func(pid int, rd *dump.Reading, err error) {
 			if err != nil {
 				if len(pids.pids) == 1 && len(list) == 1 && !*watch && !*all {
@@ -282,7 +284,7 @@ func runRequests(args []string, stdout, stderr io.Writer) int {
 					return
 				}
 				switch {
-				case errors.Is(err, target.ErrPermission):
+				case errors.Is(err, target.ErrPermission) && target.TracedBy(pid) == 0:
 					bad.add(pid)
 				case *all && (errors.Is(err, cpython.ErrNotPython) || errors.Is(err, target.ErrNoProcess) || errors.Is(err, target.ErrExited) ||
 					errors.Is(err, target.ErrZombie) || errors.Is(err, cpython.ErrNoInterpreter) || starting(pid)):

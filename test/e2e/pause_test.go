@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -29,7 +30,7 @@ func TestPauseKrait(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startCounter(t, py, "")
 			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(kraitBin, "dump", "--pid", strconv.Itoa(p.pid()), "--debug-hold-pause", "5s")
+			cmd := exec.Command(kraitBin, "dump", "--pid", strconv.Itoa(p.pid()), "--debug-hold-pause", "30s")
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			started := time.Now()
@@ -45,8 +46,8 @@ func TestPauseKrait(t *testing.T) {
 
 			// The target is held: every thread in a tracing stop, the
 			// counter still.
-			if !waitUntil(5*time.Second, func() bool { return allStopped(p.pid()) }) {
-				t.Fatalf("krait did not pause the target (thread states %s)", statesString(p.pid()))
+			if !waitUntil(15*time.Second, func() bool { return heldBy(p.pid(), cmd.Process.Pid) }) {
+				t.Fatalf("krait did not pause the target (thread states %s)%s", statesString(p.pid()), kraitEnded(done, &stderr))
 			}
 			held, _ := p.stdout.Lines()
 			time.Sleep(time.Until(started.Add(500 * time.Millisecond)))
@@ -117,14 +118,32 @@ func checkRunsUntraced(t *testing.T, p *proc, from int) {
 		n, _ := p.stdout.Lines()
 		t.Errorf("the target's counter is stuck: %d lines, then %d 3 s later (thread states %s)", from, n, statesString(p.pid()))
 	}
-	for tid, st := range threadStates(p.pid()) {
-		if st == 't' || st == 'T' {
-			t.Errorf("thread %d of the target is stopped (state %c)", tid, st)
+	// Another package's tests may read every Python process on the host
+	// (krait requests --all) and so hold this one for a moment: what must
+	// not last is a stop or a tracer.
+	untraced := func() bool {
+		for _, st := range threadStates(p.pid()) {
+			if st == 't' || st == 'T' {
+				return false
+			}
 		}
+		for _, tracer := range tracerPids(p.pid()) {
+			if tracer != 0 {
+				return false
+			}
+		}
+		return true
 	}
-	for tid, tracer := range tracerPids(p.pid()) {
-		if tracer != 0 {
-			t.Errorf("thread %d of the target is still traced by %d", tid, tracer)
+	if !waitUntil(3*time.Second, untraced) {
+		for tid, st := range threadStates(p.pid()) {
+			if st == 't' || st == 'T' {
+				t.Errorf("thread %d of the target is stopped (state %c)", tid, st)
+			}
+		}
+		for tid, tracer := range tracerPids(p.pid()) {
+			if tracer != 0 {
+				t.Errorf("thread %d of the target is still traced by %d", tid, tracer)
+			}
 		}
 	}
 	if p.exited() {
@@ -132,8 +151,10 @@ func checkRunsUntraced(t *testing.T, p *proc, from int) {
 	}
 }
 
-// allStopped says whether every thread of pid is in a (tracing) stop.
-func allStopped(pid int) bool {
+// heldBy says whether every thread of pid is in a tracing stop and traced
+// by process krait (not by another package's krait reading every Python
+// process on the host).
+func heldBy(pid, krait int) bool {
 	states := threadStates(pid)
 	if len(states) == 0 {
 		return false
@@ -143,7 +164,43 @@ func allStopped(pid int) bool {
 			return false
 		}
 	}
+	tracers := tracerPids(pid)
+	for tid := range states {
+		if tgid(tracers[tid]) != krait {
+			return false
+		}
+	}
 	return true
+}
+
+// tgid is the process of thread tid; 0 if it is gone.
+func tgid(tid int) int {
+	if tid == 0 {
+		return 0
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// kraitEnded says, for a failure message, whether krait has exited and
+// what it printed; "" while it runs.
+func kraitEnded(done chan error, stderr *bytes.Buffer) string {
+	select {
+	case err := <-done:
+		done <- err
+		return fmt.Sprintf("; krait ended (%v): %s", err, stderr.String())
+	default:
+		return ""
+	}
 }
 
 // statesString formats the state of every thread of pid for messages.
@@ -174,7 +231,7 @@ func TestPauseKraitSeveral(t *testing.T) {
 	py := pickPython(t)
 	a, b := startCounter(t, py, ""), startCounter(t, py, "")
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(kraitBin, "requests", "--pid", strconv.Itoa(a.pid()), "--pid", strconv.Itoa(b.pid()), "--debug-hold-pause", "5s")
+	cmd := exec.Command(kraitBin, "requests", "--pid", strconv.Itoa(a.pid()), "--pid", strconv.Itoa(b.pid()), "--debug-hold-pause", "30s")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -186,8 +243,8 @@ func TestPauseKraitSeveral(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-done
 	})
-	if !waitUntil(5*time.Second, func() bool { return allStopped(a.pid()) && allStopped(b.pid()) }) {
-		t.Fatalf("krait did not hold both targets at once (thread states %s and %s)", statesString(a.pid()), statesString(b.pid()))
+	if !waitUntil(15*time.Second, func() bool { return heldBy(a.pid(), cmd.Process.Pid) && heldBy(b.pid(), cmd.Process.Pid) }) {
+		t.Fatalf("krait did not hold both targets at once (thread states %s and %s)%s", statesString(a.pid()), statesString(b.pid()), kraitEnded(done, &stderr))
 	}
 	heldA, _ := a.stdout.Lines()
 	heldB, _ := b.stdout.Lines()

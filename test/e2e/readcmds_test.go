@@ -268,6 +268,13 @@ func TestRequestsAllTraced(t *testing.T) {
 	if strings.Contains(r.stderr, strconv.Itoa(p.pid())) {
 		t.Errorf("krait requests --all named the traced process as unreadable: %s", r.stderr)
 	}
+	// Named with another process, it is read the same way (several
+	// processes are a survey), and the other is read paused as usual.
+	other := startCounter(t, pickPython(t), "")
+	two := krait(t, "requests", "--pid", strconv.Itoa(other.pid()), "--pid", strconv.Itoa(p.pid()))
+	if two.code != 0 || !strings.Contains(two.stdout, want) || strings.Contains(two.stdout, fmt.Sprintf("process %d is traced", other.pid())) {
+		t.Errorf("krait requests --pid OTHER --pid TRACED: want exit 0 and %q:\n%v", want, two)
+	}
 	// Named alone, it is refused, with the tracer named.
 	one := krait(t, "requests", "--pid", strconv.Itoa(p.pid()))
 	if one.code == 0 || !strings.Contains(one.stderr, fmt.Sprintf("already traced by process %d", rec.Process.Pid)) {
@@ -277,24 +284,7 @@ func TestRequestsAllTraced(t *testing.T) {
 
 // tracerOf is the process tracing pid (its TracerPid's process), 0 if none.
 func tracerOf(pid int) int {
-	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
-			tp, _ := strconv.Atoi(strings.TrimSpace(v))
-			if tp == 0 {
-				return 0
-			}
-			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", tp))
-			for _, m := range strings.Split(string(st), "\n") {
-				if g, ok := strings.CutPrefix(m, "Tgid:"); ok {
-					tg, _ := strconv.Atoi(strings.TrimSpace(g))
-					return tg
-				}
-			}
-			return tp
-		}
-	}
-	return 0
+	return tgid(tracerPids(pid)[pid])
 }
 
 func TestRequestsEstimate(t *testing.T) {
