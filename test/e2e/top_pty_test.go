@@ -207,6 +207,18 @@ func TestTopScreen(t *testing.T) {
 	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("krait top quit with %d, want 0", code)
 	}
+	// (Another package's krait requests --all may hold it a moment.)
+	stopped := func() bool {
+		for _, st := range threadStates(p.pid()) {
+			if st == 't' || st == 'T' {
+				return true
+			}
+		}
+		return false
+	}
+	if waitUntil(2*time.Second, func() bool { return !stopped() }) {
+		return
+	}
 	for tid, st := range threadStates(p.pid()) {
 		if st == 't' || st == 'T' {
 			t.Errorf("thread %d left stopped (%c) after top quit", tid, st)
