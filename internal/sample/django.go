@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ type attribution struct {
 // frame slots.
 type reqState struct {
 	frame, request, callback uint64
+	mark                     int64
 	attribution
 }
 
@@ -100,13 +102,16 @@ func (p *proc) attributeWSGI(t *cpython.StackThread, i int, server string, now t
 			env = e.Addr
 		}
 	}
+	mark, start := p.serverMark(t.Frames)
 	old := p.reqs[t.TState]
-	if old != nil && old.frame == f.Addr && old.request == env && old.callback == app {
+	if old != nil && old.frame == f.Addr && old.request == env && old.callback == app && old.mark == mark {
 		return old.attribution
 	}
-	st := &reqState{frame: f.Addr, request: env, callback: app}
+	st := &reqState{frame: f.Addr, request: env, callback: app, mark: mark}
 	st.first = now
-	if old != nil && old.frame == f.Addr && old.request == env {
+	if !start.IsZero() {
+		st.first = start
+	} else if old != nil && old.frame == f.Addr && old.request == env && old.mark == mark {
 		st.first = old.first
 	}
 	if env != 0 {
@@ -154,13 +159,16 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 	if err != nil || addrs[0] == 0 {
 		return attribution{view: "(django request)", first: now}
 	}
+	mark, start := p.serverMark(t.Frames)
 	old := p.reqs[t.TState]
-	if old != nil && old.frame == f.Addr && old.request == addrs[0] && old.callback == addrs[1] {
+	if old != nil && old.frame == f.Addr && old.request == addrs[0] && old.callback == addrs[1] && old.mark == mark {
 		return old.attribution
 	}
-	st := &reqState{frame: f.Addr, request: addrs[0], callback: addrs[1]}
+	st := &reqState{frame: f.Addr, request: addrs[0], callback: addrs[1], mark: mark}
 	st.first = now
-	if old != nil && old.request == addrs[0] {
+	if !start.IsZero() {
+		st.first = start
+	} else if old != nil && old.request == addrs[0] && old.mark == mark {
 		st.first = old.first
 	}
 	p.py.FreshRead()
@@ -189,4 +197,83 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 	}
 	p.reqs[t.TState] = st
 	return st.attribution
+}
+
+// serverMark tells one request from the next on a thread when the
+// addresses krait keys on (handler frame, request object, view) are all
+// the same: a request's memory is freed when it ends, and the next request
+// on the thread is made in the same places (the same frame slot, the same
+// block of the allocator), so a sampler that saw no sample between them
+// would take them for one. The server marks each request: mod_wsgi with
+// its start in microseconds (returned as start too: the request's true
+// start), gunicorn's sync worker with its count of requests, its threaded
+// and async workers with the client's port and the request's number on
+// its connection. 0 (and no start) under any other server.
+func (p *proc) serverMark(frames []cpython.StackFrame) (int64, time.Time) {
+	for _, f := range frames {
+		switch {
+		case f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/"):
+			return p.gunicornMark(f), time.Time{}
+		case p.modWSGI && f.Info.Name == "__call__" && strings.HasSuffix(f.Info.File, "django/core/handlers/wsgi.py"):
+			addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "environ")
+			if err != nil || addrs[0] == 0 {
+				return 0, time.Time{}
+			}
+			if v, ok := p.py.Ref(addrs[0]).DictGet("mod_wsgi.request_start"); ok {
+				if s, ok := v.Str(); ok {
+					if us, err := strconv.ParseInt(s, 10, 64); err == nil && us > 0 {
+						return us, time.UnixMicro(us)
+					}
+				}
+			}
+			return 0, time.Time{}
+		}
+	}
+	return 0, time.Time{}
+}
+
+// gunicornMark reads the mark of the request a gunicorn worker's
+// handle_request frame serves: the sync worker's handle_request(self,
+// listener, req, client, addr) counts requests in self.nr (one thread, one
+// request at a time); the threaded worker's handle_request(self, req,
+// conn) and the async workers' handle_request(self, listener_name, req,
+// sock, addr) share self.nr among threads, so the client's port and
+// req.req_number (the request's place on a kept-alive connection) mark
+// theirs.
+func (p *proc) gunicornMark(f cpython.StackFrame) int64 {
+	if strings.HasSuffix(f.Info.File, "/sync.py") {
+		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "self")
+		if err != nil || addrs[0] == 0 {
+			return 0
+		}
+		if nr, ok := p.py.Ref(addrs[0]).Attr("nr"); ok {
+			n, _ := nr.Int()
+			return n
+		}
+		return 0
+	}
+	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "req", "conn", "addr")
+	if err != nil || addrs[0] == 0 {
+		return 0
+	}
+	var mark int64
+	if n, ok := p.py.Ref(addrs[0]).Attr("req_number"); ok {
+		mark, _ = n.Int()
+	}
+	client := addrs[2]
+	if addrs[1] != 0 {
+		if c, ok := p.py.Ref(addrs[1]).Attr("client"); ok {
+			client = c.Addr
+		}
+	}
+	if client != 0 {
+		// addr / conn.client: (host, port) for TCP, a path for a Unix
+		// socket (no port).
+		if items := p.py.Ref(client).Items(2); len(items) == 2 {
+			if port, ok := items[1].Int(); ok {
+				mark |= port << 32
+			}
+		}
+	}
+	return mark
 }

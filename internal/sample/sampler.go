@@ -88,6 +88,7 @@ type proc struct {
 	namesAt time.Time
 	stat    map[int]*taskFiles
 	reqs    map[uint64]*reqState
+	modWSGI bool // its requests carry mod_wsgi.request_start
 	info    ProcInfo
 	gone    bool
 }
@@ -131,6 +132,9 @@ func openProc(pid int) (*proc, error) {
 	}
 	p := &proc{pid: pid, lp: lp, py: py, sr: py.NewStackReader(), stat: map[int]*taskFiles{}, reqs: map[uint64]*reqState{}}
 	p.info = ProcInfo{PID: pid, Command: strings.Join(lp.Cmdline(), " "), PythonVersion: py.Version.String()}
+	if in, err := procinfo.Read(pid); err == nil {
+		p.modWSGI = strings.Contains(in.Server, "mod_wsgi")
+	}
 	// Open every thread's stat now, so that the first sample already
 	// knows which threads are idle.
 	if ts, err := lp.Threads(); err == nil {

@@ -138,3 +138,112 @@ func TestTopByView(t *testing.T) {
 		t.Errorf("/slow/?s=4 answered %q", body)
 	}
 }
+
+// TestTopSlowestModWSGI: under mod_wsgi, top's slowest request is timed
+// from the request's start as mod_wsgi stamped it, not from when top first
+// saw it: a request 2 s old when top starts is shown at least 2 s old.
+func TestTopSlowestModWSGI(t *testing.T) {
+	st := needStack(t)
+	st.settle(t)
+	s := st.server(t, "krait-main")
+	p := getAsync(t, s.url+"/slow/?s=5")
+	time.Sleep(2 * time.Second)
+	out := kraitOK(t, "top", "--pid", strconv.Itoa(s.parent), "--subprocesses", "--idle", "--by", "view", "--json", "--delay", "0.5", "--duration", "0.6")
+	worst := -1.0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var snap struct {
+			Views []struct {
+				View     string   `json:"view"`
+				SlowestS *float64 `json:"slowest_s"`
+			} `json:"views"`
+		}
+		if err := json.Unmarshal([]byte(line), &snap); err != nil {
+			t.Fatalf("krait top --json: %v\n%s", err, out)
+		}
+		for _, v := range snap.Views {
+			if v.View == "shop.views.slow" && v.SlowestS != nil && *v.SlowestS > worst {
+				worst = *v.SlowestS
+			}
+		}
+	}
+	if worst < 2 || worst > 5 {
+		t.Errorf("krait top: the /slow/?s=5 request started 2 s before top is shown %.2f s old, want 2 to 5:\n%s", worst, out)
+	}
+	if body := p.wait(t, 30*time.Second); !strings.HasPrefix(body, "slept 5") {
+		t.Errorf("/slow/?s=5 answered %q", body)
+	}
+}
+
+// TestTopSlowestBackToBack: krait top --by view on servers whose threads
+// serve one short request after another with next to no time between
+// them, where each request's frame and request object are made where the
+// last one's were: top must not take the requests for one long one (its
+// slowest_s stays about one request's length: 25 ms here). The server's
+// mark tells them apart (mod_wsgi's request start, gunicorn's request
+// count, client port and number on the connection).
+func TestTopSlowestBackToBack(t *testing.T) {
+	st := needStack(t)
+	st.settle(t)
+	for _, group := range []string{"krait-sync", "krait-gthread", "krait-main"} {
+		s := st.server(t, group)
+		t.Run(s.name, func(t *testing.T) {
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var served, failed int64
+			var mu sync.Mutex
+			for i := 0; i < 2; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						body, err := get(s.url+"/cpu/?ms=25", 10*time.Second)
+						mu.Lock()
+						if err != nil || !strings.Contains(body, " ") {
+							failed++
+						} else {
+							served++
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			time.Sleep(300 * time.Millisecond)
+			out := kraitOK(t, "top", "--pid", strconv.Itoa(s.parent), "--subprocesses", "--by", "view", "--json", "--delay", "1", "--duration", "4.5")
+			close(stop)
+			wg.Wait()
+			t.Logf("%d requests served, %d failed", served, failed)
+			worst, seen := 0.0, false
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				var snap struct {
+					Views []struct {
+						View     string   `json:"view"`
+						SlowestS *float64 `json:"slowest_s"`
+					} `json:"views"`
+				}
+				if err := json.Unmarshal([]byte(line), &snap); err != nil {
+					t.Fatalf("krait top --json: %v\n%s", err, out)
+				}
+				for _, v := range snap.Views {
+					if v.View == "shop.views.cpu" && v.SlowestS != nil {
+						seen = true
+						if *v.SlowestS > worst {
+							worst = *v.SlowestS
+						}
+					}
+				}
+			}
+			if !seen {
+				t.Fatalf("krait top --by view never showed shop.views.cpu in flight:\n%s", out)
+			}
+			t.Logf("slowest shop.views.cpu request top saw: %.3f s", worst)
+			if worst > 0.75 {
+				t.Errorf("krait top took back-to-back 25 ms requests for one of %.2f s:\n%s", worst, out)
+			}
+		})
+	}
+}
