@@ -180,7 +180,9 @@ func TestTopSlowestModWSGI(t *testing.T) {
 // last one's were: top must not take the requests for one long one (its
 // slowest_s stays about one request's length: 25 ms here). The server's
 // mark tells them apart (mod_wsgi's request start, gunicorn's request
-// count, client port and number on the connection).
+// count, client port and number on the connection). A guard: on this
+// stack the sampler was not seen fooled before the marks either (the
+// allocator seldom gives the next request the last one's block).
 func TestTopSlowestBackToBack(t *testing.T) {
 	st := needStack(t)
 	st.settle(t)
