@@ -193,9 +193,11 @@ type reqKey struct {
 	id  int64
 }
 
+// threadKey names a thread's state (Req 0) or a request's.
 type threadKey struct {
-	pid    int
-	thread int64
+	PID    int
+	Thread int64
+	Req    int64
 }
 
 type reqInfo struct {
@@ -272,6 +274,7 @@ func Analyze(events []Event, now float64) *Report {
 type Analyzer struct {
 	pending []Event // added, not yet processed
 	reqs    map[reqKey]*reqInfo
+	states  map[threadKey]*threadState // of threads, and of requests in flight
 	step    func(Event)
 	settle  func(float64)
 	report  func() *Report
@@ -333,14 +336,33 @@ func NewAnalyzer() *Analyzer {
 	reqs := a.reqs
 	rep := &Report{}
 	threads := map[threadKey]*threadState{}
+	a.states = threads
 	entries := map[string]*entry{}
 	var stales []*entry
 	pats := map[[2]string]*Pattern{}
+	// th is the state of e's thread (its database connections'
+	// transactions: Django's connections are per thread); cx that of its
+	// request (what it read, the misses it may fill), or of its thread
+	// outside a request. A request is not always one thread: under ASGI it
+	// starts and ends in the event loop's thread and runs its sync code
+	// (the ORM, cache calls, sync views) in threads of sync_to_async.
 	th := func(e Event) *threadState {
-		k := threadKey{e.PID, e.Thread}
+		k := threadKey{PID: e.PID, Thread: e.Thread}
 		t := threads[k]
 		if t == nil {
 			t = &threadState{windows: map[string][]string{}, pending: map[string][]write{}}
+			threads[k] = t
+		}
+		return t
+	}
+	cx := func(e Event) *threadState {
+		if e.Req == 0 {
+			return th(e)
+		}
+		k := threadKey{PID: e.PID, Req: e.Req}
+		t := threads[k]
+		if t == nil {
+			t = &threadState{req: e.Req, windows: map[string][]string{}}
 			threads[k] = t
 		}
 		return t
@@ -443,16 +465,14 @@ func NewAnalyzer() *Analyzer {
 		settle(e.Time)
 		switch e.Kind {
 		case "req":
-			t := th(e)
 			switch e.Phase {
 			case "start":
+				t := cx(e)
 				t.req, t.tables = e.Req, nil
 				t.windows = map[string][]string{}
 				rep.Requests++
 			case "end":
-				if t.req == e.Req {
-					t.req, t.tables = 0, nil
-				}
+				delete(threads, threadKey{PID: e.PID, Req: e.Req})
 			}
 		case "sql":
 			rep.SQL++
@@ -462,7 +482,7 @@ func NewAnalyzer() *Analyzer {
 				parsed[e.SQL] = tt
 			}
 			read, written := tt.read, tt.written
-			t := th(e)
+			t := cx(e)
 			for _, tb := range read {
 				t.tables = addUniq(t.tables, tb)
 				for k, w := range t.windows {
@@ -472,7 +492,8 @@ func NewAnalyzer() *Analyzer {
 			if len(written) > 0 {
 				w := write{ev: e, tables: written}
 				if e.Atomic {
-					t.pending[e.DB] = append(t.pending[e.DB], w)
+					pt := th(e)
+					pt.pending[e.DB] = append(pt.pending[e.DB], w)
 				} else {
 					commit([]write{w}, e.Time)
 				}
@@ -490,7 +511,7 @@ func NewAnalyzer() *Analyzer {
 			p := pat(e)
 			p.TimeUS += e.US
 			id := entryID(e)
-			t := th(e)
+			t := cx(e)
 			fk := e.FKey
 			if fk == "" {
 				fk = e.Key

@@ -272,3 +272,54 @@ func TestAnalyzerIncremental(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 }
+
+// Under ASGI a request starts and ends in the event loop's thread (10)
+// and runs its sync code in sync_to_async's threads (11, 12), two requests
+// at once: what each request read goes with it (by request, not by
+// thread), so the summary, set with no miss before it (a view that always
+// recomputes), has its request's read, shop_order, as input; the cities'
+// miss, read and set are shop_customer's.
+func TestStaleASGI(t *testing.T) {
+	s := &stream{t: 1000}
+	s.add(Event{PID: 1, Kind: "req", Phase: "start", Thread: 10, Req: 1, Method: "GET", Path: "/summary/"})
+	s.add(Event{PID: 1, Kind: "req", Phase: "start", Thread: 10, Req: 2, Method: "GET", Path: "/cities/"})
+	s.add(cacheEv(1, 12, 2, "get", "cities", no()))
+	s.add(sqlEv(1, 12, 2, `SELECT "city" FROM "shop_customer"`, false))
+	s.add(sqlEv(1, 11, 1, `SELECT COUNT(*) FROM "shop_order"`, false))
+	for _, e := range []Event{cacheEv(1, 12, 2, "set", "cities", nil), cacheEv(1, 11, 1, "set", "summary", nil)} {
+		e.HasTTL = true
+		s.add(e)
+	}
+	s.add(Event{PID: 1, Kind: "req", Phase: "end", Thread: 10, Req: 2, View: "shop.views.cities"})
+	s.add(Event{PID: 1, Kind: "req", Phase: "end", Thread: 10, Req: 1, View: "shop.views.summary"})
+	s.req(2, 21, 1, "POST", "/write/", func() {
+		s.add(sqlEv(2, 21, 1, `UPDATE "shop_order" SET "total" = 1 WHERE "shop_order"."id" = 5`, false))
+	}, "shop.views.write")
+	s.add(Event{PID: 1, Kind: "req", Phase: "start", Thread: 10, Req: 3, Method: "GET", Path: "/summary/"})
+	s.add(cacheEv(1, 11, 3, "get", "summary", yes()))
+	s.add(cacheEv(1, 11, 3, "get", "cities", yes()))
+	s.add(Event{PID: 1, Kind: "req", Phase: "end", Thread: 10, Req: 3, View: "shop.views.summary"})
+
+	a := NewAnalyzer()
+	a.Add(s.evs...)
+	r := a.Report(s.t + 10)
+	if len(r.Stale) != 1 {
+		t.Fatalf("stale entries: %+v, want just the summary", r.Stale)
+	}
+	st := r.Stale[0]
+	if st.UserKey != "summary" || !reflect.DeepEqual(st.Inputs, []string{"shop_order"}) {
+		t.Errorf("stale %q with inputs %q, want summary from shop_order", st.UserKey, st.Inputs)
+	}
+	if st.SetBy.View == nil || *st.SetBy.View != "shop.views.summary" || st.SetBy.Path == nil || *st.SetBy.Path != "/summary/" {
+		t.Errorf("set by %+v", st.SetBy)
+	}
+	if st.StaleHits != 1 || st.StaleByView["shop.views.summary"] != 1 {
+		t.Errorf("stale hits %d %v", st.StaleHits, st.StaleByView)
+	}
+	if r.Requests != 4 {
+		t.Errorf("requests %d, want 4", r.Requests)
+	}
+	if n := len(a.states); n > 2 {
+		t.Errorf("%d thread or request states kept after every request ended, want at most the two threads'", n)
+	}
+}

@@ -349,6 +349,21 @@ func testCacheStale(t *testing.T, st *stack, readers, writer *server, alias stri
 	checkHealth(t, readers, "after")
 }
 
+// TestCacheStaleASGI: the same finding when the readers are uvicorn
+// serving Django 5.2's ASGI application: a request starts in the event
+// loop's thread and its sync view runs in a sync_to_async thread, so what
+// ties the view's cache calls and SQL to its request is the request's
+// context (which asgiref carries into that thread), not the thread.
+func TestCacheStaleASGI(t *testing.T) {
+	st := needStack(t)
+	pid, err := strconv.Atoi(st.env["KRAIT_UVICORN_PID"])
+	if err != nil || st.env["KRAIT_UVICORN_URL"] == "" {
+		t.Fatalf("scripts/stack.sh env: KRAIT_UVICORN_URL=%q KRAIT_UVICORN_PID=%q", st.env["KRAIT_UVICORN_URL"], st.env["KRAIT_UVICORN_PID"])
+	}
+	uv := &server{name: "uvicorn krait-asgi", kind: "uvicorn", group: "krait-asgi", url: st.env["KRAIT_UVICORN_URL"], parent: pid, workers: []int{pid}}
+	testCacheStale(t, st, uv, st.server(t, "krait-sync"), "default")
+}
+
 // TestCacheKilled: krait cache killed (SIGKILL) leaves every worker as it
 // was: the agents see their connection end and put everything back.
 func TestCacheKilled(t *testing.T) {

@@ -25,7 +25,10 @@ class _CtState(object):
         self.wrapped = []    # (class, name, what to put back or _NO, our wrapper)
         self.depth = {}      # thread ident -> 1 inside a traced cache call (inner calls not recorded)
         self.via = {}        # thread ident -> 'get_or_set' while inside one
-        self.reqs = {}       # thread ident -> (request id, request): the request in flight
+        self.reqs = {}       # thread ident -> (request id, request): the request in flight (no contextvars)
+        self.cv = None       # contextvars.ContextVar of (request id, request): the request in flight in
+                             # this context (3.7+): an ASGI request's task, and the threads that
+                             # sync_to_async runs its sync code in (asgiref copies the context there)
         self.seq = None      # request ids
         self.aliases = {}    # alias -> (backend class, settings dict)
         self.objs = None     # id(cache object) -> (weak reference to it, alias)
@@ -73,6 +76,11 @@ class _CacheTrace(object):
         import itertools
         st = _CtState()
         st.seq = itertools.count(1)
+        try:
+            import contextvars
+            st.cv = contextvars.ContextVar('krait_cache_request')
+        except ImportError:  # 3.6
+            st.cv = None
         st.objs = {}
         st.ref = weakref.ref
         st.default = getattr(cbase, 'DEFAULT_TIMEOUT', _NO)
@@ -126,6 +134,8 @@ class _CacheTrace(object):
                 for name in ('commit', 'rollback'):
                     self._ct_wrap(st, cls, name, self._ct_tx_wrapper)
             self._ct_wrap(st, BaseHandler, 'get_response', self._ct_req_wrapper)
+            if 'get_response_async' in BaseHandler.__dict__:  # Django 3.1+: ASGI
+                self._ct_wrap(st, BaseHandler, 'get_response_async', self._ct_areq_wrapper)
         except BaseException:
             self._ct_stop()
             raise
@@ -236,34 +246,76 @@ class _CacheTrace(object):
             return orig(handler, request, *args, **kwargs)
         return krait_request
 
+    @staticmethod
+    def _ct_areq_wrapper(orig, op, box):
+        pid = os.getpid()
+
+        async def krait_request_async(handler, request, *args, **kwargs):
+            if box and os.getpid() == pid:
+                for a in box:
+                    return await a._ct_request_async(orig, handler, request, args, kwargs)
+            return await orig(handler, request, *args, **kwargs)
+        return krait_request_async
+
     # ---- what the wrappers do
 
     def _ct_request(self, orig, handler, request, args, kwargs):
-        st = self.ct
-        prev = rid = None
-        try:
-            ident = _ident()
-            rid = next(st.seq)
-            prev = st.reqs.get(ident)
-            st.reqs[ident] = (rid, request)
-            self.ev_put({'kind': 'req', 'ph': 'start', 'req': rid, 'thread': ident, 't': time.time(),
-                         'method': request.method, 'path': request.path,
-                         'query': request.META.get('QUERY_STRING') or ''})
-        except Exception:
-            st = None
+        began = self._ct_req_begin(request)
         try:
             return orig(handler, request, *args, **kwargs)
         finally:
-            if st is not None:
-                try:
-                    if prev is None:
-                        st.reqs.pop(ident, None)
-                    else:
-                        st.reqs[ident] = prev
-                    self.ev_put({'kind': 'req', 'ph': 'end', 'req': rid, 'thread': ident, 't': time.time(),
-                                 'view': self._ct_view(request)})
-                except Exception:
-                    pass
+            self._ct_req_end(began, request)
+
+    async def _ct_request_async(self, orig, handler, request, args, kwargs):
+        began = self._ct_req_begin(request)
+        try:
+            return await orig(handler, request, *args, **kwargs)
+        finally:
+            self._ct_req_end(began, request)
+
+    def _ct_req_begin(self, request):
+        """A request starts in this thread (WSGI) or task (ASGI): its id,
+        made current; what _ct_req_end needs, or None."""
+        st = self.ct
+        try:
+            ident = _ident()
+            rid = next(st.seq)
+            if st.cv is not None:
+                prev = st.cv.set((rid, request))
+            else:
+                prev = st.reqs.get(ident)
+                st.reqs[ident] = (rid, request)
+            self.ev_put({'kind': 'req', 'ph': 'start', 'req': rid, 'thread': ident, 't': time.time(),
+                         'method': request.method, 'path': request.path,
+                         'query': request.META.get('QUERY_STRING') or ''})
+            return st, ident, rid, prev
+        except Exception:
+            return None
+
+    def _ct_req_end(self, began, request):
+        if began is None:
+            return
+        st, ident, rid, prev = began
+        try:
+            if st.cv is not None:
+                st.cv.reset(prev)
+            elif prev is None:
+                st.reqs.pop(ident, None)
+            else:
+                st.reqs[ident] = prev
+        except Exception:
+            pass
+        try:
+            self.ev_put({'kind': 'req', 'ph': 'end', 'req': rid, 'thread': _ident(), 't': time.time(),
+                         'view': self._ct_view(request)})
+        except Exception:
+            pass
+
+    def _ct_cur(self, st, ident):
+        """(request id, request) of the request in flight here, or None."""
+        if st.cv is not None:
+            return st.cv.get(None)
+        return st.reqs.get(ident)
 
     @staticmethod
     def _ct_view(request):
@@ -276,7 +328,7 @@ class _CacheTrace(object):
     def _ct_ctx(self, st, ident, ev):
         """The request in flight on this thread, into ev (its method and
         path krait has from the request's start)."""
-        r = st.reqs.get(ident)
+        r = self._ct_cur(st, ident)
         if r is not None:
             ev['req'] = r[0]
             ev['view'] = self._ct_view(r[1])
@@ -443,7 +495,7 @@ class _CacheTrace(object):
             ks = k if type(k) is str else str(k)
             ev['key'] = ks[:CT_KEY_MAX]
             if ks.startswith(CT_PAGE):
-                r = st.reqs.get(ident)
+                r = self._ct_cur(st, ident)
                 if r is not None:
                     ev['url'] = '%s %s' % (r[1].method, r[1].path)
             self.ev_put(ev)
@@ -500,7 +552,7 @@ class _CacheTrace(object):
                 break
             return fn, f.f_lineno
         rid = ev.get('req')
-        r = st.reqs.get(ev.get('thread'))
+        r = self._ct_cur(st, ev.get('thread'))
         if rid is None or r is None:
             return None, 0
         rm = getattr(r[1], 'resolver_match', None)
