@@ -27,11 +27,20 @@ type reqState struct {
 var noRequest = attribution{view: NoRequest}
 
 // handlerFrame finds the innermost frame of Django's request handling:
-// BaseHandler._get_response (which holds the resolved view in `callback`),
-// else WSGIHandler.__call__ (the request before and after the view).
+// BaseHandler._get_response or, under ASGI, _get_response_async (which
+// hold the resolved view in `callback`); else, under ASGI, asgiref's
+// thread_handler running sync code for a request in a sync_to_async
+// thread (a sync view or middleware: the request is its first argument,
+// the view or middleware its func); else WSGIHandler.__call__ (the
+// request before and after the view).
 func handlerFrame(frames []cpython.StackFrame) (int, bool) {
 	for i, f := range frames {
-		if f.Info.Name == "_get_response" && strings.Contains(f.Info.File, "django/core/handlers") {
+		if (f.Info.Name == "_get_response" || f.Info.Name == "_get_response_async") && strings.Contains(f.Info.File, "django/core/handlers") {
+			return i, true
+		}
+	}
+	for i, f := range frames {
+		if f.Info.Name == "thread_handler" && strings.HasSuffix(f.Info.File, "asgiref/sync.py") {
 			return i, true
 		}
 	}
@@ -43,7 +52,36 @@ func handlerFrame(frames []cpython.StackFrame) (int, bool) {
 	return 0, false
 }
 
-// attributeAll says for each thread which request's view it serves.
+// requestLocals reads the request and the view (or what runs for the
+// request) from the frame handlerFrame found, frames[i].
+func (p *proc) requestLocals(frames []cpython.StackFrame, i int) (req, callback uint64, err error) {
+	f := frames[i]
+	if f.Info.Name != "thread_handler" {
+		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "request", "callback")
+		if err != nil {
+			return 0, 0, err
+		}
+		return addrs[0], addrs[1], nil
+	}
+	// In a sync_to_async thread, what thread_handler runs is wrapped
+	// differently by each asgiref (a partial, a context's run): the
+	// request is the `request` argument of the outermost function it
+	// calls that has one (the view, or a sync middleware's __call__);
+	// none when it runs something else (a view's ORM call). The view is
+	// then read from request.resolver_match.
+	for k := i - 1; k >= 0; k-- {
+		g := frames[k]
+		addrs, err := p.py.FrameLocalAddrs(g.Addr, g.Code, "request")
+		if err != nil || addrs[0] == 0 {
+			continue
+		}
+		if _, q := p.py.Ref(addrs[0]).Type(); strings.HasSuffix(q, "Request") {
+			return addrs[0], 0, nil
+		}
+	}
+	return 0, 0, nil
+}
+
 func (p *proc) attributeAll(threads []*cpython.StackThread, now time.Time) []attribution {
 	out := make([]attribution, len(threads))
 	live := map[uint64]bool{}
@@ -155,10 +193,15 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 		return noRequest
 	}
 	f := t.Frames[i]
-	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "request", "callback")
-	if err != nil || addrs[0] == 0 {
+	reqAddr, cbAddr, err := p.requestLocals(t.Frames, i)
+	if err == nil && reqAddr == 0 && f.Info.Name == "thread_handler" {
+		delete(p.reqs, t.TState)
+		return noRequest
+	}
+	if err != nil || reqAddr == 0 {
 		return attribution{view: "(django request)", first: now}
 	}
+	addrs := []uint64{reqAddr, cbAddr}
 	mark, start := p.serverMark(t.Frames)
 	old := p.reqs[t.TState]
 	if old != nil && old.frame == f.Addr && old.request == addrs[0] && old.callback == addrs[1] && old.mark == mark {

@@ -249,3 +249,45 @@ func TestTopSlowestBackToBack(t *testing.T) {
 		})
 	}
 }
+
+// TestTopByViewASGI: krait top --by view on uvicorn serving Django 5.2's
+// ASGI application charges a sync view's samples to it though it runs in
+// a sync_to_async thread (the request is asgiref's thread_handler's first
+// argument there), with its request in flight.
+func TestTopByViewASGI(t *testing.T) {
+	st := needStack(t)
+	pid, err := strconv.Atoi(st.env["KRAIT_UVICORN_PID"])
+	url := st.env["KRAIT_UVICORN_URL"]
+	if err != nil || url == "" {
+		t.Fatalf("scripts/stack.sh env: KRAIT_UVICORN_URL=%q KRAIT_UVICORN_PID=%q", url, st.env["KRAIT_UVICORN_PID"])
+	}
+	st.settle(t)
+	p := getAsync(t, url+"/cpu/?ms=5000")
+	time.Sleep(500 * time.Millisecond)
+	out := kraitOK(t, "top", "--pid", strconv.Itoa(pid), "--by", "view", "--json", "--duration", "2.5")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var snap struct {
+		Views []struct {
+			View        string   `json:"view"`
+			Samples     int64    `json:"samples"`
+			InFlight    int      `json:"in_flight"`
+			SlowestS    *float64 `json:"slowest_s"`
+			SlowestPath string   `json:"slowest_route"`
+		} `json:"views"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &snap); err != nil {
+		t.Fatalf("krait top --json: %v\n%s", err, out)
+	}
+	ok := false
+	for _, v := range snap.Views {
+		if v.View == "shop.views.cpu" && v.Samples > 0 && v.InFlight == 1 && v.SlowestS != nil && strings.HasPrefix(v.SlowestPath, "GET cpu/") {
+			ok = true
+		}
+	}
+	if !ok {
+		t.Errorf("krait top --by view on uvicorn: no shop.views.cpu with its request in flight:\n%s", out)
+	}
+	if body := p.wait(t, 30*time.Second); !strings.Contains(body, " ") {
+		t.Errorf("/cpu/?ms=5000 answered %q", body)
+	}
+}
