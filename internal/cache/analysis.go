@@ -37,6 +37,9 @@ type Event struct {
 	HasTTL bool
 	Thread int64
 	Time   float64 // seconds since the epoch
+	// Start: sql, when the statement was sent (Time is when it returned);
+	// commit, when commit was called (Time is when it returned).
+	Start  float64
 	US     float64 // µs inside the cache call
 	Req    int64   // request id within the process, 0 outside a request
 	View   string
@@ -124,10 +127,14 @@ func FromMap(pid int, m map[string]any) Event {
 	if ns, ok := m["ns"].(float64); ok {
 		e.US = ns / 1000
 	}
+	e.Start = e.Time
 	if e.Kind == "sql" {
 		if end := f("end"); end > 0 {
 			e.Time = end // a statement counts as run when it returned
 		}
+	}
+	if t0 := f("t0"); t0 > 0 && e.Kind == "commit" {
+		e.Start = t0
 	}
 	return e
 }
@@ -160,6 +167,10 @@ type Stale struct {
 	LastStaleHit *string        `json:"last_stale_hit"`
 	Timeout      *float64       `json:"timeout"` // seconds; null: never expires
 	Never        bool           `json:"never_expires"`
+	// SetAfterWrite: the value was computed from rows read before the
+	// write committed and cached after it (a race no invalidation can
+	// catch: it came before the set).
+	SetAfterWrite bool `json:"set_after_write"`
 }
 
 // Pattern sums the operations on keys of one pattern.
@@ -226,6 +237,7 @@ type entry struct {
 type candidate struct {
 	w        write
 	at       float64 // commit time
+	race     bool    // the entry was set after the write, from rows read before it
 	table    string
 	deadline float64        // 0: until the writer's request ends
 	hits     int            // gets served after the write
@@ -256,6 +268,7 @@ func (c *candidate) hit(e Event, reqs map[reqKey]*reqInfo) {
 type threadState struct {
 	req     int64
 	tables  []string            // read since the request began
+	readAt  map[string]float64  // table -> when its last read returned
 	windows map[string][]string // final key -> tables read since its miss
 	pending map[string][]write  // db alias -> writes not yet committed
 }
@@ -425,7 +438,19 @@ func NewAnalyzer() *Analyzer {
 		}
 		return false
 	}
-	commit := func(ws []write, at float64) {
+	// lastWrite: per table, the last committed write, and the earliest its
+	// commit can have been (the statement's or commit's call).
+	type committed struct {
+		w         write
+		at, lower float64
+	}
+	lastWrite := map[string]committed{}
+	commit := func(ws []write, at, lower float64) {
+		for _, w := range ws {
+			for _, tbl := range w.tables {
+				lastWrite[tbl] = committed{w: w, at: at, lower: lower}
+			}
+		}
 		for _, w := range ws {
 			rep.Writes++
 			for _, tbl := range w.tables {
@@ -484,6 +509,10 @@ func NewAnalyzer() *Analyzer {
 			read, written := tt.read, tt.written
 			t := cx(e)
 			for _, tb := range read {
+				if t.readAt == nil {
+					t.readAt = map[string]float64{}
+				}
+				t.readAt[tb] = e.Time
 				t.tables = addUniq(t.tables, tb)
 				for k, w := range t.windows {
 					t.windows[k] = addUniq(w, tb)
@@ -495,14 +524,14 @@ func NewAnalyzer() *Analyzer {
 					pt := th(e)
 					pt.pending[e.DB] = append(pt.pending[e.DB], w)
 				} else {
-					commit([]write{w}, e.Time)
+					commit([]write{w}, e.Time, e.Start)
 				}
 			}
 		case "commit":
 			t := th(e)
 			if ws := t.pending[e.DB]; len(ws) > 0 {
 				delete(t.pending, e.DB)
-				commit(ws, e.Time)
+				commit(ws, e.Time, e.Start)
 			}
 		case "rollback":
 			delete(th(e).pending, e.DB)
@@ -556,6 +585,25 @@ func NewAnalyzer() *Analyzer {
 					en.never = e.TTL == nil
 				}
 				entries[id] = en
+				// Set after a write its inputs were read before: stale
+				// from the start (when the write surely committed after
+				// the last read of the table returned; the writer's own
+				// request does not count).
+				for _, tb := range en.inputs {
+					lw, ok := lastWrite[tb]
+					read, wasRead := t.readAt[tb]
+					if !ok || !wasRead || lw.lower <= read || lw.at > e.Time ||
+						lw.w.ev.PID == e.PID && lw.w.ev.Req == e.Req && (e.Req != 0 || lw.w.ev.Thread == e.Thread) {
+						continue
+					}
+					c := &candidate{w: lw.w, at: lw.at, table: tb, race: true}
+					if lw.w.ev.Req == 0 {
+						c.deadline = lw.at + Grace.Seconds()
+					}
+					en.cand = c
+					cands[en] = true
+					break
+				}
 				for _, tb := range en.inputs {
 					if byTable[tb] == nil {
 						byTable[tb] = map[*entry]bool{}
@@ -627,6 +675,7 @@ func staleOf(en *entry, reqs map[reqKey]*reqInfo) Stale {
 	s.WrittenBy.T = en.stale.at
 	s.WrittenBy.Time = stamp(en.stale.at)
 	s.StaleHits = en.stale.hits
+	s.SetAfterWrite = en.stale.race
 	for v, n := range en.stale.byView {
 		s.StaleByView[v] = n
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -321,5 +322,78 @@ func TestStaleASGI(t *testing.T) {
 	}
 	if n := len(a.states); n > 2 {
 		t.Errorf("%d thread or request states kept after every request ended, want at most the two threads'", n)
+	}
+}
+
+// The race no invalidation catches: a request misses, reads shop_order,
+// and while it computes another request writes shop_order and deletes the
+// key (invalidating what is not there yet); then the first sets the value
+// from its old rows. The entry is stale from its set, and said to be so
+// (set_after_write). Controls: a write that may have committed before the
+// read returned (sent before it returned) is not counted, nor one whose
+// writer deletes the key after the set.
+func TestStaleSetAfterWrite(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		overlap   bool // the write was sent before the read returned
+		lateDel   bool // the writer deletes the key after the set
+		wantStale bool
+	}{
+		{"race", false, false, true},
+		{"overlapping", true, false, false},
+		{"invalidated after the set", false, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &stream{t: 1000}
+			s.add(Event{PID: 1, Kind: "req", Phase: "start", Thread: 11, Req: 1, Method: "GET", Path: "/summary/"})
+			s.add(cacheEv(1, 11, 1, "get", "summary", no()))
+			read := sqlEv(1, 11, 1, `SELECT COUNT(*) FROM "shop_order"`, false)
+			read.Start = s.t
+			s.t += 0.010
+			read.Time = s.t // returned
+			s.add(read)
+			write := sqlEv(2, 21, 1, `UPDATE "shop_order" SET "total" = 1 WHERE "shop_order"."id" = 5`, false)
+			write.Start = read.Time + 0.001
+			if c.overlap {
+				write.Start = read.Time - 0.005
+			}
+			s.add(Event{PID: 2, Kind: "req", Phase: "start", Thread: 21, Req: 1, Method: "POST", Path: "/write/"})
+			s.add(write)
+			s.add(cacheEv(2, 21, 1, "delete", "summary", nil))
+			if !c.lateDel {
+				s.add(Event{PID: 2, Kind: "req", Phase: "end", Thread: 21, Req: 1, View: "shop.views.write"})
+			}
+			set := cacheEv(1, 11, 1, "set", "summary", nil)
+			set.HasTTL = true
+			s.add(set)
+			s.add(Event{PID: 1, Kind: "req", Phase: "end", Thread: 11, Req: 1, View: "shop.views.summary"})
+			if c.lateDel {
+				s.add(cacheEv(2, 21, 1, "delete", "summary", nil))
+				s.add(Event{PID: 2, Kind: "req", Phase: "end", Thread: 21, Req: 1, View: "shop.views.write"})
+			}
+			for i := int64(2); i < 5; i++ {
+				s.req(1, 11, i, "GET", "/summary/", func() { s.add(cacheEv(1, 11, i, "get", "summary", yes())) }, "shop.views.summary")
+			}
+			r := Analyze(s.evs, s.t+10)
+			if !c.wantStale {
+				if len(r.Stale) != 0 {
+					t.Fatalf("stale entries %+v, want none", r.Stale)
+				}
+				return
+			}
+			if len(r.Stale) != 1 {
+				t.Fatalf("stale entries: %+v, want the summary", r.Stale)
+			}
+			st := r.Stale[0]
+			if !st.SetAfterWrite || st.StaleHits != 3 || st.WrittenBy.PID != 2 || st.WrittenBy.View == nil || *st.WrittenBy.View != "shop.views.write" ||
+				!reflect.DeepEqual(st.Inputs, []string{"shop_order"}) {
+				t.Errorf("stale entry %+v, want set after the write by shop.views.write, 3 stale hits", st)
+			}
+			var text strings.Builder
+			WriteText(&text, r)
+			if !strings.Contains(text.String(), "cached after the write, from rows read before it committed") {
+				t.Errorf("the text report does not say the entry was cached after the write:\n%s", text.String())
+			}
+		})
 	}
 }

@@ -51,9 +51,14 @@ func WriteText(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "  inputs       %s\n", strings.Join(s.Inputs, ", "))
 		fmt.Fprintf(w, "  made stale   by pid %d, view %s, path %s, committed %s:\n", s.WrittenBy.PID, orDash(s.WrittenBy.View), orDash(s.WrittenBy.Path), s.WrittenBy.Time)
 		fmt.Fprintf(w, "               %s\n", oneLine(s.WrittenBy.SQL, 200))
-		if s.Invalidated != nil {
+		switch {
+		case s.SetAfterWrite && s.Invalidated != nil:
+			fmt.Fprintf(w, "  cached after the write, from rows read before it committed (an invalidation before the set cannot help); replaced or deleted only at %s\n", *s.Invalidated)
+		case s.SetAfterWrite:
+			fmt.Fprintf(w, "  cached after the write, from rows read before it committed (an invalidation before the set cannot help)\n")
+		case s.Invalidated != nil:
 			fmt.Fprintf(w, "  no invalidation followed the write; the entry was replaced or deleted only at %s\n", *s.Invalidated)
-		} else {
+		default:
 			fmt.Fprintf(w, "  no invalidation followed the write\n")
 		}
 		if s.StaleHits == 0 {

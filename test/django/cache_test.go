@@ -63,6 +63,7 @@ type cacheJSON struct {
 		LastStaleHit *string        `json:"last_stale_hit"`
 		Timeout      *float64       `json:"timeout"`
 		Never        bool           `json:"never_expires"`
+		SetAfter     bool           `json:"set_after_write"`
 	} `json:"stale"`
 	Dropped int64 `json:"dropped_events"`
 }
@@ -362,6 +363,48 @@ func TestCacheStaleASGI(t *testing.T) {
 	}
 	uv := &server{name: "uvicorn krait-asgi", kind: "uvicorn", group: "krait-asgi", url: st.env["KRAIT_UVICORN_URL"], parent: pid, workers: []int{pid}}
 	testCacheStale(t, st, uv, st.server(t, "krait-sync"), "default")
+}
+
+// TestCacheStaleRace: the race no invalidation catches, on the running
+// servers: a gunicorn sync worker misses the order summary, reads the
+// orders and, before it caches the summary (?delay=3), the gthread server
+// writes an order (POST /touch/). The summary is stale from its set;
+// krait cache names it, with the write, says it was cached after the write,
+// and counts the hits served since. Before, only writes committed after
+// the set counted.
+func TestCacheStaleRace(t *testing.T) {
+	st := needStack(t)
+	readers, writer := st.server(t, "krait-sync"), st.server(t, "krait-gthread")
+	checkHealth(t, readers, "before")
+	checkHealth(t, writer, "before")
+	flushCaches(t, st)
+	k := startCache(t, "--pid", strconv.Itoa(readers.parent), "--pid", strconv.Itoa(writer.parent), "--subprocesses", "--json")
+	off := st.logOffset(t)
+	miss := getAsync(t, readers.url+"/cached/?delay=3")
+	st.waitStatement(t, off, "krait-sync", `COUNT("shop_order"."id")`, 20*time.Second)
+	time.Sleep(200 * time.Millisecond) // the aggregate has returned
+	post(t, writer.url+"/touch/")
+	if body := miss.wait(t, 30*time.Second); !strings.Contains(body, `"cache_hit": false`) {
+		t.Fatalf("GET /cached/?delay=3 was no miss: %s", body)
+	}
+	for i := 0; i < 3; i++ {
+		if body := mustGet(t, readers.url+"/cached/"); !strings.Contains(body, `"cache_hit": true`) {
+			t.Fatalf("GET /cached/ after the set was no hit: %s", body)
+		}
+	}
+	out := k.interrupt(t)
+	var rep cacheJSON
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("krait cache --json: %v\n%s", err, out)
+	}
+	if len(rep.Stale) != 1 {
+		t.Fatalf("stale entries: %d, want the order summary:\n%s", len(rep.Stale), short(out))
+	}
+	s := rep.Stale[0]
+	if s.UserKey != "order-summary" || !s.SetAfter || s.StaleHits != 3 || !reflect.DeepEqual(s.Inputs, []string{"shop_order"}) ||
+		s.WrittenBy.View == nil || *s.WrittenBy.View != "shop.views.touch" || !strings.HasPrefix(s.WrittenBy.SQL, `UPDATE "shop_order"`) {
+		t.Errorf("stale entry: want order-summary cached after the write by shop.views.touch, 3 stale hits:\n%s", short(out))
+	}
 }
 
 // TestCacheKilled: krait cache killed (SIGKILL) leaves every worker as it

@@ -228,10 +228,11 @@ class _CacheTrace(object):
         pid = os.getpid()
 
         def krait_tx(conn, *args, **kwargs):
+            t0 = time.time()
             r = orig(conn, *args, **kwargs)
             if box and os.getpid() == pid:
                 for a in box:
-                    a._ct_tx(op, conn)
+                    a._ct_tx(op, conn, t0)
             return r
         return krait_tx
 
@@ -354,13 +355,13 @@ class _CacheTrace(object):
             pass
         return r
 
-    def _ct_tx(self, op, conn):
+    def _ct_tx(self, op, conn, t0):
         try:
             st = self.ct
             ident = _ident()
             if st.depth.get(ident):
                 return  # DatabaseCache's own transaction
-            ev = {'kind': op, 'db': conn.alias, 'thread': ident, 't': time.time()}
+            ev = {'kind': op, 'db': conn.alias, 'thread': ident, 't': time.time(), 't0': t0}
             self._ct_ctx(st, ident, ev)
             self.ev_put(ev)
         except Exception:

@@ -134,8 +134,11 @@ def _cache(request):
 
 def cached(request):
     """A summary computed once and cached forever: it is never invalidated,
-    so it goes stale as orders change (the "stale data" scenario)."""
+    so it goes stale as orders change (the "stale data" scenario).
+    ?delay=S waits S seconds between reading the orders and caching the
+    summary (the race in which a write commits in between)."""
     cache = _cache(request)
+    delay = _number(request, "delay", 0.0, 0.0, 30.0) or 0.0
     summary = cache.get(CACHE_KEY)
     hit = summary is not None
     if not hit:
@@ -146,6 +149,8 @@ def cached(request):
             "computed_at": timezone.now().isoformat(),
             "computed_by": os.getpid(),
         }
+        if delay:
+            time.sleep(delay)
         cache.set(CACHE_KEY, summary, timeout=None)
     return JsonResponse(dict(summary, cache_hit=hit))
 
