@@ -29,10 +29,9 @@ var noRequest = attribution{view: NoRequest}
 // handlerFrame finds the innermost frame of Django's request handling:
 // BaseHandler._get_response or, under ASGI, _get_response_async (which
 // hold the resolved view in `callback`); else, under ASGI, asgiref's
-// thread_handler running sync code for a request in a sync_to_async
-// thread (a sync view or middleware: the request is its first argument,
-// the view or middleware its func); else WSGIHandler.__call__ (the
-// request before and after the view).
+// thread_handler running sync code in a sync_to_async thread (for a
+// request when it runs a sync view or middleware: see requestLocals);
+// else WSGIHandler.__call__ (the request before and after the view).
 func handlerFrame(frames []cpython.StackFrame) (int, bool) {
 	for i, f := range frames {
 		if (f.Info.Name == "_get_response" || f.Info.Name == "_get_response_async") && strings.Contains(f.Info.File, "django/core/handlers") {
