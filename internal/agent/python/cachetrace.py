@@ -286,12 +286,15 @@ class _CacheTrace(object):
             else:
                 prev = st.reqs.get(ident)
                 st.reqs[ident] = (rid, request)
+        except Exception:  # (stopped meanwhile)
+            return None
+        try:  # made current: whatever happens now, _ct_req_end puts back
             self.ev_put({'kind': 'req', 'ph': 'start', 'req': rid, 'thread': ident, 't': time.time(),
                          'method': request.method, 'path': request.path,
                          'query': request.META.get('QUERY_STRING') or ''})
-            return st, ident, rid, prev
         except Exception:
-            return None
+            pass
+        return st, ident, rid, prev
 
     def _ct_req_end(self, began, request):
         if began is None:
