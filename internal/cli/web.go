@@ -96,8 +96,23 @@ func (u *unreadable) report(stderr io.Writer, cmd string, code int) int {
 	if len(u.infos) > 1 {
 		what += "es"
 	}
+	advice := target.PermissionAdvice(u.infos[0].PID)
+	// Several owners (a survey of the host): name them all.
+	var owners []string
+	seen := map[string]bool{}
+	for _, in := range u.infos {
+		if in.User != "" && !seen[in.User] {
+			seen[in.User] = true
+			owners = append(owners, in.User)
+		}
+	}
+	if len(owners) > 1 && strings.HasPrefix(advice, "it belongs to ") {
+		sort.Strings(owners)
+		advice = fmt.Sprintf("they belong to %s: run krait as root (sudo), or give krait CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep; in Docker: --cap-add SYS_PTRACE)",
+			strings.Join(owners, ", "))
+	}
 	fmt.Fprintf(stderr, "krait %s: %d %s could not be read (permission denied): %s — %s\n", cmd, len(u.infos), what,
-		strings.Join(names, ", "), target.PermissionAdvice(u.infos[0].PID))
+		strings.Join(names, ", "), advice)
 	if code == ExitOK {
 		return ExitPermission
 	}

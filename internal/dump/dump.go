@@ -246,13 +246,19 @@ func (r *Reading) read(opt ReadOptions) error {
 	}
 	var capture *nativeCapture
 	var p *live.Pauser
+	untrack := func() {}
 	if !opt.NonBlocking {
 		py.Prepare() // what need not be read while the process is held
 		// No garbage collection while the process is held: the read is
 		// short and its garbage small.
 		defer gcOff()()
 		var perr error
-		if p, perr = live.Pause(pid, 2*time.Second); perr != nil {
+		var hold func(*live.Pauser)
+		hold, untrack = track()
+		defer untrack()
+		if p, perr = live.Pause(pid, 2*time.Second); perr == nil {
+			hold(p)
+		} else {
 			// One of many processes that another tracer holds (krait
 			// record, gdb): read it running rather than leave it out.
 			var pe *target.PermissionError
@@ -270,7 +276,6 @@ func (r *Reading) read(opt ReadOptions) error {
 			py.Reset()
 		}
 	} else {
-		done := holding(p)
 		err = read()
 		if err == nil && opt.Native {
 			if ts := nativeThreads(r.OSThreads, r.Interps, opt.NativeOnly); len(ts) > 0 {
@@ -284,7 +289,7 @@ func (r *Reading) read(opt ReadOptions) error {
 			time.Sleep(opt.HoldPause)
 		}
 		p.Release()
-		done()
+		untrack()
 		r.Paused, r.Held = true, p.Held
 	}
 	if err != nil {
@@ -440,20 +445,23 @@ func (rd *Reading) addTasks(res *Result, in *cpython.Interpreter) {
 	}
 }
 
-// held: the processes that reads in progress hold paused. Told to stop
-// (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) while any is held, krait releases
-// them all, then exits.
+// held: the reads in progress that pause a process (about to, or holding
+// it). Told to stop (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT) while there are
+// any, krait releases the processes held and exits (exiting, it lets the
+// kernel release one caught mid-pause).
 var held struct {
 	sync.Mutex
+	n    int // reads in progress
 	ps   map[*live.Pauser]bool
 	sigs chan os.Signal
 }
 
-// holding registers p until the function it returns is called.
-func holding(p *live.Pauser) (done func()) {
+// track counts one more read about to pause a process; hold registers its
+// pause once made, and done (idempotent) counts the read off.
+func track() (hold func(*live.Pauser), done func()) {
 	held.Lock()
 	defer held.Unlock()
-	if len(held.ps) == 0 {
+	if held.n == 0 {
 		held.ps = map[*live.Pauser]bool{}
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -465,7 +473,7 @@ func holding(p *live.Pauser) (done func()) {
 					p.Release()
 				}
 				what := "process"
-				if len(held.ps) > 1 {
+				if held.n > 1 {
 					what = "processes"
 				}
 				fmt.Fprintf(os.Stderr, "krait: interrupted; %s released\n", what)
@@ -473,16 +481,27 @@ func holding(p *live.Pauser) (done func()) {
 			}
 		}()
 	}
-	held.ps[p] = true
-	return func() {
+	held.n++
+	var mine *live.Pauser
+	var once sync.Once
+	hold = func(p *live.Pauser) {
 		held.Lock()
 		defer held.Unlock()
-		delete(held.ps, p)
-		if len(held.ps) == 0 {
-			signal.Stop(held.sigs)
-			close(held.sigs)
-		}
+		mine = p
+		held.ps[p] = true
 	}
+	done = func() {
+		once.Do(func() {
+			held.Lock()
+			defer held.Unlock()
+			delete(held.ps, mine)
+			if held.n--; held.n == 0 {
+				signal.Stop(held.sigs)
+				close(held.sigs)
+			}
+		})
+	}
+	return hold, done
 }
 
 var gc struct {
