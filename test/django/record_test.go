@@ -113,20 +113,9 @@ func TestTopByView(t *testing.T) {
 	p := getAsync(t, s.url+"/slow/?s=4")
 	time.Sleep(500 * time.Millisecond)
 	out := kraitOK(t, "top", "--pid", strconv.Itoa(s.parent), "--subprocesses", "--idle", "--by", "view", "--json", "--duration", "2.5")
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var snap struct {
-		Views []struct {
-			View     string   `json:"view"`
-			Samples  int64    `json:"samples"`
-			InFlight int      `json:"in_flight"`
-			SlowestS *float64 `json:"slowest_s"`
-		} `json:"views"`
-	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &snap); err != nil {
-		t.Fatalf("krait top --json: %v\n%s", err, out)
-	}
+	snaps := topSnapshots(t, out)
 	ok := false
-	for _, v := range snap.Views {
+	for _, v := range snaps[len(snaps)-1] {
 		if v.View == "shop.views.slow" && v.Samples > 0 && v.InFlight == 1 && v.SlowestS != nil && *v.SlowestS > 0.5 {
 			ok = true
 		}
@@ -149,23 +138,7 @@ func TestTopSlowestModWSGI(t *testing.T) {
 	p := getAsync(t, s.url+"/slow/?s=5")
 	time.Sleep(2 * time.Second)
 	out := kraitOK(t, "top", "--pid", strconv.Itoa(s.parent), "--subprocesses", "--idle", "--by", "view", "--json", "--delay", "0.5", "--duration", "0.6")
-	worst := -1.0
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var snap struct {
-			Views []struct {
-				View     string   `json:"view"`
-				SlowestS *float64 `json:"slowest_s"`
-			} `json:"views"`
-		}
-		if err := json.Unmarshal([]byte(line), &snap); err != nil {
-			t.Fatalf("krait top --json: %v\n%s", err, out)
-		}
-		for _, v := range snap.Views {
-			if v.View == "shop.views.slow" && v.SlowestS != nil && *v.SlowestS > worst {
-				worst = *v.SlowestS
-			}
-		}
-	}
+	worst := slowest(topSnapshots(t, out), "shop.views.slow")
 	if worst < 2 || worst > 5 {
 		t.Errorf("krait top: the /slow/?s=5 request started 2 s before top is shown %.2f s old, want 2 to 5:\n%s", worst, out)
 	}
@@ -219,27 +192,8 @@ func TestTopSlowestBackToBack(t *testing.T) {
 			close(stop)
 			wg.Wait()
 			t.Logf("%d requests served, %d failed", served, failed)
-			worst, seen := 0.0, false
-			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-				var snap struct {
-					Views []struct {
-						View     string   `json:"view"`
-						SlowestS *float64 `json:"slowest_s"`
-					} `json:"views"`
-				}
-				if err := json.Unmarshal([]byte(line), &snap); err != nil {
-					t.Fatalf("krait top --json: %v\n%s", err, out)
-				}
-				for _, v := range snap.Views {
-					if v.View == "shop.views.cpu" && v.SlowestS != nil {
-						seen = true
-						if *v.SlowestS > worst {
-							worst = *v.SlowestS
-						}
-					}
-				}
-			}
-			if !seen {
+			worst := slowest(topSnapshots(t, out), "shop.views.cpu")
+			if worst < 0 {
 				t.Fatalf("krait top --by view never showed shop.views.cpu in flight:\n%s", out)
 			}
 			t.Logf("slowest shop.views.cpu request top saw: %.3f s", worst)
@@ -265,22 +219,10 @@ func TestTopByViewASGI(t *testing.T) {
 	p := getAsync(t, url+"/cpu/?ms=5000")
 	time.Sleep(500 * time.Millisecond)
 	out := kraitOK(t, "top", "--pid", strconv.Itoa(pid), "--by", "view", "--json", "--duration", "2.5")
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var snap struct {
-		Views []struct {
-			View        string   `json:"view"`
-			Samples     int64    `json:"samples"`
-			InFlight    int      `json:"in_flight"`
-			SlowestS    *float64 `json:"slowest_s"`
-			SlowestPath string   `json:"slowest_route"`
-		} `json:"views"`
-	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &snap); err != nil {
-		t.Fatalf("krait top --json: %v\n%s", err, out)
-	}
+	snaps := topSnapshots(t, out)
 	ok := false
-	for _, v := range snap.Views {
-		if v.View == "shop.views.cpu" && v.Samples > 0 && v.InFlight == 1 && v.SlowestS != nil && strings.HasPrefix(v.SlowestPath, "GET cpu/") {
+	for _, v := range snaps[len(snaps)-1] {
+		if v.View == "shop.views.cpu" && v.Samples > 0 && v.InFlight == 1 && v.SlowestS != nil && strings.HasPrefix(v.SlowestRoute, "GET cpu/") {
 			ok = true
 		}
 	}
@@ -290,4 +232,44 @@ func TestTopByViewASGI(t *testing.T) {
 	if body := p.wait(t, 30*time.Second); !strings.Contains(body, " ") {
 		t.Errorf("/cpu/?ms=5000 answered %q", body)
 	}
+}
+
+// topView is a view in krait top --by view --json's snapshots.
+type topView struct {
+	View         string   `json:"view"`
+	Samples      int64    `json:"samples"`
+	InFlight     int      `json:"in_flight"`
+	SlowestS     *float64 `json:"slowest_s"`
+	SlowestRoute string   `json:"slowest_route"`
+}
+
+// topSnapshots reads krait top --json's output: the views of each
+// snapshot, in order (at least one).
+func topSnapshots(t *testing.T, out string) [][]topView {
+	t.Helper()
+	var snaps [][]topView
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var snap struct {
+			Views []topView `json:"views"`
+		}
+		if err := json.Unmarshal([]byte(line), &snap); err != nil {
+			t.Fatalf("krait top --json: %v\n%s", err, out)
+		}
+		snaps = append(snaps, snap.Views)
+	}
+	return snaps
+}
+
+// slowest is the largest slowest_s of view in any snapshot; -1 if none
+// had a request of it in flight.
+func slowest(snaps [][]topView, view string) float64 {
+	worst := -1.0
+	for _, views := range snaps {
+		for _, v := range views {
+			if v.View == view && v.SlowestS != nil && *v.SlowestS > worst {
+				worst = *v.SlowestS
+			}
+		}
+	}
+	return worst
 }
