@@ -367,7 +367,7 @@ func TestCacheStaleASGI(t *testing.T) {
 
 // TestCacheStaleRace: the race no invalidation catches, on the running
 // servers: a gunicorn sync worker misses the order summary, reads the
-// orders and, before it caches the summary (?delay=3), the gthread server
+// orders and, before it caches the summary (?delay=4), the gthread server
 // writes an order (POST /touch/). The summary is stale from its set;
 // krait cache names it, with the write, says it was cached after the write,
 // and counts the hits served since. Before, only writes committed after
@@ -380,12 +380,12 @@ func TestCacheStaleRace(t *testing.T) {
 	flushCaches(t, st)
 	k := startCache(t, "--pid", strconv.Itoa(readers.parent), "--pid", strconv.Itoa(writer.parent), "--subprocesses", "--json")
 	off := st.logOffset(t)
-	miss := getAsync(t, readers.url+"/cached/?delay=3")
+	miss := getAsync(t, readers.url+"/cached/?delay=4")
 	st.waitStatement(t, off, "krait-sync", `COUNT("shop_order"."id")`, 20*time.Second)
-	time.Sleep(200 * time.Millisecond) // the aggregate has returned
+	time.Sleep(time.Second) // the aggregate has returned (the log shows it when it starts)
 	post(t, writer.url+"/touch/")
 	if body := miss.wait(t, 30*time.Second); !strings.Contains(body, `"cache_hit": false`) {
-		t.Fatalf("GET /cached/?delay=3 was no miss: %s", body)
+		t.Fatalf("GET /cached/?delay=4 was no miss: %s", body)
 	}
 	for i := 0; i < 3; i++ {
 		if body := mustGet(t, readers.url+"/cached/"); !strings.Contains(body, `"cache_hit": true`) {
