@@ -61,7 +61,21 @@ func checked(t *testing.T, size int64, open func() (*Core, error)) (c *Core, err
 		}()
 		c, err = open()
 	})
-	if limit := uint64(1<<20 + 4*size); grown > limit {
+	// The runtime counts allocations process-wide and a span at a time
+	// (in a fuzz worker the fuzzing machinery allocates beside us): an
+	// opening over the limit is measured twice more, and the least of the
+	// three counts. (Once in CI: 1,157,144 bytes counted for an input that
+	// allocates 65,536 here.)
+	limit := uint64(1<<20 + 4*size)
+	for i := 0; i < 2 && grown > limit; i++ {
+		grown = min(grown, allocated(func() {
+			defer func() { _ = recover() }()
+			if c2, _ := open(); c2 != nil {
+				c2.Close()
+			}
+		}))
+	}
+	if grown > limit {
 		t.Errorf("Open allocated %d bytes for a %d-byte file (limit %d)", grown, size, limit)
 	}
 	if err != nil && strings.Contains(err.Error(), "\n") {
