@@ -204,8 +204,8 @@ type reqKey struct {
 	id  int64
 }
 
-// threadKey names a thread's state (Req 0) or a request's.
-type threadKey struct {
+// stateKey names the state of a thread (Req 0) or of a request.
+type stateKey struct {
 	PID    int
 	Thread int64
 	Req    int64
@@ -287,7 +287,7 @@ func Analyze(events []Event, now float64) *Report {
 type Analyzer struct {
 	pending []Event // added, not yet processed
 	reqs    map[reqKey]*reqInfo
-	states  map[threadKey]*threadState // of threads, and of requests in flight
+	states  map[stateKey]*threadState // of threads, and of requests in flight
 	step    func(Event)
 	settle  func(float64)
 	report  func() *Report
@@ -348,7 +348,7 @@ func NewAnalyzer() *Analyzer {
 	a := &Analyzer{reqs: map[reqKey]*reqInfo{}}
 	reqs := a.reqs
 	rep := &Report{}
-	threads := map[threadKey]*threadState{}
+	threads := map[stateKey]*threadState{}
 	a.states = threads
 	entries := map[string]*entry{}
 	var stales []*entry
@@ -360,7 +360,7 @@ func NewAnalyzer() *Analyzer {
 	// starts and ends in the event loop's thread and runs its sync code
 	// (the ORM, cache calls, sync views) in threads of sync_to_async.
 	th := func(e Event) *threadState {
-		k := threadKey{PID: e.PID, Thread: e.Thread}
+		k := stateKey{PID: e.PID, Thread: e.Thread}
 		t := threads[k]
 		if t == nil {
 			t = &threadState{windows: map[string][]string{}, pending: map[string][]write{}}
@@ -372,7 +372,7 @@ func NewAnalyzer() *Analyzer {
 		if e.Req == 0 {
 			return th(e)
 		}
-		k := threadKey{PID: e.PID, Req: e.Req}
+		k := stateKey{PID: e.PID, Req: e.Req}
 		t := threads[k]
 		if t == nil {
 			t = &threadState{req: e.Req, windows: map[string][]string{}}
@@ -497,7 +497,7 @@ func NewAnalyzer() *Analyzer {
 				t.windows = map[string][]string{}
 				rep.Requests++
 			case "end":
-				delete(threads, threadKey{PID: e.PID, Req: e.Req})
+				delete(threads, stateKey{PID: e.PID, Req: e.Req})
 			}
 		case "sql":
 			rep.SQL++

@@ -139,17 +139,9 @@ func (p *proc) attributeWSGI(t *cpython.StackThread, i int, server string, now t
 			env = e.Addr
 		}
 	}
-	mark, start := p.serverMark(t.Frames)
-	old := p.reqs[t.TState]
-	if old != nil && old.frame == f.Addr && old.request == env && old.callback == app && old.mark == mark {
-		return old.attribution
-	}
-	st := &reqState{frame: f.Addr, request: env, callback: app, mark: mark}
-	st.first = now
-	if !start.IsZero() {
-		st.first = start
-	} else if old != nil && old.frame == f.Addr && old.request == env && old.mark == mark {
-		st.first = old.first
+	st, same := p.known(t, reqState{frame: f.Addr, request: env, callback: app}, now)
+	if same {
+		return st.attribution
 	}
 	if env != 0 {
 		e := p.py.Ref(env)
@@ -200,21 +192,12 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 	if err != nil || reqAddr == 0 {
 		return attribution{view: "(django request)", first: now}
 	}
-	addrs := []uint64{reqAddr, cbAddr}
-	mark, start := p.serverMark(t.Frames)
-	old := p.reqs[t.TState]
-	if old != nil && old.frame == f.Addr && old.request == addrs[0] && old.callback == addrs[1] && old.mark == mark {
-		return old.attribution
-	}
-	st := &reqState{frame: f.Addr, request: addrs[0], callback: addrs[1], mark: mark}
-	st.first = now
-	if !start.IsZero() {
-		st.first = start
-	} else if old != nil && old.request == addrs[0] && old.mark == mark {
-		st.first = old.first
+	st, same := p.known(t, reqState{frame: f.Addr, request: reqAddr, callback: cbAddr}, now)
+	if same {
+		return st.attribution
 	}
 	p.py.FreshRead()
-	req := p.py.Ref(addrs[0])
+	req := p.py.Ref(reqAddr)
 	if m, ok := req.Attr("method"); ok {
 		st.method, _ = m.Str()
 	}
@@ -226,8 +209,8 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 			st.route, _ = r.Str()
 		}
 	}
-	if st.view == "" && addrs[1] != 0 {
-		if mod, q, ok := p.py.Ref(addrs[1]).FuncName(); ok {
+	if st.view == "" && cbAddr != 0 {
+		if mod, q, ok := p.py.Ref(cbAddr).FuncName(); ok {
 			st.view = q
 			if mod != "" {
 				st.view = mod + "." + q
@@ -239,6 +222,30 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 	}
 	p.reqs[t.TState] = st
 	return st.attribution
+}
+
+// known looks up the request thread t was last seen serving: the same
+// one (frame, request, view and the server's mark all equal) is returned
+// with same; else key as a new state, its start the server's (mod_wsgi),
+// or carried over when only the view or frame changed (resolved, or the
+// handler entered, since), or now.
+func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqState, bool) {
+	mark, start := p.serverMark(t.Frames)
+	key.mark = mark
+	old := p.reqs[t.TState]
+	if old != nil && old.frame == key.frame && old.request == key.request && old.callback == key.callback && old.mark == mark {
+		return old, true
+	}
+	st := &key
+	switch {
+	case !start.IsZero():
+		st.first = start
+	case old != nil && old.request == key.request && old.mark == mark:
+		st.first = old.first
+	default:
+		st.first = now
+	}
+	return st, false
 }
 
 // serverMark tells one request from the next on a thread when the
