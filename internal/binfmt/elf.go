@@ -8,20 +8,24 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 )
 
-// Object is one ELF file as mapped into a target.
+// Object is one ELF file as mapped into a target. It is safe for concurrent
+// use: krait shares one Object among the processes it reads at once.
 type Object struct {
 	Path    string // path as the target names it
 	Type    elf.Type
 	BuildID string
-	syms    map[string]uint64
+	syms    map[string]uint64    // .dynsym, never written after OpenObject
 	secs    map[string][2]uint64 // name → vaddr, size
 	// opened is where the file can be read again: .symtab, which can be
-	// large and is rarely needed, is loaded on the first miss.
-	opened       string
-	symtabLoaded bool
+	// large and is rarely needed, is loaded once, on the first miss, into
+	// its own map.
+	opened     string
+	symtabOnce sync.Once
+	symtab     map[string]uint64
 	// Loads are the PT_LOAD segments.
 	Loads []elf.ProgHeader
 }
@@ -69,7 +73,7 @@ func OpenObject(opened, path string) (o *Object, err error) {
 	}
 	if symbolsReadable(f, elf.SHT_DYNSYM, size) {
 		if ds, err := f.DynamicSymbols(); err == nil {
-			o.add(ds)
+			add(o.syms, ds)
 		}
 	}
 	return o, nil
@@ -110,7 +114,7 @@ func symbolsReadable(f *elf.File, typ elf.SectionType, size uint64) bool {
 	return s != nil && readable(s, size) && int(s.Link) < len(f.Sections) && readable(f.Sections[s.Link], size)
 }
 
-func (o *Object) add(syms []elf.Symbol) {
+func add(m map[string]uint64, syms []elf.Symbol) {
 	for _, s := range syms {
 		if s.Value == 0 || s.Section == elf.SHN_UNDEF {
 			continue
@@ -119,8 +123,8 @@ func (o *Object) add(syms []elf.Symbol) {
 		if t != elf.STT_OBJECT && t != elf.STT_FUNC && t != elf.STT_TLS {
 			continue
 		}
-		if _, ok := o.syms[s.Name]; !ok {
-			o.syms[s.Name] = s.Value
+		if _, ok := m[s.Name]; !ok {
+			m[s.Name] = s.Value
 		}
 	}
 }
@@ -131,28 +135,32 @@ func (o *Object) Symbol(name string) (uint64, bool) {
 	if v, ok := o.syms[name]; ok {
 		return v, true
 	}
-	if !o.symtabLoaded {
-		o.symtabLoaded = true
-		o.loadSymtab()
-	}
-	v, ok := o.syms[name]
+	o.symtabOnce.Do(func() { o.symtab = loadSymtab(o.opened) })
+	v, ok := o.symtab[name]
 	return v, ok
 }
 
-func (o *Object) loadSymtab() {
-	fh, err := openRegular(o.opened)
+// loadSymtab reads a file's .symtab; a missing or damaged one is empty.
+func loadSymtab(opened string) (m map[string]uint64) {
+	m = map[string]uint64{}
+	fh, err := openRegular(opened)
 	if err != nil {
 		return
 	}
 	defer fh.Close()
-	defer func() { _ = recover() }() // a damaged .symtab is no .symtab
+	defer func() {
+		if recover() != nil { // a damaged .symtab is no .symtab
+			m = map[string]uint64{}
+		}
+	}()
 	f, err := elf.NewFile(fh)
 	if err != nil || !symbolsReadable(f, elf.SHT_SYMTAB, fileSize(fh)) {
 		return
 	}
 	if ss, err := f.Symbols(); err == nil {
-		o.add(ss)
+		add(m, ss)
 	}
+	return m
 }
 
 // Section returns a section's link-time address and size.

@@ -8,9 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"krait/internal/testkit"
 )
 
 // TestOpenObjectDamaged opens a real ELF file cut short and with wild
@@ -100,5 +103,46 @@ func TestOpenObjectFIFO(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("OpenObject of a FIFO blocked")
+	}
+}
+
+// TestObjectConcurrent: krait shares one Object among the processes it
+// reads at once (`requests --pid A --pid B`), so lookups from several
+// goroutines, the first of which loads .symtab, must not race (run with
+// -race to see it; without, the runtime may catch the map written while
+// read).
+func TestObjectConcurrent(t *testing.T) {
+	// A libpython of a pyenv build is not stripped: frame_dealloc, a
+	// static function, is in its .symtab only.
+	var lib string
+	for _, py := range testkit.AttachPythons(t) {
+		if m, _ := filepath.Glob(filepath.Join(filepath.Dir(py.Path), "..", "lib", "libpython3*.so.1.0")); len(m) > 0 {
+			lib = m[0]
+		}
+	}
+	if lib == "" {
+		t.Fatal("no libpython of a pyenv build")
+	}
+	for round := 0; round < 10; round++ {
+		o, err := OpenObject(lib, lib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		found := make([]bool, 8)
+		for i := range found {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o.Symbol("no_such_symbol")
+				_, found[i] = o.Symbol("frame_dealloc")
+			}()
+		}
+		wg.Wait()
+		for i, ok := range found {
+			if !ok {
+				t.Fatalf("%s, round %d, goroutine %d: frame_dealloc not found", lib, round, i)
+			}
+		}
 	}
 }
