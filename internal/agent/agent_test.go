@@ -89,6 +89,7 @@ type agentFixture struct {
 	file    string         // fixture.py's absolute path
 	trace   json.RawMessage
 	stderr  bytes.Buffer
+	evMax   int // the agent's probe event buffer (cfg "ev_max"); 0: its default
 
 	mu     sync.Mutex
 	status fixtureStatus
@@ -244,6 +245,9 @@ func (fx *agentFixture) load(token string, connectTimeout int, mmap bool) string
 	}
 	cfg := map[string]any{"dir": dir, "token": token, "page": 0, "page_size": 0,
 		"trace": fx.trace, "connect_timeout": connectTimeout}
+	if fx.evMax > 0 {
+		cfg["ev_max"] = fx.evMax
+	}
 	req, _ := json.Marshal(map[string]any{"agent": agent, "cfg": cfg, "mmap": mmap})
 	fx.mu.Lock()
 	loads := fx.status.Loads

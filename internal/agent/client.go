@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"krait/internal/pymarshal"
 	"krait/internal/target"
 )
 
@@ -105,12 +107,18 @@ func peerPID(conn net.Conn) (int, error) {
 	return int(cred.Pid), nil
 }
 
+// maxMessage bounds one message of the agent (a line, or the marshal
+// data that follows an "events" line).
+const maxMessage = 64 << 20
+
 func (c *Client) readLoop() {
-	sc := bufio.NewScanner(c.conn)
-	sc.Buffer(make([]byte, 1<<16), 64<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+	r := bufio.NewReaderSize(c.conn, 1<<16)
+	for {
+		m, err := readMessage(r)
+		if err != nil {
+			break
+		}
+		if m == nil {
 			continue
 		}
 		if m["event"] == "events" {
@@ -137,6 +145,61 @@ func (c *Client) readLoop() {
 	close(c.closed)
 	close(c.Events)
 	c.probes.close()
+}
+
+// readMessage reads one message of the agent: a JSON line and, for an
+// "events" message with "marshal": N, the N bytes of marshal data that
+// follow it, decoded into "events" (PROTOCOL.md). A line that is not JSON
+// is nil; an error ends the connection.
+func readMessage(r *bufio.Reader) (map[string]any, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if json.Unmarshal(line, &m) != nil {
+		return nil, nil
+	}
+	n, ok := m["marshal"].(float64)
+	if !ok || m["event"] != "events" {
+		return m, nil
+	}
+	if n < 0 || n > maxMessage {
+		return nil, fmt.Errorf("agent events of %v bytes", n)
+	}
+	data := make([]byte, int(n))
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, err
+	}
+	evs, err := pymarshal.Decode(data)
+	if err != nil {
+		m["undecoded"] = true // the batch is lost, and counted as dropped
+	}
+	m["events"] = evs
+	return m, nil
+}
+
+// readLine reads one \n-terminated line (without it), of at most
+// maxMessage bytes.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		part, err := r.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if long == nil {
+				return part[:len(part)-1], nil
+			}
+			return append(long, part[:len(part)-1]...), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(long)+len(part) > maxMessage {
+				return nil, fmt.Errorf("agent message over %d bytes", maxMessage)
+			}
+			long = append(long, part...)
+		default:
+			return nil, err
+		}
+	}
 }
 
 // Call sends a request and waits for its reply.

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -167,10 +169,15 @@ func drainProbes(c *Client, d time.Duration) int {
 
 // probeFlood: a dprintf hit as fast as a thread can loop, while the
 // client does not read for 3 s (the agent's writes block): the loop never
-// slows to a stop, the agent drops and counts, and every hit is accounted
-// for once krait reads again.
+// slows to a stop; then reads slowly (some 80 KB/s, less than the flood
+// makes) until the agent has dropped and counted what its buffer could
+// not hold; and every hit is accounted for once krait reads again.
 func probeFlood(t *testing.T, fx *agentFixture) {
+	// A buffer of 2,000 events, not 50,000: a machine busy enough to slow
+	// the flood to a few thousand hits a second fills it too.
+	fx.evMax = 2000
 	dir := fx.load("tok", 30, false)
+	fx.evMax = 0
 	fx.send("flood")
 	fx.waitStatus(5*time.Second, "flood started", func(s fixtureStatus) bool { return s.Flood > 0 })
 	var conn net.Conn
@@ -179,7 +186,8 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 		return err
 	})
 	defer conn.Close()
-	rd := bufio.NewReaderSize(conn, 1<<20)
+	slow := &slowReader{r: conn}
+	rd := bufio.NewReaderSize(slow, 1<<20)
 	id := 0
 	received, dropped := 0, 0
 	count := func(m map[string]any) {
@@ -229,6 +237,23 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 		t.Errorf("the application was held up: %d iterations in 3 s, %d periods without progress", last-before, stalls)
 	}
 
+	// Reading slowly, until the agent says it dropped some: each write of
+	// the agent's completes well within the 10 s after which it would drop
+	// the connection.
+	slow.on.Store(true)
+	began := time.Now()
+	for dropped == 0 {
+		if time.Since(began) > 90*time.Second {
+			t.Fatalf("reading slowly for 90 s: %d events received, none dropped", received)
+		}
+		m := readMsg(t, rd)
+		if m["event"] == "events" {
+			count(m)
+		}
+	}
+	t.Logf("reading slowly: the agent dropped events after %.1f s (%d received)", time.Since(began).Seconds(), received)
+	slow.on.Store(false)
+
 	// Read again: drops counted. Disabled, the dprintf's hit count stays
 	// put; once what was queued is flushed, received + dropped (since the
 	// dprintf was set) = hits.
@@ -253,13 +278,13 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 	hits := int(ask("breakpoints", nil)["bps"].([]any)[0].(map[string]any)["hits"].(float64))
 	conn.SetReadDeadline(time.Now().Add(time.Second)) // what was queued, flushed within 50 ms
 	for {
-		line, err := rd.ReadBytes('\n')
+		m, err := readMessage(rd)
 		if err != nil {
 			break
 		}
-		var m map[string]any
-		json.Unmarshal(line, &m)
-		count(m)
+		if m != nil {
+			count(m)
+		}
 	}
 	conn.SetReadDeadline(time.Time{})
 	t.Logf("hits %d: received %d, dropped %d", hits, received, dropped)
@@ -272,15 +297,33 @@ func probeFlood(t *testing.T, fx *agentFixture) {
 
 func readMsg(t *testing.T, rd *bufio.Reader) map[string]any {
 	t.Helper()
-	line, err := rd.ReadBytes('\n')
+	m, err := readMessage(rd)
 	if err != nil {
 		t.Fatalf("reading from the agent: %v", err)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(line, &m); err != nil {
-		t.Fatalf("%q: %v", line, err)
+	if m == nil {
+		t.Fatalf("the agent sent a line that is not JSON")
+	}
+	if m["undecoded"] == true {
+		t.Fatalf("the agent sent events krait could not decode")
 	}
 	return m
+}
+
+// slowReader reads at most 8 KB every 100 ms while on.
+type slowReader struct {
+	r  io.Reader
+	on atomic.Bool
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if s.on.Load() {
+		time.Sleep(100 * time.Millisecond)
+		if len(p) > 8<<10 {
+			p = p[:8<<10]
+		}
+	}
+	return s.r.Read(p)
 }
 
 // TestProbeBacklog: events a reader does not take in time are dropped

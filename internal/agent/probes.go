@@ -140,7 +140,8 @@ func (q *probeQueue) forward(done <-chan struct{}) {
 	}
 }
 
-// probeBatch reads an "events" message.
+// probeBatch reads an "events" message (its events decoded from marshal
+// data already, if they came so).
 func probeBatch(m map[string]any) ProbeBatch {
 	b := ProbeBatch{Dropped: map[string]int{}}
 	list, _ := m["events"].([]any)
@@ -149,6 +150,9 @@ func probeBatch(m map[string]any) ProbeBatch {
 		if ev, ok := e.(map[string]any); ok {
 			b.Events = append(b.Events, ev)
 		}
+	}
+	if n, _ := m["n"].(float64); m["undecoded"] == true && n > 0 {
+		b.Dropped["undecoded"] += int(n) // marshal data krait could not read
 	}
 	if d, ok := m["dropped"].(map[string]any); ok {
 		for k, v := range d {

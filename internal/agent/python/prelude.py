@@ -38,6 +38,7 @@ import gc
 import hmac
 import json
 import linecache
+import marshal
 import os
 import select
 import signal
