@@ -422,23 +422,30 @@ func TestCacheKilled(t *testing.T) {
 }
 
 // TestCacheEvents: --events streams every operation as a JSON line, with
-// the request and the application's line; --duration ends the run.
+// the request and the application's line, also from a batch the agent
+// sent as JSON (a value marshal refuses); --duration ends the run.
 func TestCacheEvents(t *testing.T) {
 	st := needStack(t)
 	srv := st.server(t, "krait-venv")
 	k := startCache(t, append(pidArgs("--pid", srv.workers), "--events", "--duration", "6")...)
 	mustGet(t, srv.url+"/categories/?alias=redis")
 	mustGet(t, srv.url+"/paged/?x="+strconv.FormatInt(time.Now().UnixNano(), 10)) // a URL not cached yet
+	// A version marshal refuses (an int subclass): that batch goes as JSON.
+	mustGet(t, srv.url+"/versioned/")
 	if err := k.cmd.Wait(); err != nil {
 		t.Fatalf("krait cache --events --duration: %v\n%s", err, k.stderr.String())
 	}
 	// The view's code: its first line is its first decorator's (3.8+).
 	paged := findLine(t, filepath.Join(repoRoot, "testdata", "django", "shop", "views.py"), "def cacheloop(", "@cache_page(60)")
-	found, page := false, false
+	found, page, versioned := false, false, false
 	for _, l := range strings.Split(strings.TrimSpace(k.stdout.String()), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
 			t.Fatalf("not a JSON line: %q", l)
+		}
+		if ev["kind"] == "cache" && ev["op"] == "get" && ev["key"] == "versioned" && ev["v"] == 2.0 &&
+			strings.HasSuffix(fmt.Sprint(ev["fkey"]), ":2:versioned") && ev["view"] == "shop.views.versioned" {
+			versioned = true
 		}
 		if ev["kind"] == "cache" && ev["op"] == "get" && ev["key"] == "categories" && ev["alias"] == "redis" &&
 			ev["view"] == "shop.views.categories" && ev["path"] == "/categories/" &&
@@ -461,6 +468,9 @@ func TestCacheEvents(t *testing.T) {
 			}
 		}
 		t.Errorf("no set of /paged/'s cache_page key, standing for GET /paged/, at views.py:%d:\n%s", paged, short(k.stdout.String()))
+	}
+	if !versioned {
+		t.Errorf("no get of versioned, version 2 (sent as JSON: marshal refuses an int subclass), among the events:\n%s", short(k.stdout.String()))
 	}
 	if !strings.Contains(k.stderr.String(), "KEY PATTERN") {
 		t.Errorf("no report on stderr:\n%s", k.stderr.String())

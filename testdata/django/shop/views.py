@@ -218,6 +218,20 @@ def categories(request):
     return JsonResponse({"categories": names, "cache_hit": hit})
 
 
+class _Version(int):
+    """An int of a class of its own, as an IntEnum is: marshal refuses it."""
+
+
+def versioned(request):
+    """A get (and on a miss a set) with a version that is a _Version:
+    krait's agent sends the batch holding their events as JSON."""
+    v = _Version(2)
+    value = cache.get("versioned", version=v)
+    if value is None:
+        cache.set("versioned", "two", timeout=60, version=v)
+    return JsonResponse({"cache_hit": value is not None})
+
+
 def touch(request):
     """Writes: the first order's note and the first customer (POST only).
     The order summary cached by cached() is not invalidated; the customer

@@ -16,5 +16,6 @@ urlpatterns = [
     path("hooks/", views.hooks),
     path("cacheloop/", views.cacheloop),
     path("paged/", views.paged),
+    path("versioned/", views.versioned),
     path("cpu/", views.cpu),
 ]
