@@ -26,7 +26,7 @@ case "${1:-}" in
 esac
 
 apt_pkgs=(postgresql memcached redis-server apache2 libapache2-mod-wsgi-py3 python3.11
-  python3-django python3-psycopg2 python3-pymemcache python3-django-redis python3-setproctitle
+  python3-django python3-psycopg2 python3-pymemcache python3-pylibmc python3-django-redis python3-setproctitle
   gunicorn curl)
 
 install_apt() {

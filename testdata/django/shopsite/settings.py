@@ -56,6 +56,19 @@ CACHES = {
     },
 }
 
+try:
+    import pylibmc  # noqa: F401 (Debian's python3-pylibmc: python3.11's servers)
+except ImportError:
+    pass
+else:
+    # memcached through pylibmc too, under a prefix of its own (the two
+    # clients store values differently).
+    CACHES["pylibmc"] = {
+        "BACKEND": "django.core.cache.backends.memcached.PyLibMCCache",
+        "LOCATION": "127.0.0.1:%s" % env("KRAIT_MEMCACHED_PORT", "11211"),
+        "KEY_PREFIX": "shoplmc",
+    }
+
 if env("KRAIT_REDIS_PORT"):
     # Django 4+ has its own Redis backend; Django 3.2 uses django-redis.
     import django
