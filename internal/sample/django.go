@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"krait/internal/cpython"
+	"krait/internal/sockdiag"
 )
 
 // attribution is what a thread's sample is charged to.
@@ -21,6 +22,11 @@ type attribution struct {
 type reqState struct {
 	frame, request, callback uint64
 	mark                     int64
+	// port is the client's (gunicorn); guessed: the start is when krait
+	// first saw the request, in its first sample of the process (the
+	// request began before krait came: fixStarts asks the client socket).
+	port    int
+	guessed bool
 	attribution
 }
 
@@ -230,8 +236,8 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 // or carried over when only the view or frame changed (resolved, or the
 // handler entered, since), or now.
 func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqState, bool) {
-	mark, start := p.serverMark(t.Frames)
-	key.mark = mark
+	mark, start, port := p.serverMark(t.Frames)
+	key.mark, key.port = mark, port
 	old := p.reqs[t.TState]
 	if old != nil && old.frame == key.frame && old.request == key.request && old.callback == key.callback && old.mark == mark {
 		return old, true
@@ -244,8 +250,49 @@ func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqS
 		st.first = old.first
 	default:
 		st.first = now
+		st.guessed = !p.sampled && port != 0
 	}
 	return st, false
+}
+
+// fixStarts gives the requests found in flight by the first sample of the
+// process, whose server does not say when they began (gunicorn), the time
+// the kernel last received data on their client connection (the request,
+// read whole before the application is called), as `krait requests`
+// does: else a request that began long before krait came would show as
+// young. Called once, after the first sample (and with the process
+// running again: the query is not part of any pause).
+func (p *proc) fixStarts(threads []*cpython.StackThread, attrs []attribution, now time.Time) {
+	var guessed []int
+	for i, t := range threads {
+		if st := p.reqs[t.TState]; st != nil && st.guessed {
+			guessed = append(guessed, i)
+		}
+	}
+	if len(guessed) == 0 {
+		return
+	}
+	inodes, err := sockdiag.SocketInodes(p.pid)
+	if err != nil {
+		return
+	}
+	conns, err := sockdiag.TCP(p.pid)
+	if err != nil {
+		return
+	}
+	asked := time.Now()
+	for _, i := range guessed {
+		st := p.reqs[threads[i].TState]
+		st.guessed = false
+		for _, c := range conns {
+			if inodes[c.Inode] && int(c.Peer.Port()) == st.port {
+				if start := asked.Add(-c.LastRecv); start.Before(now) {
+					st.first, attrs[i].first = start, start
+				}
+				break
+			}
+		}
+	}
 }
 
 // serverMark tells one request from the next on a thread when the
@@ -257,61 +304,48 @@ func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqS
 // its start in microseconds (returned as start too: the request's true
 // start), gunicorn's sync worker with its count of requests, its threaded
 // and async workers with the client's port and the request's number on
-// its connection. 0 (and no start) under any other server.
-func (p *proc) serverMark(frames []cpython.StackFrame) (int64, time.Time) {
+// its connection. 0 (and no start) under any other server. Under gunicorn
+// the client's port is returned too (0 if unknown: a Unix socket).
+func (p *proc) serverMark(frames []cpython.StackFrame) (int64, time.Time, int) {
 	for _, f := range frames {
 		switch {
 		case f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/"):
-			return p.gunicornMark(f), time.Time{}
+			mark, port := p.gunicornMark(f)
+			return mark, time.Time{}, port
 		case p.modWSGI && f.Info.Name == "__call__" && strings.HasSuffix(f.Info.File, "django/core/handlers/wsgi.py"):
 			addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "environ")
 			if err != nil || addrs[0] == 0 {
-				return 0, time.Time{}
+				return 0, time.Time{}, 0
 			}
 			if v, ok := p.py.Ref(addrs[0]).DictGet("mod_wsgi.request_start"); ok {
 				if s, ok := v.Str(); ok {
 					if us, err := strconv.ParseInt(s, 10, 64); err == nil && us > 0 {
-						return us, time.UnixMicro(us)
+						return us, time.UnixMicro(us), 0
 					}
 				}
 			}
-			return 0, time.Time{}
+			return 0, time.Time{}, 0
 		}
 	}
-	return 0, time.Time{}
+	return 0, time.Time{}, 0
 }
 
 // gunicornMark reads the mark of the request a gunicorn worker's
-// handle_request frame serves: the sync worker's handle_request(self,
-// listener, req, client, addr) counts requests in self.nr (one thread, one
-// request at a time); the threaded worker's handle_request(self, req,
-// conn) and the async workers' handle_request(self, listener_name, req,
-// sock, addr) share self.nr among threads, so the client's port and
-// req.req_number (the request's place on a kept-alive connection) mark
-// theirs.
-func (p *proc) gunicornMark(f cpython.StackFrame) int64 {
-	if strings.HasSuffix(f.Info.File, "/sync.py") {
-		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "self")
-		if err != nil || addrs[0] == 0 {
-			return 0
-		}
-		if nr, ok := p.py.Ref(addrs[0]).Attr("nr"); ok {
-			n, _ := nr.Int()
-			return n
-		}
-		return 0
+// handle_request frame serves, and the client's port: the sync worker's
+// handle_request(self, listener, req, client, addr) counts requests in
+// self.nr (one thread, one request at a time); the threaded worker's
+// handle_request(self, req, conn) and the async workers'
+// handle_request(self, listener_name, req, sock, addr) share self.nr
+// among threads, so the client's port and req.req_number (the request's
+// place on a kept-alive connection) mark theirs.
+func (p *proc) gunicornMark(f cpython.StackFrame) (mark int64, port int) {
+	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "self", "req", "conn", "addr")
+	if err != nil {
+		return 0, 0
 	}
-	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "req", "conn", "addr")
-	if err != nil || addrs[0] == 0 {
-		return 0
-	}
-	var mark int64
-	if n, ok := p.py.Ref(addrs[0]).Attr("req_number"); ok {
-		mark, _ = n.Int()
-	}
-	client := addrs[2]
-	if addrs[1] != 0 {
-		if c, ok := p.py.Ref(addrs[1]).Attr("client"); ok {
+	client := addrs[3]
+	if addrs[2] != 0 {
+		if c, ok := p.py.Ref(addrs[2]).Attr("client"); ok {
 			client = c.Addr
 		}
 	}
@@ -319,10 +353,23 @@ func (p *proc) gunicornMark(f cpython.StackFrame) int64 {
 		// addr / conn.client: (host, port) for TCP, a path for a Unix
 		// socket (no port).
 		if items := p.py.Ref(client).Items(2); len(items) == 2 {
-			if port, ok := items[1].Int(); ok {
-				mark |= port << 32
+			if n, ok := items[1].Int(); ok {
+				port = int(n)
 			}
 		}
 	}
-	return mark
+	if strings.HasSuffix(f.Info.File, "/sync.py") {
+		if addrs[0] != 0 {
+			if nr, ok := p.py.Ref(addrs[0]).Attr("nr"); ok {
+				mark, _ = nr.Int()
+			}
+		}
+		return mark, port
+	}
+	if addrs[1] != 0 {
+		if n, ok := p.py.Ref(addrs[1]).Attr("req_number"); ok {
+			mark, _ = n.Int()
+		}
+	}
+	return mark | int64(port)<<32, port
 }

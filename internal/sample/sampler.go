@@ -89,6 +89,7 @@ type proc struct {
 	stat    map[int]*taskFiles
 	reqs    map[uint64]*reqState
 	modWSGI bool // its requests carry mod_wsgi.request_start
+	sampled bool // a sample of it was taken (see fixStarts)
 	info    ProcInfo
 	gone    bool
 }
@@ -506,6 +507,10 @@ func (s *Sampler) sampleProc(p *proc, now time.Time) ([]Request, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !p.sampled {
+		p.sampled = true
+		p.fixStarts(threads, attrs, now)
 	}
 	if time.Since(p.namesAt) > time.Second || p.names == nil {
 		unknown := p.names == nil
