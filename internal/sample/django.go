@@ -22,9 +22,10 @@ type attribution struct {
 type reqState struct {
 	frame, request, callback uint64
 	mark                     int64
-	// port is the client's (gunicorn); guessed: the start is when krait
-	// first saw the request, in its first sample of the process (the
-	// request began before krait came: fixStarts asks the client socket).
+	// port is the client's (gunicorn), read for a request found by the
+	// first sample of the process; guessed: its start is when krait first
+	// saw it (it began before krait came: fixStarts asks the client
+	// socket).
 	port    int
 	guessed bool
 	attribution
@@ -109,7 +110,7 @@ func (p *proc) attributeAll(threads []*cpython.StackThread, now time.Time) []att
 func wsgiFrame(frames []cpython.StackFrame) (int, string, bool) {
 	for i, f := range frames {
 		switch {
-		case f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/"):
+		case isGunicornHandler(f):
 			return i, "gunicorn", true
 		case f.Info.Name == "run" && strings.HasSuffix(f.Info.File, "wsgiref/handlers.py"):
 			return i, "wsgiref", true
@@ -236,8 +237,8 @@ func (p *proc) attribute(t *cpython.StackThread, now time.Time) attribution {
 // or carried over when only the view or frame changed (resolved, or the
 // handler entered, since), or now.
 func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqState, bool) {
-	mark, start, port := p.serverMark(t.Frames)
-	key.mark, key.port = mark, port
+	mark, start := p.serverMark(t.Frames)
+	key.mark = mark
 	old := p.reqs[t.TState]
 	if old != nil && old.frame == key.frame && old.request == key.request && old.callback == key.callback && old.mark == mark {
 		return old, true
@@ -250,7 +251,10 @@ func (p *proc) known(t *cpython.StackThread, key reqState, now time.Time) (*reqS
 		st.first = old.first
 	default:
 		st.first = now
-		st.guessed = !p.sampled && port != 0
+		if !p.sampled {
+			st.port = p.clientPort(t.Frames)
+			st.guessed = st.port != 0
+		}
 	}
 	return st, false
 }
@@ -304,72 +308,96 @@ func (p *proc) fixStarts(threads []*cpython.StackThread, attrs []attribution, no
 // its start in microseconds (returned as start too: the request's true
 // start), gunicorn's sync worker with its count of requests, its threaded
 // and async workers with the client's port and the request's number on
-// its connection. 0 (and no start) under any other server. Under gunicorn
-// the client's port is returned too (0 if unknown: a Unix socket).
-func (p *proc) serverMark(frames []cpython.StackFrame) (int64, time.Time, int) {
+// its connection. 0 (and no start) under any other server.
+func (p *proc) serverMark(frames []cpython.StackFrame) (int64, time.Time) {
 	for _, f := range frames {
 		switch {
-		case f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/"):
-			mark, port := p.gunicornMark(f)
-			return mark, time.Time{}, port
+		case isGunicornHandler(f):
+			return p.gunicornMark(f), time.Time{}
 		case p.modWSGI && f.Info.Name == "__call__" && strings.HasSuffix(f.Info.File, "django/core/handlers/wsgi.py"):
 			addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "environ")
 			if err != nil || addrs[0] == 0 {
-				return 0, time.Time{}, 0
+				return 0, time.Time{}
 			}
 			if v, ok := p.py.Ref(addrs[0]).DictGet("mod_wsgi.request_start"); ok {
 				if s, ok := v.Str(); ok {
 					if us, err := strconv.ParseInt(s, 10, 64); err == nil && us > 0 {
-						return us, time.UnixMicro(us), 0
+						return us, time.UnixMicro(us)
 					}
 				}
 			}
-			return 0, time.Time{}, 0
+			return 0, time.Time{}
 		}
 	}
-	return 0, time.Time{}, 0
+	return 0, time.Time{}
+}
+
+func isGunicornHandler(f cpython.StackFrame) bool {
+	return f.Info.Name == "handle_request" && strings.Contains(f.Info.File, "gunicorn/workers/")
 }
 
 // gunicornMark reads the mark of the request a gunicorn worker's
-// handle_request frame serves, and the client's port: the sync worker's
-// handle_request(self, listener, req, client, addr) counts requests in
-// self.nr (one thread, one request at a time); the threaded worker's
-// handle_request(self, req, conn) and the async workers'
-// handle_request(self, listener_name, req, sock, addr) share self.nr
-// among threads, so the client's port and req.req_number (the request's
-// place on a kept-alive connection) mark theirs.
-func (p *proc) gunicornMark(f cpython.StackFrame) (mark int64, port int) {
-	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "self", "req", "conn", "addr")
-	if err != nil {
-		return 0, 0
+// handle_request frame serves: the sync worker's handle_request(self,
+// listener, req, client, addr) counts requests in self.nr (one thread, one
+// request at a time); the threaded worker's handle_request(self, req,
+// conn) and the async workers' handle_request(self, listener_name, req,
+// sock, addr) share self.nr among threads, so the client's port and
+// req.req_number (the request's place on a kept-alive connection) mark
+// theirs.
+func (p *proc) gunicornMark(f cpython.StackFrame) int64 {
+	if strings.HasSuffix(f.Info.File, "/sync.py") {
+		addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "self")
+		if err != nil || addrs[0] == 0 {
+			return 0
+		}
+		if nr, ok := p.py.Ref(addrs[0]).Attr("nr"); ok {
+			n, _ := nr.Int()
+			return n
+		}
+		return 0
 	}
-	client := addrs[3]
-	if addrs[2] != 0 {
-		if c, ok := p.py.Ref(addrs[2]).Attr("client"); ok {
+	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "req")
+	if err != nil || addrs[0] == 0 {
+		return 0
+	}
+	var mark int64
+	if n, ok := p.py.Ref(addrs[0]).Attr("req_number"); ok {
+		mark, _ = n.Int()
+	}
+	return mark | int64(p.gunicornPort(f))<<32
+}
+
+// clientPort is the client's port of the request a gunicorn worker's
+// thread serves (0: not gunicorn, or a Unix socket).
+func (p *proc) clientPort(frames []cpython.StackFrame) int {
+	for _, f := range frames {
+		if isGunicornHandler(f) {
+			return p.gunicornPort(f)
+		}
+	}
+	return 0
+}
+
+// gunicornPort reads the client's port in a handle_request frame: from
+// addr (sync and async workers) or conn.client (threaded), (host, port)
+// for TCP, a path for a Unix socket (no port).
+func (p *proc) gunicornPort(f cpython.StackFrame) int {
+	addrs, err := p.py.FrameLocalAddrs(f.Addr, f.Code, "conn", "addr")
+	if err != nil {
+		return 0
+	}
+	client := addrs[1]
+	if addrs[0] != 0 {
+		if c, ok := p.py.Ref(addrs[0]).Attr("client"); ok {
 			client = c.Addr
 		}
 	}
 	if client != 0 {
-		// addr / conn.client: (host, port) for TCP, a path for a Unix
-		// socket (no port).
 		if items := p.py.Ref(client).Items(2); len(items) == 2 {
-			if n, ok := items[1].Int(); ok {
-				port = int(n)
+			if port, ok := items[1].Int(); ok {
+				return int(port)
 			}
 		}
 	}
-	if strings.HasSuffix(f.Info.File, "/sync.py") {
-		if addrs[0] != 0 {
-			if nr, ok := p.py.Ref(addrs[0]).Attr("nr"); ok {
-				mark, _ = nr.Int()
-			}
-		}
-		return mark, port
-	}
-	if addrs[1] != 0 {
-		if n, ok := p.py.Ref(addrs[1]).Attr("req_number"); ok {
-			mark, _ = n.Int()
-		}
-	}
-	return mark | int64(port)<<32, port
+	return 0
 }
