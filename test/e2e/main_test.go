@@ -160,11 +160,20 @@ func krait(t *testing.T, args ...string) *kraitResult {
 // kraitAs runs krait behind the prefix command (e.g. setpriv …).
 func kraitAs(t *testing.T, prefix []string, args ...string) *kraitResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	return runKrait(t, append(append([]string{}, prefix...), kraitBin), nil, time.Minute, args...)
+}
+
+// runKrait runs argv (a krait binary, behind a prefix command if any)
+// with args, env added to the test's environment, for at most timeout.
+func runKrait(t *testing.T, argv, env []string, timeout time.Duration, args ...string) *kraitResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	argv := append(append([]string{}, prefix...), kraitBin)
-	argv = append(argv, args...)
+	argv = append(append([]string{}, argv...), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Start()
@@ -182,7 +191,7 @@ func kraitAs(t *testing.T, prefix []string, args ...string) *kraitResult {
 		t.Fatalf("running krait %v: %v", args, err)
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("krait %v did not finish within a minute", args)
+		t.Fatalf("krait %v did not finish within %s", args, timeout)
 	}
 	return res
 }

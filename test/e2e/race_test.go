@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,19 +42,9 @@ func TestReadsRace(t *testing.T) {
 	}
 	run := func(args ...string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(os.Environ(), "GORACE=halt_on_error=1 exitcode=66")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Start()
-		if err == nil {
-			record(cmd.Process.Pid)
-			err = cmd.Wait()
-		}
-		if err != nil || strings.Contains(stderr.String(), "DATA RACE") {
-			t.Errorf("krait %s: %v\n%s", strings.Join(args, " "), err, testkit.Short(stderr.String()))
+		r := runKrait(t, []string{bin}, []string{"GORACE=halt_on_error=1 exitcode=66"}, 3*time.Minute, args...)
+		if r.code != 0 || strings.Contains(r.stderr, "DATA RACE") {
+			t.Errorf("%s", testkit.Short(r.String()))
 		}
 	}
 	run(append([]string{"dump", "--native", "--locals", "--json"}, each...)...)
