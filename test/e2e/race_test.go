@@ -14,10 +14,10 @@ import (
 
 // TestReadsRace runs the commands that read several processes side by side
 // (dump, requests, record, top, attach with two processes) with a krait
-// built by the race detector, against a process of every interpreter and
-// two of each (which share one cached executable and libpython): any data
-// race exits krait non-zero. CI once met one as a crash ("concurrent map read and map
-// write" in a shared ELF object's symbol table).
+// built by the race detector, against two processes of every interpreter
+// (which share one cached executable and libpython): any data race exits
+// krait non-zero. CI once met one as a crash ("concurrent map read and
+// map write" in a shared ELF object's symbol table).
 func TestReadsRace(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "krait-race")
