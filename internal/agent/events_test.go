@@ -333,7 +333,6 @@ func TestProbeBacklog(t *testing.T) {
 	var q probeQueue
 	q.init()
 	done := make(chan struct{})
-	go q.forward(done)
 	evs := func(kind string, n int) []map[string]any {
 		out := make([]map[string]any, n)
 		for i := range out {
@@ -344,6 +343,9 @@ func TestProbeBacklog(t *testing.T) {
 	q.put(ProbeBatch{Events: evs("a", probeMaxQueued-10), Dropped: map[string]int{}})
 	q.put(ProbeBatch{Events: evs("b", 20), Dropped: map[string]int{"a": 5}}) // no room: dropped
 	q.put(ProbeBatch{Events: evs("c", 10), Dropped: map[string]int{}})       // room
+	// The reader starts now: had it taken the first batch before the
+	// second was put, there would have been room for that one too.
+	go q.forward(done)
 	b := <-q.out
 	if len(b.Events) != probeMaxQueued-10 || b.Dropped["b"] != 20 || b.Dropped["a"] != 5 {
 		t.Fatalf("first batch: %d events, dropped %v", len(b.Events), b.Dropped)
