@@ -166,6 +166,23 @@ func agentREPLCommands(t *testing.T, fx *agentFixture, c *agentConn) {
 	if ev["thread"] != counter || ev["reason"] != "interrupt" || ev["thread_name"] != "counter" {
 		t.Errorf("stop after interrupt: %v", ev)
 	}
+	// Continued and at once interrupted (a debugger's continue then pause,
+	// both sent before the thread is on its way): it stops again.
+	cont, intr := c.post("continue"), c.post("interrupt", "thread", counter)
+	for _, ch := range []chan map[string]any{cont, intr} {
+		select {
+		case r := <-ch:
+			if r["ok"] != true {
+				t.Fatalf("continue, interrupt: %v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("continue, interrupt: no reply")
+		}
+	}
+	ev = c.event("stop", 5*time.Second)
+	if ev["thread"] != counter || ev["reason"] != "interrupt" {
+		t.Errorf("stop after continue and interrupt: %v", ev)
+	}
 	c.call("continue")
 	c.noEvent("stop", 300*time.Millisecond)
 }

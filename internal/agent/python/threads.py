@@ -126,6 +126,14 @@ class _Threads(object):
         with self.cv:
             for i in idents:
                 self.steps[i] = Step('interrupt', frames[i])
+            # A thread told to continue that is not yet on its way (still
+            # in stopped): it leaves with this interrupt as its step, and
+            # stops at its next line (else the interrupt would be lost).
+            for i in ([t] if t is not None else sorted(self.stopped)):
+                th = self.stopped.get(i)
+                if th is not None and th.resume and th.resume[0] == 'continue':
+                    th.resume = ('interrupt', th.top, False)
+                    idents.append(i)
         if self.backend == 'settrace':
             for i in idents:  # trace it, with line events in the frames it runs now
                 self._tr_thread(i)
