@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,9 +87,10 @@ func TestAttachSeveral(t *testing.T) {
 	if body := <-respFail; body == nil || body["caught"] != "1" {
 		t.Errorf("the held request failed: %v", body)
 	}
+	// The agent leaves each process within moments of its reply (CI once
+	// saw the agent thread still there at once): as every other detach
+	// test, wait for it, then check that nothing of krait's is left.
 	for _, srv := range []*attachServer{a, b} {
-		if st := srv.get(t, "/status"); st == nil || regexp.MustCompile(`krait`).MatchString(fmt.Sprint(st["threads"])) {
-			t.Errorf("after detach: %v", st)
-		}
+		checkClean(t, srv)
 	}
 }
