@@ -20,22 +20,18 @@ func estimateElapsed(pid int, reqs []*inflight.Request, now time.Time) {
 	if !need {
 		return
 	}
-	inodes, err := sockdiag.SocketInodes(pid)
+	conns, asked, err := sockdiag.Own(pid)
 	if err != nil {
 		return
 	}
-	conns, err := sockdiag.TCP(pid)
-	if err != nil {
-		return
-	}
-	taken := time.Since(now) // the query came this long after the read
+	taken := asked.Sub(now) // the query came this long after the read
 	for _, r := range reqs {
 		if r.ElapsedS != nil || r.RemotePort == 0 {
 			continue
 		}
 		want, werr := netip.ParseAddr(r.RemoteAddr)
 		for _, c := range conns {
-			if !inodes[c.Inode] || int(c.Peer.Port()) != r.RemotePort {
+			if int(c.Peer.Port()) != r.RemotePort {
 				continue
 			}
 			if werr == nil && want.Unmap() != c.Peer.Addr().Unmap() {

@@ -276,20 +276,15 @@ func (p *proc) fixStarts(threads []*cpython.StackThread, attrs []attribution, no
 	if len(guessed) == 0 {
 		return
 	}
-	inodes, err := sockdiag.SocketInodes(p.pid)
+	conns, asked, err := sockdiag.Own(p.pid)
 	if err != nil {
 		return
 	}
-	conns, err := sockdiag.TCP(p.pid)
-	if err != nil {
-		return
-	}
-	asked := time.Now()
 	for _, i := range guessed {
 		st := p.reqs[threads[i].TState]
 		st.guessed = false
 		for _, c := range conns {
-			if inodes[c.Inode] && int(c.Peer.Port()) == st.port {
+			if int(c.Peer.Port()) == st.port {
 				if start := asked.Add(-c.LastRecv); start.Before(now) {
 					st.first, attrs[i].first = start, start
 				}

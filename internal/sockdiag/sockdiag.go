@@ -178,6 +178,27 @@ func parse(family uint8, b []byte) (Conn, bool) {
 	return c, found
 }
 
+// Own lists the TCP connections of pid's own open sockets, and when they
+// were asked for (a connection's LastRecv is counted back from then).
+func Own(pid int) ([]Conn, time.Time, error) {
+	inodes, err := SocketInodes(pid)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	conns, err := TCP(pid)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	asked := time.Now()
+	out := conns[:0]
+	for _, c := range conns {
+		if inodes[c.Inode] {
+			out = append(out, c)
+		}
+	}
+	return out, asked, nil
+}
+
 // SocketInodes lists the inodes of pid's open sockets (from /proc/PID/fd).
 func SocketInodes(pid int) (map[uint32]bool, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
